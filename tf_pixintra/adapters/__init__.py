@@ -1,0 +1,1 @@
+"""Keras models with custom train steps: Stage I (inter) and Stage II (intra)."""

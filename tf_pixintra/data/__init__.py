@@ -1,0 +1,1 @@
+"""Data sets in their official on-disk layouts, tf.data pipelines and TFRecords."""
