@@ -1,0 +1,275 @@
+"""Tests for tf_pixintra.losses with hand-computed values.
+
+Reference numbers used below (natural logs):
+  logits [0, log 3] -> softmax p = [0.25, 0.75]
+  -log 0.75 = 0.28768207, -log 0.25 = 1.38629436, log 2 = 0.69314718
+  sigmoid(log 3) = 0.75, sigmoid(0) = 0.5
+  softplus(log 3) = log 4 = 1.38629436,
+  softplus(-log 3) = log(4/3) = 0.28768207
+"""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_pixintra import losses
+
+LOG3 = math.log(3.0)
+NEG_LOG_075 = 0.28768207245178085   # -log 0.75
+NEG_LOG_025 = 1.3862943611198906    # -log 0.25 = log 4
+LOG2 = 0.6931471805599453
+
+
+def _grad(fn, x, *rest):
+    x = tf.Variable(np.asarray(x, np.float32))
+    with tf.GradientTape() as tape:
+        loss = fn(x, *rest)
+    return loss, tape.gradient(loss, x).numpy()
+
+
+def _is_float32_scalar(v):
+    return v.dtype == tf.float32 and v.shape == ()
+
+
+# ------------------------------------------------------------------- CE
+def test_segmentation_ce_single_pixel():
+    logits = np.array([[[[0.0, LOG3]]]], np.float32)          # 1x1x1x2
+    v1 = losses.segmentation_cross_entropy(logits, np.array([[[1]]]))
+    v0 = losses.segmentation_cross_entropy(logits, np.array([[[0]]]))
+    assert _is_float32_scalar(v1)
+    assert float(v1) == pytest.approx(NEG_LOG_075, rel=1e-6)
+    assert float(v0) == pytest.approx(NEG_LOG_025, rel=1e-6)
+
+
+def test_segmentation_ce_mean_over_labelled_pixels_only():
+    logits = np.array([[[[0.0, LOG3], [0.0, LOG3]]]], np.float32)  # 1x1x2x2
+    both = losses.segmentation_cross_entropy(
+        logits, np.array([[[1, 0]]], np.uint8))
+    # (0.28768207 + 1.38629436) / 2 = 0.83698822
+    assert float(both) == pytest.approx(0.8369882167658408, rel=1e-6)
+    one = losses.segmentation_cross_entropy(
+        logits, np.array([[[1, 255]]], np.uint8))
+    # the ignored pixel is not in the denominator
+    assert float(one) == pytest.approx(NEG_LOG_075, rel=1e-6)
+    custom = losses.segmentation_cross_entropy(
+        logits, np.array([[[1, 0]]]), ignore_label=0)
+    assert float(custom) == pytest.approx(NEG_LOG_075, rel=1e-6)
+
+
+def test_partial_ce_gradient_zero_on_ignored_pixel():
+    logits = np.array([[[[0.0, LOG3], [2.0, -1.0]]]], np.float32)
+    labels = np.array([[[1, 255]]], np.uint8)
+    loss, g = _grad(losses.partial_cross_entropy, logits, labels)
+    assert float(loss) == pytest.approx(NEG_LOG_075, rel=1e-6)
+    # d CE / d logits = p - onehot = [0.25, 0.75 - 1] (one labelled pixel)
+    np.testing.assert_allclose(g[0, 0, 0], [0.25, -0.25], atol=1e-6)
+    np.testing.assert_array_equal(g[0, 0, 1], [0.0, 0.0])
+
+
+def test_partial_ce_no_labelled_pixel_is_exactly_zero_without_nan():
+    logits = np.array([[[[0.0, LOG3], [5.0, -5.0]]]], np.float32)
+    labels = np.full((1, 1, 2), 255, np.uint8)
+    loss, g = _grad(losses.partial_cross_entropy, logits, labels)
+    assert float(loss) == 0.0
+    assert np.all(g == 0.0) and not np.any(np.isnan(g))
+
+
+def test_partial_ce_in_tf_function_and_tensors():
+    fn = tf.function(losses.partial_cross_entropy)
+    logits = tf.constant([[[[0.0, LOG3]]]])
+    labels = tf.constant([[[1]]], tf.uint8)
+    assert float(fn(logits, labels)) == pytest.approx(NEG_LOG_075, rel=1e-6)
+    labels = tf.constant([[[255]]], tf.uint8)
+    assert float(fn(logits, labels)) == 0.0
+
+
+def test_ce_batch_mean_is_pixel_mean_without_replica_scaling():
+    # two images, one labelled pixel each: mean of the two per-pixel CEs
+    logits = np.array([[[[0.0, LOG3]]], [[[0.0, LOG3]]]], np.float32)
+    labels = np.array([[[1]], [[0]]], np.int64)
+    v = losses.partial_cross_entropy(logits, labels)
+    assert float(v) == pytest.approx((NEG_LOG_075 + NEG_LOG_025) / 2,
+                                     rel=1e-6)
+
+
+# ------------------------------------------------------------------ KLD
+def test_kld_regularizer_values_and_gradient():
+    logits = np.array([[[[0.0, LOG3], [0.0, 0.0]]]], np.float32)
+    # pixel 1: (-log .25 - log .75) / 2 = 0.83698822; pixel 2 ignored
+    loss, g = _grad(losses.kld_regularizer, logits,
+                    np.array([[[0, 255]]], np.uint8))
+    assert _is_float32_scalar(loss)
+    assert float(loss) == pytest.approx(0.8369882167658408, rel=1e-6)
+    # d/dz of -(1/C) sum_c log p_c = p - 1/C = [-0.25, 0.25]
+    np.testing.assert_allclose(g[0, 0, 0], [-0.25, 0.25], atol=1e-6)
+    np.testing.assert_array_equal(g[0, 0, 1], [0.0, 0.0])
+    # uniform logits: -log 0.5
+    both = losses.kld_regularizer(logits, np.array([[[255, 3]]], np.uint8))
+    assert float(both) == pytest.approx(LOG2, rel=1e-6)
+
+
+def test_kld_regularizer_zero_when_unlabelled():
+    logits = np.array([[[[0.0, LOG3]]]], np.float32)
+    loss, g = _grad(losses.kld_regularizer, logits,
+                    np.array([[[255]]], np.uint8))
+    assert float(loss) == 0.0 and np.all(g == 0.0)
+
+
+# --------------------------------------------------------- Stage I (Eq. 1)
+def test_inter_discriminator_loss_is_average_of_two_means():
+    ds = np.array([[[[LOG3]]]], np.float32)        # D(src) = 0.75
+    dt = np.array([[[[0.0], [0.0]]]], np.float32)  # D(tgt) = 0.5, other size
+    v = losses.inter_discriminator_loss(ds, dt)
+    # 0.5 * (-log 0.75 + -log(1 - 0.5)) = 0.5 * (0.28768207 + 0.69314718)
+    assert _is_float32_scalar(v)
+    assert float(v) == pytest.approx(0.4904146265058631, rel=1e-6)
+
+
+def test_inter_generator_loss():
+    v = losses.inter_generator_loss(np.array([[[[LOG3]]]], np.float32))
+    assert float(v) == pytest.approx(NEG_LOG_075, rel=1e-6)   # -log D
+
+
+def test_weighted_self_information():
+    p = np.array([[[[0.25, 0.75], [1.0, 0.0]]]], np.float32)
+    w = losses.weighted_self_information(p).numpy()
+    # -0.25 log2 0.25 = 0.5; -0.75 log2 0.75 = 0.31127812 (divided by log2 2)
+    np.testing.assert_allclose(w[0, 0, 0], [0.5, 0.3112781244591328],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(w[0, 0, 1], [0.0, 0.0])   # no NaN
+    # summed over channels: binary entropy of 0.25 in bits
+    assert w[0, 0, 0].sum() == pytest.approx(0.8112781244591328, rel=1e-6)
+    x = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        s = tf.reduce_sum(losses.weighted_self_information(x))
+    assert np.all(np.isfinite(tape.gradient(s, x).numpy()))
+
+
+def test_weighted_self_information_normalised_by_log_c():
+    p = np.full((1, 1, 1, 4), 0.25, np.float32)  # uniform over 4 -> 1 in sum
+    w = losses.weighted_self_information(p).numpy()
+    np.testing.assert_allclose(w, np.full_like(p, 0.25), rtol=1e-6)
+
+
+# --------------------------------------------------------------- PLA
+D2 = np.array([[[LOG3, LOG3]]], np.float32)      # 1x1x2, D = [.75, .75]
+M2 = np.array([[[1, 0]]], np.uint8)               # pixel 1 hard, 2 easy
+
+
+@pytest.mark.parametrize("d_shape,m_shape", [
+    ((1, 1, 2), (1, 1, 2)), ((1, 1, 2, 1), (1, 1, 2)),
+    ((1, 1, 2), (1, 1, 2, 1)), ((1, 1, 2, 1), (1, 1, 2, 1))])
+def test_pla_discriminator_loss_shapes(d_shape, m_shape):
+    v = losses.pla_discriminator_loss(D2.reshape(d_shape),
+                                      M2.reshape(m_shape))
+    # (BCE(.75, 1) + BCE(.75, 0)) / 2 = (0.28768207 + 1.38629436) / 2
+    assert _is_float32_scalar(v)
+    assert float(v) == pytest.approx(0.8369882167658408, rel=1e-6)
+
+
+def test_pla_generator_loss_value_and_no_gradient_on_easy_pixels():
+    loss, g = _grad(losses.pla_generator_loss, D2[..., None], M2)
+    # -(1/2) log(1 - 0.75) = 0.69314718
+    assert float(loss) == pytest.approx(LOG2, rel=1e-6)
+    # d/dd softplus(d) / HW = sigmoid(d) / 2 = 0.375 on the hard pixel
+    np.testing.assert_allclose(g[0, 0, 0, 0], 0.375, rtol=1e-6)
+    assert g[0, 0, 1, 0] == 0.0
+
+
+def test_pla_generator_loss_stable_for_large_logits():
+    d = np.array([[[100.0, -100.0]]], np.float32)
+    v = losses.pla_generator_loss(d, np.array([[[1, 1]]]))
+    # softplus(100) ~= 100, softplus(-100) ~= 0 -> mean 50
+    assert float(v) == pytest.approx(50.0, rel=1e-6)
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="do not match"):
+        losses.pla_generator_loss(np.zeros((1, 2, 2)), np.zeros((1, 4, 4)))
+
+
+# --------------------------------------------------------------- CTS
+def test_cts_discriminator_loss():
+    d = np.array([[[LOG3, 0.0]]], np.float32)     # D = [.75, .5]
+    z = np.array([[[0.5, 0.0]]], np.float32)
+    v = losses.cts_discriminator_loss(d, z[..., None])
+    # ((.75 - .5)^2 + (.5 - 0)^2) / 2 = (0.0625 + 0.25) / 2
+    assert _is_float32_scalar(v)
+    assert float(v) == pytest.approx(0.15625, rel=1e-6)
+
+
+def test_cts_generator_loss_value_and_no_gradient_on_easy_pixels():
+    d = np.array([[[LOG3, 0.0]]], np.float32)
+    loss, g = _grad(losses.cts_generator_loss, d, M2)
+    # (.75^2 + 0) / 2
+    assert float(loss) == pytest.approx(0.28125, rel=1e-6)
+    # d/dd (s^2)/2 = s * s(1 - s) = .75 * .75 * .25
+    np.testing.assert_allclose(g[0, 0, 0], 0.140625, rtol=1e-6)
+    assert g[0, 0, 1] == 0.0
+
+
+def test_per_pixel_losses_are_batch_means():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(2, 3, 4, 1)).astype(np.float32)
+    m = (rng.random((2, 3, 4)) > 0.5).astype(np.uint8)
+    z = rng.random((2, 3, 4)).astype(np.float32) * m
+    for fn, arg in [(losses.pla_discriminator_loss, m),
+                    (losses.pla_generator_loss, m),
+                    (losses.cts_discriminator_loss, z),
+                    (losses.cts_generator_loss, m)]:
+        whole = float(fn(d, arg))
+        halves = [float(fn(d[i:i + 1], arg[i:i + 1])) for i in range(2)]
+        assert whole == pytest.approx(sum(halves) / 2, rel=1e-5)
+
+
+# ---------------------------------------------- literal Eq. 6 / Eq. 8
+def test_literal_cts_is_hw_times_per_pixel():
+    d = np.array([[[LOG3, 0.0]]], np.float32)
+    z = np.array([[[0.5, 0.0]]], np.float32)
+    assert float(losses.cts_discriminator_loss_literal(d, z)) == \
+        pytest.approx(0.3125, rel=1e-6)                        # 2 * 0.15625
+    assert float(losses.cts_generator_loss_literal(d, M2)) == \
+        pytest.approx(0.5625, rel=1e-6)                        # .75^2
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(3, 5, 7, 1)).astype(np.float32)
+    m = (rng.random((3, 5, 7)) > 0.5).astype(np.float32)
+    hw = 5 * 7
+    assert float(losses.cts_generator_loss_literal(d, m)) == pytest.approx(
+        hw * float(losses.cts_generator_loss(d, m)), rel=1e-5)
+    assert float(losses.cts_discriminator_loss_literal(d, m)) == \
+        pytest.approx(hw * float(losses.cts_discriminator_loss(d, m)),
+                      rel=1e-5)
+
+
+def test_literal_pla_one_pixel_per_subdomain_is_hw_times_per_pixel():
+    # D literal: -log .75 - log .25 = 1.67397643 = 2 * 0.83698822
+    assert float(losses.pla_discriminator_loss_literal(D2, M2)) == \
+        pytest.approx(1.6739764335716716, rel=1e-6)
+    # G literal: -log(1 - .75) = 1.38629436 = 2 * 0.69314718
+    assert float(losses.pla_generator_loss_literal(D2, M2)) == \
+        pytest.approx(NEG_LOG_025, rel=1e-6)
+
+
+def test_literal_pla_generator_with_n_equal_hard_pixels():
+    # n = 2 hard pixels of D = 0.5 among HW = 4:
+    # literal = -log(2 * 0.5) = 0; per-pixel = (2/4) * log 2 = 0.34657359;
+    # in general literal = -log n + (HW / n) * per-pixel.
+    d = np.zeros((1, 2, 2), np.float32)
+    m = np.array([[[1, 1], [0, 0]]], np.uint8)
+    lit = float(losses.pla_generator_loss_literal(d, m))
+    per = float(losses.pla_generator_loss(d, m))
+    assert lit == pytest.approx(0.0, abs=1e-6)
+    assert per == pytest.approx(0.34657359027997264, rel=1e-6)
+    assert lit == pytest.approx(-math.log(2) + (4 / 2) * per, abs=1e-6)
+
+
+def test_literal_pla_infinite_on_empty_subdomain_per_pixel_finite():
+    d = np.zeros((1, 2, 2), np.float32)
+    m = np.zeros((1, 2, 2), np.uint8)      # no hard pixel
+    assert math.isinf(float(losses.pla_generator_loss_literal(d, m)))
+    assert math.isinf(float(losses.pla_discriminator_loss_literal(d, m)))
+    assert float(losses.pla_generator_loss(d, m)) == 0.0
+    assert float(losses.pla_discriminator_loss(d, m)) == \
+        pytest.approx(LOG2, rel=1e-6)

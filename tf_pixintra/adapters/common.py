@@ -1,0 +1,159 @@
+"""What both adapters share: a generator G, two discriminators, three optimizers.
+
+`AdversarialAdapter` is a keras.Model subclass that owns G (a multi-level
+DeepLab-v2), D_main and D_aux and their optimizers. Subclasses write
+`train_step` in terms of `generator_update` and `discriminator_update`, so the
+replica scaling, loss scaling, L2 and head learning-rate rules live here once.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_pixintra.adapters import optimizers as opt_lib
+from tf_pixintra.models import head_variables
+
+
+def split_outputs(outputs):
+    """(main, aux) from a DeepLab-v2 output; aux is None when single-level."""
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+    return outputs, None
+
+
+def upsample(logits, size):
+    """Bilinear resize of stride-8 logits to `size` (the input size), float32."""
+    if logits is None:
+        return None
+    return tf.cast(tf.image.resize(logits, size, method="bilinear"), tf.float32)
+
+
+def replicas():
+    """Number of replicas of the current tf.distribute strategy."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class AdversarialAdapter(keras.Model):
+    """Base of the Stage I and Stage II adapters (custom `train_step`)."""
+
+    def __init__(self, generator, d_main, d_aux, *, weight_decay=5e-4,
+                 head_lr_mult=10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.d_main = d_main
+        self.d_aux = d_aux
+        self.weight_decay = float(weight_decay)
+        self.head_lr_mult = float(head_lr_mult)
+        self._head_ids = {id(v) for v in head_variables(generator)}
+        self._trackers = {}
+        # The sub-models are built already; without this, fit() would try to
+        # build the adapter by calling it on a training batch (a dict).
+        self.built = True
+
+    # -- set-up -------------------------------------------------------------
+    def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None,
+                jit_compile=False):
+        """Stores the three optimizers and builds them (call in strategy scope)."""
+        super().compile(optimizer=g_optimizer, jit_compile=jit_compile)
+        self.g_optimizer = g_optimizer
+        self.d_main_optimizer = d_main_optimizer if self.d_main else None
+        self.d_aux_optimizer = d_aux_optimizer if self.d_aux else None
+        # Build every optimizer now: an unbuilt optimizer has no slots to save,
+        # and checkpoint restore would silently skip its state.
+        g_optimizer.build(self.generator.trainable_variables)
+        for disc, opt in ((self.d_main, self.d_main_optimizer),
+                          (self.d_aux, self.d_aux_optimizer)):
+            if disc is not None:
+                if opt is None:
+                    raise ValueError(f"{disc.name} needs an optimizer")
+                opt.build(disc.trainable_variables)
+
+    def tracker(self, name):
+        """A keras.metrics.Mean per reported quantity, created on first use."""
+        if name not in self._trackers:
+            self._trackers[name] = keras.metrics.Mean(name=name)
+        return self._trackers[name]
+
+    def declare_trackers(self, names):
+        for name in names:
+            self.tracker(name)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def call(self, inputs, training=False):
+        return self.generator(inputs, training=training)
+
+    def checkpoint_objects(self):
+        """Everything a resume needs, for tf.train.Checkpoint."""
+        objects = {"generator": self.generator, "g_optimizer": self.g_optimizer}
+        if self.d_main is not None:
+            objects["d_main"] = self.d_main
+            objects["d_main_optimizer"] = self.d_main_optimizer
+        if self.d_aux is not None:
+            objects["d_aux"] = self.d_aux
+            objects["d_aux_optimizer"] = self.d_aux_optimizer
+        return objects
+
+    # -- updates ------------------------------------------------------------
+    def l2_penalty(self):
+        """0.5 * wd * sum(w^2) over G's trainable variables (coupled L2)."""
+        if not self.weight_decay:
+            return tf.constant(0.0)
+        return 0.5 * self.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+             for v in self.generator.trainable_variables])
+
+    def generator_update(self, tape, loss):
+        """Applies d(loss)/dG. `loss` is this replica's mean; L2 is added here."""
+        with tape:  # re-entered: the L2 term and the scaling are recorded too
+            total = _scale(self.g_optimizer,
+                           (loss + self.l2_penalty()) / replicas())
+        variables = self.generator.trainable_variables
+        grads = tape.gradient(total, variables)
+        grads = [g * self.head_lr_mult if id(v) in self._head_ids else g
+                 for g, v in zip(grads, variables)]
+        self.g_optimizer.apply(grads, variables)
+
+    def discriminator_update(self, tape, loss, discriminator, optimizer):
+        """Applies d(loss)/dD for one discriminator."""
+        variables = discriminator.trainable_variables
+        with tape:
+            total = _scale(optimizer, loss / replicas())
+        grads = tape.gradient(total, variables)
+        optimizer.apply(grads, variables)
+
+    def report(self, values):
+        """Updates the trackers and returns the logs dict of a train step."""
+        logs = {}
+        for name, value in values.items():
+            tracker = self.tracker(name)
+            tracker.update_state(value)
+            logs[name] = tracker.result()
+        logs["lr_g"] = opt_lib.current_learning_rate(self.g_optimizer)
+        if self.d_main_optimizer is not None:
+            logs["lr_d"] = opt_lib.current_learning_rate(self.d_main_optimizer)
+        return logs
+
+    def get_config(self):
+        return {
+            "generator": keras.saving.serialize_keras_object(self.generator),
+            "d_main": keras.saving.serialize_keras_object(self.d_main),
+            "d_aux": keras.saving.serialize_keras_object(self.d_aux),
+            "weight_decay": self.weight_decay,
+            "head_lr_mult": self.head_lr_mult,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("generator", "d_main", "d_aux"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _scale(optimizer, loss):
+    """Loss scaling for mixed_float16 (a LossScaleOptimizer unscales in apply)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss

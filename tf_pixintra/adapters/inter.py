@@ -1,0 +1,112 @@
+"""Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1).
+
+Output-space adversarial training, multi-level (AdaptSegNet): G is trained on
+source cross-entropy (main + 0.1 x aux) and to fool one discriminator per
+head on target maps; then each discriminator learns source (1) vs target (0)
+on the DETACHED maps of the same step, so G runs forward once per domain.
+
+Variants:
+- `source_only`: no adversarial terms (the lower baseline).
+- `adaptsegnet`: softmax maps into D.
+- `advent`: weighted self-information maps (-p log p / log C) into D.
+The same adapter trains the image-level IntraDA baseline of Stage II, with
+easy target images as the labelled side and hard ones as the unlabelled side.
+"""
+
+import keras
+import tensorflow as tf
+
+from tf_pixintra import losses
+from tf_pixintra.adapters.common import AdversarialAdapter
+from tf_pixintra.adapters.common import split_outputs
+from tf_pixintra.adapters.common import upsample
+
+VARIANTS = ("source_only", "adaptsegnet", "advent")
+
+
+@keras.saving.register_keras_serializable(package="tf_pixintra")
+class InterDomainAdapter(AdversarialAdapter):
+    """keras.Model whose `fit` runs Stage I.
+
+    Each batch is a dict with `source_image` (float32, Caffe-preprocessed),
+    `source_label` (uint8 trainIds, 255 = ignore) and `target_image`.
+    """
+
+    def __init__(self, generator, d_main=None, d_aux=None, *,
+                 variant="adaptsegnet", lambda_seg_aux=0.1,
+                 lambda_adv_main=1e-3, lambda_adv_aux=2e-4, **kwargs):
+        if variant not in VARIANTS:
+            raise ValueError(f"variant={variant!r}: expected one of {VARIANTS}")
+        super().__init__(generator, d_main, d_aux, **kwargs)
+        self.variant = variant
+        self.lambda_seg_aux = float(lambda_seg_aux)
+        self.lambda_adv_main = float(lambda_adv_main)
+        self.lambda_adv_aux = float(lambda_adv_aux)
+        names = ["loss_seg", "loss_seg_aux"]
+        if self.adversarial:
+            names += ["loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
+        self.declare_trackers(names)
+
+    @property
+    def adversarial(self):
+        return self.variant != "source_only"
+
+    def discriminator_input(self, logits):
+        """The map a discriminator sees: softmax, or AdvEnt's self-information."""
+        probs = tf.nn.softmax(logits, axis=-1)
+        if self.variant == "advent":
+            return losses.weighted_self_information(probs)
+        return probs
+
+    def train_step(self, data):
+        xs, ys, xt = data["source_image"], data["source_label"], data["target_image"]
+        size_s, size_t = tf.shape(xs)[1:3], tf.shape(xt)[1:3]
+        with tf.GradientTape() as tape:
+            main_s, aux_s = split_outputs(self.generator(xs, training=True))
+            main_s, aux_s = upsample(main_s, size_s), upsample(aux_s, size_s)
+            loss_seg = losses.segmentation_cross_entropy(main_s, ys)
+            values = {"loss_seg": loss_seg}
+            total = loss_seg
+            if aux_s is not None:
+                loss_seg_aux = losses.segmentation_cross_entropy(aux_s, ys)
+                values["loss_seg_aux"] = loss_seg_aux
+                total += self.lambda_seg_aux * loss_seg_aux
+            if self.adversarial:
+                main_t, aux_t = split_outputs(self.generator(xt, training=True))
+                maps_s = [self.discriminator_input(main_s)]
+                maps_t = [self.discriminator_input(upsample(main_t, size_t))]
+                loss_adv = losses.inter_generator_loss(self.d_main(maps_t[0]))
+                values["loss_adv"] = loss_adv
+                total += self.lambda_adv_main * loss_adv
+                if aux_t is not None and self.d_aux is not None:
+                    maps_s.append(self.discriminator_input(aux_s))
+                    maps_t.append(self.discriminator_input(upsample(aux_t, size_t)))
+                    loss_adv_aux = losses.inter_generator_loss(self.d_aux(maps_t[1]))
+                    values["loss_adv_aux"] = loss_adv_aux
+                    total += self.lambda_adv_aux * loss_adv_aux
+        self.generator_update(tape, total)
+        if self.adversarial:
+            values.update(self._discriminator_step(maps_s, maps_t))
+        return self.report(values)
+
+    def _discriminator_step(self, maps_s, maps_t):
+        """D learns source = 1, target = 0 on the detached maps of this step."""
+        values = {}
+        pairs = [(self.d_main, self.d_main_optimizer, "loss_d")]
+        if len(maps_s) > 1:
+            pairs.append((self.d_aux, self.d_aux_optimizer, "loss_d_aux"))
+        for (disc, opt, name), m_s, m_t in zip(pairs, maps_s, maps_t):
+            m_s, m_t = tf.stop_gradient(m_s), tf.stop_gradient(m_t)
+            with tf.GradientTape() as tape:
+                loss_d = losses.inter_discriminator_loss(disc(m_s, training=True),
+                                                         disc(m_t, training=True))
+            self.discriminator_update(tape, loss_d, disc, opt)
+            values[name] = loss_d
+        return values
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(variant=self.variant, lambda_seg_aux=self.lambda_seg_aux,
+                      lambda_adv_main=self.lambda_adv_main,
+                      lambda_adv_aux=self.lambda_adv_aux)
+        return config

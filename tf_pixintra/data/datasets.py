@@ -1,0 +1,329 @@
+"""Listing and decoding of GTA5, SYNTHIA and Cityscapes in their official layouts.
+
+Layouts (paths relative to the data set root):
+- GTA5:       images/*.png and labels/*.png (same file name). The labels are
+  8-bit palette PNGs whose palette indices are Cityscapes labelIds.
+- SYNTHIA (RAND-CITYSCAPES): RGB/*.png and GT/LABELS/*.png (same file name).
+  The labels are 16-bit multi-channel PNGs; the class id is in the FIRST
+  channel.
+- Cityscapes: leftImg8bit/{split}/{city}/*_leftImg8bit.png and
+  gtFine/{split}/{city}/*_gtFine_labelIds.png (8-bit labelIds).
+
+GTA5 and SYNTHIA have no split folders: split "train" or "all" means every
+image, and a list file (one image name per line, relative to the image
+folder, as the reference code bases ship them) selects a subset under any
+split name.
+
+Readers return uint8 RGB images [H, W, 3] and uint8 trainId labels [H, W]
+(255 = ignore). Every problem with the files raises
+tf_pixintra.errors.DataError naming the file and what was expected.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+from PIL import Image
+
+from tf_pixintra.data import labels as labels_lib
+from tf_pixintra.errors import ConfigError, DataError
+
+DATASETS = ("gta5", "synthia", "cityscapes")
+# Splits that mean "every image" for the data sets without split folders.
+ALL_SPLITS = ("train", "all")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One image of a data set and its label file (None when it has none).
+
+    `name` is the image file name without its extension and without the
+    Cityscapes "_leftImg8bit" suffix ("00001", "aachen_000000_000019"): it is
+    unique within a split and suited to name per-image outputs.
+    """
+
+    image_path: str
+    label_path: str | None
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Where one data set keeps its images and labels."""
+
+    title: str
+    image_dir: str  # relative to the root; "{split}" is filled in
+    label_dir: str
+    image_suffix: str
+    label_suffix: str
+    city_folders: bool  # images sit one folder deeper (Cityscapes cities)
+    has_splits: bool
+    description: str
+
+
+_LAYOUTS = {
+    "gta5": _Layout(
+        title="GTA5", image_dir="images", label_dir="labels",
+        image_suffix=".png", label_suffix=".png", city_folders=False,
+        has_splits=False,
+        description="GTA5 layout: images/*.png and labels/*.png "
+                    "with the same file names"),
+    "synthia": _Layout(
+        title="SYNTHIA", image_dir="RGB", label_dir=os.path.join("GT", "LABELS"),
+        image_suffix=".png", label_suffix=".png", city_folders=False,
+        has_splits=False,
+        description="SYNTHIA-RAND-CITYSCAPES layout: RGB/*.png and "
+                    "GT/LABELS/*.png with the same file names"),
+    "cityscapes": _Layout(
+        title="Cityscapes", image_dir=os.path.join("leftImg8bit", "{split}"),
+        label_dir=os.path.join("gtFine", "{split}"),
+        image_suffix="_leftImg8bit.png", label_suffix="_gtFine_labelIds.png",
+        city_folders=True, has_splits=True,
+        description="Cityscapes layout: leftImg8bit/{split}/{city}/"
+                    "*_leftImg8bit.png and gtFine/{split}/{city}/"
+                    "*_gtFine_labelIds.png"),
+}
+
+
+def _layout(dataset):
+    """The layout of `dataset`; ConfigError for an unknown name."""
+    if dataset not in _LAYOUTS:
+        raise ConfigError(f"unknown dataset {dataset!r}; expected one of "
+                          f"{', '.join(DATASETS)}")
+    return _LAYOUTS[dataset]
+
+
+def _read_list_file(list_file):
+    """Non-blank, stripped lines of `list_file` with their line numbers."""
+    if not os.path.isfile(list_file):
+        raise DataError(f"{list_file}: list file does not exist; expected a "
+                        "text file with one image name per line")
+    entries = []
+    with open(list_file, "r", encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            entry = line.strip()
+            if entry:
+                entries.append((line_number, entry))
+    return entries
+
+
+def _relative_image_names(layout, image_dir):
+    """Relative paths of every image under `image_dir`, sorted."""
+    def images_in(folder):
+        # Hidden files (temporaries, "._" resource forks) are not images.
+        return [f for f in os.listdir(folder)
+                if f.endswith(layout.image_suffix) and not f.startswith(".")
+                and os.path.isfile(os.path.join(folder, f))]
+
+    if not layout.city_folders:
+        return sorted(images_in(image_dir))
+    names = []
+    for city in os.listdir(image_dir):
+        city_dir = os.path.join(image_dir, city)
+        if os.path.isdir(city_dir) and not city.startswith("."):
+            names.extend(os.path.join(city, f) for f in images_in(city_dir))
+    return sorted(names)
+
+
+def _listed_image_names(layout, image_dir, list_file):
+    """Relative image paths named in `list_file`, checked and sorted."""
+    names = set()
+    for line_number, entry in _read_list_file(list_file):
+        where = f"{list_file}: line {line_number}: {entry!r}"
+        if os.path.isabs(entry):
+            raise DataError(f"{where}: expected a path relative to "
+                            f"{image_dir}, got an absolute path")
+        if not entry.endswith(layout.image_suffix):
+            raise DataError(f"{where}: expected an image name ending in "
+                            f"{layout.image_suffix!r} ({layout.description})")
+        path = os.path.join(image_dir, entry)
+        if not os.path.isfile(path):
+            raise DataError(f"{where}: image {path} does not exist; "
+                            f"expected names relative to {image_dir}")
+        names.add(os.path.normpath(entry))
+    return sorted(names)
+
+
+def list_examples(dataset, root, split, list_file=None, require_labels=True):
+    """Lists the examples of `dataset` under `root`, sorted by image path.
+
+    Args:
+      dataset: "gta5", "synthia" or "cityscapes".
+      root: the data set root (the folder holding images/, RGB/ or
+        leftImg8bit/ as in the module docstring).
+      split: Cityscapes split folder ("train", "val", "test"). GTA5 and
+        SYNTHIA have none: "train" or "all" means every image; with a
+        `list_file` any split name is accepted.
+      list_file: optional text file naming the images to use, one per line,
+        relative to the image folder ("00001.png" for GTA5,
+        "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes). Blank
+        lines are ignored, repeated names are listed once.
+      require_labels: when True every image must have its label file; when
+        False a missing label gives `label_path=None`.
+
+    Returns:
+      A list of Example.
+
+    Raises:
+      DataError: missing root or sub-folders, no images, an image without its
+        label, a list-file entry that does not exist.
+      ConfigError: unknown data set name.
+    """
+    layout = _layout(dataset)
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise DataError(f"{root}: data set root does not exist; expected a "
+                        f"directory in the {layout.description}")
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: data set root is not a directory; expected "
+                        f"a directory in the {layout.description}")
+    if not layout.has_splits and split not in ALL_SPLITS and list_file is None:
+        raise DataError(f"{root}: {layout.title} has no split folders; expected "
+                        f"split {' or '.join(map(repr, ALL_SPLITS))} (every "
+                        f"image) or a list_file, got split {split!r}")
+
+    image_dir = os.path.join(root, layout.image_dir.format(split=split))
+    label_dir = os.path.join(root, layout.label_dir.format(split=split))
+    if not os.path.isdir(image_dir):
+        parent = os.path.dirname(image_dir)
+        if layout.has_splits and os.path.isdir(parent):
+            found = sorted(d for d in os.listdir(parent)
+                           if os.path.isdir(os.path.join(parent, d)))
+            raise DataError(f"{image_dir}: no split {split!r} in {parent} "
+                            f"(found: {', '.join(found) or 'nothing'}); "
+                            f"expected the {layout.description}")
+        raise DataError(f"{root}: missing folder {image_dir}; expected the "
+                        f"{layout.description}")
+    has_label_dir = os.path.isdir(label_dir)
+    if require_labels and not has_label_dir:
+        raise DataError(f"{root}: missing label folder {label_dir}; expected "
+                        f"the {layout.description}")
+
+    if list_file is not None:
+        names = _listed_image_names(layout, image_dir, os.fspath(list_file))
+        source = f"list file {list_file}"
+    else:
+        names = _relative_image_names(layout, image_dir)
+        source = f"{image_dir}"
+    if not names:
+        raise DataError(f"{source}: no images found; expected files named "
+                        f"*{layout.image_suffix} in the {layout.description}")
+
+    examples, missing = [], []
+    for relative in names:
+        stem = os.path.basename(relative)[:-len(layout.image_suffix)]
+        image_path = os.path.join(image_dir, relative)
+        label_path = os.path.join(label_dir, os.path.dirname(relative),
+                                  stem + layout.label_suffix)
+        if not os.path.isfile(label_path):
+            missing.append((image_path, label_path))
+            label_path = None
+        examples.append(Example(image_path=image_path, label_path=label_path,
+                                name=stem))
+    if require_labels and missing:
+        image_path, label_path = missing[0]
+        raise DataError(f"{label_path}: label file missing for image "
+                        f"{image_path} ({len(missing)} of {len(names)} images "
+                        f"lack a label); expected the {layout.description}")
+    return examples
+
+
+def _open_decoded(path, what):
+    """Opens `path` with pillow and decodes it fully (catches truncation)."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: {what} file does not exist") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot decode {what} ({e}); expected a "
+                        "complete, readable image file") from e
+    return image
+
+
+def read_image(path):
+    """Reads an image file as uint8 RGB [H, W, 3] (palette/RGBA/grey converted)."""
+    path = os.fspath(path)
+    image = _open_decoded(path, "image")
+    if image.mode != "RGB":
+        try:
+            image = image.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot convert image mode {image.mode} "
+                            f"to RGB ({e})") from e
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _png_header(path, data):
+    """(bit depth, colour type) from the IHDR chunk of PNG bytes `data`."""
+    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise DataError(f"{path}: not a PNG file (bad signature or IHDR "
+                        "chunk); expected a 16-bit SYNTHIA label PNG")
+    return data[24], data[25]
+
+
+def _read_synthia_label_ids(path):
+    """Class ids (uint16 [H, W]) from the first channel of a 16-bit PNG.
+
+    Pillow cannot read 16-bit multi-channel PNGs reliably, so this decodes
+    with tf.io.decode_png (TensorFlow is imported here, on first use, so that
+    listing and the 8-bit readers stay free of the TensorFlow start-up cost).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: label file does not exist") from e
+    bit_depth, _ = _png_header(path, data)
+    if bit_depth != 16:
+        raise DataError(f"{path}: SYNTHIA label has bit depth {bit_depth}; "
+                        "expected a 16-bit PNG with the class id in the first "
+                        f"channel, found {bit_depth}-bit")
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    try:
+        decoded = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+    except tf.errors.OpError as e:
+        message = getattr(e, "message", str(e)).strip()
+        raise DataError(f"{path}: cannot decode 16-bit SYNTHIA label "
+                        f"({message}); expected a complete PNG file") from e
+    return decoded[:, :, 0]
+
+
+def read_label_ids(path, dataset):
+    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes) or uint16 (SYNTHIA)."""
+    path = os.fspath(path)
+    _layout(dataset)
+    if dataset == "synthia":
+        return _read_synthia_label_ids(path)
+    image = _open_decoded(path, "label")
+    if image.mode not in ("L", "P"):
+        raise DataError(f"{path}: label PNG has mode {image.mode}; expected an "
+                        "8-bit single-channel label-id PNG (mode L, or P whose "
+                        "palette indices are the ids)")
+    # For mode P the array holds the palette indices, which are the ids.
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_label(path, dataset):
+    """Reads a label file of `dataset` as uint8 trainIds [H, W] (255: ignore)."""
+    return labels_lib.to_train_ids(read_label_ids(path, dataset), dataset)
+
+
+def read_example(example, dataset):
+    """Reads one Example: (uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None).
+
+    Raises DataError when the label size differs from the image size.
+    """
+    image = read_image(example.image_path)
+    if example.label_path is None:
+        return image, None
+    label = read_label(example.label_path, dataset)
+    if label.shape != image.shape[:2]:
+        raise DataError(
+            f"{example.label_path}: label size {label.shape[1]}x"
+            f"{label.shape[0]} (WxH) differs from the size "
+            f"{image.shape[1]}x{image.shape[0]} of image "
+            f"{example.image_path}; expected equal sizes")
+    return image, label

@@ -1,0 +1,519 @@
+"""tf.data input pipelines: decode -> resize -> scale/crop/flip -> Caffe BGR.
+
+Everything runs in TF ops inside `Dataset.map` with
+`num_parallel_calls=tf.data.AUTOTUNE, deterministic=True`, and all randomness
+is stateless: the file order of epoch e is a permutation seeded by (seed, e)
+and the augmentation of the n-th element of the stream is seeded by
+(seed, n). A pipeline built with the same arguments therefore yields
+bit-for-bit the same batches, whatever the thread count or global TF seed.
+
+Per-pixel maps and how they are resampled / padded:
+
+| key          | dtype   | resampling | pad value               |
+|--------------|---------|------------|-------------------------|
+| image        | float32 | bilinear   | 0 (the mean, after Caffe preprocessing) |
+| label        | uint8   | nearest    | 255 (ignore)            |
+| pseudo_label | uint8   | nearest    | 255 (none)              |
+| hard_mask    | uint8   | nearest    | 0 (easy)                |
+| z            | float32 | nearest    | 0                       |
+
+Z is resampled with nearest neighbour, not bilinearly: Eq. 7 defines Z = 0
+exactly on the easy pixels (M = 0) and the CTS losses (Eq. 8) use Z and M
+together; bilinear interpolation would put non-zero Z on easy pixels and
+blend Z values across the easy/hard border, so that Z and M would no longer
+describe the same pixels.
+
+`batch_size` is the global batch size (the trainer distributes the dataset
+with `strategy.experimental_distribute_dataset`); training streams drop the
+last partial batch.
+"""
+
+import os
+
+import tensorflow as tf
+
+from tf_pixintra.data import labels
+from tf_pixintra.data import tfrecords
+from tf_pixintra.errors import ConfigError
+from tf_pixintra.models.preprocessing import caffe_preprocess
+
+NUM_PARALLEL_CALLS = tf.data.AUTOTUNE
+DETERMINISTIC = True
+LABEL_FORMATS = ("cityscapes", "gta5", "synthia")
+
+# (resize method, pad value) per per-pixel key; see the module docstring.
+PIXEL_KINDS = {
+    "image": ("bilinear", 0.0),
+    "label": ("nearest", labels.IGNORE_LABEL),
+    "pseudo_label": ("nearest", labels.IGNORE_LABEL),
+    "hard_mask": ("nearest", 0),
+    "z": ("nearest", 0.0),
+}
+
+# Stream tags folded into the user's seed so the shuffles and the
+# augmentations draw from different random streams.
+_SHUFFLE_STREAM = 1
+_AUGMENT_STREAM = 2
+_WINDOW_STREAM = 3
+
+# Functions given to tf.data are plain TF code (explicit tf.cond/while_loop):
+# skipping AutoGraph's source conversion makes building a pipeline faster.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+_CITYSCAPES_LUT = tf.constant(labels.CITYSCAPES_LUT)
+_SYNTHIA_LUT = tf.constant(labels.SYNTHIA_LUT)
+
+
+# ---------------------------------------------------------------- decoding
+
+def decode_image(contents):
+    """Encoded PNG/JPEG bytes -> uint8 RGB [H, W, 3]."""
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _u32(contents, offset):
+    """Big-endian uint32 (as int32) at byte `offset` of a string tensor."""
+    return tf.io.decode_raw(tf.strings.substr(contents, offset, 4), tf.int32,
+                            little_endian=False)[0]
+
+
+def _png_header(contents, path):
+    """(bit depth, colour type) of a PNG; asserts the PNG signature."""
+    check = tf.debugging.Assert(
+            tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n"),
+            ["label file is not a PNG; expected a label-id PNG:", path])
+    with tf.control_dependencies([check]):
+        header = tf.io.decode_raw(tf.strings.substr(contents, 24, 2), tf.uint8)
+    return header[0], header[1]
+
+
+def _palette_keys(contents, path):
+    """Colours of a PNG's PLTE chunk as int32 keys r<<16 | g<<8 | b, [P]."""
+    n = tf.strings.length(contents)
+
+    def chunk_type(offset):
+        return tf.strings.substr(contents, tf.minimum(offset + 4, n - 4), 4)
+
+    def more(offset):
+        kind = chunk_type(offset)
+        return (offset + 12 <= n) & tf.not_equal(kind, "PLTE") & tf.not_equal(kind, "IDAT")
+
+    (offset,) = tf.while_loop(more, lambda o: (o + 12 + _u32(contents, o),),
+                              (tf.constant(8, tf.int32),))
+    found = tf.debugging.Assert(
+            tf.equal(chunk_type(offset), "PLTE"),
+            ["palette label PNG without a PLTE chunk before IDAT:", path])
+    with tf.control_dependencies([found]):
+        length = _u32(contents, offset)
+        rgb = tf.io.decode_raw(tf.strings.substr(contents, offset + 8, length), tf.uint8)
+    rgb = tf.reshape(tf.cast(rgb, tf.int32), [-1, 3])
+    return rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]
+
+
+def _palette_train_ids(contents, path):
+    """Palette label PNG -> uint8 trainIds [H, W] via its colours.
+
+    TensorFlow's PNG decoder expands palette images to RGB (it never returns
+    the palette indices), so the index of each pixel is recovered from the
+    file's own PLTE chunk: colour -> palette index -> CITYSCAPES_LUT. Two
+    palette entries of the same colour are harmless when they map to the same
+    trainId (GTA5's palette repeats black for ignored ids only); a pixel of a
+    colour shared by entries with different trainIds raises an error.
+    """
+    keys = _palette_keys(contents, path)
+    train = tf.gather(_CITYSCAPES_LUT, tf.range(tf.shape(keys)[0]))
+    order = tf.argsort(keys, stable=True)
+    sorted_keys = tf.gather(keys, order)
+    sorted_train = tf.cast(tf.gather(train, order), tf.int32)
+    new_group = tf.concat([[True], sorted_keys[1:] != sorted_keys[:-1]], 0)
+    group = tf.cumsum(tf.cast(new_group, tf.int32)) - 1
+    num_groups = group[-1] + 1
+    ambiguous = tf.gather(
+            tf.math.unsorted_segment_max(sorted_train, group, num_groups)
+            != tf.math.unsorted_segment_min(sorted_train, group, num_groups), group)
+
+    rgb = tf.cast(tf.io.decode_png(contents, channels=3), tf.int32)
+    pixel_keys = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
+    pos = tf.searchsorted(sorted_keys, tf.reshape(pixel_keys, [-1]), side="left")
+    pos = tf.minimum(pos, tf.shape(sorted_keys)[0] - 1)
+    match = tf.equal(tf.gather(sorted_keys, pos), tf.reshape(pixel_keys, [-1]))
+    check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(match & tf.gather(ambiguous, pos))),
+            ["palette label PNG uses a colour shared by palette entries of "
+             "different classes; cannot recover the label ids:", path])
+    with tf.control_dependencies([check]):
+        ids = tf.where(match, tf.gather(sorted_train, pos), labels.IGNORE_LABEL)
+    return tf.reshape(tf.cast(ids, tf.uint8), tf.shape(pixel_keys))
+
+
+def _gray_train_ids(contents, path, bit_depth, color_type):
+    """8-bit grayscale label-id PNG -> uint8 trainIds [H, W]."""
+    check = tf.debugging.Assert(
+            (bit_depth == 8) & ((color_type == 0) | (color_type == 4)),
+            ["expected an 8-bit grayscale or palette label-id PNG; got bit depth",
+             bit_depth, "colour type", color_type, "in", path])
+    with tf.control_dependencies([check]):
+        ids = tf.io.decode_png(contents, channels=1)[..., 0]
+    return tf.gather(_CITYSCAPES_LUT, tf.cast(ids, tf.int32))
+
+
+def decode_label(contents, label_format, path=""):
+    """Label PNG bytes -> uint8 trainIds [H, W] (255 = ignore).
+
+    "cityscapes" / "gta5": 8-bit label-id PNG (grayscale, or palette as GTA5
+    ships them) mapped with CITYSCAPES_LUT. "synthia": 16-bit PNG, class id
+    in the first channel, mapped with SYNTHIA_LUT. `path` only serves the
+    error messages.
+    """
+    bit_depth, color_type = _png_header(contents, path)
+    if label_format in ("cityscapes", "gta5"):
+        ids = tf.cond(tf.equal(color_type, 3),
+                      lambda: _palette_train_ids(contents, path),
+                      lambda: _gray_train_ids(contents, path, bit_depth, color_type))
+    elif label_format == "synthia":
+        check = tf.debugging.Assert(
+                tf.equal(bit_depth, 16),
+                ["expected a 16-bit SYNTHIA label PNG; got bit depth", bit_depth,
+                 "in", path])
+        with tf.control_dependencies([check]):
+            raw = tf.io.decode_png(contents, channels=0, dtype=tf.uint16)[..., 0]
+        ids = tf.gather(_SYNTHIA_LUT, tf.cast(raw, tf.int32))
+    else:
+        raise ConfigError(f"label_format {label_format!r}; expected one of "
+                          f"{LABEL_FORMATS} or None")
+    ids.set_shape([None, None])
+    return ids
+
+
+# ---------------------------------------------------------------- geometry
+
+def _kind(key, value):
+    if key in PIXEL_KINDS:
+        return PIXEL_KINDS[key]
+    if value.shape.rank is not None and value.shape.rank >= 2:
+        raise ValueError(f"per-pixel feature {key!r} has no resampling rule; "
+                         f"expected one of {sorted(PIXEL_KINDS)}")
+    return None  # Scalars (names, sizes) pass through.
+
+
+def _resize_map(key, value, size):
+    method, _ = PIXEL_KINDS[key]
+    if key == "image":
+        return tf.image.resize(tf.cast(value, tf.float32), size, method="bilinear")
+    return tf.image.resize(value[..., tf.newaxis], size, method="nearest")[..., 0]
+
+
+def resize(features, size):
+    """Resizes every per-pixel map of `features` to `size` = (H, W).
+
+    Image: bilinear (float32 out); label-like maps and z: nearest neighbour,
+    dtype kept. Other keys pass through. size=None returns `features`.
+    """
+    if size is None:
+        return dict(features)
+    return {key: _resize_map(key, value, size) if _kind(key, value) else value
+            for key, value in features.items()}
+
+
+def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0)):
+    """Random scale, crop and horizontal flip, identical for every map.
+
+    Args:
+      features: dict with "image" float32 [H, W, 3] (Caffe-preprocessed, so
+        that the pad value 0 is the mean colour) and any of "label",
+        "pseudo_label", "hard_mask" (uint8 [H, W]) and "z" (float32 [H, W]),
+        all of the same H, W. Scalar keys pass through.
+      crop_size: (h, w) or None. Maps smaller than the crop (after scaling)
+        are padded at the bottom/right with the PIXEL_KINDS pad values.
+      scale_range: (lo, hi) or None: the maps are resized by a factor drawn
+        uniformly from [lo, hi] (image bilinear, others nearest).
+      flip: flip left-right with probability 1/2.
+      seed: stateless seed, int [2].
+
+    Returns:
+      A new dict with the same keys.
+    """
+    features = dict(features)
+    pixel_keys = [k for k, v in features.items() if _kind(k, v)]
+    if not pixel_keys:
+        return features
+    seeds = tf.random.experimental.stateless_split(
+            tf.cast(tf.convert_to_tensor(seed), tf.int64), num=4)
+    shape = tf.shape(features[pixel_keys[0]])[:2]
+
+    if scale_range is not None:
+        lo, hi = scale_range
+        scale = tf.random.stateless_uniform([], seeds[0], lo, hi)
+        new_size = tf.maximum(
+                tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), 1)
+        for key in pixel_keys:
+            features[key] = _resize_map(key, features[key], new_size)
+        shape = new_size
+
+    if crop_size is not None:
+        ch, cw = crop_size
+        pad_h = tf.maximum(ch - shape[0], 0)
+        pad_w = tf.maximum(cw - shape[1], 0)
+        top = tf.random.stateless_uniform([], seeds[1], 0, shape[0] + pad_h - ch + 1,
+                                          dtype=tf.int32)
+        left = tf.random.stateless_uniform([], seeds[2], 0, shape[1] + pad_w - cw + 1,
+                                           dtype=tf.int32)
+        for key in pixel_keys:
+            value = features[key]
+            extra = [[0, 0]] * (value.shape.rank - 2)
+            value = tf.pad(value, [[0, pad_h], [0, pad_w]] + extra,
+                           constant_values=tf.cast(PIXEL_KINDS[key][1], value.dtype))
+            value = value[top:top + ch, left:left + cw]
+            value.set_shape([ch, cw] + value.shape.as_list()[2:])
+            features[key] = value
+
+    if flip:
+        do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        for key in pixel_keys:
+            value = features[key]
+            features[key] = tf.cond(do_flip, lambda v=value: tf.reverse(v, [1]),
+                                    lambda v=value: v)
+    return features
+
+
+# ---------------------------------------------------------------- streams
+
+def _options():
+    options = tf.data.Options()
+    options.deterministic = DETERMINISTIC
+    # Every worker reads the file list and keeps its share of the elements;
+    # works for any number of files or shards.
+    options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+    return options
+
+
+def _check_pair(name, value):
+    if value is None:
+        return
+    if (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)):
+        raise ConfigError(f"{name} {value!r}; expected (height, width), positive ints")
+
+
+def _check_args(size, crop_size, scale_range, batch_size):
+    _check_pair("size", size)
+    _check_pair("crop_size", crop_size)
+    if scale_range is not None:
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
+                              "with 0 < lo <= hi")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size {batch_size!r}; expected a positive int")
+
+
+def _epoch_order(num_items, seed, shuffle, epoch):
+    """Item indices of one epoch: a stateless permutation seeded by (seed, epoch)."""
+    order = tf.range(num_items, dtype=tf.int64)
+    if shuffle:
+        base = tf.constant([seed, _SHUFFLE_STREAM], tf.int64)
+        order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.random.experimental.stateless_fold_in(base, epoch))
+    return tf.data.Dataset.from_tensor_slices(order)
+
+
+def _epochs(repeat):
+    return tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+
+
+def _index_stream(num_items, seed, shuffle, repeat):
+    """Item indices: epoch after epoch (one epoch unless repeat)."""
+    return _epochs(repeat).flat_map(
+            _no_autograph(lambda e: _epoch_order(num_items, seed, shuffle, e)))
+
+
+def _element_seed(seed, position):
+    return tf.random.experimental.stateless_fold_in(
+            tf.constant([seed, _AUGMENT_STREAM], tf.int64), position)
+
+
+def _finish(dataset, batch_size):
+    return (dataset.batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE).with_options(_options()))
+
+
+def _as_paths(paths, what):
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ConfigError(f"{what} is empty; expected at least one file")
+    return tf.constant(paths, tf.string)
+
+
+def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
+                 seed, shuffle, repeat):
+    """Shared body of source_dataset and target_dataset."""
+    _check_args(size, crop_size, scale_range, batch_size)
+    num_items = int(next(iter(columns.values())).shape[0])
+
+    @_no_autograph
+    def element(position, item):
+        features = load({key: column[item] for key, column in columns.items()})
+        features = resize(features, size)
+        return augment(features, crop_size, scale_range, flip,
+                       _element_seed(seed, position))
+
+    dataset = _index_stream(num_items, seed, shuffle, repeat).enumerate().map(
+            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
+    return _finish(dataset, batch_size)
+
+
+def _load_image(path):
+    return caffe_preprocess(decode_image(tf.io.read_file(path)))
+
+
+def _load_labelled(label_format, check_same_size):
+    def load(paths):
+        image = _load_image(paths["image"])
+        label = decode_label(tf.io.read_file(paths["label"]), label_format,
+                             paths["label"])
+        if check_same_size:
+            check = tf.debugging.Assert(
+                    tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label))),
+                    ["image and label sizes differ (give `size` to resize both):",
+                     paths["image"], tf.shape(image)[:2], paths["label"],
+                     tf.shape(label)])
+            with tf.control_dependencies([check]):
+                image = tf.identity(image)
+        return {"image": image, "label": label}
+    return load
+
+
+def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
+                   scale_range=None, flip=False, batch_size=1, seed=0,
+                   shuffle=True, repeat=True):
+    """Labelled training stream: {"image": float32 [B,h,w,3], "label": uint8 [B,h,w]}.
+
+    Images are resized to `size` (H, W) bilinearly and labels with nearest
+    neighbour, then `augment`ed; images are Caffe-preprocessed (BGR - mean).
+    label_format: "cityscapes", "gta5" or "synthia" (see `decode_label`).
+    """
+    if label_format not in LABEL_FORMATS:
+        raise ConfigError(f"label_format {label_format!r}; expected one of "
+                          f"{LABEL_FORMATS}")
+    if len(image_paths) != len(label_paths):
+        raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
+    columns = {"image": _as_paths(image_paths, "image_paths"),
+               "label": _as_paths(label_paths, "label_paths")}
+    return _file_stream(columns, _load_labelled(label_format, size is None), size,
+                        crop_size, scale_range, flip, batch_size, seed, shuffle,
+                        repeat)
+
+
+def target_dataset(image_paths, size, crop_size=None, scale_range=None, flip=False,
+                   batch_size=1, seed=0, shuffle=True, repeat=True):
+    """Unlabelled training stream: {"image": float32 [B,h,w,3]}."""
+    columns = {"image": _as_paths(image_paths, "image_paths")}
+    return _file_stream(columns, lambda p: {"image": _load_image(p["image"])}, size,
+                        crop_size, scale_range, flip, batch_size, seed, shuffle,
+                        repeat)
+
+
+def _window_shuffle(dataset, window, seed):
+    """Stateless shuffle inside consecutive windows of `window` elements."""
+    base = tf.constant([seed, _WINDOW_STREAM], tf.int64)
+
+    @_no_autograph
+    def permute(w, batch):
+        order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(batch[0])[0]),
+                seed=tf.random.experimental.stateless_fold_in(base, w))
+        return tuple(tf.gather(column, order) for column in batch)
+
+    return dataset.batch(window).enumerate().map(permute).unbatch()
+
+
+def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None,
+                         flip=False, batch_size=1, seed=0, shuffle=True, repeat=True,
+                         shuffle_buffer=64, cycle_length=8):
+    """Stage II stream from TFRecords written by `tfrecords.write_records`.
+
+    Yields {"image": float32 [B,h,w,3], "pseudo_label": uint8 [B,h,w],
+    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. Every record is
+    validated (`tfrecords.decode_and_validate`: errors name the shard and
+    record). Shuffling: each epoch visits the shards in a stateless random
+    order, reads `cycle_length` of them interleaved, and permutes consecutive
+    windows of `shuffle_buffer` records (stateless, seeded by `seed`).
+    Without shuffle the records come in their original (write) order.
+    """
+    _check_args(size, crop_size, scale_range, batch_size)
+    index = tfrecords.read_index(index_path)
+    if index["total"] < 1:
+        raise ConfigError(f"{index_path}: the index lists no records")
+    paths = tf.constant(index["paths"], tf.string)
+    num_shards = len(index["paths"])
+    cycle = num_shards if not shuffle else max(1, min(cycle_length, num_shards))
+
+    @_no_autograph
+    def one_epoch(e):
+        shards = _epoch_order(num_shards, seed, shuffle, e).map(
+                _no_autograph(lambda i: paths[i]))
+        return shards.interleave(
+                tfrecords.shard_records, cycle_length=cycle, block_length=1,
+                num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
+
+    records = _epochs(repeat).flat_map(one_epoch)
+    if shuffle and shuffle_buffer > 1:
+        records = _window_shuffle(records, shuffle_buffer, seed)
+
+    @_no_autograph
+    def element(position, record):
+        path, i, serialized = record
+        out = tfrecords.decode_and_validate(serialized, path, i)
+        features = {"image": caffe_preprocess(out["image"]),
+                    "pseudo_label": out["pseudo_label"],
+                    "hard_mask": out["hard_mask"], "z": out["z"]}
+        features = resize(features, size)
+        return augment(features, crop_size, scale_range, flip,
+                       _element_seed(seed, position))
+
+    dataset = records.enumerate().map(
+            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
+    return _finish(dataset, batch_size)
+
+
+def eval_dataset(image_paths, label_paths, label_format, size, names=None):
+    """Evaluation stream, in file order, one image per element.
+
+    Yields {"image": float32 [1,h,w,3] resized to `size` (None: original
+    size) and Caffe-preprocessed, "label": uint8 [1,H,W] trainIds at the
+    label's original size, "name": string [1]}. `names` defaults to the image
+    file names without extension. With label_paths or label_format None the
+    elements have no "label".
+    """
+    _check_pair("size", size)
+    image_paths = [os.fspath(p) for p in image_paths]
+    if names is None:
+        names = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
+    columns = {"image": _as_paths(image_paths, "image_paths"),
+               "name": tf.constant(list(names), tf.string)}
+    labelled = label_paths is not None and label_format is not None
+    if labelled:
+        if label_format not in LABEL_FORMATS:
+            raise ConfigError(f"label_format {label_format!r}; expected one of "
+                              f"{LABEL_FORMATS} or None")
+        if len(label_paths) != len(image_paths):
+            raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
+        columns["label"] = _as_paths(label_paths, "label_paths")
+    if len(names) != len(image_paths):
+        raise ConfigError(f"{len(image_paths)} images but {len(names)} names")
+
+    @_no_autograph
+    def element(item):
+        image = _load_image(item["image"])
+        if size is not None:
+            image = tf.image.resize(image, size, method="bilinear")
+        out = {"image": image, "name": item["name"]}
+        if labelled:
+            out["label"] = decode_label(tf.io.read_file(item["label"]), label_format,
+                                        item["label"])
+        return out
+
+    dataset = tf.data.Dataset.from_tensor_slices(columns).map(
+            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
+    return dataset.batch(1).prefetch(tf.data.AUTOTUNE).with_options(_options())

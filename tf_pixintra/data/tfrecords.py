@@ -1,0 +1,506 @@
+"""TFRecords of target images with pseudo labels, hard masks and Z maps.
+
+One record (a tf.train.Example) per target image, with the feature keys of
+the TF Model Garden segmentation convention plus two parallel maps:
+
+| key                                     | value                                  |
+|-----------------------------------------|----------------------------------------|
+| image/encoded                           | RGB image, PNG                         |
+| image/format                            | b"png"                                 |
+| image/filename                          | the image's name (UTF-8)               |
+| image/height, image/width               | int64                                  |
+| image/segmentation/class/encoded        | pseudo label, 8-bit PNG, 255 = none    |
+| image/segmentation/class/format         | b"png"                                 |
+| image/segmentation/hard_mask/encoded    | hard mask M (Eq. 2), 8-bit PNG, 0/1    |
+| image/segmentation/z/encoded            | Z (Eq. 7), 16-bit PNG of round(Z*65535)|
+
+Z is quantised to 16 bits: a decoded value differs from the stored float32 by
+at most 0.5/65535 (7.63e-6) plus float32 rounding (< 1e-7), so by < 7.8e-6.
+
+Files: `NAME-00000-of-000NN.tfrecord` shards, each written to a temporary
+name and renamed when complete (several processes may each write their own
+shard with `write_shard`), and `NAME-index.json` listing the shards, their
+record counts and byte sizes, the total and the writer's settings
+(`write_index`). `write_records` does both in one process.
+
+Reading: `read_index` checks that every listed shard exists and has the
+recorded size (a missing or truncated shard raises DataError naming the file);
+`decode_and_validate` decodes one record in TF ops and asserts the record's
+invariants with messages naming the shard file and the record number;
+`validate_records` does the same checks from Python and raises DataError for
+the first bad record.
+"""
+
+import contextlib
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+from tf_pixintra import io_utils
+from tf_pixintra.data import labels
+from tf_pixintra.errors import DataError
+
+INDEX_VERSION = 1
+Z_SCALE = 65535
+# Largest difference between a stored Z and its decoded value (see module doc).
+Z_MAX_ERROR = 0.5 / Z_SCALE + 1e-7
+
+KEY_IMAGE = "image/encoded"
+KEY_IMAGE_FORMAT = "image/format"
+KEY_FILENAME = "image/filename"
+KEY_HEIGHT = "image/height"
+KEY_WIDTH = "image/width"
+KEY_LABEL = "image/segmentation/class/encoded"
+KEY_LABEL_FORMAT = "image/segmentation/class/format"
+KEY_HARD_MASK = "image/segmentation/hard_mask/encoded"
+KEY_Z = "image/segmentation/z/encoded"
+
+# Functions given to tf.data are plain TF code: skip AutoGraph conversion.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
+_RECORD_FOOTER = 4  # uint32 masked CRC of the data.
+
+
+# ---------------------------------------------------------------- naming
+
+def shard_name(name, shard_index, num_shards):
+    """`NAME-00003-of-00008.tfrecord` (file name only)."""
+    return f"{name}-{shard_index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def index_name(name):
+    """`NAME-index.json` (file name only)."""
+    return f"{name}-index.json"
+
+
+# ---------------------------------------------------------------- encoding
+
+def _png_size(png, filename):
+    """(height, width) from a PNG's IHDR chunk; DataError if not a PNG."""
+    if len(png) < 24 or png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
+        raise DataError(f"{filename}: image bytes are not a PNG (first bytes "
+                        f"{bytes(png[:8])!r}); expected PNG-encoded RGB")
+    width, height = struct.unpack(">II", png[16:24])
+    return height, width
+
+
+def check_maps(height, width, pseudo_label, hard_mask, z):
+    """First violated record invariant as a sentence, or None.
+
+    Invariants: the three maps are [height, width]; pseudo labels are < 19
+    or 255; the hard mask is 0 or 1; Z is finite and in [0, 1]; the pseudo
+    label is 255 wherever the hard mask is 1 (Eq. 2/3: hard pixels carry no
+    label).
+    """
+    for key, array in (("pseudo_label", pseudo_label), ("hard_mask", hard_mask),
+                       ("z", z)):
+        if array.shape != (height, width):
+            return (f"{key} has shape {list(array.shape)}, expected "
+                    f"[{height}, {width}] (the image's height and width)")
+    pl = pseudo_label.astype(np.int64)
+    bad = (pl >= labels.NUM_CLASSES) & (pl != labels.IGNORE_LABEL)
+    if bad.any():
+        return (f"pseudo_label has value {int(pl[bad][0])}, expected < "
+                f"{labels.NUM_CLASSES} or {labels.IGNORE_LABEL}")
+    hm = hard_mask.astype(np.int64)
+    bad = (hm != 0) & (hm != 1)
+    if bad.any():
+        return f"hard_mask has value {int(hm[bad][0])}, expected 0 or 1"
+    zf = z.astype(np.float64)
+    bad = ~np.isfinite(zf) | (zf < 0.0) | (zf > 1.0)
+    if bad.any():
+        return f"z has value {float(zf[bad][0])}, expected a number in [0, 1]"
+    bad = (hm == 1) & (pl != labels.IGNORE_LABEL)
+    if bad.any():
+        return (f"pseudo_label is {int(pl[bad][0])} on a hard pixel "
+                f"(hard_mask == 1), expected {labels.IGNORE_LABEL}")
+    return None
+
+
+def _bytes_feature(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int_feature(value):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def _encode_png(array):
+    return tf.io.encode_png(array[..., np.newaxis] if array.ndim == 2 else array).numpy()
+
+
+def _build_example(image_png, pseudo_png, hard_png, z_png, filename, height, width):
+    """The tf.train.Example, with no checks (tests use it to forge bad records)."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        KEY_IMAGE: _bytes_feature(image_png),
+        KEY_IMAGE_FORMAT: _bytes_feature(b"png"),
+        KEY_FILENAME: _bytes_feature(filename.encode("utf-8")),
+        KEY_HEIGHT: _int_feature(height),
+        KEY_WIDTH: _int_feature(width),
+        KEY_LABEL: _bytes_feature(pseudo_png),
+        KEY_LABEL_FORMAT: _bytes_feature(b"png"),
+        KEY_HARD_MASK: _bytes_feature(hard_png),
+        KEY_Z: _bytes_feature(z_png),
+    }))
+
+
+def encode_z(z):
+    """float Z in [0, 1] -> uint16 round(Z * 65535)."""
+    return np.round(np.asarray(z, np.float64) * Z_SCALE).astype(np.uint16)
+
+
+def encode_example(image, pseudo_label, hard_mask, z, filename):
+    """One record as a tf.train.Example.
+
+    Args:
+      image: PNG bytes of the RGB image, or a uint8 array [H, W, 3].
+      pseudo_label: uint8 [H, W], trainIds, 255 = none.
+      hard_mask: [H, W] of 0/1 (uint8 or bool), 1 = hard pixel.
+      z: float [H, W] in [0, 1] (Eq. 7).
+      filename: the image's name, stored as `image/filename`.
+
+    Raises:
+      DataError naming `filename` when an invariant of `check_maps` fails.
+    """
+    if isinstance(image, (bytes, bytearray)):
+        image_png = bytes(image)
+        height, width = _png_size(image_png, filename)
+    else:
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(f"{filename}: image is {image.dtype} {list(image.shape)}, "
+                            "expected uint8 [H, W, 3] RGB or PNG bytes")
+        height, width = image.shape[:2]
+        image_png = _encode_png(image)
+    pseudo_label = np.asarray(pseudo_label)
+    hard_mask = np.asarray(hard_mask)
+    z = np.asarray(z)
+    problem = check_maps(height, width, pseudo_label, hard_mask, z)
+    if problem:
+        raise DataError(f"{filename}: {problem}")
+    return _build_example(
+            image_png, _encode_png(pseudo_label.astype(np.uint8)),
+            _encode_png(hard_mask.astype(np.uint8)), _encode_png(encode_z(z)),
+            filename, height, width)
+
+
+# ---------------------------------------------------------------- decoding
+
+_FEATURES = {
+    KEY_IMAGE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    KEY_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    KEY_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    KEY_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    KEY_LABEL: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    KEY_HARD_MASK: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    KEY_Z: tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def decode_example(serialized):
+    """Serialized record -> dict of tensors (TF ops, usable in tf.data.map).
+
+    Keys: image uint8 [H, W, 3], pseudo_label uint8 [H, W], hard_mask uint8
+    [H, W], z float32 [H, W], filename string, height int64, width int64.
+    No checks; see `decode_and_validate`.
+    """
+    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    image = tf.io.decode_png(parsed[KEY_IMAGE], channels=3)
+    pseudo = tf.io.decode_png(parsed[KEY_LABEL], channels=1)[..., 0]
+    hard = tf.io.decode_png(parsed[KEY_HARD_MASK], channels=1)[..., 0]
+    z = tf.io.decode_png(parsed[KEY_Z], channels=1, dtype=tf.uint16)[..., 0]
+    return {
+        "image": image,
+        "pseudo_label": pseudo,
+        "hard_mask": hard,
+        "z": tf.cast(z, tf.float32) / Z_SCALE,
+        "filename": parsed[KEY_FILENAME],
+        "height": parsed[KEY_HEIGHT],
+        "width": parsed[KEY_WIDTH],
+    }
+
+
+def _assert_all(checks, where):
+    """One tf.debugging.Assert over (ok, rule, value) checks.
+
+    The error message shows the first broken rule, its value (a string
+    tensor), then `where`. One Assert per stage keeps the traced graph small.
+    """
+    oks = tf.stack([ok for ok, _, _ in checks])
+    first = tf.argmax(tf.cast(tf.logical_not(oks), tf.int32))
+    rule = tf.gather(tf.constant([rule for _, rule, _ in checks]), first)
+    value = tf.gather(tf.stack([value for _, _, value in checks]), first)
+    return tf.debugging.Assert(tf.reduce_all(oks),
+                               ["invalid record:", rule, "value:", value] + where)
+
+
+def _shape_string(tensor):
+    return tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator="x")
+
+
+def decode_and_validate(serialized, shard_path, record_index):
+    """`decode_example` plus asserts of every record invariant (TF ops).
+
+    Checked in three stages (each only runs if the previous one passed):
+    the four PNGs are present and are PNGs and Z is 16-bit; the image and
+    the maps are [image/height, image/width]; pseudo labels are < 19 or 255,
+    the hard mask is 0/1, Z is in [0, 1] and pseudo labels are 255 where the
+    mask is 1. A failure raises tf.errors.InvalidArgumentError whose message
+    holds the rule broken, the value at fault, the shard path and the record
+    number (0-based, within the shard): "... [shard:] [PATH] [record:] [N]".
+    """
+    where = ["shard:", shard_path, "record:", record_index]
+    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    keys = (KEY_IMAGE, KEY_LABEL, KEY_HARD_MASK, KEY_Z)
+    header = [(tf.equal(tf.strings.substr(parsed[key], 0, 8, unit="BYTE"),
+                        _PNG_SIGNATURE)
+               & (tf.strings.length(parsed[key]) >= 26),
+               f"{key} must be a PNG", tf.strings.substr(parsed[key], 0, 8))
+              for key in keys]
+    z_depth = tf.cast(tf.io.decode_raw(
+            tf.strings.substr(tf.strings.join([parsed[KEY_Z], b"\0" * 26]), 24, 1),
+            tf.uint8)[0], tf.int32)
+    header.append((tf.equal(z_depth, 16), "z PNG must be 16-bit (bit depth)",
+                   tf.strings.as_string(z_depth)))
+    with tf.control_dependencies([_assert_all(header, where)]):
+        out = decode_example(serialized)
+    expected = tf.stack([out["height"], out["width"]])
+    shapes = [(tf.reduce_all(tf.equal(tf.shape(out[key], out_type=tf.int64)[:2],
+                                      expected)),
+               f"{key} height/width differ from image/height, image/width "
+               "(value: the map's shape, then the header)",
+               tf.strings.join([_shape_string(out[key]), " vs ",
+                                tf.strings.reduce_join(tf.strings.as_string(expected),
+                                                       separator="x")]))
+              for key in ("image", "pseudo_label", "hard_mask", "z")]
+    with tf.control_dependencies([_assert_all(shapes, where)]):
+        pl = tf.cast(out["pseudo_label"], tf.int32)
+        hm = tf.cast(out["hard_mask"], tf.int32)
+        z = out["z"]
+    bad_pl = (pl >= labels.NUM_CLASSES) & (pl != labels.IGNORE_LABEL)
+    bad_hm = (hm != 0) & (hm != 1)
+    labelled_hard = (hm == 1) & (pl != labels.IGNORE_LABEL)
+    values = [
+        (tf.logical_not(tf.reduce_any(bad_pl)),
+         "pseudo_label values must be < 19 or 255",
+         tf.strings.as_string(tf.reduce_max(tf.where(bad_pl, pl, 0)))),
+        (tf.logical_not(tf.reduce_any(bad_hm)), "hard_mask values must be 0 or 1",
+         tf.strings.as_string(tf.reduce_max(hm))),
+        (tf.reduce_all((z >= 0.0) & (z <= 1.0)), "z values must be in [0, 1]",
+         tf.strings.as_string(tf.reduce_max(z))),
+        (tf.logical_not(tf.reduce_any(labelled_hard)),
+         "pseudo_label must be 255 where hard_mask == 1",
+         tf.strings.as_string(tf.reduce_max(tf.where(labelled_hard, pl, 0)))),
+    ]
+    with tf.control_dependencies([_assert_all(values, where)]):
+        return {key: tf.identity(value) for key, value in out.items()}
+
+
+# ---------------------------------------------------------------- writing
+
+def _serialize(example, where):
+    if isinstance(example, tf.train.Example):
+        return example.SerializeToString()
+    if isinstance(example, (bytes, bytearray)):
+        return bytes(example)
+    raise TypeError(f"{where}: expected tf.train.Example or serialized bytes, "
+                    f"got {type(example).__name__}")
+
+
+def write_shard(out_dir, name, shard_index, num_shards, examples):
+    """Writes one shard `NAME-iiiii-of-nnnnn.tfrecord` atomically.
+
+    `examples` is an iterable of tf.train.Example (or serialized bytes). The
+    shard is written under a temporary name and renamed when the iterable is
+    exhausted; if it raises, no file is left under the shard's name.
+    Returns {"file": path, "num_records": n, "num_bytes": size}.
+    """
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
+    path = os.path.join(out_dir, shard_name(name, shard_index, num_shards))
+    count = 0
+    with io_utils.atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for example in examples:
+                writer.write(_serialize(example, path))
+                count += 1
+    return {"file": path, "num_records": count, "num_bytes": os.path.getsize(path)}
+
+
+def count_records(path):
+    """Number of records in a TFRecord file, read from the record headers.
+
+    Raises DataError naming the file, the record number and byte offset if
+    the file ends inside a record (a truncated shard). CRCs are not checked
+    here (TensorFlow checks them when reading).
+    """
+    size = os.path.getsize(path)
+    count = offset = 0
+    with open(path, "rb") as f:
+        while offset < size:
+            header = f.read(8)
+            if len(header) < 8:
+                break
+            length = struct.unpack("<Q", header)[0]
+            end = offset + _RECORD_HEADER + length + _RECORD_FOOTER
+            if end > size:
+                break
+            offset = end
+            count += 1
+            f.seek(offset)
+    if offset != size:
+        raise DataError(f"{path}: truncated TFRecord file: record {count} starts at "
+                        f"byte {offset} but the file ends at byte {size}; expected "
+                        "whole records (re-write this shard)")
+    return count
+
+
+def write_index(out_dir, name, num_shards, settings):
+    """Checks all shards of `name` exist, counts them, writes NAME-index.json.
+
+    Returns the index path. The index holds {"version", "name",
+    "num_shards", "shards": [{"file", "num_records", "num_bytes"}],
+    "total", "settings"} and is written atomically.
+    """
+    files = [shard_name(name, i, num_shards) for i in range(num_shards)]
+    missing = [f for f in files if not os.path.isfile(os.path.join(out_dir, f))]
+    if missing:
+        raise DataError(f"{out_dir}: missing shard(s) {', '.join(missing)}; expected "
+                        f"all {num_shards} shards of {name!r} before writing the index")
+    shards = []
+    for f in files:
+        path = os.path.join(out_dir, f)
+        shards.append({"file": f, "num_records": count_records(path),
+                       "num_bytes": os.path.getsize(path)})
+    index = {
+        "version": INDEX_VERSION,
+        "name": name,
+        "num_shards": num_shards,
+        "shards": shards,
+        "total": sum(s["num_records"] for s in shards),
+        "settings": dict(settings or {}),
+    }
+    path = os.path.join(out_dir, index_name(name))
+    io_utils.write_json(path, index)
+    return path
+
+
+def write_records(out_dir, name, examples, num_shards, settings):
+    """Writes `examples` round-robin over `num_shards` shards, then the index.
+
+    Example i goes to shard i % num_shards, so reading the shards interleaved
+    one record at a time gives back the original order. All shards are
+    written under temporary names and renamed only when every example has
+    been written. Returns the index path.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    paths = [os.path.join(out_dir, shard_name(name, i, num_shards))
+             for i in range(num_shards)]
+    with contextlib.ExitStack() as stack:
+        writers = []
+        for path in paths:
+            tmp = stack.enter_context(io_utils.atomic_path(path))
+            writer = tf.io.TFRecordWriter(tmp)
+            stack.callback(writer.close)  # closed before its rename (LIFO)
+            writers.append(writer)
+        for i, example in enumerate(examples):
+            writers[i % num_shards].write(_serialize(example, paths[i % num_shards]))
+    return write_index(out_dir, name, num_shards, settings)
+
+
+# ---------------------------------------------------------------- reading
+
+def read_index(index_path, check_files=True):
+    """Reads NAME-index.json; adds "paths" (absolute shard paths).
+
+    With check_files, raises DataError naming the file if a listed shard is
+    missing or its size differs from the size recorded at write time (a
+    truncated or replaced shard).
+    """
+    try:
+        index = io_utils.read_json(index_path)
+    except FileNotFoundError:
+        raise DataError(f"{index_path}: index file not found; expected the "
+                        "NAME-index.json written by tfrecords.write_index") from None
+    except ValueError as e:
+        raise DataError(f"{index_path}: not valid JSON ({e})") from None
+    for key in ("name", "num_shards", "shards", "total"):
+        if key not in index:
+            raise DataError(f"{index_path}: index has no {key!r}; expected the keys "
+                            "name, num_shards, shards, total, settings")
+    directory = os.path.dirname(os.path.abspath(index_path))
+    index["paths"] = [os.path.join(directory, s["file"]) for s in index["shards"]]
+    if check_files:
+        for shard, path in zip(index["shards"], index["paths"]):
+            if not os.path.isfile(path):
+                raise DataError(f"{path}: shard listed in {index_path} is missing")
+            size = os.path.getsize(path)
+            if "num_bytes" in shard and size != shard["num_bytes"]:
+                raise DataError(f"{path}: shard has {size} bytes, the index records "
+                                f"{shard['num_bytes']}; the file is truncated or was "
+                                "replaced (re-write the shard and its index)")
+    return index
+
+
+def shard_records(shard_path):
+    """tf.data of (shard_path, record_index, serialized) for one shard file."""
+    return tf.data.TFRecordDataset(shard_path).enumerate().map(
+            _no_autograph(lambda i, record: (shard_path, i, record)))
+
+
+def example_dataset(index_path, validate=True):
+    """Decoded records of all shards, shard after shard, in file order.
+
+    Elements are `decode_example` dicts. With validate, every record is
+    checked by `decode_and_validate` (errors name the shard and record).
+    """
+    index = read_index(index_path)
+    decode = decode_and_validate if validate else (lambda r, p, i: decode_example(r))
+    paths = tf.data.Dataset.from_tensor_slices(tf.constant(index["paths"], tf.string))
+    return paths.flat_map(_no_autograph(shard_records)).map(
+            _no_autograph(lambda path, i, record: decode(record, path, i)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def validate_records(index_path):
+    """Checks every record of an index from Python; returns the index.
+
+    Raises DataError naming the shard file and the record number (0-based
+    within the shard) of the first record that cannot be read or decoded or
+    breaks an invariant of `check_maps`, or whose header height/width differ
+    from its maps; also if a shard's record count differs from the index.
+    """
+    index = read_index(index_path)
+    for shard, path in zip(index["shards"], index["paths"]):
+        count = count_records(path)
+        if count != shard["num_records"]:
+            raise DataError(f"{path}: {count} records, the index {index_path} "
+                            f"records {shard['num_records']}")
+        iterator = iter(tf.data.TFRecordDataset(path))
+        for i in range(count):
+            where = f"{path}: record {i}"
+            try:
+                record = next(iterator)
+                out = decode_example(record)
+            except tf.errors.OpError as e:
+                raise DataError(f"{where}: cannot be read or decoded: "
+                                f"{e.message.splitlines()[0]}") from None
+            record_proto = tf.train.Example.FromString(record.numpy())
+            z_png = record_proto.features.feature[KEY_Z].bytes_list.value[0]
+            if z_png[24] != 16:
+                raise DataError(f"{where}: z PNG is {z_png[24]}-bit, expected 16-bit")
+            height, width = int(out["height"]), int(out["width"])
+            image_hw = tuple(out["image"].shape[:2])
+            if image_hw != (height, width):
+                raise DataError(f"{where}: image is {list(image_hw)}, header says "
+                                f"[{height}, {width}]")
+            problem = check_maps(height, width, out["pseudo_label"].numpy(),
+                                 out["hard_mask"].numpy(), out["z"].numpy())
+            if problem:
+                raise DataError(f"{where}: {problem}")
+    return index

@@ -1,0 +1,458 @@
+r"""ToyScapes: a built-in synthetic-to-real street-scene benchmark.
+
+    python -m tf_pixintra.data.toyscapes --out DIR --seed S \
+        [--num_source 400 --num_target 400 --num_val 100 \
+         --height 128 --width 256 --workers N]
+
+writes procedurally drawn street scenes in the REAL data set layouts, so the
+ordinary readers (tf_pixintra.data.datasets) load them:
+
+- source ("synthetic", flat colours of its own palette), GTA5 layout:
+  DIR/gta5/images/00001.png and DIR/gta5/labels/00001.png (8-bit labelIds);
+- target ("real": shifted palette, texture, illumination, depth-dependent
+  haze or darkness, blur, sensor noise), Cityscapes layout:
+  DIR/cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png and
+  DIR/cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png with
+  <name> = <city>_SSSSSS_000019 (invented cities, SSSSSS counting up).
+  Train labels exist for oracle runs and pseudo-label diagnostics only;
+  adaptation must not read them.
+- DIR/toyscapes.json, written last: generator version, seed, counts, size,
+  and per target image its haze density beta and other look parameters.
+
+Image k of a split is drawn from its own generator seeded by
+(seed, split, k), so it does not depend on how many images are made, and
+the same arguments give the same bytes. Every file is written atomically.
+
+Python API: `generate(...)` always (re)writes; `ensure_toyscapes(...)`
+reuses a complete benchmark whose manifest matches and generates otherwise.
+"""
+
+import contextlib
+import fcntl
+import io
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import types
+
+import numpy as np
+from PIL import Image
+
+from tf_pixintra import io_utils
+from tf_pixintra.data import labels as labels_lib
+from tf_pixintra.data import toyscapes_render as render
+from tf_pixintra.errors import ConfigError
+
+# Bump whenever the drawing changes the bytes written for the same arguments.
+GENERATOR_VERSION = 1
+MANIFEST_NAME = "toyscapes.json"
+MARKER_NAME = ".toyscapes"   # marks a directory as written by ToyScapes
+LOCK_NAME = ".toyscapes.lock"
+
+DEFAULTS = {"seed": 0, "num_source": 400, "num_target": 400, "num_val": 100,
+            "height": 128, "width": 256}
+MIN_SIZE = 32
+
+SOURCE_DIR = "gta5"
+TARGET_DIR = "cityscapes"
+TRAIN_CITIES = ("toyburg", "pixelstadt", "voxelheim")
+VAL_CITIES = ("rendermund", "shaderlingen")
+FRAME = 19  # Cityscapes' labelled frame number
+
+_CHUNK = 25  # images per parallel task
+# Split codes mixed into the per-image seeds.
+_SPLIT_CODES = {"source": 0, "train": 1, "val": 2}
+_CONFIG_KEYS = ("version", "seed", "num_source", "num_target", "num_val",
+                "height", "width")
+
+
+# ------------------------------------------------------------------- layout
+
+def source_name(index):
+    """GTA5-style file stem of source image `index` (0-based): "00001"."""
+    return f"{index + 1:05d}"
+
+
+def target_name(split, index):
+    """Cityscapes-style stem of target image `index` of `split`."""
+    cities = TRAIN_CITIES if split == "train" else VAL_CITIES
+    city = cities[index % len(cities)]
+    return f"{city}_{index // len(cities):06d}_{FRAME:06d}"
+
+
+def source_paths(root, index):
+    """(image, label) paths of source image `index` under the ToyScapes root."""
+    name = source_name(index) + ".png"
+    base = os.path.join(root, SOURCE_DIR)
+    return (os.path.join(base, "images", name),
+            os.path.join(base, "labels", name))
+
+
+def target_paths(root, split, index):
+    """(image, label) paths of target image `index` of `split` ("train"/"val")."""
+    name = target_name(split, index)
+    city = name.split("_")[0]
+    base = os.path.join(root, TARGET_DIR)
+    return (os.path.join(base, "leftImg8bit", split, city,
+                         name + "_leftImg8bit.png"),
+            os.path.join(base, "gtFine", split, city,
+                         name + "_gtFine_labelIds.png"))
+
+
+def _all_paths(root, num_source, num_target, num_val):
+    """Every image and label path of a benchmark of the given counts."""
+    paths = []
+    for i in range(num_source):
+        paths.extend(source_paths(root, i))
+    for split, count in (("train", num_target), ("val", num_val)):
+        for i in range(count):
+            paths.extend(target_paths(root, split, i))
+    return paths
+
+
+def dataset_paths(root):
+    """The dict of paths `ensure_toyscapes` returns for a benchmark at `root`.
+
+    Keys: "root", "manifest", "gta5" (source root for the "gta5" reader,
+    split "all"), "cityscapes" (target root for the "cityscapes" reader,
+    splits "train" and "val").
+    """
+    root = os.path.abspath(os.fspath(root))
+    return {"root": root,
+            "manifest": os.path.join(root, MANIFEST_NAME),
+            "gta5": os.path.join(root, SOURCE_DIR),
+            "cityscapes": os.path.join(root, TARGET_DIR)}
+
+
+# ----------------------------------------------------------------- drawing
+
+def _generators(seed, split, index):
+    """Independent generators (scene, look) of one image."""
+    sequence = np.random.SeedSequence([seed, _SPLIT_CODES[split], index])
+    scene, look = sequence.spawn(2)
+    return np.random.default_rng(scene), np.random.default_rng(look)
+
+
+def draw_source(seed, index, height, width):
+    """Source image `index`: (uint8 RGB [H, W, 3], uint8 trainIds [H, W])."""
+    scene_rng, _ = _generators(seed, "source", index)
+    label, _, rgb, _ = render.render_scene(scene_rng, height, width,
+                                           render.SOURCE_PALETTE)
+    return render.render_source_look(rgb), label
+
+
+def draw_target(seed, split, index, height, width):
+    """Target image `index` of `split`: (RGB, trainIds, look conditions dict).
+
+    The conditions hold the haze density "beta" (per metre) and airlight,
+    and the illumination, blur and noise parameters of this image.
+    """
+    scene_rng, look_rng = _generators(seed, split, index)
+    label, depth, rgb, orient = render.render_scene(
+            scene_rng, height, width, render.TARGET_PALETTE)
+    conditions = render.draw_target_conditions(look_rng)
+    image = render.render_target_look(look_rng, label, depth, rgb, orient,
+                                      conditions)
+    return image, label, conditions
+
+
+def _png_bytes(array, mode):
+    """PNG encoding of `array` (deterministic for a given pillow and zlib).
+
+    Compression level 1: the noisy target images hardly compress better at
+    higher levels, which cost twice the time.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG",
+                                           compress_level=1)
+    return buffer.getvalue()
+
+
+def _write_pair(image_path, label_path, image, train_ids):
+    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically."""
+    label_ids = labels_lib.train_ids_to_label_ids(train_ids)
+    io_utils.write_bytes(image_path, _png_bytes(image, "RGB"))
+    io_utils.write_bytes(label_path, _png_bytes(label_ids, "L"))
+
+
+# ------------------------------------------------------------------ checks
+
+def _check_args(seed, num_source, num_target, num_val, height, width):
+    """ConfigError for arguments outside their ranges."""
+    for name, value, low in (("seed", seed, 0), ("num_source", num_source, 0),
+                             ("num_target", num_target, 0),
+                             ("num_val", num_val, 0),
+                             ("height", height, MIN_SIZE),
+                             ("width", width, MIN_SIZE)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ConfigError(f"toyscapes: {name}={value!r}; expected an "
+                              f"integer >= {low}")
+        if value < low:
+            raise ConfigError(f"toyscapes: {name}={value}; expected an "
+                              f"integer >= {low}")
+
+
+def _prepare_directory(root):
+    """Makes `root` ready for a fresh benchmark.
+
+    Removes the manifest first (so a killed run is never taken as complete)
+    and the data folders of an earlier ToyScapes run. Folders of the same
+    names that ToyScapes did not write are never deleted: ConfigError.
+    """
+    os.makedirs(root, exist_ok=True)
+    marker = os.path.join(root, MARKER_NAME)
+    manifest = os.path.join(root, MANIFEST_NAME)
+    existing = [d for d in (SOURCE_DIR, TARGET_DIR)
+                if os.path.exists(os.path.join(root, d))]
+    owned = os.path.exists(marker) or os.path.exists(manifest)
+    if existing and not owned:
+        raise ConfigError(
+                f"{root}: holds {' and '.join(existing)} folders that were "
+                f"not written by ToyScapes (no {MARKER_NAME} or "
+                f"{MANIFEST_NAME}); expected an empty or ToyScapes directory. "
+                "Choose another --out directory.")
+    if os.path.exists(manifest):
+        os.remove(manifest)
+    io_utils.write_text(marker, "Written by tf_pixintra.data.toyscapes; "
+                        "its folders are regenerated at will.\n")
+    for d in existing:
+        shutil.rmtree(os.path.join(root, d))
+
+
+# --------------------------------------------------------------------- API
+
+def _write_images(task):
+    """Draws and writes a chunk of images; returns target look conditions.
+
+    `task` is (root, seed, height, width, split, indices) with split
+    "source", "train" or "val". Returns [(split, index, conditions)] for
+    target images (empty for source chunks).
+    """
+    root, seed, height, width, split, indices = task
+    written = []
+    for index in indices:
+        if split == "source":
+            image, label = draw_source(seed, index, height, width)
+            _write_pair(*source_paths(root, index), image, label)
+        else:
+            image, label, conditions = draw_target(seed, split, index, height,
+                                                   width)
+            _write_pair(*target_paths(root, split, index), image, label)
+            written.append((split, index, conditions))
+    return written
+
+
+def default_workers():
+    """Worker processes to use: the CPUs this process may run on, at most 8."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, 8))
+
+
+@contextlib.contextmanager
+def _bare_main():
+    """Hides the caller's __main__ module while worker processes start.
+
+    Spawned processes re-import their parent's main module: for
+    `python -m tf_pixintra.train` every worker would import TensorFlow, and
+    a script without a main guard would run again. The workers need only
+    this (importable) module, so an empty __main__ stands in meanwhile.
+    """
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
+def _run_tasks(tasks, workers):
+    """Runs `_write_images` over `tasks`, in `workers` spawned processes."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [item for task in tasks for item in _write_images(task)]
+    # "spawn", not "fork": the caller may hold TensorFlow threads.
+    context = multiprocessing.get_context("spawn")
+    with _bare_main():
+        pool = context.Pool(min(workers, len(tasks)))  # starts them all now
+    try:
+        chunks = pool.map(_write_images, tasks, chunksize=1)
+    finally:
+        pool.terminate()
+        pool.join()
+    return [item for chunk in chunks for item in chunk]
+
+
+def generate(out_dir, seed, num_source, num_target, num_val, height, width,
+             workers=None):
+    """Writes a ToyScapes benchmark to `out_dir` (replacing an older one).
+
+    Args:
+      out_dir: the benchmark root (created if needed).
+      seed: non-negative integer; same arguments give the same bytes.
+      num_source: number of source images (GTA5 layout).
+      num_target: number of target train images (Cityscapes "train").
+      num_val: number of target validation images (Cityscapes "val").
+      height, width: image size in pixels (each >= MIN_SIZE).
+      workers: processes drawing in parallel (default: `default_workers()`);
+        the bytes written do not depend on it.
+
+    Returns:
+      The manifest dict (also written to out_dir/toyscapes.json, last).
+    """
+    _check_args(seed, num_source, num_target, num_val, height, width)
+    workers = default_workers() if workers is None else int(workers)
+    root = os.path.abspath(os.fspath(out_dir))
+    _prepare_directory(root)
+    tasks = []
+    for split, count in (("source", num_source), ("train", num_target),
+                         ("val", num_val)):
+        for start in range(0, count, _CHUNK):
+            tasks.append((root, int(seed), int(height), int(width), split,
+                          tuple(range(start, min(start + _CHUNK, count)))))
+    looks = {(split, index): conditions
+             for split, index, conditions in _run_tasks(tasks, workers)}
+    targets = {}
+    for split, count in (("train", num_target), ("val", num_val)):
+        entries = []
+        for index in range(count):
+            image_path, label_path = target_paths(root, split, index)
+            entry = {"name": target_name(split, index),
+                     "image": os.path.relpath(image_path, root),
+                     "label": os.path.relpath(label_path, root)}
+            entry.update(looks[(split, index)])
+            entries.append(entry)
+        targets[split] = entries
+    manifest = {
+        "generator": "tf_pixintra.data.toyscapes",
+        "version": GENERATOR_VERSION,
+        "seed": int(seed), "num_source": int(num_source),
+        "num_target": int(num_target), "num_val": int(num_val),
+        "height": int(height), "width": int(width),
+        "source": {"dataset": "gta5", "root": SOURCE_DIR, "split": "all"},
+        "target": {"dataset": "cityscapes", "root": TARGET_DIR,
+                   "splits": ["train", "val"],
+                   "note": "train labels are for oracle runs and diagnostics "
+                           "only, never for adaptation"},
+        "classes": [labels_lib.CLASS_NAMES[k] for k in render.DRAWN_CLASSES],
+        "beta_range": list(render.BETA_RANGE),
+        "target_images": targets,
+    }
+    io_utils.write_json(os.path.join(root, MANIFEST_NAME), manifest)
+    return manifest
+
+
+def _is_complete(root, wanted):
+    """True when `root` holds a manifest matching `wanted` and all its files."""
+    manifest_path = os.path.join(root, MANIFEST_NAME)
+    if not os.path.isfile(manifest_path):
+        return False
+    try:
+        manifest = io_utils.read_json(manifest_path)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or any(
+            manifest.get(k) != wanted[k] for k in _CONFIG_KEYS):
+        return False
+    return all(os.path.isfile(p) for p in _all_paths(
+            root, wanted["num_source"], wanted["num_target"], wanted["num_val"]))
+
+
+@contextlib.contextmanager
+def _locked(root):
+    """Holds an exclusive lock on root/.toyscapes.lock (one generator at once)."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, LOCK_NAME), "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
+                     num_source=DEFAULTS["num_source"],
+                     num_target=DEFAULTS["num_target"],
+                     num_val=DEFAULTS["num_val"], height=DEFAULTS["height"],
+                     width=DEFAULTS["width"], workers=None):
+    """Returns the paths of a ToyScapes benchmark, generating it if needed.
+
+    An existing benchmark is reused when its manifest matches the generator
+    version and every argument and all its files exist; otherwise (no
+    manifest after a killed run, other arguments, older version) it is
+    regenerated. Safe against concurrent callers (file lock). `workers` as
+    in `generate`.
+
+    Returns:
+      dict with "root", "manifest", "gta5" (source root) and "cityscapes"
+      (target root) absolute paths; see `dataset_paths`.
+    """
+    _check_args(seed, num_source, num_target, num_val, height, width)
+    root = os.path.abspath(os.fspath(data_dir))
+    wanted = {"version": GENERATOR_VERSION, "seed": int(seed),
+              "num_source": int(num_source), "num_target": int(num_target),
+              "num_val": int(num_val), "height": int(height),
+              "width": int(width)}
+    with _locked(root):
+        if not _is_complete(root, wanted):
+            generate(root, seed, num_source, num_target, num_val, height, width,
+                     workers=workers)
+    return dataset_paths(root)
+
+
+# --------------------------------------------------------------------- CLI
+
+def _define_flags():
+    """Defines the CLI flags (only when run as a program, never on import)."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    flags.DEFINE_string("out", None, "Benchmark root directory to write.")
+    flags.DEFINE_integer("seed", DEFAULTS["seed"], "Random seed (>= 0).")
+    flags.DEFINE_integer("num_source", DEFAULTS["num_source"],
+                         "Source images (GTA5 layout).")
+    flags.DEFINE_integer("num_target", DEFAULTS["num_target"],
+                         "Target train images (Cityscapes layout).")
+    flags.DEFINE_integer("num_val", DEFAULTS["num_val"],
+                         "Target validation images (Cityscapes layout).")
+    flags.DEFINE_integer("height", DEFAULTS["height"], "Image height.")
+    flags.DEFINE_integer("width", DEFAULTS["width"], "Image width.")
+    flags.DEFINE_integer("workers", None, "Drawing processes (default: one "
+                         "per CPU, at most 8); the output does not depend "
+                         "on it.")
+    flags.mark_flag_as_required("out")
+    return flags.FLAGS
+
+
+def main(argv):
+    """CLI entry: generate a benchmark and print where it is."""
+    del argv
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    # Call through the importable module so worker processes can unpickle
+    # its functions (this file runs as __main__ here).
+    # pylint: disable-next=import-outside-toplevel,import-self
+    from tf_pixintra.data import toyscapes
+    args = flags.FLAGS
+    start = time.perf_counter()
+    try:
+        manifest = toyscapes.generate(
+                args.out, args.seed, args.num_source, args.num_target,
+                args.num_val, args.height, args.width, workers=args.workers)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    paths = dataset_paths(args.out)
+    count = args.num_source + args.num_target + args.num_val
+    print(f"ToyScapes v{manifest['version']}: {count} images of "
+          f"{args.height}x{args.width} (HxW) in {seconds:.1f} s")
+    for key in ("gta5", "cityscapes", "manifest"):
+        print(f"  {key}: {paths[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app  # pylint: disable=import-outside-toplevel
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,370 @@
+r"""Entry: score prediction PNGs, or a model, with the official Cityscapes rules.
+
+Scoring existing predictions:
+  python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
+      --predictions DIR [--prediction_format labelids|trainids] \
+      [--classes 19|16|13] --json OUT
+Predicting first (a .keras file, a stage directory or a run directory):
+  python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
+      --model RUN_DIR [--size 512,1024] [--scales 0.9,1.0,1.2] [--flip] \
+      [--write_labelids DIR] [--write_trainids DIR] [--write_color DIR] --json OUT
+
+Both write {"miou": %, "iou": {class name: % or null}, "num_images": N} and
+print the per-class table. Scoring follows tf_pixintra.metrics (the official
+evaluator's rules); predictions are compared at ground-truth resolution.
+
+Prediction file of an image (for --predictions, and what --write_* writes):
+  <predictions>/<subdir>/<stem>.png, where <stem> is the image file name
+  without "_leftImg8bit.png" (Cityscapes) or without its extension, and
+  <subdir> is the image's city directory for Cityscapes and empty for GTA5 and
+  SYNTHIA (the image's path relative to leftImg8bit/<split>, images/ or RGB/).
+  The image's own file name is accepted in place of <stem>.png, and so is
+  the flat layout <predictions>/<stem>.png for Cityscapes. The first file
+  found in that order is used. The official evaluator finds these files too
+  (it searches <city>_<seq>_<frame>*.png recursively).
+
+--prediction_format labelids (default) reads Cityscapes labelIds (the
+official format; ids of classes ignored in evaluation count as misses);
+trainids reads the 19 trainIds (255 or any other value: a miss).
+"""
+
+import math
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from tf_pixintra import tables
+from tf_pixintra.data import datasets
+from tf_pixintra.data.labels import (CLASS_NAMES, EVAL_SUBSETS, NUM_CLASSES, colorize,
+                                     to_train_ids, train_ids_to_label_ids)
+from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.io_utils import atomic_path, read_json, write_json
+from tf_pixintra.metrics import ConfusionMatrix
+
+DATASETS = ("cityscapes", "gta5", "synthia")
+PREDICTION_FORMATS = ("labelids", "trainids")
+DEFAULT_SIZE = (512, 1024)
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
+# Keys of run.json (or of its "config" entry) that may hold the eval size.
+SIZE_KEYS = ("eval_size", "target_size", "size")
+RUN_FILE = "run.json"
+
+
+def _inference():
+    """tf_pixintra.inference, imported on first use.
+
+    Scoring prediction PNGs needs no TensorFlow; importing it lazily keeps
+    that path free of TensorFlow's start-up time.
+    """
+    from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
+    return inference
+
+
+def prediction_stem(image_path):
+    """The image file name without "_leftImg8bit.png" or its extension."""
+    name = os.path.basename(image_path)
+    if name.endswith(CITYSCAPES_IMAGE_SUFFIX):
+        return name[:-len(CITYSCAPES_IMAGE_SUFFIX)]
+    return os.path.splitext(name)[0]
+
+
+def prediction_subdir(image_path, dataset):
+    """The city directory of a Cityscapes image; "" for other data sets."""
+    if dataset == "cityscapes":
+        return os.path.basename(os.path.dirname(os.path.abspath(image_path)))
+    return ""
+
+
+def prediction_path(directory, image_path, dataset):
+    """Where a prediction of `image_path` is written: <dir>/<subdir>/<stem>.png."""
+    return os.path.join(directory, prediction_subdir(image_path, dataset),
+                        prediction_stem(image_path) + ".png")
+
+
+def prediction_candidates(directory, image_path, dataset):
+    """Accepted prediction files for an image, in order of preference."""
+    stem_png = prediction_stem(image_path) + ".png"
+    name = os.path.basename(image_path)
+    subdir = prediction_subdir(image_path, dataset)
+    candidates = [os.path.join(directory, subdir, stem_png),
+                  os.path.join(directory, subdir, name)]
+    if subdir:
+        candidates += [os.path.join(directory, stem_png), os.path.join(directory, name)]
+    unique = []
+    for path in candidates:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def find_prediction(directory, image_path, dataset):
+    """The first existing prediction file of an image; DataError if none."""
+    candidates = prediction_candidates(directory, image_path, dataset)
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    others = ", ".join(candidates[1:])
+    raise DataError(f"no prediction for image {image_path}: expected {candidates[0]}"
+                    + (f" (or {others})" if others else ""))
+
+
+def read_prediction(path, prediction_format):
+    """A prediction PNG as trainIds (int array; out-of-range values are misses)."""
+    try:
+        with Image.open(path) as img:
+            ids = np.array(img)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read prediction {path}: {e}") from e
+    if ids.ndim != 2:
+        raise DataError(f"prediction {path} has shape {ids.shape}; expected a "
+                        f"single-channel PNG of {prediction_format}")
+    if prediction_format == "labelids":
+        return to_train_ids(ids, "cityscapes")
+    if prediction_format == "trainids":
+        return ids
+    raise ConfigError(f"unknown prediction format {prediction_format!r}; expected "
+                      f"one of {PREDICTION_FORMATS}")
+
+
+def _percent(value):
+    return None if value is None or math.isnan(value) else 100.0 * value
+
+
+def result_dict(confusion, classes, num_images):
+    """{"miou": %, "iou": {class name: % or None}, "num_images": N}.
+
+    "iou" lists the classes of the 19/16/13 protocol; "miou" is their mean
+    with absent classes (None) left out, None if every class is absent.
+    """
+    class_ids = EVAL_SUBSETS[classes]
+    ious = confusion.iou(class_ids)
+    return {
+        "miou": _percent(confusion.mean_iou(class_ids)),
+        "iou": {CLASS_NAMES[k]: _percent(ious[k]) for k in class_ids},
+        "num_images": int(num_images),
+    }
+
+
+def _check_sizes(pred, label, pred_name, label_path):
+    if pred.shape != label.shape:
+        raise DataError(f"prediction {pred_name} is {pred.shape[1]}x{pred.shape[0]} "
+                        f"but ground truth {label_path} is {label.shape[1]}x"
+                        f"{label.shape[0]} (WxH); expected equal sizes")
+
+
+def score_predictions(examples, dataset, predictions_dir, prediction_format="labelids",
+                      classes=19):
+    """Scores prediction PNGs under `predictions_dir` against the examples' labels."""
+    _check_classes(classes)
+    confusion = ConfusionMatrix(NUM_CLASSES)
+    for example in examples:
+        path = find_prediction(predictions_dir, example.image_path, dataset)
+        pred = read_prediction(path, prediction_format)
+        label = datasets.read_label(example.label_path, dataset)
+        _check_sizes(pred, label, path, example.label_path)
+        confusion.update(pred, label)
+    return result_dict(confusion, classes, len(examples))
+
+
+def write_png(path, array):
+    """Writes a uint8 array ([H,W] or [H,W,3]) as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
+
+
+def evaluate_model(model, examples, dataset, size=DEFAULT_SIZE, scales=(1.0,),
+                   flip=False, classes=19, write_labelids=None, write_trainids=None,
+                   write_color=None):
+    """Predicts every example with `model` and scores it; returns the result dict.
+
+    The image is resized to `size` (h, w) times each scale, the probabilities
+    averaged over scales (and flips) are upsampled to the label's size (the
+    image's size when an example has no label). Examples whose label_path is
+    None are only predicted (and written) and not counted in "num_images".
+    write_*: directories for Cityscapes label-id, trainId and colour PNGs
+    (paths as described in this module's docstring).
+    """
+    _check_classes(classes)
+    inference = _inference()
+    predict_fn = inference.make_predict_fn(model, size, scales, flip)
+    confusion = ConfusionMatrix(NUM_CLASSES)
+    num_scored = 0
+    for example in examples:
+        image = datasets.read_image(example.image_path)
+        label = None
+        output_size = image.shape[:2]
+        if example.label_path is not None:
+            label = datasets.read_label(example.label_path, dataset)
+            output_size = label.shape
+        pred = inference.predict_labels(model, image, output_size=output_size,
+                                        predict_fn=predict_fn)
+        if write_labelids:
+            write_png(prediction_path(write_labelids, example.image_path, dataset),
+                      train_ids_to_label_ids(pred))
+        if write_trainids:
+            write_png(prediction_path(write_trainids, example.image_path, dataset), pred)
+        if write_color:
+            write_png(prediction_path(write_color, example.image_path, dataset),
+                      colorize(pred))
+        if label is not None:
+            confusion.update(pred, label)
+            num_scored += 1
+    return result_dict(confusion, classes, num_scored)
+
+
+def _check_classes(classes):
+    if classes not in EVAL_SUBSETS:
+        raise ConfigError(f"classes {classes!r} not supported; expected one of "
+                          f"{sorted(EVAL_SUBSETS)}")
+
+
+def parse_size(text):
+    """"H,W" -> (H, W) positive ints."""
+    try:
+        h, w = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"size {text!r} is not 'H,W'; expected two integers, "
+                          "e.g. 512,1024") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"size {text!r} must be positive")
+    return h, w
+
+
+def parse_scales(text):
+    """"0.9,1.0,1.2" -> (0.9, 1.0, 1.2) positive floats."""
+    try:
+        scales = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"scales {text!r} is not a comma-separated list of "
+                          "numbers, e.g. 0.9,1.0,1.2") from None
+    if not scales or min(scales) <= 0:
+        raise ConfigError(f"scales {text!r}: expected one or more positive numbers")
+    return scales
+
+
+def _size_from(mapping):
+    if not isinstance(mapping, dict):
+        return None
+    for key in SIZE_KEYS:
+        if mapping.get(key):
+            value = mapping[key]
+            return parse_size(value if isinstance(value, str)
+                              else ",".join(str(v) for v in value))
+    return _size_from(mapping.get("config"))
+
+
+def default_size(model_path):
+    """Eval size (h, w) from the run.json of the model's run, else 512x1024.
+
+    run.json is looked for in the given directory, beside the model file and
+    one directory up (a stage directory's run); keys "eval_size",
+    "target_size" or "size" ([h, w] or "h,w"), at top level or under "config".
+    """
+    path = os.path.abspath(model_path)
+    base = path if os.path.isdir(path) else os.path.dirname(path)
+    for directory in (base, os.path.dirname(base)):
+        run_file = os.path.join(directory, RUN_FILE)
+        if os.path.isfile(run_file):
+            size = _size_from(read_json(run_file))
+            if size:
+                return size
+    return DEFAULT_SIZE
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines this entry's flags on `flag_values`."""
+    flags.DEFINE_enum("dataset", "cityscapes", DATASETS, "Data set layout of --root.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("root", None, "Data set root directory.", flag_values=flag_values)
+    flags.DEFINE_string("split", "val", "Split to evaluate.", flag_values=flag_values)
+    flags.DEFINE_string("list_file", None, "Optional file listing the images.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("predictions", None, "Directory of prediction PNGs to score.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("prediction_format", "labelids", PREDICTION_FORMATS,
+                      "Ids in the prediction PNGs.", flag_values=flag_values)
+    flags.DEFINE_enum("classes", "19", ("19", "16", "13"),
+                      "Classes averaged in mIoU (16/13: SYNTHIA protocols).",
+                      flag_values=flag_values)
+    flags.DEFINE_string("json", None, "Where to write the result JSON.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("model", None, "A .keras file, stage directory or run "
+                        "directory to predict with (instead of --predictions).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("size", None, "Model input H,W at scale 1 (default: "
+                        "run.json, else 512,1024).", flag_values=flag_values)
+    flags.DEFINE_string("scales", "1.0", "Comma-separated test scales, e.g. "
+                        "0.9,1.0,1.2.", flag_values=flag_values)
+    flags.DEFINE_bool("flip", False, "Average with the mirrored prediction.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("write_labelids", None, "Write Cityscapes label-id PNGs here.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("write_trainids", None, "Write trainId PNGs here.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("write_color", None, "Write colour PNGs here.",
+                        flag_values=flag_values)
+
+
+def run(flag_values):
+    """Runs the evaluation the parsed flags describe; returns the result dict."""
+    fv = flag_values
+    if not fv.root:
+        raise ConfigError("--root is required: the data set root directory")
+    if bool(fv.predictions) == bool(fv.model):
+        raise ConfigError("give exactly one of --predictions (a directory of PNGs) "
+                          "and --model (a .keras file or run directory)")
+    writes = (fv.write_labelids, fv.write_trainids, fv.write_color)
+    if fv.predictions and any(writes):
+        raise ConfigError("--write_labelids/--write_trainids/--write_color need --model")
+    classes = int(fv.classes)
+    if fv.predictions:
+        if not os.path.isdir(fv.predictions):
+            raise ConfigError(f"--predictions {fv.predictions} is not a directory")
+        examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file)
+        result = score_predictions(examples, fv.dataset, fv.predictions,
+                                   fv.prediction_format, classes)
+        method = os.path.basename(os.path.normpath(fv.predictions))
+    else:
+        model = _inference().load_model(fv.model)
+        size = parse_size(fv.size) if fv.size else default_size(fv.model)
+        examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file,
+                                          require_labels=not any(writes))
+        result = evaluate_model(model, examples, fv.dataset, size,
+                                parse_scales(fv.scales), fv.flip, classes,
+                                *writes)
+        method = os.path.basename(os.path.normpath(fv.model))
+    print(tables.per_class_table([(method, result["iou"])], classes))
+    miou = result["miou"]
+    print(f"mIoU ({classes} classes, {result['num_images']} images): "
+          + ("n/a" if miou is None else f"{miou:.2f}"))
+    if fv.json:
+        write_json(fv.json, result)
+    return result
+
+
+def cli(argv):
+    """Parses `argv` (argv[0] is the program name) on fresh flags and runs."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    fv(argv)
+    return run(fv)
+
+
+def main(argv):
+    """absl entry point."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(flags.FLAGS)
+    except (ConfigError, DataError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

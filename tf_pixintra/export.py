@@ -1,0 +1,385 @@
+"""Entry: export a segmentation model for TF Serving and for the edge.
+
+    python -m tf_pixintra.export --model RUN_DIR_OR_MODEL_KERAS --out DIR \\
+        --input_size 512,1024 --representative_dir TARGET_TRAIN_IMAGES \\
+        [--measure_on_val ROOT]
+
+writes, under DIR:
+    saved_model/<model_name>/<version>/   TF Serving layout (SavedModel with
+        signatures serving_default and serve_image_bytes, and
+        assets.extra/tf_serving_warmup_requests when tensorflow-serving-api
+        is installed)
+    tflite/<model_name>_{fp32,fp16,int8}.tflite   builtin ops only
+    labels.json   class names, trainIds, Cityscapes label ids, palette,
+        input size, preprocessing and signature descriptions
+    fidelity.json (with --measure_on_val) agreement / mIoU / size / latency
+
+The trainer's export stage calls `export_model` directly. Signatures and
+model inputs / outputs are described in export_savedmodel.py and
+export_tflite.py; the deployment kit that uses them is in export/.
+"""
+
+import glob
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from tf_pixintra.data import labels as label_tables
+from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.export_savedmodel import (
+        IMAGE_BYTES_KEY, IMAGES_KEY, SERVE_IMAGE_BYTES, SERVING_DEFAULT,
+        write_saved_model, write_tflite_source)
+from tf_pixintra.export_tflite import (
+        VARIANTS, TFLiteConversionError, convert, format_fidelity,
+        measure_fidelity, resize_uint8)
+from tf_pixintra.io_utils import read_json, write_bytes, write_json
+
+__all__ = ["export_model", "measure_fidelity", "load_model",
+           "TFLiteConversionError", "VARIANTS"]
+
+PREPROCESSING = ("inside the graph: uint8 RGB -> float32, RGB->BGR, minus the "
+                 "Caffe ImageNet mean (104.00698793, 116.66876762, "
+                 "122.67891434) in BGR order, no std scaling; send plain RGB "
+                 "images")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Run directory (its run.json names the "
+                    "newest model), stage directory with model.keras, or a "
+                    ".keras file.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_string("model_name", "pixintrada", "TF Serving model name and "
+                    "TFLite file prefix.")
+flags.DEFINE_integer("version", 1, "TF Serving model version (positive).")
+flags.DEFINE_string("input_size", "512,1024", "Model input size H,W.")
+flags.DEFINE_list("variants", list(VARIANTS), "TFLite variants to write "
+                  "(subset of fp32,fp16,int8; empty for none).")
+flags.DEFINE_string("representative_dir", None, "Folder (searched "
+                    "recursively) of target training images for int8 "
+                    "calibration.")
+flags.DEFINE_integer("num_representative", 100, "Calibration images taken "
+                     "evenly from --representative_dir.")
+flags.DEFINE_bool("warmup", True, "Write the TF Serving warmup requests "
+                  "(needs tensorflow-serving-api).")
+flags.DEFINE_string("measure_on_val", None, "Data root for the fidelity "
+                    "check: Cityscapes layout (leftImg8bit/<split>, gtFine/"
+                    "<split> labelIds) or images/ + labels/ (trainId PNGs "
+                    "with the same file stem).")
+flags.DEFINE_string("measure_split", "val", "Split for the Cityscapes layout.")
+flags.DEFINE_integer("measure_limit", 50, "Images for the fidelity check "
+                     "(0 = all).")
+flags.DEFINE_string("measure_json", None, "Fidelity JSON (default "
+                    "<out>/fidelity.json).")
+flags.DEFINE_integer("num_threads", None, "LiteRT threads for the latency "
+                     "measurement (default: LiteRT's).")
+
+
+# ---------------------------------------------------------------- model loading
+def _resolve_model_path(path):
+    """.keras file, stage dir with model.keras, or run dir with run.json."""
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise DataError(f"--model {path!r} is a file but not a .keras "
+                            "model; expected a .keras file, a stage directory "
+                            "holding model.keras, or a run directory holding "
+                            "run.json")
+        return path
+    if os.path.isdir(path):
+        run_json = os.path.join(path, "run.json")
+        if os.path.isfile(run_json):
+            relative = read_json(run_json).get("model")
+            if not relative:
+                raise DataError(f"{run_json} has no \"model\" entry; expected "
+                                "the relative path of the newest model.keras")
+            return _resolve_model_path(os.path.join(path, relative))
+        candidate = os.path.join(path, "model.keras")
+        if os.path.isfile(candidate):
+            return candidate
+    raise DataError(f"--model {path!r}: no such .keras file, and no run.json "
+                    "or model.keras in it; expected a .keras file, a stage "
+                    "directory holding model.keras, or a run directory "
+                    "holding run.json")
+
+
+def load_model(path):
+    """Loads the Keras model behind `path` (tf_pixintra.inference if present)."""
+    if importlib.util.find_spec("tf_pixintra.inference") is not None:
+        from tf_pixintra import inference
+        if hasattr(inference, "load_model"):
+            return inference.load_model(path)
+    import keras
+
+    if importlib.util.find_spec("tf_pixintra.models.deeplab_v2") is not None:
+        import tf_pixintra.models  # noqa: F401  (registers custom layers)
+    model_path = _resolve_model_path(path)
+    return keras.saving.load_model(model_path, compile=False)
+
+
+# ---------------------------------------------------------------- images
+def read_image(path):
+    """uint8 RGB [H, W, 3] of an image file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err}; expected a "
+                        "PNG/JPEG/BMP image") from err
+
+
+def _image_files(directory):
+    files = [p for p in glob.glob(os.path.join(directory, "**", "*"),
+                                  recursive=True)
+             if p.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(files)
+
+
+def _spread(items, count):
+    """`count` items taken evenly from `items` (all when count <= 0)."""
+    if count <= 0 or len(items) <= count:
+        return list(items)
+    index = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in index]
+
+
+def representative_images(directory, count, input_size):
+    """Up to `count` uint8 images from `directory`, resized to `input_size`."""
+    files = _spread(_image_files(directory), count)
+    if not files:
+        raise DataError(f"--representative_dir {directory!r} holds no "
+                        f"{'/'.join(IMAGE_EXTENSIONS)} images; expected target "
+                        "training images")
+    return [resize_uint8(read_image(p), input_size) for p in files]
+
+
+def evaluation_pairs(root, split="val"):
+    """[(image path, label path, label kind)] of a data root for the fidelity check.
+
+    Cityscapes layout -> kind "cityscapes" (labelIds); images/ + labels/ ->
+    kind "trainids".
+    """
+    images = sorted(glob.glob(os.path.join(
+            root, "leftImg8bit", split, "*", "*_leftImg8bit.png")))
+    if images:
+        pairs = []
+        for image in images:
+            label = image.replace(os.sep + "leftImg8bit" + os.sep,
+                                  os.sep + "gtFine" + os.sep)
+            label = label.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            if not os.path.isfile(label):
+                raise DataError(f"no label {label} for image {image}; expected "
+                                "the Cityscapes gtFine labelIds PNG")
+            pairs.append((image, label, "cityscapes"))
+        return pairs
+    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root,
+                                                                       "labels")
+    if os.path.isdir(image_dir) and os.path.isdir(label_dir):
+        pairs = []
+        for image in _image_files(image_dir):
+            stem = os.path.splitext(os.path.relpath(image, image_dir))[0]
+            label = os.path.join(label_dir, stem + ".png")
+            if not os.path.isfile(label):
+                raise DataError(f"no label {label} for image {image}; expected "
+                                "a trainId PNG with the same file stem")
+            pairs.append((image, label, "trainids"))
+        return pairs
+    raise DataError(f"--measure_on_val {root!r}: found neither leftImg8bit/"
+                    f"{split}/*/*_leftImg8bit.png nor images/ + labels/; "
+                    "expected one of those layouts")
+
+
+def read_label(path, kind):
+    """uint8 trainIds [H, W] of a label PNG (`kind`: cityscapes / trainids)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        label = np.asarray(image)
+    if label.ndim != 2:
+        raise DataError(f"label {path} has shape {label.shape}; expected a "
+                        "single-channel PNG")
+    if kind == "cityscapes":
+        return label_tables.to_train_ids(label, "cityscapes")
+    return label.astype(np.uint8)
+
+
+# ---------------------------------------------------------------- export
+def _num_classes(model):
+    outputs = getattr(model, "outputs", None)
+    if outputs:
+        return int(outputs[0].shape[-1])
+    from tf_pixintra.export_savedmodel import main_logits
+
+    return int(main_logits(model, np.zeros((1, 64, 64, 3), np.float32))
+               .shape[-1])
+
+
+def labels_metadata(num_classes, input_size, model_name, version, tflite):
+    """The labels.json content (see export/README.md)."""
+    return {
+        "model_name": model_name,
+        "version": version,
+        "num_classes": num_classes,
+        "class_names": list(label_tables.CLASS_NAMES),
+        "train_ids": list(range(num_classes)),
+        "label_ids": [label_tables.TRAINID_TO_CITYSCAPES_ID[t]
+                      for t in range(num_classes)],
+        "palette": [list(rgb) for rgb in label_tables.PALETTE],
+        "ignore_label": label_tables.IGNORE_LABEL,
+        "input_size": list(input_size),
+        "input_height": input_size[0],
+        "input_width": input_size[1],
+        "input": "uint8 RGB image [N, input_height, input_width, 3]",
+        "preprocessing": PREPROCESSING,
+        "outputs": {
+            "labels": "int32 trainIds [N, H, W] (argmax of the main head's "
+                      "logits bilinearly upsampled to the input size)",
+            "probabilities": "softmax [N, H, W, num_classes]; float32, "
+                             "uint8 with scale 1/256 in the int8 TFLite model",
+        },
+        "signatures": {
+            SERVING_DEFAULT: {"inputs": {IMAGES_KEY: "uint8 [N,H,W,3]"},
+                              "outputs": ["labels", "probabilities"]},
+            SERVE_IMAGE_BYTES: {
+                "inputs": {IMAGE_BYTES_KEY: "string [N] PNG/JPEG, any size"},
+                "outputs": ["labels", "heights", "widths"],
+                "note": "labels int32 [N, Hmax, Wmax] padded with 255; image "
+                        "i is labels[i, :heights[i], :widths[i]]"},
+        },
+        "tflite": tflite,
+    }
+
+
+def _check_export_args(model_name, version, input_size, variants):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(model_name)):
+        raise ConfigError(f"model_name {model_name!r}; expected letters, "
+                          "digits, '_', '.', '-'")
+    if not isinstance(version, (int, np.integer)) or version < 1:
+        raise ConfigError(f"version {version!r}; expected a positive integer "
+                          "(TF Serving loads numeric version directories)")
+    if len(input_size) != 2 or min(input_size) < 8:
+        raise ConfigError(f"input_size {input_size!r}; expected (H, W), each "
+                          ">= 8")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"TFLite variants {unknown}; expected a subset of "
+                          f"{VARIANTS}")
+
+
+def export_model(model, out_dir, model_name="pixintrada", version=1,
+                 input_size=(512, 1024), representative_images=None,
+                 variants=VARIANTS, warmup=True):
+    """Writes the SavedModel, the TFLite variants and labels.json.
+
+    Args:
+      model: Keras segmentation model (build_deeplab_v2 contract).
+      out_dir: output directory.
+      model_name, version: TF Serving name and (positive int) version.
+      input_size: (H, W) of serving_default and the TFLite models.
+      representative_images: uint8 RGB arrays (any size) from the target
+        training set: int8 calibration and the warmup request.
+      variants: TFLite variants to write (subset of fp32, fp16, int8).
+      warmup: write assets.extra/tf_serving_warmup_requests if possible.
+
+    Returns {"saved_model": version dir, "tflite": {variant: path},
+    "labels": labels.json path}. Raises TFLiteConversionError when a TFLite
+    model would need non-builtin (flex / custom) ops.
+    """
+    input_size = tuple(int(v) for v in input_size)
+    variants = tuple(variants)
+    _check_export_args(model_name, version, input_size, variants)
+    num_classes = _num_classes(model)
+    if num_classes != label_tables.NUM_CLASSES:
+        raise ConfigError(f"model has {num_classes} output classes; expected "
+                          f"{label_tables.NUM_CLASSES} (Cityscapes trainIds)")
+    if "int8" in variants and not representative_images:
+        raise ConfigError("int8 TFLite export needs representative images "
+                          "from the target training set (CLI: "
+                          "--representative_dir), or variants without int8; "
+                          "got none")
+    images = [resize_uint8(image, input_size)
+              for image in (representative_images or [])]
+
+    version_dir = os.path.join(out_dir, "saved_model", model_name,
+                               str(int(version)))
+    write_saved_model(model, version_dir, model_name, input_size,
+                      warmup_images=np.stack(images) if images else None,
+                      warmup=warmup)
+    logging.info("SavedModel written to %s", version_dir)
+
+    tflite = {}
+    if variants:
+        source = tempfile.mkdtemp(prefix="tflite_source_")
+        try:
+            write_tflite_source(model, source, input_size)
+            for variant in variants:
+                path = os.path.join(out_dir, "tflite",
+                                    f"{model_name}_{variant}.tflite")
+                write_bytes(path, convert(source, variant, images))
+                tflite[variant] = path
+                logging.info("TFLite %s written to %s", variant, path)
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+
+    labels_path = os.path.join(out_dir, "labels.json")
+    write_json(labels_path, labels_metadata(
+            num_classes, input_size, model_name, int(version),
+            {v: os.path.relpath(p, out_dir) for v, p in tflite.items()}))
+    return {"saved_model": version_dir, "tflite": tflite,
+            "labels": labels_path}
+
+
+def measure_on_val(model, tflite_paths, root, input_size, split="val",
+                   limit=50, num_threads=None):
+    """`measure_fidelity` on (up to `limit`) images of a data root."""
+    pairs = _spread(evaluation_pairs(root, split), limit)
+    images = [read_image(image) for image, _, _ in pairs]
+    labels = [read_label(label, kind) for _, label, kind in pairs]
+    return measure_fidelity(model, tflite_paths, images, labels, input_size,
+                            num_threads=num_threads)
+
+
+def _parse_size(text):
+    try:
+        height, width = (int(v) for v in text.split(","))
+    except ValueError as err:
+        raise ConfigError(f"--input_size {text!r}; expected H,W") from err
+    return height, width
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model or not FLAGS.out:
+        raise app.UsageError("--model and --out are required")
+    input_size = _parse_size(FLAGS.input_size)
+    variants = [v for v in FLAGS.variants if v]
+    images = None
+    if FLAGS.representative_dir:
+        images = representative_images(FLAGS.representative_dir,
+                                       FLAGS.num_representative, input_size)
+    model = load_model(FLAGS.model)
+    result = export_model(model, FLAGS.out, FLAGS.model_name, FLAGS.version,
+                          input_size, images, variants, FLAGS.warmup)
+    print(f"SavedModel: {result['saved_model']}")
+    for variant, path in result["tflite"].items():
+        print(f"TFLite {variant}: {path}")
+    print(f"labels: {result['labels']}")
+    if FLAGS.measure_on_val:
+        fidelity = measure_on_val(model, result["tflite"], FLAGS.measure_on_val,
+                                  input_size, FLAGS.measure_split,
+                                  FLAGS.measure_limit, FLAGS.num_threads)
+        print(format_fidelity(fidelity))
+        path = FLAGS.measure_json or os.path.join(FLAGS.out, "fidelity.json")
+        write_json(path, fidelity)
+        print(f"fidelity: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

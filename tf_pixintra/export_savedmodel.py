@@ -1,0 +1,206 @@
+"""SavedModel export for TF Serving (keras.export.ExportArchive).
+
+Two signatures, both with the Caffe preprocessing (RGB->BGR, mean
+subtraction) inside the graph, so clients send plain images:
+
+- `serving_default`: input `images` uint8 RGB [N, H, W, 3] at the configured
+  input size; outputs `labels` int32 [N, H, W] (trainIds) and
+  `probabilities` float32 [N, H, W, C] (softmax of the MAIN head's logits,
+  bilinearly upsampled from output stride 8 to H x W).
+- `serve_image_bytes`: input `image_bytes` string [N] of encoded PNG / JPEG
+  (/ BMP / GIF, first frame) images of ANY size. Each image is resized to
+  H x W, segmented, and its logits are resized back to the image's own size
+  before the argmax. Outputs `labels` int32 [N, Hmax, Wmax] (each image's
+  map in the top-left corner, padded with 255 = ignore), `heights` and
+  `widths` int32 [N] (crop `labels[i, :heights[i], :widths[i]]`).
+
+The batch-1 variant used for TFLite conversion (`write_tflite_source`) has
+the same graph as `serving_default` with a fixed [1, H, W, 3] input.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_pixintra.data import labels as label_tables
+from tf_pixintra.io_utils import atomic_path
+from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR, caffe_preprocess
+
+WARMUP_FILENAME = "tf_serving_warmup_requests"
+IMAGES_KEY = "images"
+IMAGE_BYTES_KEY = "image_bytes"
+SERVE_IMAGE_BYTES = "serve_image_bytes"
+SERVING_DEFAULT = "serving_default"
+
+
+def main_logits(model, preprocessed):
+    """The MAIN head's logits (stride 8) of `model` on preprocessed images.
+
+    A multi-level model returns [main, aux]; a single-level one the main
+    logits alone.
+    """
+    outputs = model(preprocessed, training=False)
+    if isinstance(outputs, (list, tuple)):
+        outputs = outputs[0]
+    return tf.cast(outputs, tf.float32)
+
+
+def caffe_preprocess_uint8(images):
+    """`caffe_preprocess` of uint8 RGB images, channel flip done on the uint8s.
+
+    Same numbers as `caffe_preprocess` (flip and cast commute), but the
+    TFLite int8 converter mis-quantizes a float REVERSE_V2 (its output gets
+    its own scale while the kernel only moves bytes, so the colours come out
+    wrong); flipping the uint8 input keeps REVERSE_V2 out of the quantized
+    part of the graph.
+    """
+    bgr = tf.reverse(images, axis=[-1])
+    return tf.cast(bgr, tf.float32) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+
+
+def segment_uint8(model, images, input_size):
+    """uint8 RGB [N, H, W, 3] -> {"labels": int32 [N,H,W], "probabilities"}.
+
+    The graph of `serving_default` and of the TFLite models.
+    """
+    logits = main_logits(model, caffe_preprocess_uint8(images))
+    logits = tf.image.resize(logits, input_size, method="bilinear")
+    return {
+        "labels": tf.argmax(logits, axis=-1, output_type=tf.int32),
+        "probabilities": tf.nn.softmax(logits, axis=-1),
+    }
+
+
+def segment_encoded(model, image_bytes, input_size):
+    """Encoded images string [N] -> labels at each image's own size, padded.
+
+    Returns {"labels": int32 [N, Hmax, Wmax] (pad 255), "heights": int32 [N],
+    "widths": int32 [N]}.
+    """
+
+    def one_image(data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                   expand_animations=False)
+        size = tf.shape(image)[:2]
+        resized = tf.image.resize(tf.cast(image, tf.float32)[None], input_size,
+                                  method="bilinear")
+        logits = main_logits(model, caffe_preprocess(resized))
+        logits = tf.image.resize(logits, size, method="bilinear")
+        labels = tf.argmax(logits[0], axis=-1, output_type=tf.int32)
+        return (tf.RaggedTensor.from_tensor(labels), size[0], size[1])
+
+    ragged, heights, widths = tf.map_fn(
+            one_image, image_bytes,
+            fn_output_signature=(
+                tf.RaggedTensorSpec(shape=[None, None], dtype=tf.int32,
+                                    ragged_rank=1),
+                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)))
+    padded = ragged.to_tensor(default_value=label_tables.IGNORE_LABEL)
+    return {"labels": padded, "heights": heights, "widths": widths}
+
+
+def _build_archive(model, input_size, batch_size):
+    """An ExportArchive with the serving endpoints (bytes one if batch is None)."""
+    input_size = tuple(int(v) for v in input_size)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+            SERVING_DEFAULT,
+            tf.function(lambda images: segment_uint8(model, images, input_size)),
+            input_signature=[tf.TensorSpec([batch_size, *input_size, 3],
+                                           tf.uint8, name=IMAGES_KEY)])
+    if batch_size is None:
+        archive.add_endpoint(
+                SERVE_IMAGE_BYTES,
+                tf.function(lambda image_bytes: segment_encoded(
+                        model, image_bytes, input_size)),
+                input_signature=[tf.TensorSpec([None], tf.string,
+                                               name=IMAGE_BYTES_KEY)])
+    return archive
+
+
+def _warmup_records(model_name, images):
+    """Serialized PredictionLog records (one per signature), or None.
+
+    None (with a logged warning) when tensorflow-serving-api is missing.
+    """
+    try:
+        from tensorflow_serving.apis import predict_pb2
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError as err:  # optional extra, see requirements-export.txt
+        logging.warning(
+                "tensorflow-serving-api is not importable (%s): no %s written. "
+                "Install it with `pip install --no-deps -r "
+                "requirements-export.txt`.", err, WARMUP_FILENAME)
+        return None
+    batch = np.asarray(images[:1], dtype=np.uint8)
+    encoded = tf.io.encode_png(batch[0]).numpy()
+    records = []
+    for signature, key, tensor in (
+            (SERVING_DEFAULT, IMAGES_KEY, tf.make_tensor_proto(batch)),
+            (SERVE_IMAGE_BYTES, IMAGE_BYTES_KEY,
+             tf.make_tensor_proto([encoded], dtype=tf.string))):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        request.inputs[key].CopyFrom(tensor)
+        log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+        records.append(log.SerializeToString())
+    return records
+
+
+def write_warmup_requests(saved_model_dir, model_name, images):
+    """Writes assets.extra/tf_serving_warmup_requests; returns its path or None.
+
+    `images`: uint8 RGB [N, H, W, 3] at the input size (the first is used).
+    """
+    records = _warmup_records(model_name, images)
+    if records is None:
+        return None
+    path = os.path.join(saved_model_dir, "assets.extra", WARMUP_FILENAME)
+    with atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in records:
+                writer.write(record)
+    return path
+
+
+def write_saved_model(model, version_dir, model_name, input_size,
+                      warmup_images=None, warmup=True):
+    """Writes the TF Serving SavedModel to `version_dir` (…/<name>/<version>).
+
+    The directory is built under a dot-prefixed temporary name beside it (TF
+    Serving only loads numeric version directories) and renamed when whole;
+    an existing version directory is replaced. Returns `version_dir`.
+    """
+    parent = os.path.dirname(os.path.abspath(version_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(version_dir) + ".",
+                           suffix=".tmp", dir=parent)
+    try:
+        target = os.path.join(tmp, "model")
+        _build_archive(model, input_size, batch_size=None).write_out(
+                target, verbose=False)
+        if warmup:
+            if warmup_images is None or len(warmup_images) == 0:
+                warmup_images = np.full((1, *input_size, 3), 128, np.uint8)
+            write_warmup_requests(target, model_name, warmup_images)
+        if os.path.exists(version_dir):
+            shutil.rmtree(version_dir)
+        os.replace(target, version_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return version_dir
+
+
+def write_tflite_source(model, directory, input_size):
+    """Writes the batch-1 `serving_default` SavedModel the TFLite converter reads."""
+    _build_archive(model, input_size, batch_size=1).write_out(
+            directory, verbose=False)
+    return directory

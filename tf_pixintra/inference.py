@@ -1,0 +1,187 @@
+"""Prediction with a segmentation Keras model: resize, multi-scale, flip.
+
+Shared by evaluation, pseudo-labelling and export. The model takes float32
+[B,H,W,3] Caffe-preprocessed input (BGR minus mean) and returns its main
+logits at output stride 8, or a list [main, aux] of which only the main
+output is used here.
+
+One prediction: resize the RGB image to `size` times each scale, run the
+model, upsample the main logits bilinearly to `output_size` (default: the
+image's own size), softmax, and average the probabilities over scales and,
+with `flip`, over the left-right mirrored image (its prediction mirrored
+back).
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_pixintra.errors import ConfigError
+from tf_pixintra.io_utils import read_json
+from tf_pixintra.models.preprocessing import caffe_preprocess
+
+# Multi-scale test scales of CRST (with flip).
+CRST_SCALES = (0.9, 1.0, 1.2)
+
+MODEL_FILE = "model.keras"
+RUN_FILE = "run.json"
+
+
+def main_output(outputs):
+    """The main logits of a model output: the first element of a list/tuple."""
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0]
+    if isinstance(outputs, dict):
+        raise ValueError("model returns a dict; expected a tensor or a list "
+                         "[main_logits, aux_logits]")
+    return outputs
+
+
+def predict_logits(model, image_bgr, output_size=None):
+    """Main logits of `model` on preprocessed input, upsampled bilinearly.
+
+    image_bgr: float32 [B,H,W,3] Caffe-preprocessed (BGR minus mean).
+    output_size: (h, w) of the returned logits; default the input's (H, W).
+    Returns float32 [B, h, w, C].
+    """
+    image_bgr = tf.convert_to_tensor(image_bgr, tf.float32)
+    if output_size is None:
+        output_size = tf.shape(image_bgr)[1:3]
+    logits = tf.cast(main_output(model(image_bgr, training=False)), tf.float32)
+    return tf.image.resize(logits, output_size, method="bilinear")
+
+
+def _scaled_size(size, scale):
+    """(round(h * scale), round(w * scale)), at least 1 x 1, as an int32 tensor."""
+    size = tf.cast(size, tf.float32) * scale
+    return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
+
+
+def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
+                        output_size=None):
+    """Averaged softmax probabilities for a batch of RGB images.
+
+    images_rgb: [B,H,W,3] RGB in [0, 255] (uint8 or float).
+    size: (h, w) the model input at scale 1.0; default the images' (H, W).
+    scales: the input is `size` times each scale.
+    flip: also predict the mirrored images (mirrored back) and average.
+    output_size: (h, w) of the result; default the images' (H, W).
+    Returns float32 [B, h_out, w_out, C]. Plain TensorFlow ops: call it
+    eagerly or inside a tf.function (see `make_predict_fn`).
+    """
+    images = tf.cast(images_rgb, tf.float32)
+    image_size = tf.shape(images)[1:3]
+    size = image_size if size is None else tf.convert_to_tensor(size, tf.int32)
+    output_size = image_size if output_size is None else tf.convert_to_tensor(
+            output_size, tf.int32)
+    total = None
+    count = 0
+    for scale in scales:
+        resized = tf.image.resize(images, _scaled_size(size, float(scale)),
+                                  method="bilinear")
+        inputs = caffe_preprocess(resized)
+        probs = tf.nn.softmax(predict_logits(model, inputs, output_size), axis=-1)
+        total = probs if total is None else total + probs
+        count += 1
+        if flip:
+            mirrored = predict_logits(model, tf.reverse(inputs, axis=[2]), output_size)
+            total += tf.reverse(tf.nn.softmax(mirrored, axis=-1), axis=[2])
+            count += 1
+    if total is None:
+        raise ValueError("scales is empty; expected at least one scale")
+    return total / float(count)
+
+
+def make_predict_fn(model, size=None, scales=(1.0,), flip=False):
+    """A tf.function(images_rgb[B,H,W,3], output_size[2] int32) -> probs.
+
+    Traced with reduce_retracing=True, so images of new sizes reuse a
+    shape-generic trace instead of retracing every time.
+    """
+    scales = tuple(float(s) for s in scales)
+    size = None if size is None else tuple(int(v) for v in size)
+
+    @tf.function(reduce_retracing=True)
+    def predict_fn(images_rgb, output_size):
+        return predict_probs_batch(model, images_rgb, size, scales, flip, output_size)
+
+    return predict_fn
+
+
+def predict_probs(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
+                  output_size=None, predict_fn=None):
+    """float32 [H_out, W_out, C] probabilities for one RGB image [H,W,3].
+
+    size: model input (h, w) at scale 1.0 (default: the image's size);
+    output_size default: the image's own (H, W). `predict_fn` (from
+    `make_predict_fn`) reuses one traced function across many images; its
+    size/scales/flip then take precedence over the arguments here.
+    """
+    image = np.asarray(image_rgb_uint8)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image has shape {image.shape}; expected [H, W, 3] RGB")
+    if output_size is None:
+        output_size = image.shape[:2]
+    output_size = tf.constant([int(output_size[0]), int(output_size[1])], tf.int32)
+    if predict_fn is None:
+        probs = predict_probs_batch(model, image[None], size, scales, flip, output_size)
+    else:
+        probs = predict_fn(tf.convert_to_tensor(image[None]), output_size)
+    return probs[0].numpy().astype(np.float32)
+
+
+def predict_labels(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
+                   output_size=None, predict_fn=None):
+    """uint8 trainIds [H_out, W_out]: argmax of `predict_probs`."""
+    probs = predict_probs(model, image_rgb_uint8, size, scales, flip, output_size,
+                          predict_fn)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+def resolve_model_path(path):
+    """The model.keras file named by `path`.
+
+    `path` is a `.keras` file, a stage directory holding model.keras, or a
+    run directory whose run.json names the model ("model": a path relative to
+    the run directory). Raises ConfigError naming the path otherwise.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        if not path.endswith(".keras"):
+            raise ConfigError(f"model path {path} is not a .keras file; expected a "
+                              f".keras file, a stage directory with {MODEL_FILE} "
+                              f"or a run directory with {RUN_FILE}")
+        return path
+    if os.path.isdir(path):
+        candidate = os.path.join(path, MODEL_FILE)
+        if os.path.isfile(candidate):
+            return candidate
+        run_file = os.path.join(path, RUN_FILE)
+        if os.path.isfile(run_file):
+            run = read_json(run_file)
+            relative = run.get("model") if isinstance(run, dict) else None
+            if not relative:
+                raise ConfigError(f"{run_file} has no \"model\" entry; expected the "
+                                  f"relative path of the newest {MODEL_FILE}")
+            candidate = os.path.join(path, relative)
+            if not os.path.isfile(candidate):
+                raise ConfigError(f"{run_file} names model {relative!r} but "
+                                  f"{candidate} does not exist")
+            return candidate
+        raise ConfigError(f"no model found in directory {path}: expected "
+                          f"{MODEL_FILE} or {RUN_FILE} in it")
+    raise ConfigError(f"model path {path} does not exist; expected a .keras file, "
+                      f"a stage directory or a run directory")
+
+
+def load_model(path):
+    """Loads the Keras model named by `path` (see `resolve_model_path`).
+
+    Imports tf_pixintra.models first so its custom layers are registered.
+    The model is loaded uncompiled (for inference).
+    """
+    model_file = resolve_model_path(path)
+    import tf_pixintra.models  # noqa: F401  (registers custom layers)
+    return keras.saving.load_model(model_file, compile=False)

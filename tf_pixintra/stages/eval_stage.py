@@ -1,0 +1,36 @@
+"""The `eval` stage: the newest model on target val, multi-scale and flip as set."""
+
+import os
+
+from tf_pixintra import io_utils
+from tf_pixintra import tables
+from tf_pixintra.stages import common
+
+
+def newest_model(ctx):
+    """Path of the model run.json names (the newest trained generator)."""
+    run_file = os.path.join(ctx.run_dir, common.RUN_FILE)
+    if not os.path.exists(run_file):
+        raise FileNotFoundError(f"{run_file}: no trained model in this run "
+                                "directory yet; run a training stage first")
+    return os.path.join(ctx.run_dir, io_utils.read_json(run_file)["model"])
+
+
+def run(ctx):
+    """Scores the newest model; writes metrics.json and a per-class table."""
+    stage_dir = ctx.stage_dir("eval")
+    done = common.completed(stage_dir)
+    if done is not None:
+        return done
+    data = ctx.config.data
+    model_path = newest_model(ctx)
+    metrics = {"stage": "eval", "model": os.path.relpath(model_path, ctx.run_dir),
+               "scales": list(data.eval_scales), "flip": data.eval_flip}
+    result = common.evaluate_target(ctx, common.load_generator(model_path),
+                                    scales=data.eval_scales, flip=data.eval_flip)
+    if result is not None:
+        metrics.update(target_miou=result["miou"], target_iou=result["iou"],
+                       num_images=result["num_images"])
+        table = tables.per_class_table([(metrics["model"], result["iou"])], 19)
+        io_utils.write_text(os.path.join(stage_dir, "per_class.md"), table + "\n")
+    return common.finish(ctx, stage_dir, metrics)

@@ -1,0 +1,40 @@
+"""The `export` stage: SavedModel (TF Serving layout) and TFLite variants."""
+
+import os
+
+import numpy as np
+
+from tf_pixintra.data import datasets
+from tf_pixintra.stages import common
+from tf_pixintra.stages import eval_stage
+
+
+def representative(ctx, count):
+    """`count` target training images spread over the set (int8 calibration)."""
+    examples = list(ctx.sources.target_train)
+    if not examples:
+        return []
+    picks = np.linspace(0, len(examples) - 1, num=min(count, len(examples)))
+    return [datasets.read_image(examples[int(i)].image_path) for i in picks]
+
+
+def run(ctx):
+    """Exports the newest model under <run_dir>/export."""
+    from tf_pixintra import export  # pylint: disable=import-outside-toplevel
+    stage_dir = ctx.stage_dir("export")
+    done = common.completed(stage_dir)
+    if done is not None:
+        return done
+    run = ctx.config.run
+    model_path = eval_stage.newest_model(ctx)
+    paths = export.export_model(
+        common.load_generator(model_path), stage_dir, model_name=run.export_name,
+        version=run.export_version, input_size=tuple(ctx.config.data.target_size),
+        representative_images=representative(ctx, run.num_representative),
+        variants=tuple(run.export_tflite))
+    metrics = {"stage": "export",
+               "model": os.path.relpath(model_path, ctx.run_dir),
+               "saved_model": os.path.relpath(paths["saved_model"], ctx.run_dir),
+               "tflite": {k: os.path.relpath(v, ctx.run_dir)
+                          for k, v in paths["tflite"].items()}}
+    return common.finish(ctx, stage_dir, metrics)

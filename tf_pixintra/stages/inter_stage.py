@@ -1,0 +1,79 @@
+"""The `source_only` and `inter` stages: Stage I on source + target images.
+
+Stage I follows AdaptSegNet's data handling: images resized to the configured
+sizes (plus horizontal flip when --flip), no crop or random scaling.
+"""
+
+import os
+
+import tensorflow as tf
+
+from tf_pixintra.adapters.inter import InterDomainAdapter
+from tf_pixintra.data import pipeline
+from tf_pixintra.stages import common
+from tf_pixintra.stages import training
+
+
+def stage_dataset(ctx, batch_size, seed, adversarial):
+    """make_dataset(skip) for Stage I: dicts of source image/label + target image."""
+    data, src, tgt = ctx.config.data, ctx.sources.source, ctx.sources.target_train
+
+    def make_dataset(skip):
+        source = pipeline.source_dataset(
+            [e.image_path for e in src], [e.label_path for e in src],
+            label_format=ctx.sources.source_dataset, size=data.source_size,
+            flip=data.flip, batch_size=batch_size, seed=seed)
+        if adversarial:
+            target = pipeline.target_dataset(
+                [e.image_path for e in tgt], size=data.target_size,
+                flip=data.flip, batch_size=batch_size, seed=seed + 1)
+            ds = tf.data.Dataset.zip((source, target)).map(
+                lambda s, t: {"source_image": s["image"],
+                              "source_label": s["label"],
+                              "target_image": t["image"]})
+        else:
+            ds = source.map(lambda s: {"source_image": s["image"],
+                                       "source_label": s["label"],
+                                       "target_image": s["image"]})
+        return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
+    return make_dataset
+
+
+def run(ctx, name):
+    """Runs Stage I (`name` = "inter") or the source-only baseline."""
+    stage_dir = ctx.stage_dir(name)
+    done = common.completed(stage_dir)
+    if done is not None:
+        return done
+    config, cfg = ctx.config, ctx.config.inter
+    variant = "source_only" if name == "source_only" else cfg.variant
+    adversarial = variant != "source_only"
+    seed = config.run.seed
+    with ctx.strategy.scope():
+        generator = common.build_generator(config.model, seed)
+        d_main, d_aux = (common.build_discriminators(config.model, seed, False)
+                         if adversarial else (None, None))
+        adapter = InterDomainAdapter(
+            generator, d_main, d_aux, variant=variant,
+            lambda_seg_aux=cfg.lambda_seg_aux,
+            lambda_adv_main=cfg.lambda_adv_main,
+            lambda_adv_aux=cfg.lambda_adv_aux,
+            weight_decay=config.optim.weight_decay,
+            head_lr_mult=config.optim.head_lr_mult)
+        common.compile_adapter(adapter, config, cfg.lr_g,
+                               cfg.schedule_steps or cfg.steps)
+    logs, history = training.fit(
+        adapter, stage_dataset(ctx, cfg.batch_size, seed, adversarial),
+        cfg.steps, os.path.join(stage_dir, "checkpoints"),
+        checkpoint_every=config.run.checkpoint_every,
+        eval_fn=lambda: common.evaluate_target(ctx, generator),
+        eval_every=config.run.eval_every, verbose=config.run.verbose,
+        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
+    model_path = common.save_generator(generator, stage_dir)
+    result = common.evaluate_target(ctx, generator)
+    metrics = {"stage": name, "variant": variant, "steps": cfg.steps,
+               "final_logs": logs, "eval_history": history}
+    if result is not None:
+        metrics["target_miou"] = result["miou"]
+        metrics["target_iou"] = result["iou"]
+    return common.finish(ctx, stage_dir, metrics, model_path)

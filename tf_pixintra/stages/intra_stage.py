@@ -1,0 +1,121 @@
+"""The `intra` stage: Stage II on target images only, from the pseudo labels.
+
+Round r reads `pseudo_r<r>/` and writes `intra_r<r>/`. Rounds >= 2 add the
+KLD regulariser (CRST MRKLD, weight --intra_kld_lambda). Multi-scale training:
+random scale + crop + flip, identical on image, pseudo label, M and Z.
+
+--intra_init=fresh starts from the ImageNet backbone (--backbone_weights) or
+a random init (IntraDA's choice); --intra_init=inter starts from the model
+that produced this round's pseudo labels (Stage I in round one).
+
+--intra_method=intrada trains the image-level IntraDA baseline instead: easy
+images (full argmax pseudo labels) as the labelled side, hard images as the
+unlabelled side, entropy-map discriminators with upsampled outputs (paper
+Table 4's fair comparison).
+"""
+
+import os
+
+import tensorflow as tf
+
+from tf_pixintra.adapters.inter import InterDomainAdapter
+from tf_pixintra.adapters.intra import PixelIntraAdapter
+from tf_pixintra.data import pipeline
+from tf_pixintra.data import tfrecords
+from tf_pixintra.stages import common
+from tf_pixintra.stages import pseudo_stage
+from tf_pixintra.stages import training
+
+
+def stage_name(round_index):
+    return f"intra_r{round_index}"
+
+
+def _records(ctx, round_index, name, batch_size, seed):
+    data = ctx.config.data
+    index = os.path.join(ctx.run_dir, pseudo_stage.stage_name(round_index),
+                         tfrecords.index_name(name))
+    if not os.path.exists(index):
+        raise FileNotFoundError(f"{index}: no pseudo labels; run --stage=pseudo "
+                                f"--round={round_index} first")
+    return pipeline.pseudo_label_dataset(
+        index, size=data.target_size, crop_size=data.crop_size or None,
+        scale_range=data.scale_range or None, flip=data.flip,
+        batch_size=batch_size, seed=seed)
+
+
+def _make_dataset(ctx, round_index, method, batch_size, seed):
+    def make_dataset(skip):
+        if method == "intrada":
+            easy = _records(ctx, round_index, "easy", batch_size, seed)
+            hard = _records(ctx, round_index, "hard", batch_size, seed + 1)
+            ds = tf.data.Dataset.zip((easy, hard)).map(
+                lambda e, h: {"source_image": e["image"],
+                              "source_label": e["pseudo_label"],
+                              "target_image": h["image"]})
+        else:
+            ds = _records(ctx, round_index, pseudo_stage.RECORDS, batch_size, seed)
+        return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
+    return make_dataset
+
+
+def _initial_generator(ctx, round_index):
+    config = ctx.config
+    generator = common.build_generator(config.model, config.run.seed + round_index)
+    if config.intra.init == "inter":
+        previous = common.load_generator(
+            pseudo_stage.model_for_round(ctx, round_index))
+        generator.set_weights(previous.get_weights())
+    return generator
+
+
+def _adapter(ctx, generator, round_index):
+    config, cfg = ctx.config, ctx.config.intra
+    seed = config.run.seed + round_index
+    common_kwargs = {"weight_decay": config.optim.weight_decay,
+                     "head_lr_mult": config.optim.head_lr_mult}
+    d_main, d_aux = (None, None)
+    if cfg.method != "none":
+        d_main, d_aux = common.build_discriminators(config.model, seed, True)
+    if cfg.method == "intrada":
+        return InterDomainAdapter(
+            generator, d_main, d_aux, variant="advent",
+            lambda_seg_aux=cfg.lambda_seg_aux, lambda_adv_main=cfg.beta_main,
+            lambda_adv_aux=cfg.beta_aux, **common_kwargs)
+    return PixelIntraAdapter(
+        generator, d_main, d_aux, method=cfg.method,
+        lambda_seg_aux=cfg.lambda_seg_aux, beta_main=cfg.beta_main,
+        beta_aux=cfg.beta_aux,
+        kld_lambda=cfg.kld_lambda if round_index >= 2 else 0.0, **common_kwargs)
+
+
+def run(ctx, round_index):
+    """Runs Stage II round `round_index`; returns its metrics."""
+    name = stage_name(round_index)
+    stage_dir = ctx.stage_dir(name)
+    done = common.completed(stage_dir)
+    if done is not None:
+        return done
+    config, cfg = ctx.config, ctx.config.intra
+    with ctx.strategy.scope():
+        generator = _initial_generator(ctx, round_index)
+        adapter = _adapter(ctx, generator, round_index)
+        common.compile_adapter(adapter, config, cfg.lr_g,
+                               cfg.schedule_steps or cfg.steps)
+    logs, history = training.fit(
+        adapter, _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
+                               config.run.seed + 10 * round_index),
+        cfg.steps, os.path.join(stage_dir, "checkpoints"),
+        checkpoint_every=config.run.checkpoint_every,
+        eval_fn=lambda: common.evaluate_target(ctx, generator),
+        eval_every=config.run.eval_every, verbose=config.run.verbose,
+        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
+    model_path = common.save_generator(generator, stage_dir)
+    result = common.evaluate_target(ctx, generator)
+    metrics = {"stage": name, "method": cfg.method, "round": round_index,
+               "kld": round_index >= 2 and cfg.method != "intrada",
+               "steps": cfg.steps, "final_logs": logs, "eval_history": history}
+    if result is not None:
+        metrics["target_miou"] = result["miou"]
+        metrics["target_iou"] = result["iou"]
+    return common.finish(ctx, stage_dir, metrics, model_path)

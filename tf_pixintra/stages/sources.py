@@ -1,0 +1,48 @@
+"""Resolves the data config into example lists (and ToyScapes on first use)."""
+
+import dataclasses
+import os
+
+from tf_pixintra.data import datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """Example lists of one run: labelled source, target train and val."""
+    source_dataset: str
+    source: tuple
+    target_train: tuple
+    target_val: tuple          # empty when the target has no val labels
+
+
+def resolve(data_cfg, need_source=True):
+    """Lists the examples named by `data_cfg` (generating ToyScapes if asked)."""
+    source_root, target_root = data_cfg.source_root, data_cfg.target_root
+    source_dataset = data_cfg.source_dataset
+    if data_cfg.toyscapes:
+        from tf_pixintra.data import toyscapes  # pylint: disable=import-outside-toplevel
+        n_src, n_tgt, n_val = data_cfg.toyscapes_counts
+        h, w = data_cfg.toyscapes_image_size
+        paths = toyscapes.ensure_toyscapes(
+            data_cfg.toyscapes_dir, seed=data_cfg.toyscapes_seed,
+            num_source=n_src, num_target=n_tgt, num_val=n_val, height=h,
+            width=w)
+        source_root, target_root, source_dataset = (
+            paths["gta5"], paths["cityscapes"], "gta5")
+    source = ()
+    if need_source:
+        source = tuple(datasets.list_examples(
+            source_dataset, source_root, "train",
+            list_file=data_cfg.source_list or None))
+    target_train = tuple(datasets.list_examples(
+        "cityscapes", target_root, "train",
+        list_file=data_cfg.target_list or None, require_labels=False))
+    target_val = ()
+    val_dir = os.path.join(target_root, "gtFine", data_cfg.target_val_split)
+    if os.path.isdir(val_dir):
+        target_val = tuple(datasets.list_examples(
+            "cityscapes", target_root, data_cfg.target_val_split,
+            list_file=data_cfg.target_val_list or None))
+        if data_cfg.max_eval_images:
+            target_val = target_val[:data_cfg.max_eval_images]
+    return Sources(source_dataset, source, target_train, target_val)

@@ -1,0 +1,113 @@
+"""The training loop every adapter runs under: fit, checkpoints, exact resume.
+
+A stage trains `total_steps` steps with `adapter.fit`. Checkpoints (G, both
+Ds, all three optimizers: slots, iteration counts and therefore the LR
+schedule position) are written every `checkpoint_every` steps and when the
+process is interrupted (Ctrl-C or SIGTERM). A restarted stage restores the
+newest checkpoint and skips the batches already consumed: the input pipeline
+is deterministic per element, so a resumed run sees the same batches and ends
+with the same weights as an uninterrupted one.
+"""
+
+import contextlib
+import os
+import signal
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+STEP_FILE = "step"
+
+
+class _PeriodicCheckpoint(keras.callbacks.Callback):
+    def __init__(self, manager, step_var, start, every, eval_fn, eval_every):
+        super().__init__()
+        self.manager, self.step_var = manager, step_var
+        self.start, self.every = start, every
+        self.eval_fn, self.eval_every = eval_fn, eval_every
+        self.history = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start + batch + 1
+        self.step_var.assign(step)
+        if step % self.every == 0:
+            self.manager.save(checkpoint_number=step)
+        if self.eval_fn is not None and self.eval_every and (
+                step % self.eval_every == 0):
+            result = self.eval_fn()
+            self.history.append({"step": step, **result})
+            logging.info("step %d: target mIoU %.2f", step, result["miou"])
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so a killed job checkpoints first."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def restore(adapter, checkpoint_dir):
+    """Restores the newest checkpoint in `checkpoint_dir`; returns (manager, step)."""
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(step=step_var, **adapter.checkpoint_objects())
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                         max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint,
+                     int(step_var))
+    return manager, step_var
+
+
+def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
+        checkpoint_every=1000, eval_fn=None, eval_every=0, verbose=1,
+        callbacks=(), chief=True):
+    """Trains `adapter` up to `total_steps`, resuming from `checkpoint_dir`.
+
+    `make_dataset(skip)` returns the (global-batch) training dataset with the
+    first `skip` batches left out. Returns (the final logged values of this
+    call, the periodic evaluation history).
+    """
+    manager, step_var = restore(adapter, checkpoint_dir)
+    start = int(step_var)
+    if start >= total_steps:
+        return {}, []
+    periodic = _PeriodicCheckpoint(manager, step_var, start, checkpoint_every,
+                                   eval_fn, eval_every)
+    dataset = make_dataset(start)
+    all_callbacks = [periodic, *callbacks]
+    try:
+        with _sigterm_as_interrupt():
+            history = adapter.fit(dataset, epochs=1, steps_per_epoch=total_steps - start,
+                        callbacks=all_callbacks, verbose=verbose)
+    except KeyboardInterrupt:
+        manager.save(checkpoint_number=int(step_var))
+        logging.warning("interrupted at step %d; checkpoint saved in %s",
+                        int(step_var), checkpoint_dir)
+        raise
+    if int(step_var) != total_steps:
+        raise RuntimeError(f"training stopped at step {int(step_var)} of "
+                           f"{total_steps}: the dataset ran out")
+    manager.save(checkpoint_number=total_steps)
+    logs = {k: float(v[-1]) for k, v in history.history.items() if v}
+    return logs, periodic.history
+
+
+def tensorboard_callbacks(log_dir):
+    """A TensorBoard callback when tensorboard is installed, else nothing."""
+    try:
+        import tensorboard  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        return []
+    os.makedirs(log_dir, exist_ok=True)
+    return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=50)]
