@@ -213,7 +213,7 @@ _HELP = {
 }
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Declares every training flag (call once, from the entry module)."""
     for section, cls in _SECTIONS:
         for field in dataclasses.fields(cls):
@@ -222,15 +222,20 @@ def define_flags():
             help_text = _HELP.get(name, _HELP.get(field.name,
                                                   f"{section}.{field.name}"))
             if isinstance(default, bool):
-                flags.DEFINE_bool(name, default, help_text)
+                flags.DEFINE_bool(name, default, help_text,
+                                   flag_values=flag_values)
             elif isinstance(default, int):
-                flags.DEFINE_integer(name, default, help_text)
+                flags.DEFINE_integer(name, default, help_text,
+                                   flag_values=flag_values)
             elif isinstance(default, float):
-                flags.DEFINE_float(name, default, help_text)
+                flags.DEFINE_float(name, default, help_text,
+                                   flag_values=flag_values)
             elif isinstance(default, tuple):
-                flags.DEFINE_list(name, [str(v) for v in default], help_text)
+                flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                                  flag_values=flag_values)
             else:
-                flags.DEFINE_string(name, default, help_text)
+                flags.DEFINE_string(name, default, help_text,
+                                   flag_values=flag_values)
 
 
 def _convert_tuple(name, values, default):

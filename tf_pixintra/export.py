@@ -20,7 +20,6 @@ export_tflite.py; the deployment kit that uses them is in export/.
 """
 
 import glob
-import importlib.util
 import os
 import re
 import shutil
@@ -39,7 +38,8 @@ from tf_pixintra.export_savedmodel import (
 from tf_pixintra.export_tflite import (
         VARIANTS, TFLiteConversionError, convert, format_fidelity,
         measure_fidelity, resize_uint8)
-from tf_pixintra.io_utils import read_json, write_bytes, write_json
+from tf_pixintra.inference import load_model
+from tf_pixintra.io_utils import write_bytes, write_json
 
 __all__ = ["export_model", "measure_fidelity", "load_model",
            "TFLiteConversionError", "VARIANTS"]
@@ -51,75 +51,38 @@ PREPROCESSING = ("inside the graph: uint8 RGB -> float32, RGB->BGR, minus the "
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Run directory (its run.json names the "
-                    "newest model), stage directory with model.keras, or a "
-                    ".keras file.")
-flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_string("model_name", "pixintrada", "TF Serving model name and "
-                    "TFLite file prefix.")
-flags.DEFINE_integer("version", 1, "TF Serving model version (positive).")
-flags.DEFINE_string("input_size", "512,1024", "Model input size H,W.")
-flags.DEFINE_list("variants", list(VARIANTS), "TFLite variants to write "
-                  "(subset of fp32,fp16,int8; empty for none).")
-flags.DEFINE_string("representative_dir", None, "Folder (searched "
-                    "recursively) of target training images for int8 "
-                    "calibration.")
-flags.DEFINE_integer("num_representative", 100, "Calibration images taken "
-                     "evenly from --representative_dir.")
-flags.DEFINE_bool("warmup", True, "Write the TF Serving warmup requests "
-                  "(needs tensorflow-serving-api).")
-flags.DEFINE_string("measure_on_val", None, "Data root for the fidelity "
-                    "check: Cityscapes layout (leftImg8bit/<split>, gtFine/"
-                    "<split> labelIds) or images/ + labels/ (trainId PNGs "
-                    "with the same file stem).")
-flags.DEFINE_string("measure_split", "val", "Split for the Cityscapes layout.")
-flags.DEFINE_integer("measure_limit", 50, "Images for the fidelity check "
-                     "(0 = all).")
-flags.DEFINE_string("measure_json", None, "Fidelity JSON (default "
-                    "<out>/fidelity.json).")
-flags.DEFINE_integer("num_threads", None, "LiteRT threads for the latency "
-                     "measurement (default: LiteRT's).")
 
 
-# ---------------------------------------------------------------- model loading
-def _resolve_model_path(path):
-    """.keras file, stage dir with model.keras, or run dir with run.json."""
-    if os.path.isfile(path):
-        if not path.endswith(".keras"):
-            raise DataError(f"--model {path!r} is a file but not a .keras "
-                            "model; expected a .keras file, a stage directory "
-                            "holding model.keras, or a run directory holding "
-                            "run.json")
-        return path
-    if os.path.isdir(path):
-        run_json = os.path.join(path, "run.json")
-        if os.path.isfile(run_json):
-            relative = read_json(run_json).get("model")
-            if not relative:
-                raise DataError(f"{run_json} has no \"model\" entry; expected "
-                                "the relative path of the newest model.keras")
-            return _resolve_model_path(os.path.join(path, relative))
-        candidate = os.path.join(path, "model.keras")
-        if os.path.isfile(candidate):
-            return candidate
-    raise DataError(f"--model {path!r}: no such .keras file, and no run.json "
-                    "or model.keras in it; expected a .keras file, a stage "
-                    "directory holding model.keras, or a run directory "
-                    "holding run.json")
-
-
-def load_model(path):
-    """Loads the Keras model behind `path` (tf_pixintra.inference if present)."""
-    if importlib.util.find_spec("tf_pixintra.inference") is not None:
-        from tf_pixintra import inference
-        if hasattr(inference, "load_model"):
-            return inference.load_model(path)
-    import keras
-
-    if importlib.util.find_spec("tf_pixintra.models.deeplab_v2") is not None:
-        import tf_pixintra.models  # noqa: F401  (registers custom layers)
-    model_path = _resolve_model_path(path)
-    return keras.saving.load_model(model_path, compile=False)
+def define_flags(flag_values=FLAGS):
+    """Declares the CLI flags (only when run as a program, never on import)."""
+    flags.DEFINE_string("model", None, "Run directory (its run.json names the "
+                        "newest model), stage directory with model.keras, or a "
+                        ".keras file.", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output directory.", flag_values=flag_values)
+    flags.DEFINE_string("model_name", "pixintrada", "TF Serving model name and "
+                        "TFLite file prefix.", flag_values=flag_values)
+    flags.DEFINE_integer("version", 1, "TF Serving model version (positive).", flag_values=flag_values)
+    flags.DEFINE_string("input_size", "512,1024", "Model input size H,W.", flag_values=flag_values)
+    flags.DEFINE_list("variants", list(VARIANTS), "TFLite variants to write "
+                      "(subset of fp32,fp16,int8; empty for none).", flag_values=flag_values)
+    flags.DEFINE_string("representative_dir", None, "Folder (searched "
+                        "recursively) of target training images for int8 "
+                        "calibration.", flag_values=flag_values)
+    flags.DEFINE_integer("num_representative", 100, "Calibration images taken "
+                         "evenly from --representative_dir.", flag_values=flag_values)
+    flags.DEFINE_bool("warmup", True, "Write the TF Serving warmup requests "
+                      "(needs tensorflow-serving-api).", flag_values=flag_values)
+    flags.DEFINE_string("measure_on_val", None, "Data root for the fidelity "
+                        "check: Cityscapes layout (leftImg8bit/<split>, gtFine/"
+                        "<split> labelIds) or images/ + labels/ (trainId PNGs "
+                        "with the same file stem).", flag_values=flag_values)
+    flags.DEFINE_string("measure_split", "val", "Split for the Cityscapes layout.", flag_values=flag_values)
+    flags.DEFINE_integer("measure_limit", 50, "Images for the fidelity check "
+                         "(0 = all).", flag_values=flag_values)
+    flags.DEFINE_string("measure_json", None, "Fidelity JSON (default "
+                        "<out>/fidelity.json).", flag_values=flag_values)
+    flags.DEFINE_integer("num_threads", None, "LiteRT threads for the latency "
+                         "measurement (default: LiteRT's).", flag_values=flag_values)
 
 
 # ---------------------------------------------------------------- images
@@ -299,18 +262,20 @@ def export_model(model, out_dir, model_name="pixintrada", version=1,
     if num_classes != label_tables.NUM_CLASSES:
         raise ConfigError(f"model has {num_classes} output classes; expected "
                           f"{label_tables.NUM_CLASSES} (Cityscapes trainIds)")
-    if "int8" in variants and not representative_images:
+    if representative_images is None:
+        representative_images = []
+    if "int8" in variants and len(representative_images) == 0:
         raise ConfigError("int8 TFLite export needs representative images "
                           "from the target training set (CLI: "
                           "--representative_dir), or variants without int8; "
                           "got none")
     images = [resize_uint8(image, input_size)
-              for image in (representative_images or [])]
+              for image in representative_images]
 
     version_dir = os.path.join(out_dir, "saved_model", model_name,
                                str(int(version)))
     write_saved_model(model, version_dir, model_name, input_size,
-                      warmup_images=np.stack(images) if images else None,
+                      warmup_images=np.stack(images[:1]) if images else None,
                       warmup=warmup)
     logging.info("SavedModel written to %s", version_dir)
 
@@ -354,32 +319,38 @@ def _parse_size(text):
     return height, width
 
 
-def main(argv):
-    del argv
-    if not FLAGS.model or not FLAGS.out:
+def run(flag_values):
+    """Runs the exporter CLI with parsed `flag_values`."""
+    if not flag_values.model or not flag_values.out:
         raise app.UsageError("--model and --out are required")
-    input_size = _parse_size(FLAGS.input_size)
-    variants = [v for v in FLAGS.variants if v]
+    input_size = _parse_size(flag_values.input_size)
+    variants = [v for v in flag_values.variants if v]
     images = None
-    if FLAGS.representative_dir:
-        images = representative_images(FLAGS.representative_dir,
-                                       FLAGS.num_representative, input_size)
-    model = load_model(FLAGS.model)
-    result = export_model(model, FLAGS.out, FLAGS.model_name, FLAGS.version,
-                          input_size, images, variants, FLAGS.warmup)
+    if flag_values.representative_dir:
+        images = representative_images(flag_values.representative_dir,
+                                       flag_values.num_representative, input_size)
+    model = load_model(flag_values.model)
+    result = export_model(model, flag_values.out, flag_values.model_name, flag_values.version,
+                          input_size, images, variants, flag_values.warmup)
     print(f"SavedModel: {result['saved_model']}")
     for variant, path in result["tflite"].items():
         print(f"TFLite {variant}: {path}")
     print(f"labels: {result['labels']}")
-    if FLAGS.measure_on_val:
-        fidelity = measure_on_val(model, result["tflite"], FLAGS.measure_on_val,
-                                  input_size, FLAGS.measure_split,
-                                  FLAGS.measure_limit, FLAGS.num_threads)
+    if flag_values.measure_on_val:
+        fidelity = measure_on_val(model, result["tflite"], flag_values.measure_on_val,
+                                  input_size, flag_values.measure_split,
+                                  flag_values.measure_limit, flag_values.num_threads)
         print(format_fidelity(fidelity))
-        path = FLAGS.measure_json or os.path.join(FLAGS.out, "fidelity.json")
+        path = flag_values.measure_json or os.path.join(flag_values.out, "fidelity.json")
         write_json(path, fidelity)
         print(f"fidelity: {path}")
 
 
+def main(argv):
+    del argv
+    run(FLAGS)
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tf_pixintra.export_savedmodel import SERVING_DEFAULT, IMAGES_KEY
+from tf_pixintra.export_savedmodel import IMAGES_KEY, SERVING_DEFAULT
+from tf_pixintra.metrics import ConfusionMatrix
 
 VARIANTS = ("fp32", "fp16", "int8")
 
@@ -171,27 +172,6 @@ def _resize_nearest(label_map, size):
     return label_map[rows[:, None], cols[None, :]]
 
 
-def confusion_matrix(labels, predictions, num_classes, ignore_label=255):
-    """int64 [C, C] counts (rows: ground truth) over non-ignored pixels."""
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
-    keep = (labels != ignore_label) & (labels < num_classes)
-    index = labels[keep] * num_classes + predictions[keep]
-    return np.bincount(index, minlength=num_classes * num_classes).reshape(
-            num_classes, num_classes)
-
-
-def miou(confusion):
-    """Mean IoU in % over classes present in ground truth or prediction."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    if not present.any():
-        return float("nan")
-    return float(100.0 * np.mean(tp[present] / union[present]))
-
-
 def keras_labels(keras_model, image, input_size):
     """Keras reference: (labels int32 [H, W], number of classes) of one uint8
     image at the input size, through the exported graph's math."""
@@ -235,13 +215,11 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
     def score(predictions):
         if labels is None:
             return None
-        total = 0
+        matrix = ConfusionMatrix(num_classes)
         for prediction, label in zip(predictions, labels):
             label = np.asarray(label)
-            total = total + confusion_matrix(
-                    label, _resize_nearest(prediction, label.shape),
-                    num_classes)
-        return miou(total)
+            matrix.update(_resize_nearest(prediction, label.shape), label)
+        return 100.0 * matrix.mean_iou()
 
     segmenters = {name: LiteRTSegmenter(path, num_threads=num_threads)
                   for name, path in tflite_paths.items()}

@@ -1,7 +1,5 @@
 """Tests for tf_pixintra.data.pipeline (tiny 16x24 images, CPU)."""
 
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf

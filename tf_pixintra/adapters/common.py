@@ -32,6 +32,31 @@ def replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def replica_share(labels=None, ignore_label=255):
+    """This replica's weight in a global mean, so summed gradients are exact.
+
+    A loss averaged over all pixels gets 1/R (every replica has as many
+    pixels). A loss averaged over the LABELLED pixels only (label !=
+    ignore_label) gets n_local / n_global: the summed gradients are then
+    those of the mean over every labelled pixel of the global batch, however
+    the labelled pixels fall on the replicas.
+    """
+    if labels is None:
+        return 1.0 / replicas()
+    local = tf.reduce_sum(tf.cast(
+        tf.not_equal(tf.cast(labels, tf.int32), ignore_label), tf.float32))
+    context = tf.distribute.get_replica_context()
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return tf.stop_gradient(local / tf.maximum(total, 1.0))
+
+
+def in_multi_worker_mode(strategy=None):
+    """True under a MultiWorkerMirroredStrategy that spans several workers."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+
+
 class AdversarialAdapter(keras.Model):
     """Base of the Stage I and Stage II adapters (custom `train_step`)."""
 
@@ -105,10 +130,13 @@ class AdversarialAdapter(keras.Model):
              for v in self.generator.trainable_variables])
 
     def generator_update(self, tape, loss):
-        """Applies d(loss)/dG. `loss` is this replica's mean; L2 is added here."""
+        """Applies d(loss)/dG; `loss` is already weighted by `replica_share`.
+
+        The L2 term is added here (once over all replicas).
+        """
         with tape:  # re-entered: the L2 term and the scaling are recorded too
             total = _scale(self.g_optimizer,
-                           (loss + self.l2_penalty()) / replicas())
+                           loss + self.l2_penalty() / replicas())
         variables = self.generator.trainable_variables
         grads = tape.gradient(total, variables)
         grads = [g * self.head_lr_mult if id(v) in self._head_ids else g
@@ -116,7 +144,7 @@ class AdversarialAdapter(keras.Model):
         self.g_optimizer.apply(grads, variables)
 
     def discriminator_update(self, tape, loss, discriminator, optimizer):
-        """Applies d(loss)/dD for one discriminator."""
+        """Applies d(loss)/dD for one discriminator (`loss`: a mean over pixels)."""
         variables = discriminator.trainable_variables
         with tape:
             total = _scale(optimizer, loss / replicas())
@@ -133,7 +161,27 @@ class AdversarialAdapter(keras.Model):
         logs["lr_g"] = opt_lib.current_learning_rate(self.g_optimizer)
         if self.d_main_optimizer is not None:
             logs["lr_d"] = opt_lib.current_learning_rate(self.d_main_optimizer)
+        if in_multi_worker_mode():
+            # Workaround, keras-team/keras#20585: across workers Keras 3
+            # reduces each logged value with strategy.reduce(MEAN, axis=0),
+            # which fails on a scalar ("Invalid reduction dimension 0"); a
+            # batch axis of 1 makes the reduction the mean over replicas.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skipped under multi-worker training (nothing to build).
+
+        Workaround, keras-team/keras#20585 (and #20329): before training,
+        Keras 3 pulls a batch and reduces it across replicas to build the
+        model symbolically; across workers that reduction fails on a dict
+        batch. The adapter is built in __init__, its optimizers in compile,
+        and it compiles no loss or metric, so there is nothing to build.
+        """
+        if in_multi_worker_mode(self.distribute_strategy):
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator,
+                                             data_batch=data_batch)
 
     def get_config(self):
         return {

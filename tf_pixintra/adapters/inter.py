@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tf_pixintra import losses
 from tf_pixintra.adapters.common import AdversarialAdapter
+from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import split_outputs
 from tf_pixintra.adapters.common import upsample
 
@@ -64,26 +65,27 @@ class InterDomainAdapter(AdversarialAdapter):
         with tf.GradientTape() as tape:
             main_s, aux_s = split_outputs(self.generator(xs, training=True))
             main_s, aux_s = upsample(main_s, size_s), upsample(aux_s, size_s)
+            share, share_labelled = replica_share(), replica_share(ys)
             loss_seg = losses.segmentation_cross_entropy(main_s, ys)
             values = {"loss_seg": loss_seg}
-            total = loss_seg
+            total = share_labelled * loss_seg
             if aux_s is not None:
                 loss_seg_aux = losses.segmentation_cross_entropy(aux_s, ys)
                 values["loss_seg_aux"] = loss_seg_aux
-                total += self.lambda_seg_aux * loss_seg_aux
+                total += share_labelled * self.lambda_seg_aux * loss_seg_aux
             if self.adversarial:
                 main_t, aux_t = split_outputs(self.generator(xt, training=True))
                 maps_s = [self.discriminator_input(main_s)]
                 maps_t = [self.discriminator_input(upsample(main_t, size_t))]
                 loss_adv = losses.inter_generator_loss(self.d_main(maps_t[0]))
                 values["loss_adv"] = loss_adv
-                total += self.lambda_adv_main * loss_adv
+                total += share * self.lambda_adv_main * loss_adv
                 if aux_t is not None and self.d_aux is not None:
                     maps_s.append(self.discriminator_input(aux_s))
                     maps_t.append(self.discriminator_input(upsample(aux_t, size_t)))
                     loss_adv_aux = losses.inter_generator_loss(self.d_aux(maps_t[1]))
                     values["loss_adv_aux"] = loss_adv_aux
-                    total += self.lambda_adv_aux * loss_adv_aux
+                    total += share * self.lambda_adv_aux * loss_adv_aux
         self.generator_update(tape, total)
         if self.adversarial:
             values.update(self._discriminator_step(maps_s, maps_t))

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_pixintra import losses
 from tf_pixintra.adapters.common import AdversarialAdapter
+from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import split_outputs
 from tf_pixintra.adapters.common import upsample
 
@@ -64,20 +65,21 @@ class PixelIntraAdapter(AdversarialAdapter):
         with tf.GradientTape() as tape:
             main, aux = split_outputs(self.generator(x, training=True))
             main, aux = upsample(main, size), upsample(aux, size)
+            share, share_labelled = replica_share(), replica_share(labels)
             loss_seg = losses.partial_cross_entropy(main, labels)
             values = {"loss_seg": loss_seg}
-            total = loss_seg
+            total = share_labelled * loss_seg
             heads = [(main, self.d_main, self.beta_main, "")]
             if aux is not None:
                 loss_seg_aux = losses.partial_cross_entropy(aux, labels)
                 values["loss_seg_aux"] = loss_seg_aux
-                total += self.lambda_seg_aux * loss_seg_aux
+                total += share_labelled * self.lambda_seg_aux * loss_seg_aux
                 if self.d_aux is not None:
                     heads.append((aux, self.d_aux, self.beta_aux, "_aux"))
             if self.kld_lambda:
                 loss_kld = losses.kld_regularizer(main, labels)
                 values["loss_kld"] = loss_kld
-                total += self.kld_lambda * loss_kld
+                total += share_labelled * self.kld_lambda * loss_kld
             probs = []
             if self.adversarial:
                 for logits, disc, beta, suffix in heads:
@@ -85,7 +87,7 @@ class PixelIntraAdapter(AdversarialAdapter):
                     probs.append(p)
                     loss_adv = _G_LOSS[self.method](disc(p), data["hard_mask"])
                     values["loss_adv" + suffix] = loss_adv
-                    total += beta * loss_adv
+                    total += share * beta * loss_adv
         self.generator_update(tape, total)
         if self.adversarial:
             values.update(self._discriminator_step(heads, probs, data))

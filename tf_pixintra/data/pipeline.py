@@ -28,6 +28,7 @@ with `strategy.experimental_distribute_dataset`); training streams drop the
 last partial batch.
 """
 
+import numbers
 import os
 
 import tensorflow as tf
@@ -89,8 +90,18 @@ def _png_header(contents, path):
     return header[0], header[1]
 
 
+def _colour_keys(rgba):
+    """uint8 [..., 4] -> int32 [...] key of (r, g, b), alpha ignored.
+
+    A bitcast of the four bytes, masked with the bytes (255, 255, 255, 0):
+    cheaper than arithmetic and the same on either byte order.
+    """
+    mask = tf.bitcast(tf.constant([255, 255, 255, 0], tf.uint8), tf.int32)
+    return tf.bitwise.bitwise_and(tf.bitcast(rgba, tf.int32), mask)
+
+
 def _palette_keys(contents, path):
-    """Colours of a PNG's PLTE chunk as int32 keys r<<16 | g<<8 | b, [P]."""
+    """Colours of a PNG's PLTE chunk as `_colour_keys`, [P]."""
     n = tf.strings.length(contents)
 
     def chunk_type(offset):
@@ -100,16 +111,19 @@ def _palette_keys(contents, path):
         kind = chunk_type(offset)
         return (offset + 12 <= n) & tf.not_equal(kind, "PLTE") & tf.not_equal(kind, "IDAT")
 
-    (offset,) = tf.while_loop(more, lambda o: (o + 12 + _u32(contents, o),),
-                              (tf.constant(8, tf.int32),))
+    # max(length, 0): a corrupt length must not make the walk go backwards.
+    def step(offset):
+        return (offset + 12 + tf.maximum(_u32(contents, offset), 0),)
+
+    (offset,) = tf.while_loop(more, step, (tf.constant(8, tf.int32),))
     found = tf.debugging.Assert(
             tf.equal(chunk_type(offset), "PLTE"),
             ["palette label PNG without a PLTE chunk before IDAT:", path])
     with tf.control_dependencies([found]):
         length = _u32(contents, offset)
         rgb = tf.io.decode_raw(tf.strings.substr(contents, offset + 8, length), tf.uint8)
-    rgb = tf.reshape(tf.cast(rgb, tf.int32), [-1, 3])
-    return rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]
+    rgb = tf.reshape(rgb, [-1, 3])
+    return _colour_keys(tf.concat([rgb, tf.zeros_like(rgb[:, :1])], 1))
 
 
 def _palette_train_ids(contents, path):
@@ -123,29 +137,35 @@ def _palette_train_ids(contents, path):
     colour shared by entries with different trainIds raises an error.
     """
     keys = _palette_keys(contents, path)
-    train = tf.gather(_CITYSCAPES_LUT, tf.range(tf.shape(keys)[0]))
+    train = tf.cast(tf.gather(_CITYSCAPES_LUT, tf.range(tf.shape(keys)[0])), tf.int32)
     order = tf.argsort(keys, stable=True)
     sorted_keys = tf.gather(keys, order)
-    sorted_train = tf.cast(tf.gather(train, order), tf.int32)
+    sorted_train = tf.gather(train, order)
+    # Entries sharing a colour form a group; a group with two trainIds is
+    # ambiguous and gets the out-of-range marker 256.
     new_group = tf.concat([[True], sorted_keys[1:] != sorted_keys[:-1]], 0)
     group = tf.cumsum(tf.cast(new_group, tf.int32)) - 1
     num_groups = group[-1] + 1
     ambiguous = tf.gather(
             tf.math.unsorted_segment_max(sorted_train, group, num_groups)
             != tf.math.unsorted_segment_min(sorted_train, group, num_groups), group)
+    sorted_train = tf.where(ambiguous, 256, sorted_train)
 
-    rgb = tf.cast(tf.io.decode_png(contents, channels=3), tf.int32)
-    pixel_keys = rgb[..., 0] * 65536 + rgb[..., 1] * 256 + rgb[..., 2]
-    pos = tf.searchsorted(sorted_keys, tf.reshape(pixel_keys, [-1]), side="left")
-    pos = tf.minimum(pos, tf.shape(sorted_keys)[0] - 1)
-    match = tf.equal(tf.gather(sorted_keys, pos), tf.reshape(pixel_keys, [-1]))
+    pixel_keys = _colour_keys(tf.io.decode_png(contents, channels=4))
+    # Per pixel only: unique (hash) and one gather; the colour -> trainId
+    # search runs on the few distinct colours.
+    colours, pixel_colour = tf.unique(tf.reshape(pixel_keys, [-1]))
+    pos = tf.minimum(tf.searchsorted(sorted_keys, colours, side="left"),
+                     tf.shape(sorted_keys)[0] - 1)
+    colour_train = tf.where(tf.equal(tf.gather(sorted_keys, pos), colours),
+                            tf.gather(sorted_train, pos), labels.IGNORE_LABEL)
     check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(match & tf.gather(ambiguous, pos))),
+            tf.reduce_max(colour_train) < 256,
             ["palette label PNG uses a colour shared by palette entries of "
              "different classes; cannot recover the label ids:", path])
     with tf.control_dependencies([check]):
-        ids = tf.where(match, tf.gather(sorted_train, pos), labels.IGNORE_LABEL)
-    return tf.reshape(tf.cast(ids, tf.uint8), tf.shape(pixel_keys))
+        ids = tf.gather(tf.cast(colour_train, tf.uint8), pixel_colour)
+    return tf.reshape(ids, tf.shape(pixel_keys))
 
 
 def _gray_train_ids(contents, path, bit_depth, color_type):
@@ -199,17 +219,24 @@ def _kind(key, value):
 
 
 def _resize_map(key, value, size):
-    method, _ = PIXEL_KINDS[key]
+    """One map resized with its kind's method; a no-op if already `size`."""
+    method = PIXEL_KINDS[key][0]
     if key == "image":
-        return tf.image.resize(tf.cast(value, tf.float32), size, method="bilinear")
-    return tf.image.resize(value[..., tf.newaxis], size, method="nearest")[..., 0]
+        value = tf.cast(value, tf.float32)
+    x = value if value.shape.rank == 3 else value[..., tf.newaxis]
+    same = tf.reduce_all(tf.equal(tf.shape(x)[:2], size))
+    x = tf.cond(same, lambda: x, lambda: tf.image.resize(x, size, method=method))
+    if isinstance(size, (tuple, list)):
+        x.set_shape(list(size) + [x.shape[-1]])
+    return x if value.shape.rank == 3 else x[..., 0]
 
 
 def resize(features, size):
     """Resizes every per-pixel map of `features` to `size` = (H, W).
 
-    Image: bilinear (float32 out); label-like maps and z: nearest neighbour,
-    dtype kept. Other keys pass through. size=None returns `features`.
+    Image: bilinear (float32 out, whatever the input dtype); label-like maps
+    and z: nearest neighbour, dtype kept. Other keys pass through.
+    size=None returns `features` unchanged.
     """
     if size is None:
         return dict(features)
@@ -291,21 +318,26 @@ def _options():
 
 
 def _check_pair(name, value):
+    """(int, int) or None; ConfigError unless two positive integers."""
     if value is None:
-        return
-    if (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)):
+        return None
+    if (len(value) != 2 or
+            not all(isinstance(v, numbers.Integral) and v > 0 for v in value)):
         raise ConfigError(f"{name} {value!r}; expected (height, width), positive ints")
+    return int(value[0]), int(value[1])
 
 
 def _check_args(size, crop_size, scale_range, batch_size):
-    _check_pair("size", size)
-    _check_pair("crop_size", crop_size)
+    """Validated (size, crop_size) as int pairs or None."""
+    size = _check_pair("size", size)
+    crop_size = _check_pair("crop_size", crop_size)
     if scale_range is not None:
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
                               "with 0 < lo <= hi")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size {batch_size!r}; expected a positive int")
+    return size, crop_size
 
 
 def _epoch_order(num_items, seed, shuffle, epoch):
@@ -348,13 +380,14 @@ def _as_paths(paths, what):
 def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
                  seed, shuffle, repeat):
     """Shared body of source_dataset and target_dataset."""
-    _check_args(size, crop_size, scale_range, batch_size)
+    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
     num_items = int(next(iter(columns.values())).shape[0])
 
     @_no_autograph
     def element(position, item):
         features = load({key: column[item] for key, column in columns.items()})
-        features = resize(features, size)
+        features = resize(features, size)  # Before the BGR/mean pass: less work.
+        features["image"] = caffe_preprocess(features["image"])
         return augment(features, crop_size, scale_range, flip,
                        _element_seed(seed, position))
 
@@ -364,7 +397,7 @@ def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
 
 
 def _load_image(path):
-    return caffe_preprocess(decode_image(tf.io.read_file(path)))
+    return decode_image(tf.io.read_file(path))
 
 
 def _load_labelled(label_format, check_same_size):
@@ -441,7 +474,7 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     windows of `shuffle_buffer` records (stateless, seeded by `seed`).
     Without shuffle the records come in their original (write) order.
     """
-    _check_args(size, crop_size, scale_range, batch_size)
+    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
     index = tfrecords.read_index(index_path)
     if index["total"] < 1:
         raise ConfigError(f"{index_path}: the index lists no records")
@@ -465,10 +498,9 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     def element(position, record):
         path, i, serialized = record
         out = tfrecords.decode_and_validate(serialized, path, i)
-        features = {"image": caffe_preprocess(out["image"]),
-                    "pseudo_label": out["pseudo_label"],
-                    "hard_mask": out["hard_mask"], "z": out["z"]}
-        features = resize(features, size)
+        features = resize({key: out[key] for key in
+                           ("image", "pseudo_label", "hard_mask", "z")}, size)
+        features["image"] = caffe_preprocess(features["image"])
         return augment(features, crop_size, scale_range, flip,
                        _element_seed(seed, position))
 
@@ -486,7 +518,7 @@ def eval_dataset(image_paths, label_paths, label_format, size, names=None):
     file names without extension. With label_paths or label_format None the
     elements have no "label".
     """
-    _check_pair("size", size)
+    size = _check_pair("size", size)
     image_paths = [os.fspath(p) for p in image_paths]
     if names is None:
         names = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
@@ -505,10 +537,8 @@ def eval_dataset(image_paths, label_paths, label_format, size, names=None):
 
     @_no_autograph
     def element(item):
-        image = _load_image(item["image"])
-        if size is not None:
-            image = tf.image.resize(image, size, method="bilinear")
-        out = {"image": image, "name": item["name"]}
+        image = resize({"image": _load_image(item["image"])}, size)["image"]
+        out = {"image": caffe_preprocess(image), "name": item["name"]}
         if labelled:
             out["label"] = decode_label(tf.io.read_file(item["label"]), label_format,
                                         item["label"])

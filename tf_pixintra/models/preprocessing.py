@@ -13,8 +13,9 @@ CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 
 def caffe_preprocess(rgb):
     """RGB image(s) in [0, 255] (uint8 or float, [..., H, W, 3]) -> float32 BGR - mean."""
-    x = tf.cast(rgb, tf.float32)
-    bgr = tf.reverse(x, axis=[-1])
+    # Flip before the cast: identical numbers, and a full-integer TFLite
+    # conversion then moves bytes instead of mis-quantizing a float reverse.
+    bgr = tf.cast(tf.reverse(rgb, axis=[-1]), tf.float32)
     return bgr - tf.constant(CAFFE_MEAN_BGR, dtype=tf.float32)
 
 

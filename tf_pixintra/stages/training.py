@@ -88,8 +88,9 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
     all_callbacks = [periodic, *callbacks]
     try:
         with _sigterm_as_interrupt():
-            history = adapter.fit(dataset, epochs=1, steps_per_epoch=total_steps - start,
-                        callbacks=all_callbacks, verbose=verbose)
+            history = adapter.fit(dataset, epochs=1, shuffle=False,
+                                  steps_per_epoch=total_steps - start,
+                                  callbacks=all_callbacks, verbose=verbose)
     except KeyboardInterrupt:
         manager.save(checkpoint_number=int(step_var))
         logging.warning("interrupted at step %d; checkpoint saved in %s",

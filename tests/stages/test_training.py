@@ -1,0 +1,90 @@
+"""Checkpoints and exact resume of the training loop."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from adapter_fixtures import (compile_tiny, make_dataset_fn, stage1_batches,
+                              tiny_discriminators, tiny_generator, weights_of)
+from tf_pixintra.adapters.inter import InterDomainAdapter
+from tf_pixintra.stages import training
+
+
+def new_adapter():
+    adapter = InterDomainAdapter(tiny_generator(seed=11),
+                                 *tiny_discriminators(seed=11))
+    compile_tiny(adapter, lr=0.01, decay_steps=6)
+    return adapter
+
+
+class Crash(tf.keras.callbacks.Callback):
+    """Raises after `at` batches of this fit call (a crash, no exit handler)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def state(adapter):
+    opts = (adapter.g_optimizer, adapter.d_main_optimizer, adapter.d_aux_optimizer)
+    return (weights_of(adapter.generator, adapter.d_main, adapter.d_aux),
+            [v.numpy().copy() for o in opts for v in o.variables])
+
+
+def test_crashed_and_resumed_run_matches_uninterrupted(tmp_path):
+    data = stage1_batches(8)
+    make = make_dataset_fn(data, batch_size=2)
+    straight = new_adapter()
+    training.fit(straight, make, 6, str(tmp_path / "a"), checkpoint_every=2,
+                 verbose=0)
+
+    crashed = new_adapter()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        training.fit(crashed, make, 6, str(tmp_path / "b"), checkpoint_every=2,
+                     verbose=0, callbacks=[Crash(at=3)])
+    # The crash came after step 3: the newest checkpoint is step 2.
+    assert tf.train.latest_checkpoint(str(tmp_path / "b")).endswith("-2")
+    resumed = new_adapter()
+    skipped = []
+    logs, _ = training.fit(
+        resumed, lambda skip: skipped.append(skip) or make(skip), 6,
+        str(tmp_path / "b"), checkpoint_every=2, verbose=0)
+    assert skipped == [2]
+    assert int(resumed.g_optimizer.iterations) == 6
+    assert logs["lr_g"] == pytest.approx(0.0, abs=1e-12)  # poly decay ended
+    (weights_a, slots_a), (weights_b, slots_b) = state(straight), state(resumed)
+    for a, b in zip(weights_a + slots_a, weights_b + slots_b):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_interrupt_saves_a_checkpoint_at_the_current_step(tmp_path):
+    class Interrupt(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    adapter = new_adapter()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(adapter, make_dataset_fn(stage1_batches(4)), 6,
+                     str(tmp_path), checkpoint_every=100, verbose=0,
+                     callbacks=[Interrupt()])
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("-3")
+    again = new_adapter()
+    _, step = training.restore(again, str(tmp_path))
+    assert int(step) == 3 and int(again.g_optimizer.iterations) == 3
+
+
+def test_finished_training_is_not_repeated(tmp_path):
+    make = make_dataset_fn(stage1_batches(4))
+    training.fit(new_adapter(), make, 2, str(tmp_path), verbose=0)
+    calls = []
+    logs, history = training.fit(new_adapter(), lambda s: calls.append(s), 2,
+                                 str(tmp_path), verbose=0)
+    assert calls == [] and logs == {} and history == []
+    assert os.path.exists(str(tmp_path / "checkpoint"))

@@ -1,0 +1,82 @@
+"""Flag validation: bad values stop before any work starts, with a clear message."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from tf_pixintra import config as config_lib
+from tf_pixintra.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*args):
+    flag_values = flags.FlagValues()
+    config_lib.define_flags(flag_values)
+    flag_values(["train", *args])
+    return config_lib.from_flags(flag_values)
+
+
+def toy(*args):
+    return parse("--toyscapes", "--toyscapes_dir=/tmp/x", *args)
+
+
+def test_defaults_follow_the_paper():
+    c = toy()
+    assert (c.inter.lr_g, c.intra.lr_g, c.optim.lr_d) == (2.5e-4, 2.4e-4, 1e-4)
+    assert (c.inter.lambda_adv_main, c.inter.lambda_adv_aux) == (1e-3, 2e-4)
+    assert (c.intra.beta_main, c.intra.beta_aux, c.intra.batch_size) == (1e-3, 2e-4, 4)
+    assert (c.optim.momentum, c.optim.weight_decay, c.optim.poly_power) == (0.9, 5e-4, 0.9)
+    assert c.pseudo.alpha == 0.85 and c.pseudo.threshold_cap == 0.9
+    assert c.intra.kld_lambda == 0.1
+    assert c.run.pipeline == config_lib.DEFAULT_PIPELINE
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--alpha=1.5",), "--alpha=1.5"),
+    (("--alpha=-0.1",), "--alpha=-0.1"),
+    (("--stage=intro",), "--stage='intro'"),
+    (("--pipeline=inter,train",), "unknown stage 'train'"),
+    (("--intra_method=gan",), "--intra_method='gan'"),
+    (("--selector=intrada",), "IntraDA baseline needs both"),
+    (("--depth=152",), "--depth=152"),
+    (("--target_size=512",), "--target_size=512"),
+    (("--shard_index=3", "--num_shards=2"), "--shard_index=3"),
+    (("--devices=-1",), "--devices=-1"),
+])
+def test_invalid_values_are_refused(args, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        toy(*args)
+    assert message in str(info.value)
+
+
+def test_missing_data_root_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="--source_root=.*no such directory"):
+        parse(f"--source_root={tmp_path / 'nope'}", f"--target_root={tmp_path}")
+
+
+def test_cli_stops_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_pixintra.train", "--toyscapes",
+         f"--toyscapes_dir={tmp_path / 'data'}", f"--run_dir={run_dir}",
+         "--alpha=2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert result.returncode == 2
+    assert "--alpha=2.0: expected a value in [0, 1]" in result.stderr
+    assert not run_dir.exists() and not (tmp_path / "data").exists()
+
+
+def test_run_directory_of_another_config_is_refused(tmp_path):
+    from tf_pixintra import train  # pylint: disable=import-outside-toplevel
+    first = toy(f"--run_dir={tmp_path}", "--alpha=0.85")
+    os.makedirs(tmp_path, exist_ok=True)
+    train.check_run_dir(first)
+    train.check_run_dir(first)  # same experiment: accepted
+    train.check_run_dir(toy(f"--run_dir={tmp_path}", "--alpha=0.85",
+                            "--stage=eval", "--checkpoint_every=7"))
+    with pytest.raises(ConfigError, match=r"pseudo.alpha: 0.85 -> 0.7"):
+        train.check_run_dir(toy(f"--run_dir={tmp_path}", "--alpha=0.7"))
