@@ -80,3 +80,25 @@ def test_run_directory_of_another_config_is_refused(tmp_path):
                             "--stage=eval", "--checkpoint_every=7"))
     with pytest.raises(ConfigError, match=r"pseudo.alpha: 0.85 -> 0.7"):
         train.check_run_dir(toy(f"--run_dir={tmp_path}", "--alpha=0.7"))
+
+
+@pytest.mark.parametrize("name, source, alpha", [
+    ("gta5_cityscapes.cfg", "gta5", 0.85),
+    ("synthia_cityscapes.cfg", "synthia", 0.79),
+])
+def test_paper_configs_parse_with_the_papers_settings(tmp_path, name, source, alpha):
+    c = parse(f"--flagfile={os.path.join(ROOT, 'configs', name)}",
+              f"--source_root={tmp_path}", f"--target_root={tmp_path}",
+              "--backbone_weights=")
+    assert c.data.source_dataset == source and c.pseudo.alpha == alpha
+    assert (c.model.depth, c.model.width, c.model.bn_mode) == (101, 1.0, "frozen")
+    assert c.data.target_size == (512, 1024)
+    assert (c.inter.batch_size, c.intra.batch_size) == (1, 4)
+    assert (c.inter.lr_g, c.intra.lr_g) == (2.5e-4, 2.4e-4)
+    assert c.intra.method == "cts" and c.intra.kld_lambda == 0.1
+
+
+@pytest.mark.parametrize("name", ["toyscapes.cfg", "toyscapes_smoke.cfg"])
+def test_toyscapes_configs_parse(name):
+    c = parse(f"--flagfile={os.path.join(ROOT, 'configs', name)}")
+    assert c.data.toyscapes and c.run.stage == "all"

@@ -21,7 +21,7 @@ DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval",
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data sets are and how they are fed."""
-    source_dataset: str = "gta5"          # gta5 | synthia
+    source_dataset: str = "gta5"          # gta5 | synthia | cityscapes (oracle)
     source_root: str = ""
     source_list: str = ""
     target_root: str = ""                 # Cityscapes layout
@@ -208,6 +208,9 @@ _HELP = {
                "DeepLab, use with pretrained weights); train: ordinary BN.",
     "backbone_weights": "Path to a keras.applications ResNet50/101 weights "
                         "file (.h5 or .weights.h5) to initialise the backbone.",
+    "source_dataset": "Layout of the labelled source: gta5, synthia, or "
+                      "cityscapes (with --toyscapes: the target's own train "
+                      "labels, i.e. the oracle upper bound).",
     "toyscapes": "Use the built-in ToyScapes benchmark (generated on first use "
                  "in --toyscapes_dir) instead of --source_root/--target_root.",
 }
@@ -353,8 +356,9 @@ def validate(config):
                "expected >= 0")
         _check(stage_cfg.batch_size >= 1,
                f"--{name}_batch_size={stage_cfg.batch_size}: expected >= 1")
-    _check(d.source_dataset in ("gta5", "synthia"),
-           f"--source_dataset={d.source_dataset!r}: expected gta5 or synthia")
+    _check(d.source_dataset in ("gta5", "synthia", "cityscapes"),
+           f"--source_dataset={d.source_dataset!r}: expected gta5, synthia "
+           "or cityscapes (an oracle trained on target labels)")
     _check_size("source_size", d.source_size)
     _check_size("target_size", d.target_size)
     _check_size("eval_size", d.eval_size)

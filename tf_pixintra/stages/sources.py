@@ -27,8 +27,11 @@ def resolve(data_cfg, need_source=True):
             data_cfg.toyscapes_dir, seed=data_cfg.toyscapes_seed,
             num_source=n_src, num_target=n_tgt, num_val=n_val, height=h,
             width=w)
-        source_root, target_root, source_dataset = (
-            paths["gta5"], paths["cityscapes"], "gta5")
+        target_root = paths["cityscapes"]
+        if source_dataset == "cityscapes":   # oracle: the target's labels
+            source_root = target_root
+        else:
+            source_root, source_dataset = paths["gta5"], "gta5"
     source = ()
     if need_source:
         source = tuple(datasets.list_examples(
