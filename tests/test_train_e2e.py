@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,3 +54,62 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     again = train(*args)
     assert again.returncode == 0, again.stderr[-4000:]
     assert (run_dir / "intra_r2" / "model.keras").stat().st_mtime_ns == before
+
+
+@pytest.mark.e2e
+def test_stage_one_reads_gta5_and_cityscapes_layouts_from_given_roots(tmp_path):
+    """--source_root/--target_root (not --toyscapes): the real readers' path."""
+    from tf_pixintra.data import toyscapes  # pylint: disable=import-outside-toplevel
+    toyscapes.generate(str(tmp_path / "data"), seed=3, num_source=4,
+                               num_target=4, num_val=2, height=32, width=64)
+    roots = toyscapes.dataset_paths(str(tmp_path / "data"))
+    run_dir = tmp_path / "run"
+    result = train("--notoyscapes", f"--source_root={roots['gta5']}",
+                   f"--target_root={roots['cityscapes']}", "--stage=inter",
+                   f"--run_dir={run_dir}", "--source_size=32,64",
+                   "--target_size=32,64", "--eval_size=32,64", "--inter_steps=2",
+                   timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads((run_dir / "inter" / "metrics.json").read_text())
+    assert metrics["variant"] == "adaptsegnet" and "target_miou" in metrics
+    assert (run_dir / "inter" / "model.keras").is_file()
+
+
+def _run_until_checkpoint_then_sigterm(args, ckpt_dir, after_step):
+    """Starts train.py, waits for a checkpoint past `after_step`, sends SIGTERM."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+    def newest():
+        steps = [int(p.name[5:-6]) for p in ckpt_dir.glob("ckpt-*.index")]
+        return max(steps, default=-1)
+    try:
+        deadline = time.time() + 600
+        while newest() <= after_step and time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read()[-3000:])
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stderr, newest()
+
+
+@pytest.mark.e2e
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    args = [sys.executable, "-m", "tf_pixintra.train",
+            "--flagfile", os.path.join(ROOT, "configs", "toyscapes_smoke.cfg"),
+            f"--run_dir={tmp_path / 'run'}", f"--toyscapes_dir={tmp_path / 'data'}",
+            "--stage=inter", "--inter_steps=400", "--checkpoint_every=4"]
+    ckpt_dir = tmp_path / "run" / "inter" / "checkpoints"
+    code, stderr, first = _run_until_checkpoint_then_sigterm(args, ckpt_dir, -1)
+    assert code == 130, stderr[-3000:]
+    assert "run the same command to resume" in stderr
+    assert 4 <= first < 400
+    # The same command again resumes from that checkpoint (not from step 0).
+    code, stderr, second = _run_until_checkpoint_then_sigterm(args, ckpt_dir, first)
+    assert code == 130, stderr[-3000:]
+    assert f"at step {first}" in stderr and "resumed from" in stderr
+    assert second > first

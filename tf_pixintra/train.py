@@ -141,6 +141,14 @@ def main(argv):
     except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the checkpoint is saved; run the same command to "
+              "resume", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # tf.data's multi-device iterator threads can block interpreter
+        # shutdown after an interrupted fit(); everything is on disk already.
+        os._exit(130)  # pylint: disable=protected-access
     print(format_summary(rows))
     return 0
 

@@ -96,3 +96,16 @@ def test_two_replicas_match_one_device(one_device, mirrored):
 def test_unknown_variant_is_rejected():
     with pytest.raises(ValueError, match="variant"):
         InterDomainAdapter(tiny_generator(), variant="cycada")
+
+
+def test_get_config_round_trip():
+    adapter = InterDomainAdapter(tiny_generator(seed=4), *tiny_discriminators(4),
+                                 variant="advent", lambda_adv_main=3e-3,
+                                 weight_decay=1e-4, head_lr_mult=5.0)
+    clone = InterDomainAdapter.from_config(adapter.get_config())
+    assert (clone.variant, clone.lambda_adv_main, clone.weight_decay,
+            clone.head_lr_mult) == ("advent", 3e-3, 1e-4, 5.0)
+    x = np.random.default_rng(0).normal(0, 50, (1, 32, 48, 3)).astype(np.float32)
+    clone.generator.set_weights(adapter.generator.get_weights())
+    np.testing.assert_allclose(clone(x)[0], adapter(x)[0], atol=1e-5)
+    assert clone.d_main.count_params() == adapter.d_main.count_params()

@@ -116,3 +116,14 @@ def test_two_replicas_match_one_device_with_uneven_easy_pixels(one_device, mirro
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="method"):
         PixelIntraAdapter(tiny_generator(), method="gan")
+
+
+def test_get_config_round_trip():
+    adapter = PixelIntraAdapter(tiny_generator(seed=4),
+                                *tiny_discriminators(4, pixel_level=True),
+                                method="pla", beta_main=2e-3, kld_lambda=0.1)
+    clone = PixelIntraAdapter.from_config(adapter.get_config())
+    assert (clone.method, clone.beta_main, clone.beta_aux, clone.kld_lambda) == (
+        "pla", 2e-3, 2e-4, 0.1)
+    p = tf.nn.softmax(tf.zeros((1, H, W, 19)))
+    assert clone.d_main(p).shape == (1, H, W, 1)
