@@ -4,26 +4,35 @@ Pass 1 predicts every target training image once with the previous round's
 model and accumulates the class thresholds t_k (streaming, mergeable). The
 fused prediction of each image is kept on disk at the network's output
 stride (float16, ~0.3 MB for 512x1024 and 19 classes), so pass 2 needs no
-second forward pass: it upsamples it to the Stage II training resolution,
-applies Eq. 2, 3 and 7 and writes sharded TFRecords (image, pseudo label,
-M, Z), then an index and a JSON summary (t_k, alpha, Prop. (Eq. 4),
-per-class easy-pixel counts, Prop. for every alpha of --alpha_sweep).
+second forward pass: it upsamples it once to the Stage II training
+resolution, applies Eq. 2, 3 and 7, writes sharded TFRecords (image, pseudo
+label, M, Z) and counts Prop. (Eq. 4) and the easy pixels for every alpha
+of --alpha_sweep; then an index and a JSON summary (t_k, alpha, Prop.,
+per-class easy-pixel counts, Prop. for every alpha of --alpha_sweep) are
+written and the cache is deleted.
 
-Sharding: image i belongs to shard i % num_shards. With --shard_index=k a
-process does shard k only; run the same command on every worker, then once
-more anywhere: the merge of the pass-1 files is exact, and the index and
-summary are written when every shard exists. With --shard_index=-1 one
-process does everything.
+Sharding: image i belongs to shard i % num_shards. With --shard_index=-1
+one process does everything. With --shard_index=k a process does shard k:
+pass 1 of shard k, then, once the pass-1 files of every shard exist (their
+merge is exact), pass 2 of shard k; it returns None ("waiting") until then,
+and also when other shards' pass 2 is still missing. So run the same
+command on every worker; once all have finished, run it again on every
+worker (each does pass 2 of its shard; the last one to finish writes the
+index and summary), or once with --shard_index=-1 anywhere (it does every
+missing shard). Every step is resumable: a finished pass-1 file, cached
+prediction or pass-2 shard is never redone.
 
 Selectors: class_thresholds (Eq. 2-3), ias (IAST thresholds per image, in
-place of alpha * t_k; their history runs in image order within a shard) and
-intrada (image-level baseline: images ranked by mean normalised entropy;
-the easy share is written with full argmax labels as the `easy` record set,
-the rest as the `hard` set).
+place of alpha * t_k; their history starts afresh for every shard and runs
+in image order within it, so the result does not depend on how shards are
+spread over processes) and intrada (image-level baseline: images ranked by
+mean normalised entropy; the easy share is written with full argmax labels
+as the `easy` record set, the rest as the `hard` set).
 """
 
-import glob
+import contextlib
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +47,8 @@ from tf_pixintra.stages import common
 
 RECORDS = "target"
 SUMMARY_FILE = "summary.json"
+CACHE_DIR = "cache"
+PNG_COMPRESSION = 1          # zlib level of the record images
 
 
 def stage_name(round_index):
@@ -82,10 +93,22 @@ def make_predictor(model, size, scales, flip):
 
 
 def output_grid(model, size):
-    """Spatial size of the network's main output for an input of `size`."""
-    out = model(tf.zeros((1, *size, 3)), training=False)
-    logits = out[0] if isinstance(out, (list, tuple)) else out
-    return [int(logits.shape[1]), int(logits.shape[2])]
+    """Spatial size of the network's main output for an input of `size`.
+
+    From the model's static shape inference (no forward pass: one costs
+    seconds for the paper's ResNet-101 at 512x1024); a forward pass on
+    zeros if the model cannot infer it.
+    """
+    try:
+        shape = model.compute_output_shape((1, *size, 3))
+        if isinstance(shape, list):
+            shape = shape[0]
+        grid = [int(shape[1]), int(shape[2])]
+    except (NotImplementedError, TypeError, ValueError, IndexError):
+        out = model(tf.zeros((1, *size, 3)), training=False)
+        logits = out[0] if isinstance(out, (list, tuple)) else out
+        grid = [int(logits.shape[1]), int(logits.shape[2])]
+    return grid
 
 
 def full_resolution(low_res, size):
@@ -94,45 +117,70 @@ def full_resolution(low_res, size):
     return x[0].numpy()
 
 
+def training_image(image_path, size):
+    """The target image as stored in the records: PNG of uint8 RGB at `size`.
+
+    Bilinear resize, rounded. zlib level 1: about 3x faster than the
+    default level on 512x1024 images, for files ~15% larger.
+    """
+    image = tf.image.resize(datasets.read_image(image_path), size)
+    image = tf.cast(tf.round(image), tf.uint8)
+    return tf.io.encode_png(image, compression=PNG_COMPRESSION).numpy()
+
+
 def _shard_images(examples, shard, num_shards):
     return [(i, e) for i, e in enumerate(examples) if i % num_shards == shard]
 
 
-def _cache_path(cache_dir, index):
-    return os.path.join(cache_dir, f"{index:06d}.npy")
+def _cache_path(stage_dir, index):
+    return os.path.join(stage_dir, CACHE_DIR, f"{index:06d}.npy")
+
+
+def _pass1_path(stage_dir, shard, num_shards):
+    return os.path.join(stage_dir, f"pass1-{shard:05d}-of-{num_shards:05d}.json")
+
+
+def _pass2_path(stage_dir, shard, num_shards):
+    return os.path.join(stage_dir, f"pass2-{shard:05d}-of-{num_shards:05d}.json")
 
 
 def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
-    """Predicts a shard's images, caches them, writes its pass-1 statistics."""
-    out = os.path.join(stage_dir, f"pass1-{shard:05d}-of-{num_shards:05d}.json")
+    """Predicts a shard's images, caches them, writes its pass-1 statistics.
+
+    The statistics are the class-threshold histograms of the cached
+    predictions upsampled to the training size (exactly what pass 2
+    separates) and, for the intrada selector, each image's entropy score.
+    """
+    out = _pass1_path(stage_dir, shard, num_shards)
     if os.path.exists(out):
         return
     cfg = ctx.config
-    cache_dir = os.path.join(stage_dir, "cache")
-    os.makedirs(cache_dir, exist_ok=True)
+    os.makedirs(os.path.join(stage_dir, CACHE_DIR), exist_ok=True)
     size = tuple(cfg.data.target_size)
+    with_entropy = cfg.pseudo.selector == "intrada"
     thresholds = subdomains.ClassThresholds(cfg.model.num_classes)
     entropy = {}
     for index, example in _shard_images(examples, shard, num_shards):
-        path = _cache_path(cache_dir, index)
+        path = _cache_path(stage_dir, index)
         if os.path.exists(path):
             low = np.load(path)
         else:
-            low = predictor(datasets.read_image(example.image_path)).numpy()
+            low = predictor()(datasets.read_image(example.image_path)).numpy()
             with io_utils.atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, low)
         probs = full_resolution(low, size)
         thresholds.update(probs)
-        entropy[str(index)] = float(subdomains.image_entropy_scores(probs))
+        if with_entropy:
+            entropy[str(index)] = float(subdomains.image_entropy_scores(probs))
     io_utils.write_json(out, {"thresholds": thresholds.to_dict(),
                               "entropy": entropy})
 
 
 def _merge(stage_dir, num_shards, num_classes, cap):
     """Exact merge of every shard's pass-1 file; None until all exist."""
-    files = sorted(glob.glob(os.path.join(stage_dir, f"pass1-*-of-{num_shards:05d}.json")))
-    if len(files) < num_shards:
+    files = [_pass1_path(stage_dir, k, num_shards) for k in range(num_shards)]
+    if not all(os.path.exists(path) for path in files):
         return None
     merged = subdomains.ClassThresholds(num_classes)
     entropy = {}
@@ -143,24 +191,11 @@ def _merge(stage_dir, num_shards, num_classes, cap):
     return merged, merged.result(cap=cap), entropy
 
 
-def _records(ctx, stage_dir, shard, num_shards, examples, separate, counter):
-    """Yields the tf.train.Examples of one shard (pass 2)."""
-    size = tuple(ctx.config.data.target_size)
-    for index, example in _shard_images(examples, shard, num_shards):
-        probs = full_resolution(np.load(_cache_path(
-            os.path.join(stage_dir, "cache"), index)), size)
-        picked = separate(index, probs)
-        if picked is None:
-            continue
-        hard, label, z = picked
-        counter.update(hard, label)
-        image = tf.image.resize(datasets.read_image(example.image_path), size)
-        image = tf.cast(tf.round(image), tf.uint8).numpy()
-        yield tfrecords.encode_example(image, label, hard, z, example.name)
-
-
 def _separators(ctx, thresholds, entropy, num_images):
-    """{record set name: separate(index, probs) -> (M, label, Z) or None}."""
+    """{record set name: separate(index, probs) -> (M, label, Z) or None}.
+
+    Called once per shard: an IAS selector's history starts with the shard.
+    """
     cfg = ctx.config.pseudo
     if cfg.selector == "class_thresholds":
         return {RECORDS: lambda i, p: subdomains.separate_pixels(
@@ -189,8 +224,52 @@ def _separators(ctx, thresholds, entropy, num_images):
     return {"easy": easy_set, "hard": hard_set}
 
 
+def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds):
+    """Writes one shard of every record set and its counts (pass 2).
+
+    Each cached prediction is loaded and upsampled once, for every record
+    set and the alpha sweep. The shard files are renamed into place when
+    complete; the counts file, written last, marks the shard done.
+    """
+    names = list(separators)
+    paths = {name: os.path.join(stage_dir, tfrecords.shard_name(
+        name, shard, num_shards)) for name in names}
+    done_file = _pass2_path(stage_dir, shard, num_shards)
+    if os.path.exists(done_file) and all(map(os.path.exists, paths.values())):
+        return
+    config = ctx.config
+    size = tuple(config.data.target_size)
+    counter = subdomains.PropCounter(config.model.num_classes,
+                                     config.pseudo.alpha_sweep)
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for name in names:
+            tmp = stack.enter_context(io_utils.atomic_path(paths[name]))
+            writers[name] = tf.io.TFRecordWriter(tmp)
+            stack.callback(writers[name].close)  # closed before the rename
+        for index, example in _shard_images(examples, shard, num_shards):
+            probs = full_resolution(np.load(_cache_path(stage_dir, index)), size)
+            counter.update_sweep(probs, thresholds)
+            image = None
+            for name in names:
+                picked = separators[name](index, probs)
+                if picked is None:
+                    continue
+                hard, label, z = picked
+                counter.update(hard, label)
+                if image is None:
+                    image = training_image(example.image_path, size)
+                writers[name].write(tfrecords.encode_example(
+                    image, label, hard, z, example.name).SerializeToString())
+    io_utils.write_json(done_file, counter.to_dict())
+
+
 def run(ctx, round_index):
-    """Runs the pseudo stage of round `round_index`; returns its metrics or None."""
+    """Runs the pseudo stage of round `round_index`; returns its metrics or None.
+
+    None means this process has done its part and other shards are missing
+    (see the module docstring).
+    """
     stage_dir = ctx.stage_dir(stage_name(round_index))
     done = common.completed(stage_dir)
     if done is not None:
@@ -199,9 +278,7 @@ def run(ctx, round_index):
     examples = list(ctx.sources.target_train)
     shards = (range(cfg.num_shards) if cfg.shard_index < 0
               else [cfg.shard_index])
-    model = common.load_generator(model_for_round(ctx, round_index))
-    predictor = make_predictor(model, config.data.target_size,
-                               cfg.pseudo_scales, cfg.pseudo_flip)
+    predictor = _lazy_predictor(ctx, round_index)
     for shard in shards:
         _pass1(ctx, stage_dir, predictor, shard, cfg.num_shards, examples)
     merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes,
@@ -210,42 +287,55 @@ def run(ctx, round_index):
         logging.info("pass 1 done for shards %s; waiting for the others", list(shards))
         return None
     estimator, thresholds, entropy = merged
-    separators = _separators(ctx, thresholds, entropy, len(examples))
-    for name, separate in separators.items():
-        for shard in shards:
-            counter = subdomains.PropCounter(config.model.num_classes)
-            path = os.path.join(stage_dir, tfrecords.shard_name(name, shard, cfg.num_shards))
-            count_file = path + ".counts.json"
-            if os.path.exists(path) and os.path.exists(count_file):
-                continue
-            tfrecords.write_shard(stage_dir, name, shard, cfg.num_shards, _records(
-                ctx, stage_dir, shard, cfg.num_shards, examples, separate, counter))
-            io_utils.write_json(count_file, counter.to_dict())
-    return _summarise(ctx, stage_dir, separators, thresholds, estimator, round_index)
+    for shard in shards:
+        separators = _separators(ctx, thresholds, entropy, len(examples))
+        _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators,
+               thresholds)
+    return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
 
 
-def _summarise(ctx, stage_dir, separators, thresholds, estimator, round_index):
-    """Index + summary once every shard exists (else None)."""
+def _lazy_predictor(ctx, round_index):
+    """() -> predictor; loads the model on first use (not when resuming pass 2)."""
+    made = []
+
+    def get():
+        if not made:
+            config = ctx.config
+            model = common.load_generator(model_for_round(ctx, round_index))
+            made.append(make_predictor(model, config.data.target_size,
+                                       config.pseudo.pseudo_scales,
+                                       config.pseudo.pseudo_flip))
+        return made[0]
+    return get
+
+
+def record_sets(selector):
+    """Names of the record sets a selector writes."""
+    return ("easy", "hard") if selector == "intrada" else (RECORDS,)
+
+
+def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
+    """Index + summary once every shard's pass 2 exists (else None)."""
     cfg, num_classes = ctx.config.pseudo, ctx.config.model.num_classes
-    counter = subdomains.PropCounter(num_classes)
-    for name in separators:
-        for shard in range(cfg.num_shards):
-            count_file = os.path.join(stage_dir, tfrecords.shard_name(
-                name, shard, cfg.num_shards)) + ".counts.json"
-            if not os.path.exists(count_file):
-                return None
-            counter.merge(subdomains.PropCounter.from_dict(io_utils.read_json(count_file)))
+    names = record_sets(cfg.selector)
+    counter = subdomains.PropCounter(num_classes, cfg.alpha_sweep)
+    for shard in range(cfg.num_shards):
+        done_file = _pass2_path(stage_dir, shard, cfg.num_shards)
+        if not os.path.exists(done_file):
+            logging.info("pass 2 of shard %d missing; waiting for it", shard)
+            return None
+        counter.merge(subdomains.PropCounter.from_dict(io_utils.read_json(done_file)))
     settings = {"selector": cfg.selector, "alpha": cfg.alpha,
                 "thresholds": [float(t) for t in thresholds],
                 "size": list(ctx.config.data.target_size), "round": round_index}
     indexes = {name: tfrecords.write_index(stage_dir, name, cfg.num_shards, settings)
-               for name in separators}
-    sweep = _alpha_sweep(ctx, stage_dir, thresholds)
+               for name in names}
+    sweep = {str(a): p for a, p in counter.sweep_proportions().items()}
     summary = {
         "selector": cfg.selector, "alpha": cfg.alpha,
         "thresholds": [float(t) for t in thresholds],
         "argmax_pixels_per_class": np.asarray(estimator.counts).tolist(),
-        "prop": counter.easy / counter.total if counter.total else 0.0,
+        "prop": counter.proportion,
         "easy_pixels_per_class": counter.class_easy.tolist(),
         "alpha_sweep": sweep,
         "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
@@ -259,17 +349,6 @@ def _summarise(ctx, stage_dir, separators, thresholds, estimator, round_index):
     return common.finish(ctx, stage_dir, metrics)
 
 
-def _alpha_sweep(ctx, stage_dir, thresholds):
-    """Prop. for every alpha of --alpha_sweep (Table 5), from the cache."""
-    alphas = tuple(ctx.config.pseudo.alpha_sweep)
-    counter = subdomains.PropCounter(ctx.config.model.num_classes, alphas)
-    size = tuple(ctx.config.data.target_size)
-    for path in sorted(glob.glob(os.path.join(stage_dir, "cache", "*.npy"))):
-        counter.update_sweep(full_resolution(np.load(path), size), thresholds)
-    total = max(counter.sweep_total, 1)
-    return {str(a): int(n) / total for a, n in zip(alphas, counter.sweep_easy)}
-
-
 def _drop_cache(stage_dir):
-    for path in glob.glob(os.path.join(stage_dir, "cache", "*.npy")):
-        os.remove(path)
+    """Deletes the cached predictions (and any temporary file left there)."""
+    shutil.rmtree(os.path.join(stage_dir, CACHE_DIR), ignore_errors=True)
