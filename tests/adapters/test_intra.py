@@ -103,6 +103,7 @@ def test_two_replicas_match_one_device_with_uneven_easy_pixels(one_device, mirro
         results.append((weights_of(adapter.generator),
                         weights_of(adapter.d_main, adapter.d_aux)))
     (g_one, d_one), (g_two, d_two) = results
+    assert all(np.all(np.isfinite(w)) for w in g_one + d_one), "diverged"
     # Summation order differs between one and two replicas: float32 noise,
     # amplified by the 10x head learning rate, reaches ~1e-4 relative.
     for a, b in zip(g_one, g_two):

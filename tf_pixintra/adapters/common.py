@@ -162,20 +162,22 @@ class AdversarialAdapter(keras.Model):
         if self.d_main_optimizer is not None:
             logs["lr_d"] = opt_lib.current_learning_rate(self.d_main_optimizer)
         if in_multi_worker_mode():
-            # Workaround, keras-team/keras#20585: across workers Keras 3
-            # reduces each logged value with strategy.reduce(MEAN, axis=0),
-            # which fails on a scalar ("Invalid reduction dimension 0"); a
-            # batch axis of 1 makes the reduction the mean over replicas.
+            # Workaround, keras-team/keras#20585 (Keras 3 under multi-worker
+            # MWMS; the error is tensorflow/tensorflow#72388): across workers
+            # Keras reduces each logged value with strategy.reduce(MEAN,
+            # axis=0), which fails on a scalar ("Invalid reduction dimension
+            # 0"); a batch axis of 1 makes it the mean over the replicas.
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Skipped under multi-worker training (nothing to build).
 
-        Workaround, keras-team/keras#20585 (and #20329): before training,
-        Keras 3 pulls a batch and reduces it across replicas to build the
-        model symbolically; across workers that reduction fails on a dict
-        batch. The adapter is built in __init__, its optimizers in compile,
+        Workaround, keras-team/keras#20585 (Keras 3 under multi-worker MWMS)
+        and #20329 (dict inputs): before training, Keras 3 pulls a batch and
+        reduces it across replicas to build the model symbolically; across
+        workers that reduction fails on a dict batch ("Attempt to convert a
+        value ({...}) with an unsupported type"). The adapter is built in __init__, its optimizers in compile,
         and it compiles no loss or metric, so there is nothing to build.
         """
         if in_multi_worker_mode(self.distribute_strategy):

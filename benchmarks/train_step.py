@@ -1,0 +1,317 @@
+"""Seconds per training step: supervised vs Stage I vs Stage II.
+
+Three steps, each the adapter's own Keras-compiled train step
+(`adapter.make_train_function()`, what `fit` runs), fed from memory (one
+fixed batch, repeated: no input-pipeline cost):
+- supervised: G alone on source cross-entropy (main + 0.1 x aux), SGD,
+  no discriminator (InterDomainAdapter, variant "source_only");
+- stage1: InterDomainAdapter "adaptsegnet" (G on source and target, two
+  output-space discriminators, Eq. 1);
+- stage2: PixelIntraAdapter "cts" (G on target, two pixel-level
+  discriminators, Eq. 5 + Eq. 8).
+Two configurations: `tiny` (ResNet-18, width 0.25, 128x256, batch 1) and
+`paper` (ResNet-101, 512x1024 i.e. the 1024x512 Cityscapes input, batch 1,
+frozen BN). Source and target images have the same size here.
+
+The three steps are timed in interleaved rounds (one step of each per
+round) so that a change of load on a shared machine hits all three alike;
+the figure is the median over the rounds after the warm-up rounds (the first
+includes tracing). Learning rates are 0: the random-init weights then stay
+put (a random-init ResNet-101 without BN statistics diverges in a few steps)
+while every optimizer does exactly the same arithmetic as with a real rate.
+
+--profile DIR writes a TF profiler trace of a few Stage I steps (view it with
+TensorBoard's profile plugin) and times parts of the Stage I step as separate
+graphs (G forward, G forward + backward, the D update's forward + backward,
+the optimizer updates), interleaved with the whole step, for a rough
+breakdown.
+
+    python benchmarks/train_step.py --json /tmp/train_step.json --config tiny
+    python benchmarks/train_step.py --json OUT --config paper --steps 3 --warmup 1
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# pylint: disable=wrong-import-position
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tf_pixintra import io_utils  # noqa: E402
+from tf_pixintra import losses  # noqa: E402
+from tf_pixintra import models  # noqa: E402
+from tf_pixintra.adapters import optimizers as opt_lib  # noqa: E402
+from tf_pixintra.adapters.common import split_outputs, upsample  # noqa: E402
+from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
+from tf_pixintra.adapters.intra import PixelIntraAdapter  # noqa: E402
+from tf_pixintra.config import OptimConfig  # noqa: E402
+
+NUM_CLASSES = 19
+CONFIGS = {
+    "tiny": {"depth": 18, "width": 0.25, "size": [128, 256], "batch": 1,
+             "bn_mode": "frozen", "steps": 10, "warmup": 2},
+    "paper": {"depth": 101, "width": 1.0, "size": [512, 1024], "batch": 1,
+              "bn_mode": "frozen", "steps": 3, "warmup": 1},
+}
+KINDS = ("supervised", "stage1", "stage2")
+GOALS = {"stage1": 2.3, "stage2": 1.3}   # max ratio to the supervised step
+
+
+def build_adapter(kind, cfg, seed=0):
+    """The compiled adapter of `kind` at configuration `cfg`."""
+    g = models.build_deeplab_v2(NUM_CLASSES, depth=cfg["depth"],
+                                width=cfg["width"], bn_mode=cfg["bn_mode"],
+                                seed=seed)
+    if kind == "supervised":
+        adapter = InterDomainAdapter(g, variant="source_only")
+    else:
+        pixel = kind == "stage2"
+        d_main = models.build_discriminator(NUM_CLASSES, pixel_level=pixel,
+                                            seed=seed + 1, name="d_main")
+        d_aux = models.build_discriminator(NUM_CLASSES, pixel_level=pixel,
+                                           seed=seed + 2, name="d_aux")
+        if kind == "stage1":
+            adapter = InterDomainAdapter(g, d_main, d_aux,
+                                         variant="adaptsegnet")
+        else:
+            adapter = PixelIntraAdapter(g, d_main, d_aux, method="cts")
+    optim = OptimConfig(lr_d=0.0)
+    adapter.compile(
+        opt_lib.generator_optimizer(0.0, 250000, optim, "float32"),
+        opt_lib.discriminator_optimizer(250000, optim, "float32", "adam_dm"),
+        opt_lib.discriminator_optimizer(250000, optim, "float32", "adam_da"))
+    return adapter
+
+
+def make_batch(kind, cfg, seed=0):
+    """One in-memory batch for `kind` (Caffe-range images, valid labels)."""
+    rng = np.random.default_rng(seed)
+    shape = (cfg["batch"], *cfg["size"])
+
+    def image():
+        return tf.constant(rng.normal(0, 50, shape + (3,)).astype(np.float32))
+
+    labels = tf.constant(rng.integers(0, NUM_CLASSES, shape).astype(np.uint8))
+    if kind in ("supervised", "stage1"):
+        return {"source_image": image(), "source_label": labels,
+                "target_image": image()}
+    hard = rng.random(shape) < 0.33
+    pseudo = np.where(hard, 255, rng.integers(0, NUM_CLASSES, shape))
+    z = np.where(hard, rng.uniform(0.1, 0.9, shape), 0.0)
+    return {"image": image(), "pseudo_label": tf.constant(pseudo.astype(np.uint8)),
+            "hard_mask": tf.constant(hard.astype(np.uint8)),
+            "z": tf.constant(z.astype(np.float32))}
+
+
+def step_runner(adapter, batch):
+    """A function running one compiled train step and waiting for it."""
+    adapter.make_train_function()   # returns None when it builds one
+    train_function = adapter.train_function
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+    def run():
+        logs = train_function(iterator)
+        return float(logs["loss_seg"])  # blocks until the step is done
+    return run
+
+
+def time_interleaved(runners, steps, warmup):
+    """{name: [seconds per step]} over `steps` rounds after `warmup` rounds."""
+    times = {name: [] for name in runners}
+    for round_index in range(warmup + steps):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def _block(tensors):
+    """Waits for every tensor (a cheap read of one element each)."""
+    for t in tf.nest.flatten(tensors):
+        t.numpy().ravel()[:1]  # pylint: disable=expression-not-assigned
+
+
+def stage1_breakdown(adapter, batch, steps, warmup):
+    """Times parts of the Stage I step as separate tf.functions (seconds).
+
+    The parts and the whole compiled step are timed in interleaved rounds.
+    A rough decomposition: each part is compiled on its own (its outputs
+    are materialised, nothing overlaps with other work), so the parts do
+    not add up exactly to the step. One Stage I step runs G forward twice
+    (source, target), G backward twice (source CE; target through the
+    adversarial term and D), both Ds forward + backward on the source and
+    target maps (their update) plus forward + input-backward on the target
+    maps (inside G's loss), and the three optimizers once.
+    """
+    g, d_main, d_aux = adapter.generator, adapter.d_main, adapter.d_aux
+    xs, ys = batch["source_image"], batch["source_label"]
+    size = tf.shape(xs)[1:3]
+    g_vars = g.trainable_variables
+    d_vars = d_main.trainable_variables + d_aux.trainable_variables
+
+    @tf.function
+    def g_forward():
+        main, aux = split_outputs(g(xs, training=True))
+        return upsample(main, size), upsample(aux, size)
+
+    @tf.function
+    def g_forward_backward():
+        with tf.GradientTape() as tape:
+            main, aux = g_forward()
+            loss = (losses.segmentation_cross_entropy(main, ys)
+                    + 0.1 * losses.segmentation_cross_entropy(aux, ys))
+        return tape.gradient(loss, g_vars)
+
+    main_s, aux_s = g_forward()
+    maps = [tf.nn.softmax(m) for m in (main_s, aux_s)]
+
+    @tf.function
+    def d_forward_backward():
+        # Source and target maps alike here: same shapes, same work.
+        with tf.GradientTape() as tape:
+            loss = (losses.inter_discriminator_loss(
+                d_main(maps[0], training=True), d_main(maps[0], training=True))
+                    + losses.inter_discriminator_loss(
+                        d_aux(maps[1], training=True),
+                        d_aux(maps[1], training=True)))
+        return tape.gradient(loss, d_vars)
+
+    g_zeros = [tf.zeros_like(v) for v in g_vars]
+    dm_zeros = [tf.zeros_like(v) for v in d_main.trainable_variables]
+    da_zeros = [tf.zeros_like(v) for v in d_aux.trainable_variables]
+
+    @tf.function
+    def optimizers_apply():
+        adapter.g_optimizer.apply(g_zeros, g_vars)
+        adapter.d_main_optimizer.apply(dm_zeros, d_main.trainable_variables)
+        adapter.d_aux_optimizer.apply(da_zeros, d_aux.trainable_variables)
+        return tf.convert_to_tensor(adapter.g_optimizer.iterations)
+
+    runners = {
+        "g_forward_one_domain": lambda: _block(g_forward()),
+        "g_forward_backward_source_ce": lambda: _block(g_forward_backward()),
+        "d_update_forward_backward_both_ds_2_maps_each":
+            lambda: _block(d_forward_backward()),
+        "optimizers_apply_sgd_and_two_adams":
+            lambda: _block(optimizers_apply()),
+        "whole_stage1_step": step_runner(adapter, batch),
+    }
+    times = time_interleaved(runners, steps, warmup)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def profile_stage1(adapter, batch, logdir, steps=3):
+    """Writes a profiler trace of `steps` Stage I train steps to `logdir`."""
+    run = step_runner(adapter, batch)
+    run()   # traced outside the profile
+    tf.profiler.experimental.start(logdir)
+    try:
+        for step in range(steps):
+            with tf.profiler.experimental.Trace("stage1_train", step_num=step,
+                                                _r=1):
+                run()
+    finally:
+        tf.profiler.experimental.stop()
+
+
+def benchmark_config(name, cfg, steps, warmup, profile_dir=None):
+    """Times the three steps at one configuration; returns its JSON record."""
+    print(f"[{name}] building the three adapters ...", flush=True)
+    adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
+    batches = {kind: make_batch(kind, cfg) for kind in KINDS}
+    runners = {kind: step_runner(adapters[kind], batches[kind])
+               for kind in KINDS}
+    print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
+    times = time_interleaved(runners, steps, warmup)
+    medians = {kind: statistics.median(times[kind]) for kind in KINDS}
+    record = {
+        "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
+                                     "bn_mode")},
+        "steps": steps, "warmup": warmup,
+        "seconds_per_step": medians,
+        "all_seconds": times,
+        "ratio_to_supervised": {k: medians[k] / medians["supervised"]
+                                for k in ("stage1", "stage2")},
+        "goal_max_ratio": GOALS,
+        "generator_parameters": int(sum(
+            np.prod(v.shape) for v in adapters["supervised"].generator.weights)),
+    }
+    if profile_dir:
+        print(f"[{name}] profiling Stage I into {profile_dir} ...", flush=True)
+        profile_stage1(adapters["stage1"], batches["stage1"], profile_dir)
+        record["profile_dir"] = profile_dir
+        record["stage1_breakdown"] = stage1_breakdown(
+            adapters["stage1"], batches["stage1"], steps, warmup)
+    return record
+
+
+def print_table(results):
+    header = (f"{'config':8s} {'supervised s':>13s} {'stage1 s':>9s} "
+              f"{'stage2 s':>9s} {'I/sup':>6s} {'II/sup':>7s}")
+    print(header)
+    print("-" * len(header))
+    for name, rec in results.items():
+        s, r = rec["seconds_per_step"], rec["ratio_to_supervised"]
+        print(f"{name:8s} {s['supervised']:13.4f} {s['stage1']:9.4f} "
+              f"{s['stage2']:9.4f} {r['stage1']:6.2f} {r['stage2']:7.2f}")
+    print(f"goals: Stage I / supervised <= {GOALS['stage1']}, "
+          f"Stage II / supervised <= {GOALS['stage2']}")
+    for name, rec in results.items():
+        if "stage1_breakdown" in rec:
+            print(f"\nStage I breakdown ({name}): parts compiled and timed "
+                  "on their own, interleaved with the whole step; rough, "
+                  "they do not add up exactly.")
+            print("  A step = 2 G fwd + 2 G bwd + the D update + D fwd and "
+                  "input-bwd on the target maps + the optimizers.")
+            for part, seconds in rec["stage1_breakdown"].items():
+                print(f"  {part:48s} {seconds:8.4f} s")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", required=True, help="output JSON path")
+    parser.add_argument("--config", choices=["tiny", "paper", "both"],
+                        default="tiny")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="timed rounds (0 = per-config default)")
+    parser.add_argument("--warmup", type=int, default=-1,
+                        help="warm-up rounds (-1 = per-config default)")
+    parser.add_argument("--profile", default="",
+                        help="directory for a profiler trace of Stage I steps "
+                             "(first config only) and a Stage I breakdown")
+    args = parser.parse_args(argv)
+    names = ["tiny", "paper"] if args.config == "both" else [args.config]
+    results = {}
+    for i, name in enumerate(names):
+        cfg = CONFIGS[name]
+        steps = args.steps or cfg["steps"]
+        warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
+        results[name] = benchmark_config(
+            name, cfg, steps, warmup,
+            profile_dir=args.profile if (args.profile and i == 0) else None)
+    print()
+    print_table(results)
+    io_utils.write_json(args.json, {
+        "configs": results,
+        "machine": {"platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(),
+                    "tensorflow": tf.__version__,
+                    "gpus": len(tf.config.list_physical_devices("GPU"))},
+    })
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
+
+Both workers run tests/multi_worker_main.py (a few Stage I steps through
+`stages.training.fit`) and must end with bit-identical weights. A one-process
+run with the same global batch split over two replicas (MirroredStrategy on
+two logical CPUs) gives the very same bits; on one device (the whole batch
+on one replica) the result differs by float32 summation order only.
+Only the chief writes the real checkpoints. A crashed worker leaves its peer
+blocked in a collective forever, so every process has a deadline and both
+are killed when anything goes wrong.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "adapters"))
+
+# pylint: disable=wrong-import-position
+import multi_worker_main as worker  # noqa: E402
+from adapter_fixtures import compile_tiny, tiny_generator  # noqa: E402
+from adapter_fixtures import weights_of  # noqa: E402
+from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
+from tf_pixintra.stages import training  # noqa: E402
+
+STEPS = 2
+TIMEOUT_S = 240   # from launch; a run took 70-115 s on 2 heavily shared cores
+
+
+def free_ports(n):
+    """n distinct free ephemeral ports on 127.0.0.1 (held open, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def launch_workers(tmp_path, checkpoint_dir):
+    """Starts the two workers; returns [(process, out prefix, log path)]."""
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker",
+                                                  "index": index}}))
+        out = str(tmp_path / f"worker{index}")
+        log_path = tmp_path / f"worker{index}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, os.path.join(HERE, "multi_worker_main.py"),
+                 "--out", out, "--checkpoint_dir", checkpoint_dir,
+                 "--steps", str(STEPS), "--checkpoint_every", "1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        workers.append((proc, out, log_path))
+    return workers
+
+
+def wait_all(workers, deadline):
+    """Waits for every worker; kills all of them on a failure or the deadline."""
+    try:
+        pending = [w for w in workers]
+        while pending:
+            for w in list(pending):
+                code = w[0].poll()
+                if code is None:
+                    continue
+                pending.remove(w)
+                if code != 0:
+                    raise AssertionError(f"worker exited with {code}:\n"
+                                         + _tail(w[2]))
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(
+                    f"workers still running after {TIMEOUT_S} s (a crashed or "
+                    "slow peer); logs:\n" + "\n".join(_tail(w[2]) for w in workers))
+            time.sleep(0.2)
+    finally:
+        kill_all(workers)
+
+
+def kill_all(workers):
+    """Kills (and reaps) every worker still running."""
+    for proc, _, _ in workers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path, n=3000):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")[-n:]
+
+
+def one_process_weights(strategy):
+    """The same run in this process, global batch unchanged."""
+    adapter = worker.build_adapter(strategy)
+    adapter.fit(worker.make_dataset()(0), steps_per_epoch=STEPS, epochs=1,
+                verbose=0)
+    return weights_of(adapter.generator, adapter.d_main, adapter.d_aux)
+
+
+@pytest.mark.e2e   # two TF start-ups + traced steps: 75-120 s on a busy 2-core box
+def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
+    checkpoint_dir = str(tmp_path / "checkpoints")
+    workers = launch_workers(tmp_path, checkpoint_dir)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        # Computed while the workers start up and train.
+        one_device = one_process_weights(
+            tf.distribute.OneDeviceStrategy("/cpu:0"))
+        two_replicas = one_process_weights(
+            tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    except BaseException:
+        kill_all(workers)
+        raise
+    wait_all(workers, deadline)
+
+    results = []
+    for _, out, _ in workers:
+        with np.load(out + ".npz") as npz:
+            weights = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        with open(out + ".json", encoding="utf-8") as f:
+            results.append((weights, json.load(f)))
+    (w0, info0), (w1, info1) = results
+    print("worker seconds:", info0["seconds"], info1["seconds"])
+    assert info0["replicas"] == info1["replicas"] == 2
+    assert info0["is_chief"] and not info1["is_chief"]
+    assert len(w0) == len(w1) == len(one_device) > 0
+    # The all-reduce hands both workers the very same sums.
+    for a, b in zip(w0, w1):
+        np.testing.assert_array_equal(a, b)
+    # The logged losses are means over both replicas, the same on both.
+    assert info0["logs"] == info1["logs"]
+    assert all(np.isfinite(v) for v in info0["logs"].values())
+    # One process, two replicas: the same half batches per replica and a sum
+    # of two values (commutative), so the same bits.
+    for a, ref in zip(w0, two_replicas):
+        np.testing.assert_array_equal(a, ref)
+    # One device: the batch mean is summed in another order (seen: 1.1e-4
+    # of an array's largest value, amplified by the 10x head gradients).
+    for a, ref, start in zip(w0, one_device, _initial_weights()):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, ref, rtol=1e-3, atol=1e-5)
+        if a.ndim == 4:   # every conv kernel of G and both Ds has trained
+            assert not np.array_equal(a, start)
+
+    # Checkpoints: the chief wrote the real ones; the other worker wrote to
+    # workertemp_1 (seen at the end of its training), deleted afterwards.
+    real = sorted(os.listdir(checkpoint_dir))
+    assert f"ckpt-{STEPS}.index" in real and "ckpt-1.index" in real
+    assert "workertemp_1" not in real
+    seen = info1["seen_at_train_end"]
+    assert "ckpt-1.index" in seen["workertemp_1"]
+    assert "workertemp_0" not in seen
+
+
+def _initial_weights():
+    adapter = worker.build_adapter(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    return weights_of(adapter.generator, adapter.d_main, adapter.d_aux)
+
+
+def _source_only_adapter():
+    """A cheap adapter (no discriminators) for the checkpoint-routing test."""
+    adapter = InterDomainAdapter(tiny_generator(seed=1), variant="source_only")
+    compile_tiny(adapter, lr=1e-4)
+    return adapter
+
+
+def test_non_chief_resumes_from_the_real_dir_and_writes_elsewhere(tmp_path):
+    """chief=False: restores the chief's checkpoint, saves to a temp dir only."""
+    checkpoint_dir = str(tmp_path)
+    make = worker.make_dataset()
+    training.fit(_source_only_adapter(), make, 1, checkpoint_dir,
+                 checkpoint_every=1, verbose=0)
+    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-1")
+    follower = _source_only_adapter()
+    skipped = []
+    training.fit(follower, lambda skip: skipped.append(skip) or make(skip), 2,
+                 checkpoint_dir, checkpoint_every=1, verbose=0, chief=False)
+    assert skipped == [1] and int(follower.g_optimizer.iterations) == 2
+    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-1")
+    assert sorted(os.listdir(checkpoint_dir)) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+
+
+@pytest.mark.parametrize("chief, expected", [(True, "ck"),
+                                             (False, "ck/workertemp_3")])
+def test_checkpoint_write_dir(chief, expected):
+    assert training.checkpoint_write_dir("ck", chief, 3) == os.path.join(
+        *expected.split("/"))
+
+
+def test_a_failed_worker_gets_its_peer_killed(tmp_path):
+    """wait_all: one worker exits 3, the other (blocked) is killed at once."""
+    workers = []
+    for i, code in enumerate(("import sys; sys.exit(3)",
+                              "import time; time.sleep(120)")):
+        log_path = tmp_path / f"w{i}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, "-c", code], stdout=log,
+                stderr=subprocess.STDOUT)
+        workers.append((proc, None, log_path))
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match="exited with 3"):
+        wait_all(workers, time.monotonic() + 60)
+    assert time.monotonic() - start < 30
+    assert workers[1][0].returncode is not None   # killed and reaped
