@@ -123,3 +123,29 @@ def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
         generator, list(ctx.sources.target_val), "cityscapes",
         size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip,
         classes=19)
+
+
+def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics):
+    """Trains `adapter` (resuming), saves G, scores it, writes metrics.json.
+
+    `metrics` holds the stage's own fields; the final logs, the periodic
+    evaluations and the target-val mIoU are added here.
+    """
+    from tf_pixintra.stages import training  # pylint: disable=import-outside-toplevel
+    config, generator = ctx.config, adapter.generator
+    logs, history = training.fit(
+        adapter, make_dataset, steps, os.path.join(stage_dir, "checkpoints"),
+        checkpoint_every=config.run.checkpoint_every,
+        eval_fn=lambda: evaluate_target(ctx, generator),
+        eval_every=config.run.eval_every, verbose=config.run.verbose,
+        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
+    # Every multi-worker task holds the same weights: only the chief writes.
+    model_path = (save_generator(generator, stage_dir) if ctx.is_chief
+                  else os.path.join(stage_dir, MODEL_FILE))
+    result = evaluate_target(ctx, generator)
+    metrics = {**metrics, "steps": steps, "final_logs": logs,
+               "eval_history": history}
+    if result is not None:
+        metrics["target_miou"] = result["miou"]
+        metrics["target_iou"] = result["iou"]
+    return finish(ctx, stage_dir, metrics, model_path)

@@ -4,14 +4,11 @@ Stage I follows AdaptSegNet's data handling: images resized to the configured
 sizes (plus horizontal flip when --flip), no crop or random scaling.
 """
 
-import os
-
 import tensorflow as tf
 
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.data import pipeline
 from tf_pixintra.stages import common
-from tf_pixintra.stages import training
 
 
 def stage_dataset(ctx, batch_size, seed, adversarial):
@@ -62,18 +59,7 @@ def run(ctx, name):
             head_lr_mult=config.optim.head_lr_mult)
         common.compile_adapter(adapter, config, cfg.lr_g,
                                cfg.schedule_steps or cfg.steps)
-    logs, history = training.fit(
-        adapter, stage_dataset(ctx, cfg.batch_size, seed, adversarial),
-        cfg.steps, os.path.join(stage_dir, "checkpoints"),
-        checkpoint_every=config.run.checkpoint_every,
-        eval_fn=lambda: common.evaluate_target(ctx, generator),
-        eval_every=config.run.eval_every, verbose=config.run.verbose,
-        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
-    model_path = common.save_generator(generator, stage_dir)
-    result = common.evaluate_target(ctx, generator)
-    metrics = {"stage": name, "variant": variant, "steps": cfg.steps,
-               "final_logs": logs, "eval_history": history}
-    if result is not None:
-        metrics["target_miou"] = result["miou"]
-        metrics["target_iou"] = result["iou"]
-    return common.finish(ctx, stage_dir, metrics, model_path)
+    return common.train_evaluate_finish(
+        ctx, stage_dir, adapter,
+        stage_dataset(ctx, cfg.batch_size, seed, adversarial), cfg.steps,
+        {"stage": name, "variant": variant})

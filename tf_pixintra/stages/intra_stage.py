@@ -24,7 +24,6 @@ from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
 from tf_pixintra.stages import common
 from tf_pixintra.stages import pseudo_stage
-from tf_pixintra.stages import training
 
 
 def stage_name(round_index):
@@ -102,20 +101,9 @@ def run(ctx, round_index):
         adapter = _adapter(ctx, generator, round_index)
         common.compile_adapter(adapter, config, cfg.lr_g,
                                cfg.schedule_steps or cfg.steps)
-    logs, history = training.fit(
-        adapter, _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
-                               config.run.seed + 10 * round_index),
-        cfg.steps, os.path.join(stage_dir, "checkpoints"),
-        checkpoint_every=config.run.checkpoint_every,
-        eval_fn=lambda: common.evaluate_target(ctx, generator),
-        eval_every=config.run.eval_every, verbose=config.run.verbose,
-        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
-    model_path = common.save_generator(generator, stage_dir)
-    result = common.evaluate_target(ctx, generator)
-    metrics = {"stage": name, "method": cfg.method, "round": round_index,
-               "kld": round_index >= 2 and cfg.method != "intrada",
-               "steps": cfg.steps, "final_logs": logs, "eval_history": history}
-    if result is not None:
-        metrics["target_miou"] = result["miou"]
-        metrics["target_iou"] = result["iou"]
-    return common.finish(ctx, stage_dir, metrics, model_path)
+    return common.train_evaluate_finish(
+        ctx, stage_dir, adapter,
+        _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
+                      config.run.seed + 10 * round_index), cfg.steps,
+        {"stage": name, "method": cfg.method, "round": round_index,
+         "kld": round_index >= 2 and cfg.method != "intrada"})
