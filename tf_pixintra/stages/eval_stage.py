@@ -2,6 +2,7 @@
 
 import os
 
+from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import tables
 from tf_pixintra.stages import common
@@ -9,11 +10,7 @@ from tf_pixintra.stages import common
 
 def newest_model(ctx):
     """Path of the model run.json names (the newest trained generator)."""
-    run_file = os.path.join(ctx.run_dir, common.RUN_FILE)
-    if not os.path.exists(run_file):
-        raise FileNotFoundError(f"{run_file}: no trained model in this run "
-                                "directory yet; run a training stage first")
-    return os.path.join(ctx.run_dir, io_utils.read_json(run_file)["model"])
+    return inference.resolve_model_path(ctx.run_dir)
 
 
 def run(ctx):
