@@ -1,7 +1,8 @@
 """Reproduction report on ToyScapes: the paper's arms, over several seeds.
 
 For each seed it runs (python -m tf_pixintra.train, one run directory per
-arm, completed stages shared through symlinks so nothing is trained twice):
+arm, completed stages shared through symlinks so nothing is trained twice
+and PLA and PLA + CTS read the same pseudo labels):
   source-only, INTER (Stage I), IntraDA (image-level, Table 4), PLA, PLA + CTS,
   + T=1 (round two, no KLD), + KLD (round two with KLD), and the easy-pixel
   proportion sweep of Table 5 (alpha -> Prop. -> mIoU for IntraDA, PLA,
@@ -44,8 +45,9 @@ ARMS = {
                                        "--intra_method=intrada"],
                 {"inter": "INTER"}),
     "PLA": ("inter,pseudo,intra", ["--intra_method=pla"], {"inter": "INTER"}),
+    # The same pseudo labels as PLA (same model, alpha and selector).
     "PLA + CTS": ("inter,pseudo,intra", ["--intra_method=cts"],
-                  {"inter": "INTER"}),
+                  {"inter": "INTER", "pseudo_r1": "PLA"}),
     "+ T=1": ("inter,pseudo,intra,pseudo,intra",
               ["--intra_method=cts", "--intra_kld_lambda=0"],
               {"inter": "INTER", "pseudo_r1": "PLA + CTS",
@@ -109,7 +111,10 @@ def sweep_arms(props, methods=SWEEP_METHODS):
                           f"--intrada_lambda={prop:.4f}"]
             else:
                 flags.append("--intra_method=" + ("pla" if method == "PLA" else "cts"))
-            arms.append((name, "inter,pseudo,intra", flags, {"inter": "INTER"}))
+            borrow = {"inter": "INTER"}
+            if method == "PLA + CTS" and "PLA" in methods:
+                borrow["pseudo_r1"] = f"PLA @ alpha {alpha}"  # same labels
+            arms.append((name, "inter,pseudo,intra", flags, borrow))
     arms.append(("self-training, Prop. = 1", "inter,pseudo,intra",
                  ["--alpha=0", "--intra_method=none"], {"inter": "INTER"}))
     return arms

@@ -9,9 +9,12 @@ fixed batch, repeated: no input-pipeline cost):
   output-space discriminators, Eq. 1);
 - stage2: PixelIntraAdapter "cts" (G on target, two pixel-level
   discriminators, Eq. 5 + Eq. 8).
-Two configurations: `tiny` (ResNet-18, width 0.25, 128x256, batch 1) and
-`paper` (ResNet-101, 512x1024 i.e. the 1024x512 Cityscapes input, batch 1,
-frozen BN). Source and target images have the same size here.
+Three configurations: `tiny` (ResNet-18, width 0.25, 128x256, batch 1, D
+ndf 64), `toyscapes` (configs/toyscapes.cfg's step: ResNet-18, width 0.25,
+64x128, batch 4, trained BN, D ndf 32) and `paper` (ResNet-101, 512x1024 i.e.
+the 1024x512 Cityscapes input, batch 1, frozen BN, D ndf 64).
+`--strategy one_device_strategy` runs them under
+tf.distribute.OneDeviceStrategy to measure what that strategy costs. Source and target images have the same size here.
 
 The three steps are timed in interleaved rounds (one step of each per
 round) so that a change of load on a shared machine hits all three alike;
@@ -27,6 +30,7 @@ the optimizer updates), interleaved with the whole step, for a rough
 breakdown.
 
     python benchmarks/train_step.py --json /tmp/train_step.json --config tiny
+    python benchmarks/train_step.py --json OUT --config toyscapes --strategy one_device_strategy
     python benchmarks/train_step.py --json OUT --config paper --steps 3 --warmup 1
 """
 
@@ -56,9 +60,12 @@ from tf_pixintra.config import OptimConfig  # noqa: E402
 NUM_CLASSES = 19
 CONFIGS = {
     "tiny": {"depth": 18, "width": 0.25, "size": [128, 256], "batch": 1,
-             "bn_mode": "frozen", "steps": 10, "warmup": 2},
+             "bn_mode": "frozen", "ndf": 64, "steps": 10, "warmup": 2},
+    # configs/toyscapes.cfg's training step.
+    "toyscapes": {"depth": 18, "width": 0.25, "size": [64, 128], "batch": 4,
+                  "bn_mode": "train", "ndf": 32, "steps": 20, "warmup": 3},
     "paper": {"depth": 101, "width": 1.0, "size": [512, 1024], "batch": 1,
-              "bn_mode": "frozen", "steps": 3, "warmup": 1},
+              "bn_mode": "frozen", "ndf": 64, "steps": 3, "warmup": 1},
 }
 KINDS = ("supervised", "stage1", "stage2")
 GOALS = {"stage1": 2.3, "stage2": 1.3}   # max ratio to the supervised step
@@ -73,10 +80,12 @@ def build_adapter(kind, cfg, seed=0):
         adapter = InterDomainAdapter(g, variant="source_only")
     else:
         pixel = kind == "stage2"
-        d_main = models.build_discriminator(NUM_CLASSES, pixel_level=pixel,
-                                            seed=seed + 1, name="d_main")
-        d_aux = models.build_discriminator(NUM_CLASSES, pixel_level=pixel,
-                                           seed=seed + 2, name="d_aux")
+        d_main = models.build_discriminator(NUM_CLASSES, ndf=cfg["ndf"],
+                                            pixel_level=pixel, seed=seed + 1,
+                                            name="d_main")
+        d_aux = models.build_discriminator(NUM_CLASSES, ndf=cfg["ndf"],
+                                           pixel_level=pixel, seed=seed + 2,
+                                           name="d_aux")
         if kind == "stage1":
             adapter = InterDomainAdapter(g, d_main, d_aux,
                                          variant="adaptsegnet")
@@ -110,11 +119,18 @@ def make_batch(kind, cfg, seed=0):
             "z": tf.constant(z.astype(np.float32))}
 
 
-def step_runner(adapter, batch):
-    """A function running one compiled train step and waiting for it."""
+def step_runner(adapter, batch, strategy=None):
+    """A function running one compiled train step and waiting for it.
+
+    Under a tf.distribute `strategy` the batches come from its distributed
+    dataset, as in `fit`.
+    """
     adapter.make_train_function()   # returns None when it builds one
     train_function = adapter.train_function
-    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    if strategy is not None:
+        dataset = strategy.experimental_distribute_dataset(dataset)
+    iterator = iter(dataset)
 
     def run():
         logs = train_function(iterator)
@@ -224,19 +240,32 @@ def profile_stage1(adapter, batch, logdir, steps=3):
         tf.profiler.experimental.stop()
 
 
-def benchmark_config(name, cfg, steps, warmup, profile_dir=None):
+def make_strategy(name):
+    """None (TF's default strategy, what --strategy=one_device runs) or
+    tf.distribute.OneDeviceStrategy("/cpu:0"), to measure what it costs."""
+    if name == "default":
+        return None
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
+
+
+def benchmark_config(name, cfg, steps, warmup, profile_dir=None,
+                     strategy_name="default"):
     """Times the three steps at one configuration; returns its JSON record."""
     print(f"[{name}] building the three adapters ...", flush=True)
-    adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
+    strategy = make_strategy(strategy_name)
+    scope = (strategy or tf.distribute.get_strategy()).scope()
+    with scope:
+        adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
     batches = {kind: make_batch(kind, cfg) for kind in KINDS}
-    runners = {kind: step_runner(adapters[kind], batches[kind])
+    runners = {kind: step_runner(adapters[kind], batches[kind], strategy)
                for kind in KINDS}
     print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
     times = time_interleaved(runners, steps, warmup)
     medians = {kind: statistics.median(times[kind]) for kind in KINDS}
     record = {
         "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
-                                     "bn_mode")},
+                                     "bn_mode", "ndf")},
+        "strategy": strategy_name,
         "steps": steps, "warmup": warmup,
         "seconds_per_step": medians,
         "all_seconds": times,
@@ -281,8 +310,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, help="output JSON path")
-    parser.add_argument("--config", choices=["tiny", "paper", "both"],
-                        default="tiny")
+    parser.add_argument("--config", choices=[*CONFIGS, "both"],
+                        default="tiny", help="both = tiny and paper")
+    parser.add_argument("--strategy", choices=["default", "one_device_strategy"],
+                        default="default",
+                        help="default: TF's default strategy (what "
+                             "--strategy=one_device trains under); "
+                             "one_device_strategy: tf.distribute."
+                             "OneDeviceStrategy('/cpu:0') with a distributed "
+                             "dataset, as fit() runs it")
     parser.add_argument("--steps", type=int, default=0,
                         help="timed rounds (0 = per-config default)")
     parser.add_argument("--warmup", type=int, default=-1,
@@ -299,7 +335,8 @@ def main(argv=None):
         warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
         results[name] = benchmark_config(
             name, cfg, steps, warmup,
-            profile_dir=args.profile if (args.profile and i == 0) else None)
+            profile_dir=args.profile if (args.profile and i == 0) else None,
+            strategy_name=args.strategy)
     print()
     print_table(results)
     io_utils.write_json(args.json, {

@@ -46,6 +46,7 @@ def test_defaults_follow_the_paper():
     (("--target_size=512",), "--target_size=512"),
     (("--shard_index=3", "--num_shards=2"), "--shard_index=3"),
     (("--devices=-1",), "--devices=-1"),
+    (("--image_every=-5",), "--image_every=-5: expected >= 0"),
 ])
 def test_invalid_values_are_refused(args, message):
     with pytest.raises(ConfigError, match=None) as info:

@@ -124,7 +124,9 @@ class RunConfig:
     jit_compile: bool = False
     checkpoint_every: int = 1000
     eval_every: int = 0                   # 0 = only at the end of a stage
-    log_every: int = 50
+    log_every: int = 50                   # TensorBoard scalars
+    image_every: int = 200                # TensorBoard prediction images
+    num_summary_images: int = 3
     verbose: int = 1
     export_name: str = "pixintra"
     export_version: int = 1
@@ -208,6 +210,14 @@ _HELP = {
                "DeepLab, use with pretrained weights); train: ordinary BN.",
     "backbone_weights": "Path to a keras.applications ResNet50/101 weights "
                         "file (.h5 or .weights.h5) to initialise the backbone.",
+    "log_every": "Write the training losses and learning rates to TensorBoard "
+                 "(<stage>/tb, needs the tensorboard package) every N steps; "
+                 "0 = never.",
+    "image_every": "Write target images with G's prediction (and the ground "
+                   "truth when labelled) to TensorBoard every N steps and at "
+                   "the last step; 0 = never.",
+    "num_summary_images": "How many target images (val when labelled, else "
+                          "train) the TensorBoard image summaries show.",
     "source_dataset": "Layout of the labelled source: gta5, synthia, or "
                       "cityscapes (with --toyscapes: the target's own train "
                       "labels, i.e. the oracle upper bound).",
@@ -306,6 +316,10 @@ def validate(config):
     _check(r.devices >= 0, f"--devices={r.devices}: expected >= 0")
     _check(r.checkpoint_every > 0,
            f"--checkpoint_every={r.checkpoint_every}: expected > 0")
+    for name in ("eval_every", "log_every", "image_every",
+                 "num_summary_images"):
+        _check(getattr(r, name) >= 0,
+               f"--{name}={getattr(r, name)}: expected >= 0")
     _check(bool(r.run_dir), "--run_dir is empty")
     for t in r.export_tflite:
         _check(t in ("fp32", "fp16", "int8"),

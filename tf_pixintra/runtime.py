@@ -46,7 +46,11 @@ def make_strategy(strategy="one_device", devices=0):
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if strategy == "one_device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        # The default strategy, not OneDeviceStrategy: TF places the ops on
+        # the first GPU (else the CPU) either way, and OneDeviceStrategy's
+        # distributed dataset and step wrapping cost 2.2-2.3x per train step
+        # on a 2-core CPU (benchmarks/BENCHMARKS.md, "Train step cost").
+        return tf.distribute.get_strategy()
     if strategy != "mirrored":
         raise ConfigError(f"--strategy={strategy!r}: expected one_device, "
                           "mirrored or multi_worker")

@@ -3,6 +3,8 @@
 import pytest
 import tensorflow as tf
 
+from tf_pixintra import runtime
+
 
 @pytest.fixture
 def mirrored():
@@ -11,4 +13,5 @@ def mirrored():
 
 @pytest.fixture
 def one_device():
-    return tf.distribute.OneDeviceStrategy("/cpu:0")
+    """What --strategy=one_device runs under: TF's default strategy."""
+    return runtime.make_strategy("one_device")

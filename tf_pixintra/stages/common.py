@@ -131,14 +131,21 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     `metrics` holds the stage's own fields; the final logs, the periodic
     evaluations and the target-val mIoU are added here.
     """
+    from tf_pixintra.stages import summaries  # pylint: disable=import-outside-toplevel
     from tf_pixintra.stages import training  # pylint: disable=import-outside-toplevel
     config, generator = ctx.config, adapter.generator
+    callbacks = []
+    if ctx.is_chief:
+        shown = ctx.sources.target_val or ctx.sources.target_train
+        callbacks = summaries.summary_callbacks(
+            os.path.join(stage_dir, "tb"), generator, shown,
+            config.data.eval_size, config.run, steps)
     logs, history = training.fit(
         adapter, make_dataset, steps, os.path.join(stage_dir, "checkpoints"),
         checkpoint_every=config.run.checkpoint_every,
         eval_fn=lambda: evaluate_target(ctx, generator),
         eval_every=config.run.eval_every, verbose=config.run.verbose,
-        callbacks=training.tensorboard_callbacks(os.path.join(stage_dir, "tb")))
+        callbacks=callbacks)
     # Every multi-worker task holds the same weights: only the chief writes.
     model_path = (save_generator(generator, stage_dir) if ctx.is_chief
                   else os.path.join(stage_dir, MODEL_FILE))

@@ -96,7 +96,8 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
     `make_dataset(skip)` returns the (global-batch) training dataset with the
     first `skip` batches left out. `chief` says whether this process writes
     to `checkpoint_dir`; None asks the adapter's strategy (False only on a
-    non-chief multi-worker task). Returns (the final logged values of this
+    non-chief multi-worker task). Callbacks with a `set_start_step(step)`
+    method are told the step this call resumes from. Returns (the final logged values of this
     call, the periodic evaluation history).
     """
     _, task_id, is_chief = runtime.worker_info(adapter.distribute_strategy)
@@ -121,6 +122,9 @@ def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
                                    eval_fn, eval_every)
     dataset = make_dataset(start)
     all_callbacks = [periodic, *callbacks]
+    for callback in callbacks:    # steps continue from the resumed step
+        if hasattr(callback, "set_start_step"):
+            callback.set_start_step(start)
     try:
         with _sigterm_as_interrupt():
             history = adapter.fit(dataset, epochs=1, shuffle=False,
@@ -138,12 +142,3 @@ def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
     logs = {k: float(v[-1]) for k, v in history.history.items() if v}
     return logs, periodic.history
 
-
-def tensorboard_callbacks(log_dir):
-    """A TensorBoard callback when tensorboard is installed, else nothing."""
-    try:
-        import tensorboard  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-    except ImportError:
-        return []
-    os.makedirs(log_dir, exist_ok=True)
-    return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq=50)]

@@ -1,0 +1,143 @@
+"""TensorBoard logs of a training stage: scalars and target prediction images.
+
+Written under `<stage>/tb` when the `tensorboard` package is installed (TF's
+`tf.summary.image` needs it; without it training logs a note and goes on).
+Steps are the stage's own step count, so a resumed run continues its curves
+instead of starting them again at 0.
+
+- Scalars: every value the adapter reports (losses, learning rates) every
+  `log_every` steps.
+- Images: every `image_every` steps and at the last step, for a few fixed
+  target images: the image, G's prediction in the Cityscapes palette and,
+  when the image has labels, its ground truth, side by side.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_pixintra import inference
+from tf_pixintra.data import datasets
+from tf_pixintra.data import labels as labels_lib
+
+
+def tensorboard_available():
+    """Whether the `tensorboard` package (needed by tf.summary.image) imports."""
+    try:
+        import tensorboard  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        return False
+    return True
+
+
+def _resize(array, size, method):
+    """`array` [H,W] or [H,W,3] resized to `size` with `method`, as uint8."""
+    image = tf.convert_to_tensor(array)
+    squeeze = image.shape.rank == 2
+    if squeeze:
+        image = image[..., None]
+    out = tf.image.resize(image, size, method=method)
+    out = tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8).numpy()
+    return out[..., 0] if squeeze else out
+
+
+def load_panels(examples, size, dataset="cityscapes"):
+    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w)."""
+    panels = []
+    for example in examples:
+        image, label = datasets.read_example(example, dataset)
+        image = _resize(image, size, "bilinear")
+        if label is not None:
+            label = _resize(label, size, "nearest")
+        panels.append((image, label))
+    return panels
+
+
+def prediction_strip(image, prediction, label=None):
+    """One summary image: RGB | prediction colours | ground-truth colours."""
+    parts = [image, labels_lib.colorize(prediction)]
+    if label is not None:
+        parts.append(labels_lib.colorize(label))
+    return np.concatenate(parts, axis=1)
+
+
+class TrainingSummaries(keras.callbacks.Callback):
+    """Writes scalars and prediction images of `generator` to `log_dir`.
+
+    `examples` are the datasets.Example target images to show (read once,
+    resized to `size`, the model's input size); `start_step` is the stage
+    step this `fit` call resumes from (see `training.fit`).
+    """
+
+    def __init__(self, log_dir, generator, examples, size, *, log_every=50,
+                 image_every=200, total_steps=None, dataset="cityscapes"):
+        super().__init__()
+        self.log_dir, self.generator = log_dir, generator
+        self.size = tuple(int(v) for v in size)
+        self.log_every, self.image_every = int(log_every), int(image_every)
+        self.total_steps = total_steps
+        self.panels = load_panels(examples, self.size, dataset)
+        self.start_step = 0
+        self._writer = None
+        self._predict = inference.make_predict_fn(generator, size=self.size)
+
+    def set_start_step(self, step):
+        self.start_step = int(step)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start_step + batch + 1
+        if self.log_every and step % self.log_every == 0:
+            self.write_scalars(step, logs or {})
+        last = self.total_steps is not None and step == self.total_steps
+        if self.panels and self.image_every and (
+                step % self.image_every == 0 or last):
+            self.write_images(step)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def write_scalars(self, step, logs):
+        with self.writer.as_default(step=step):
+            for name, value in logs.items():
+                tf.summary.scalar(f"train/{name}", float(value))
+
+    def predictions(self):
+        """trainIds [h,w] of G for each panel image."""
+        out_size = tf.constant(self.size, tf.int32)
+        return [np.argmax(self._predict(tf.convert_to_tensor(image[None]),
+                                        out_size)[0].numpy(), axis=-1)
+                .astype(np.uint8) for image, _ in self.panels]
+
+    def write_images(self, step):
+        strips = [prediction_strip(image, pred, label) for (image, label), pred
+                  in zip(self.panels, self.predictions())]
+        widths = {s.shape[1] for s in strips}
+        with self.writer.as_default(step=step):
+            if len(widths) == 1:
+                tf.summary.image("target/image_prediction_label",
+                                 np.stack(strips), max_outputs=len(strips))
+            else:   # some images have labels, some not: one summary each
+                for i, strip in enumerate(strips):
+                    tf.summary.image(f"target/image_prediction_{i}",
+                                     strip[None], max_outputs=1)
+        self.writer.flush()
+
+
+def summary_callbacks(log_dir, generator, examples, size, run_cfg, total_steps):
+    """[TrainingSummaries] when tensorboard is installed, else []."""
+    if not tensorboard_available():
+        logging.info("tensorboard is not installed: no TensorBoard logs in %s",
+                     log_dir)
+        return []
+    return [TrainingSummaries(
+        log_dir, generator, list(examples)[:run_cfg.num_summary_images], size,
+        log_every=run_cfg.log_every, image_every=run_cfg.image_every,
+        total_steps=total_steps)]
