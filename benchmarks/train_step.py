@@ -13,8 +13,9 @@ Three configurations: `tiny` (ResNet-18, width 0.25, 128x256, batch 1, D
 ndf 64), `toyscapes` (configs/toyscapes.cfg's step: ResNet-18, width 0.25,
 64x128, batch 4, trained BN, D ndf 32) and `paper` (ResNet-101, 512x1024 i.e.
 the 1024x512 Cityscapes input, batch 1, frozen BN, D ndf 64).
-`--strategy one_device_strategy` runs them under
-tf.distribute.OneDeviceStrategy to measure what that strategy costs. Source and target images have the same size here.
+`--compare_strategies` times each step under TF's default strategy and
+under tf.distribute.OneDeviceStrategy, interleaved, to measure what that
+strategy costs. Source and target images have the same size here.
 
 The three steps are timed in interleaved rounds (one step of each per
 round) so that a change of load on a shared machine hits all three alike;
@@ -30,11 +31,12 @@ the optimizer updates), interleaved with the whole step, for a rough
 breakdown.
 
     python benchmarks/train_step.py --json /tmp/train_step.json --config tiny
-    python benchmarks/train_step.py --json OUT --config toyscapes --strategy one_device_strategy
+    python benchmarks/train_step.py --json OUT --config toyscapes --compare_strategies
     python benchmarks/train_step.py --json OUT --config paper --steps 3 --warmup 1
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -240,24 +242,42 @@ def profile_stage1(adapter, batch, logdir, steps=3):
         tf.profiler.experimental.stop()
 
 
-def make_strategy(name):
-    """None (TF's default strategy, what --strategy=one_device runs) or
-    tf.distribute.OneDeviceStrategy("/cpu:0"), to measure what it costs."""
-    if name == "default":
-        return None
-    return tf.distribute.OneDeviceStrategy("/cpu:0")
+def compare_strategies(name, cfg, steps, warmup):
+    """Each step under TF's default strategy (what --strategy=one_device runs)
+    and under tf.distribute.OneDeviceStrategy("/cpu:0") fed by its
+    distributed dataset (as `fit` runs it), all six interleaved."""
+    print(f"[{name}] building the adapters under both strategies ...",
+          flush=True)
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    runners = {}
+    for kind in KINDS:
+        runners[(kind, "default")] = step_runner(build_adapter(kind, cfg),
+                                                 make_batch(kind, cfg))
+        with one_device.scope():
+            adapter = build_adapter(kind, cfg)
+        runners[(kind, "one_device_strategy")] = step_runner(
+            adapter, make_batch(kind, cfg), one_device)
+    print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
+    times = time_interleaved(runners, steps, warmup)
+    medians = {f"{kind}/{strategy}": statistics.median(t)
+               for (kind, strategy), t in times.items()}
+    return {
+        "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
+                                     "bn_mode", "ndf")},
+        "steps": steps, "warmup": warmup,
+        "seconds_per_step": medians,
+        "ratio_one_device_strategy_to_default": {
+            kind: medians[f"{kind}/one_device_strategy"]
+            / medians[f"{kind}/default"] for kind in KINDS},
+    }
 
 
-def benchmark_config(name, cfg, steps, warmup, profile_dir=None,
-                     strategy_name="default"):
+def benchmark_config(name, cfg, steps, warmup, profile_dir=None):
     """Times the three steps at one configuration; returns its JSON record."""
     print(f"[{name}] building the three adapters ...", flush=True)
-    strategy = make_strategy(strategy_name)
-    scope = (strategy or tf.distribute.get_strategy()).scope()
-    with scope:
-        adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
+    adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
     batches = {kind: make_batch(kind, cfg) for kind in KINDS}
-    runners = {kind: step_runner(adapters[kind], batches[kind], strategy)
+    runners = {kind: step_runner(adapters[kind], batches[kind])
                for kind in KINDS}
     print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
     times = time_interleaved(runners, steps, warmup)
@@ -265,7 +285,6 @@ def benchmark_config(name, cfg, steps, warmup, profile_dir=None,
     record = {
         "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
                                      "bn_mode", "ndf")},
-        "strategy": strategy_name,
         "steps": steps, "warmup": warmup,
         "seconds_per_step": medians,
         "all_seconds": times,
@@ -312,13 +331,9 @@ def main(argv=None):
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--config", choices=[*CONFIGS, "both"],
                         default="tiny", help="both = tiny and paper")
-    parser.add_argument("--strategy", choices=["default", "one_device_strategy"],
-                        default="default",
-                        help="default: TF's default strategy (what "
-                             "--strategy=one_device trains under); "
-                             "one_device_strategy: tf.distribute."
-                             "OneDeviceStrategy('/cpu:0') with a distributed "
-                             "dataset, as fit() runs it")
+    parser.add_argument("--compare_strategies", action="store_true",
+                        help="instead: each step under TF's default strategy "
+                             "vs tf.distribute.OneDeviceStrategy, interleaved")
     parser.add_argument("--steps", type=int, default=0,
                         help="timed rounds (0 = per-config default)")
     parser.add_argument("--warmup", type=int, default=-1,
@@ -333,12 +348,18 @@ def main(argv=None):
         cfg = CONFIGS[name]
         steps = args.steps or cfg["steps"]
         warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
+        if args.compare_strategies:
+            results[name] = compare_strategies(name, cfg, steps, warmup)
+            print(json.dumps(results[name]["seconds_per_step"], indent=1))
+            print("OneDeviceStrategy / default:",
+                  results[name]["ratio_one_device_strategy_to_default"])
+            continue
         results[name] = benchmark_config(
             name, cfg, steps, warmup,
-            profile_dir=args.profile if (args.profile and i == 0) else None,
-            strategy_name=args.strategy)
-    print()
-    print_table(results)
+            profile_dir=args.profile if (args.profile and i == 0) else None)
+    if not args.compare_strategies:
+        print()
+        print_table(results)
     io_utils.write_json(args.json, {
         "configs": results,
         "machine": {"platform": platform.platform(),

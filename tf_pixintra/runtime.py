@@ -47,9 +47,10 @@ def make_strategy(strategy="one_device", devices=0):
     gpus = tf.config.list_physical_devices("GPU")
     if strategy == "one_device":
         # The default strategy, not OneDeviceStrategy: TF places the ops on
-        # the first GPU (else the CPU) either way, and OneDeviceStrategy's
-        # distributed dataset and step wrapping cost 2.2-2.3x per train step
-        # on a 2-core CPU (benchmarks/BENCHMARKS.md, "Train step cost").
+        # the first GPU (else the CPU) either way, and a process whose first
+        # fit() runs under a OneDeviceStrategy trains 1.4-2.4x slower per
+        # step on a 2-core CPU (benchmarks/fit_strategy.py; BENCHMARKS.md,
+        # "Train step cost").
         return tf.distribute.get_strategy()
     if strategy != "mirrored":
         raise ConfigError(f"--strategy={strategy!r}: expected one_device, "
