@@ -12,6 +12,7 @@ of load on a shared machine hits both strategies alike.
 """
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -28,7 +29,6 @@ from absl import flags  # noqa: E402
 
 from tf_pixintra import config as config_lib  # noqa: E402
 from tf_pixintra import io_utils  # noqa: E402
-from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.stages import common  # noqa: E402
 from tf_pixintra.stages import inter_stage  # noqa: E402
 from tf_pixintra.stages import sources  # noqa: E402
@@ -63,18 +63,17 @@ def load_config(flagfile):
 
 
 def time_fit(config, data_sources, variant, strategy, steps, skip):
-    """Seconds per step of `fit` for a fresh Stage I adapter of `variant`."""
+    """Seconds per step of `fit` for a fresh Stage I adapter of `variant`.
+
+    The adapter is the `inter` stage's own, with its LR schedule over `steps`.
+    """
+    config = dataclasses.replace(config, inter=dataclasses.replace(
+        config.inter, steps=steps, schedule_steps=0))
     ctx = common.Context(config, "/tmp/fit_strategy_unused", strategy,
                          data_sources)
-    adversarial = variant != "source_only"
-    with strategy.scope():
-        generator = common.build_generator(config.model, 0)
-        d_main, d_aux = (common.build_discriminators(config.model, 0, False)
-                         if adversarial else (None, None))
-        adapter = InterDomainAdapter(generator, d_main, d_aux, variant=variant)
-        common.compile_adapter(adapter, config, config.inter.lr_g, steps)
+    adapter = inter_stage.build_adapter(ctx, variant, seed=0)
     dataset = inter_stage.stage_dataset(ctx, config.inter.batch_size, 0,
-                                        adversarial)(0)
+                                        variant != "source_only")(0)
     clock = _StepClock(skip)
     adapter.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
                 callbacks=[clock])

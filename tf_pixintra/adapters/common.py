@@ -177,8 +177,9 @@ class AdversarialAdapter(keras.Model):
         and #20329 (dict inputs): before training, Keras 3 pulls a batch and
         reduces it across replicas to build the model symbolically; across
         workers that reduction fails on a dict batch ("Attempt to convert a
-        value ({...}) with an unsupported type"). The adapter is built in __init__, its optimizers in compile,
-        and it compiles no loss or metric, so there is nothing to build.
+        value ({...}) with an unsupported type"). The adapter is built in
+        __init__, its optimizers in compile, and it compiles no loss or
+        metric, so there is nothing to build.
         """
         if in_multi_worker_mode(self.distribute_strategy):
             return None

@@ -36,20 +36,13 @@ def stage_dataset(ctx, batch_size, seed, adversarial):
     return make_dataset
 
 
-def run(ctx, name):
-    """Runs Stage I (`name` = "inter") or the source-only baseline."""
-    stage_dir = ctx.stage_dir(name)
-    done = common.completed(stage_dir)
-    if done is not None:
-        return done
+def build_adapter(ctx, variant, seed):
+    """The compiled Stage I adapter of `variant` (in the strategy's scope)."""
     config, cfg = ctx.config, ctx.config.inter
-    variant = "source_only" if name == "source_only" else cfg.variant
-    adversarial = variant != "source_only"
-    seed = config.run.seed
     with ctx.strategy.scope():
         generator = common.build_generator(config.model, seed)
         d_main, d_aux = (common.build_discriminators(config.model, seed, False)
-                         if adversarial else (None, None))
+                         if variant != "source_only" else (None, None))
         adapter = InterDomainAdapter(
             generator, d_main, d_aux, variant=variant,
             lambda_seg_aux=cfg.lambda_seg_aux,
@@ -59,7 +52,19 @@ def run(ctx, name):
             head_lr_mult=config.optim.head_lr_mult)
         common.compile_adapter(adapter, config, cfg.lr_g,
                                cfg.schedule_steps or cfg.steps)
+    return adapter
+
+
+def run(ctx, name):
+    """Runs Stage I (`name` = "inter") or the source-only baseline."""
+    stage_dir = ctx.stage_dir(name)
+    done = common.completed(stage_dir)
+    if done is not None:
+        return done
+    cfg, seed = ctx.config.inter, ctx.config.run.seed
+    variant = "source_only" if name == "source_only" else cfg.variant
+    adapter = build_adapter(ctx, variant, seed)
     return common.train_evaluate_finish(
         ctx, stage_dir, adapter,
-        stage_dataset(ctx, cfg.batch_size, seed, adversarial), cfg.steps,
-        {"stage": name, "variant": variant})
+        stage_dataset(ctx, cfg.batch_size, seed, variant != "source_only"),
+        cfg.steps, {"stage": name, "variant": variant})

@@ -20,6 +20,7 @@ from absl import logging
 from tf_pixintra import inference
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as labels_lib
+from tf_pixintra.data import pipeline
 
 
 def tensorboard_available():
@@ -31,26 +32,21 @@ def tensorboard_available():
     return True
 
 
-def _resize(array, size, method):
-    """`array` [H,W] or [H,W,3] resized to `size` with `method`, as uint8."""
-    image = tf.convert_to_tensor(array)
-    squeeze = image.shape.rank == 2
-    if squeeze:
-        image = image[..., None]
-    out = tf.image.resize(image, size, method=method)
-    out = tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8).numpy()
-    return out[..., 0] if squeeze else out
-
-
 def load_panels(examples, size, dataset="cityscapes"):
-    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w)."""
+    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w).
+
+    Resized as the input pipeline resizes: image bilinear, label nearest.
+    """
     panels = []
     for example in examples:
         image, label = datasets.read_example(example, dataset)
-        image = _resize(image, size, "bilinear")
+        features = {"image": tf.convert_to_tensor(image)}
         if label is not None:
-            label = _resize(label, size, "nearest")
-        panels.append((image, label))
+            features["label"] = tf.convert_to_tensor(label)
+        resized = pipeline.resize(features, size)
+        image = np.clip(np.rint(resized["image"].numpy()), 0, 255).astype(np.uint8)
+        panels.append((image, resized["label"].numpy() if label is not None
+                       else None))
     return panels
 
 

@@ -97,8 +97,8 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
     first `skip` batches left out. `chief` says whether this process writes
     to `checkpoint_dir`; None asks the adapter's strategy (False only on a
     non-chief multi-worker task). Callbacks with a `set_start_step(step)`
-    method are told the step this call resumes from. Returns (the final logged values of this
-    call, the periodic evaluation history).
+    method are told the step this call resumes from. Returns (the final
+    logged values of this call, the periodic evaluation history).
     """
     _, task_id, is_chief = runtime.worker_info(adapter.distribute_strategy)
     chief = is_chief if chief is None else chief
