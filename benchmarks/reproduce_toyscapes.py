@@ -4,7 +4,8 @@ For each seed it runs (python -m tf_pixintra.train, one run directory per
 arm, completed stages shared through symlinks so nothing is trained twice
 and PLA and PLA + CTS read the same pseudo labels):
   source-only, INTER (Stage I), IntraDA (image-level, Table 4), PLA, PLA + CTS,
-  + T=1 (round two, no KLD), + KLD (round two with KLD), and the easy-pixel
+  + T=1 (round two, no KLD), + KLD (round two with KLD), an ablation without
+  the discriminators (Eq. 5 on PLA's easy pixels only), and the easy-pixel
   proportion sweep of Table 5 (alpha -> Prop. -> mIoU for IntraDA, PLA,
   PLA + CTS; IntraDA's lambda is set to the Prop. of that alpha, as the paper
   does; Prop. = 1 is plain self-training on every pseudo label).
@@ -13,16 +14,19 @@ target-val mIoU per arm, per-class tables, whether the paper's ordering
 INTER < IntraDA < PLA < PLA + CTS holds, the commands, machine and wall time.
 
     python benchmarks/reproduce_toyscapes.py --seeds 0,1,2            # the report
-    python benchmarks/reproduce_toyscapes.py --quick --work_dir /tmp/q  # every arm, briefly
+    python benchmarks/reproduce_toyscapes.py --quick --work_dir /tmp/q  # the paper's arms, briefly
+    python benchmarks/reproduce_toyscapes.py --seeds 0,1,2 --report_only  # rewrite the report
 
 No setting is tuned here: every arm uses configs/toyscapes.cfg (or the smoke
 config with --quick) and differs only in the flags that define the arm.
 """
 
 import argparse
+import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +41,7 @@ from tf_pixintra.data.labels import CLASS_NAMES  # noqa: E402
 from tf_pixintra.io_utils import write_text  # noqa: E402
 from tf_pixintra.tables import per_class_table  # noqa: E402
 
+NO_D = "easy pixels without D"
 # arm: (pipeline, extra flags, stage directories borrowed from another arm)
 ARMS = {
     "source-only": ("source_only", [], {}),
@@ -55,7 +60,13 @@ ARMS = {
     "+ KLD": ("inter,pseudo,intra,pseudo,intra", ["--intra_method=cts"],
               {"inter": "INTER", "pseudo_r1": "PLA + CTS",
                "intra_r1": "PLA + CTS"}),
+    # Ablation, not in the paper's tables: PLA's pseudo labels and Eq. 5 on
+    # the easy pixels, no discriminator. Same seed, so the same initial model
+    # and batches as PLA: the difference is what the adversarial term adds.
+    NO_D: ("inter,pseudo,intra", ["--intra_method=none"],
+           {"inter": "INTER", "pseudo_r1": "PLA"}),
 }
+MAIN_ALPHA = 0.85  # the alpha of configs/toyscapes.cfg and of the smoke config
 ORDERING = ("INTER", "IntraDA", "PLA", "PLA + CTS")
 SWEEP_METHODS = ("IntraDA", "PLA", "PLA + CTS")
 
@@ -67,8 +78,9 @@ def slug(name):
 class Runner:
     """Runs train.py for one (seed, arm) and collects its metrics."""
 
-    def __init__(self, config, work_dir, extra, log):
+    def __init__(self, config, work_dir, extra, log, report_only=False):
         self.config, self.work_dir, self.extra, self.log = config, work_dir, extra, log
+        self.report_only = report_only
         self.commands = []
 
     def run_dir(self, seed, arm):
@@ -76,27 +88,85 @@ class Runner:
 
     def run(self, seed, arm, pipeline, flags, borrow):
         run_dir = self.run_dir(seed, arm)
+        command = [sys.executable, "-m", "tf_pixintra.train",
+                   f"--flagfile={self.config}", f"--run_dir={run_dir}",
+                   f"--seed={seed}", "--stage=all", f"--pipeline={pipeline}",
+                   "--verbose=0", *self.extra, *flags]
+        # As a reader would type it from the checkout.
+        self.commands.append("python " + " ".join(command[1:]).replace(ROOT + os.sep, ""))
+        if self.report_only:
+            return self.collect(run_dir, seed, arm)
         os.makedirs(run_dir, exist_ok=True)
         for stage, donor in borrow.items():
             link = os.path.join(run_dir, stage)
             if not os.path.lexists(link):
                 os.symlink(os.path.abspath(os.path.join(self.run_dir(seed, donor), stage)), link)
-        command = [sys.executable, "-m", "tf_pixintra.train",
-                   f"--flagfile={self.config}", f"--run_dir={run_dir}",
-                   f"--seed={seed}", "--stage=all", f"--pipeline={pipeline}",
-                   "--verbose=0", *self.extra, *flags]
-        self.commands.append(" ".join(command[1:]))
         start = time.time()
         with open(self.log, "a", encoding="utf-8") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=log, check=True)
-        summary = json.load(open(os.path.join(run_dir, "summary.json"), encoding="utf-8"))
-        last = [m for m in summary.values() if m and "target_miou" in m][-1]
-        print(f"seed {seed} {arm:<24} mIoU {last['target_miou']:6.2f} "
-              f"({time.time() - start:.0f} s)", flush=True)
+        return self.collect(run_dir, seed, arm, f" ({time.time() - start:.0f} s)")
+
+    @staticmethod
+    def collect(run_dir, seed, arm, note=""):
+        """The arm's last target mIoU, per-class IoU and summary from run_dir."""
+        path = os.path.join(run_dir, "summary.json")
+        if not os.path.exists(path):
+            raise SystemExit(f"{path}: missing; arm {arm!r} of seed {seed} has not "
+                             "been run (drop --report_only to run it)")
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+        scored = [m for m in summary.values() if m and "target_miou" in m]
+        if not scored:
+            raise SystemExit(f"{path}: no stage with a target_miou (arm {arm!r})")
+        last = scored[-1]
+        print(f"seed {seed} {arm:<24} mIoU {last['target_miou']:6.2f}{note}", flush=True)
         return {"miou": last["target_miou"], "iou": last["target_iou"],
-                "summary": summary}
+                "summary": summary, "run_dir": os.path.abspath(run_dir)}
+
+
+_RUN_DIR = re.compile(r"--run_dir=(\S+)")
+_EPOCH = re.compile(r"^[IWEF]0000 00:00:(\d+\.\d+)")
+_ABSL = re.compile(r"^[IWEF](\d{4}) (\d\d:\d\d:\d\d\.\d+)")
+
+
+def logged_train_seconds(lines, year):
+    """Seconds each run directory spent in train.py, summed over invocations.
+
+    `lines` is train.log: each invocation starts with "$ <command>" and its
+    TF / absl log lines carry timestamps (epoch seconds, or MMDD HH:MM:SS in
+    local time of `year`). An invocation lasts from its first to its last
+    timestamp, so interpreter start-up before TF's first line is not counted.
+    """
+    totals, run_dir, first, last = {}, None, None, None
+
+    def close():
+        if run_dir is not None and first is not None:
+            totals[run_dir] = totals.get(run_dir, 0.0) + (last - first)
+
+    for line in lines:
+        if line.startswith("$ "):
+            close()
+            match = _RUN_DIR.search(line)
+            run_dir = os.path.abspath(match.group(1)) if match else None
+            first = last = None
+            continue
+        stamp = None
+        match = _EPOCH.match(line)
+        if match:
+            stamp = float(match.group(1))
+        else:
+            match = _ABSL.match(line)
+            if match:
+                moment = datetime.datetime.strptime(
+                    f"{year}{match.group(1)} {match.group(2)}", "%Y%m%d %H:%M:%S.%f")
+                stamp = time.mktime(moment.timetuple()) + moment.microsecond / 1e6
+        if stamp is not None:
+            first = stamp if first is None else min(first, stamp)
+            last = stamp if last is None else max(last, stamp)
+    close()
+    return totals
 
 
 def sweep_arms(props, methods=SWEEP_METHODS):
@@ -134,52 +204,123 @@ def mean_iou_dict(results):
     return out
 
 
-def report(rows, sweep_rows, props, seeds, commands, wall, args):
+def _minutes(results, train_seconds):
+    """Train time of an arm over its seeds (min) from train.log, or None."""
+    known = [train_seconds[r["run_dir"]] for r in results if r.get("run_dir") in train_seconds]
+    return sum(known) / 60 if known else None
+
+
+def _ordering_lines(rows, pairs, means):
+    """One line per pair: whether the means agree, on how many seeds, and the
+    paired difference (b - a, mean +- std over seeds) to set against noise."""
+    lines = []
+    for a, b in pairs:
+        if a not in means or b not in means:
+            continue
+        verdict = "agrees" if means[a] < means[b] else "DOES NOT agree"
+        diffs = [rb["miou"] - ra["miou"] for ra, rb in zip(rows[a], rows[b])]
+        wins = sum(d > 0 for d in diffs)
+        m, s = mean_std(diffs)
+        lines.append(f"- {a} ({means[a]:.2f}) < {b} ({means[b]:.2f}): {verdict} on the "
+                     f"mean; holds on {wins} of {len(diffs)} seed(s); paired "
+                     f"difference {m:+.2f} +- {s:.2f}")
+    return lines
+
+
+def _shown_argv(argv):
+    """The command line for the report, the --note text replaced by a pointer."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            shown.append('--note "(Note below)"')
+            skip = True
+        elif arg.startswith("--note="):
+            shown.append('--note "(Note below)"')
+        else:
+            shown.append(arg)
+    return " ".join(shown)
+
+
+def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=None):
+    """RESULTS_TOYSCAPES.md: tables of the arms, ordering verdicts, commands."""
+    train_seconds = train_seconds or {}
+    logged = sum(train_seconds.values()) / 60
+    invocation = ("This invocation only rewrote the report (--report_only)."
+                  if getattr(args, "report_only", False)
+                  else f"Wall time of this invocation: {wall / 60:.1f} min.")
     lines = ["# ToyScapes reproduction report", "",
              f"Generated by `python benchmarks/reproduce_toyscapes.py "
-             f"{' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}.", "",
+             f"{_shown_argv(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}.", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
              f"({platform.processor() or 'cpu'}), Python {platform.python_version()}; "
-             f"wall time {wall / 60:.1f} min for {len(seeds)} seed(s) {list(seeds)}.",
+             f"{len(seeds)} seed(s) {list(seeds)}.",
+             f"{invocation} Time spent in "
+             f"train.py, summed over every invocation logged in "
+             f"`{os.path.relpath(runner_log(args), ROOT)}`: {logged:.1f} min "
+             "(stages completed by an earlier invocation are reused, not retrained).",
              f"Config: `{os.path.relpath(args.config, ROOT)}` for every arm; arms "
              "differ only in the flags listed under Commands.", "",
+             *([f"Note: {args.note}", ""] if getattr(args, "note", "") else []),
              "## Target-val mIoU per arm (mean +- std over seeds)", "",
-             "| arm | mIoU | per seed |", "|---|---|---|"]
+             "Train time is the arm's own stages summed over seeds; stages borrowed "
+             "from another arm (INTER's model, PLA's pseudo labels) count there.", "",
+             "| arm | mIoU | per seed | train time (min) |", "|---|---|---|---|"]
     means = {}
     for arm, results in rows.items():
         m, s = mean_std([r["miou"] for r in results])
         means[arm] = m
         per_seed = ", ".join(f"{r['miou']:.2f}" for r in results)
-        lines.append(f"| {arm} | {m:.2f} +- {s:.2f} | {per_seed} |")
+        minutes = _minutes(results, train_seconds)
+        cost = "-" if minutes is None else f"{minutes:.1f}"
+        lines.append(f"| {arm} | {m:.2f} +- {s:.2f} | {per_seed} | {cost} |")
     lines += ["", "## Does ToyScapes agree with the paper's ordering?", ""]
-    for a, b in zip(ORDERING[:-1], ORDERING[1:]):
-        if a in means and b in means:
-            verdict = "agrees" if means[a] < means[b] else "DOES NOT agree"
-            lines.append(f"- {a} ({means[a]:.2f}) < {b} ({means[b]:.2f}): {verdict} "
-                         "(means over seeds)")
-    for a, b in (("PLA + CTS", "+ T=1"), ("+ T=1", "+ KLD"), ("source-only", "INTER")):
-        if a in means and b in means:
-            verdict = "agrees" if means[a] < means[b] else "DOES NOT agree"
-            lines.append(f"- {a} ({means[a]:.2f}) < {b} ({means[b]:.2f}): {verdict}")
+    lines += _ordering_lines(rows, zip(ORDERING[:-1], ORDERING[1:]), means)
+    lines += _ordering_lines(rows, (("PLA + CTS", "+ T=1"), ("+ T=1", "+ KLD"),
+                                    ("source-only", "INTER"), (NO_D, "PLA"),
+                                    (NO_D, "PLA + CTS")), means)
     lines += ["", "## Per-class IoU (mean over seeds)", "",
               per_class_table([(arm, mean_iou_dict(r)) for arm, r in rows.items()], 19)]
     if sweep_rows:
-        lines += ["", "## Table 5: proportion of easy pixels (alpha -> Prop. -> mIoU)", "",
-                  "Prop. is measured on the INTER model's target-train predictions "
-                  "(mean over seeds). IntraDA uses lambda = Prop.", "",
-                  "| method | " + " | ".join(f"alpha {a} (Prop. {p:.2f})"
-                                         for a, p in props.items()) + " | Prop. = 1 |",
-                  "|---|" + "---|" * (len(props) + 1)]
-        for method in [m for m in SWEEP_METHODS
-                       if f"{m} @ alpha {next(iter(props))}" in sweep_rows]:
-            cells = []
-            for alpha in props:
-                m, s = mean_std([r["miou"] for r in sweep_rows[f"{method} @ alpha {alpha}"]])
-                cells.append(f"{m:.2f} +- {s:.2f}")
-            m1, s1 = mean_std([r["miou"] for r in sweep_rows["self-training, Prop. = 1"]])
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {m1:.2f} +- {s1:.2f} |")
+        lines += table5(rows, sweep_rows, props)
     lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
     return "\n".join(lines)
+
+
+def table5(rows, sweep_rows, props):
+    """Table 5 in markdown: method x alpha (Prop.) -> mean +- std mIoU.
+
+    The main arms run at MAIN_ALPHA, so their column comes from `rows`; the
+    other alphas from `sweep_rows`; the last column is self-training on every
+    pseudo label.
+    """
+    lines = ["", "## Table 5: proportion of easy pixels (alpha -> Prop. -> mIoU)", "",
+             "Prop. is measured on the INTER model's target-train predictions "
+             f"(mean over seeds). IntraDA uses lambda = Prop. The alpha {MAIN_ALPHA} "
+             "column is the main arms above.", "",
+             "| method | " + " | ".join(f"alpha {a} (Prop. {p:.2f})"
+                                    for a, p in sorted(props.items())) + " | Prop. = 1 |",
+             "|---|" + "---|" * (len(props) + 1)]
+    m1, s1 = mean_std([r["miou"] for r in sweep_rows["self-training, Prop. = 1"]])
+    for method in SWEEP_METHODS:
+        cells, found = [], False
+        for alpha in sorted(props):
+            results = (rows.get(method) if alpha == MAIN_ALPHA
+                       else sweep_rows.get(f"{method} @ alpha {alpha}"))
+            if results:
+                m, s = mean_std([r["miou"] for r in results])
+                cells.append(f"{m:.2f} +- {s:.2f}")
+                found |= alpha != MAIN_ALPHA
+            else:
+                cells.append("-")
+        if found:
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {m1:.2f} +- {s1:.2f} |")
+    return lines
+
+
+def runner_log(args):
+    return os.path.join(args.work_dir, "train.log")
 
 
 def main():
@@ -191,25 +332,39 @@ def main():
                         help="every arm briefly, the sweep for PLA only (smoke "
                         "config): for the test suite")
     parser.add_argument("--no_sweep", action="store_true")
-    parser.add_argument("--arms", default=",".join(ARMS),
-                        help="comma-separated subset of the arms (in order)")
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated subset of the arms (in order); default "
+                        f"all, and with --quick all but {NO_D!r}, whose training "
+                        "path the quick sweep's self-training arm already runs")
     parser.add_argument("--alphas", default="0.7,1.0",
-                        help="extra alphas of the Table 5 sweep (0.85 is the main arm)")
+                        help=f"extra alphas of the Table 5 sweep ({MAIN_ALPHA} is "
+                        "the main arms')")
+    parser.add_argument("--report_only", action="store_true",
+                        help="write the report from the run directories of an "
+                        "earlier invocation (same flags) without training")
+    parser.add_argument("--note", default="",
+                        help="a sentence for the report, e.g. how the machine was shared")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     alphas = [float(a) for a in args.alphas.split(",")]
-    extra = ["--alpha_sweep=" + ",".join(str(a) for a in [0.85, *alphas])]
+    extra = ["--alpha_sweep=" + ",".join(str(a) for a in [MAIN_ALPHA, *alphas])]
     args.config = os.path.join(ROOT, "configs", "toyscapes.cfg")
     if args.quick:
         args.config = os.path.join(ROOT, "configs", "toyscapes_smoke.cfg")
-        args.alphas = "1.0"
         alphas = [1.0]
-        extra = ["--alpha_sweep=0.85,1.0", "--inter_steps=2", "--intra_steps=2", "--export_tflite=fp32",
+        extra = [f"--alpha_sweep={MAIN_ALPHA},1.0", "--inter_steps=2", "--intra_steps=2",
+                 "--export_tflite=fp32",
                  f"--toyscapes_dir={os.path.join(args.work_dir, 'toyscapes')}"]
-    os.makedirs(args.work_dir, exist_ok=True)
-    runner = Runner(args.config, args.work_dir, extra,
-                    os.path.join(args.work_dir, "train.log"))
+    if not args.report_only:
+        os.makedirs(args.work_dir, exist_ok=True)
+    runner = Runner(args.config, args.work_dir, extra, runner_log(args),
+                    report_only=args.report_only)
     start = time.time()
+    if args.arms is None:
+        args.arms = ",".join(a for a in ARMS if not (args.quick and a == NO_D))
+    unknown = [a for a in args.arms.split(",") if a not in ARMS]
+    if unknown:
+        parser.error(f"--arms={args.arms}: unknown arm(s) {unknown}; known: {list(ARMS)}")
     arms = {a: ARMS[a] for a in args.arms.split(",")}
     for arm, (_, _, borrow) in arms.items():
         missing = set(borrow.values()) - set(arms)
@@ -223,16 +378,23 @@ def main():
             rows[arm].append(runner.run(seed, arm, pipeline, flags, borrow))
         if "PLA + CTS" in rows and not args.no_sweep:
             sweep = rows["PLA + CTS"][-1]["summary"]["pseudo_r1"]["alpha_sweep"]
-            props = {float(a): v for a, v in sweep.items() if float(a) in alphas}
+            props = {float(a): v for a, v in sweep.items()
+                     if float(a) in alphas or float(a) == MAIN_ALPHA}
             props_per_seed.append(props)
+            sweep_props = {a: p for a, p in props.items() if a != MAIN_ALPHA}
             methods = ("PLA",) if args.quick else SWEEP_METHODS
-            for name, pipeline, flags, borrow in sweep_arms(props, methods):
+            for name, pipeline, flags, borrow in sweep_arms(sweep_props, methods):
                 sweep_rows.setdefault(name, []).append(
                     runner.run(seed, name, pipeline, flags, borrow))
     props = ({a: float(np.mean([p[a] for p in props_per_seed]))
               for a in props_per_seed[0]} if props_per_seed else {})
+    train_seconds = {}
+    if os.path.exists(runner.log):
+        with open(runner.log, encoding="utf-8", errors="replace") as f:
+            year = time.localtime(os.path.getmtime(runner.log)).tm_year
+            train_seconds = logged_train_seconds(f, year)
     text = report(rows, sweep_rows, props, seeds, runner.commands,
-                  time.time() - start, args)
+                  time.time() - start, args, train_seconds)
     write_text(args.out, text)
     print(f"wrote {args.out}")
 

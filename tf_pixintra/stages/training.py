@@ -26,8 +26,6 @@ from absl import logging
 
 from tf_pixintra import runtime
 
-STEP_FILE = "step"
-
 
 class _PeriodicCheckpoint(keras.callbacks.Callback):
     def __init__(self, manager, step_var, start, every, eval_fn, eval_every):
