@@ -242,6 +242,11 @@ def profile_stage1(adapter, batch, logdir, steps=3):
         tf.profiler.experimental.stop()
 
 
+def spec(cfg):
+    """The network and input settings of a config, for its JSON record."""
+    return {k: cfg[k] for k in ("depth", "width", "size", "batch", "bn_mode", "ndf")}
+
+
 def compare_strategies(name, cfg, steps, warmup):
     """Each step under TF's default strategy (what --strategy=one_device runs)
     and under tf.distribute.OneDeviceStrategy("/cpu:0") fed by its
@@ -262,8 +267,7 @@ def compare_strategies(name, cfg, steps, warmup):
     medians = {f"{kind}/{strategy}": statistics.median(t)
                for (kind, strategy), t in times.items()}
     return {
-        "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
-                                     "bn_mode", "ndf")},
+        "spec": spec(cfg),
         "steps": steps, "warmup": warmup,
         "seconds_per_step": medians,
         "ratio_one_device_strategy_to_default": {
@@ -283,8 +287,7 @@ def benchmark_config(name, cfg, steps, warmup, profile_dir=None):
     times = time_interleaved(runners, steps, warmup)
     medians = {kind: statistics.median(times[kind]) for kind in KINDS}
     record = {
-        "spec": {k: cfg[k] for k in ("depth", "width", "size", "batch",
-                                     "bn_mode", "ndf")},
+        "spec": spec(cfg),
         "steps": steps, "warmup": warmup,
         "seconds_per_step": medians,
         "all_seconds": times,

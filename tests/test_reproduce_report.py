@@ -60,9 +60,10 @@ def test_report_verdicts_count_seeds_and_table5_uses_main_arms(repro, tmp_path):
     sweep = {"PLA @ alpha 1.0": [_result(23.0, "s0"), _result(25.0, "s1")],
              "self-training, Prop. = 1": [_result(18.0, "t0"), _result(20.0, "t1")]}
     args = argparse.Namespace(config=os.path.join(ROOT, "configs", "toyscapes.cfg"),
-                              work_dir=str(tmp_path), note="shared machine")
+                              work_dir=str(tmp_path), note="shared machine",
+                              report_only=False)
     text = repro.report(rows, sweep, {0.85: 0.5, 1.0: 0.6}, [0, 1], ["cmd"], 60.0,
-                        args, {"i0": 60.0, "i1": 120.0})
+                        args, {"i0": 60.0, "i1": 120.0}, main_alpha=0.85)
     # Means: INTER 21.0 < IntraDA 21.25, but per seed only 20 < 21 holds (22 > 21.5).
     assert ("- INTER (21.00) < IntraDA (21.25): agrees on the mean; holds on 1 of 2 seed(s); "
             "paired difference +0.25 +- 1.06" in text)
