@@ -8,7 +8,7 @@ adapter trained `--steps` steps; the first `--skip` steps (tracing, warm-up)
 are left out of the time. Arms alternate over `--repeats` rounds so a change
 of load on a shared machine hits both strategies alike.
 
-    python benchmarks/fit_strategy.py --json /tmp/fit_strategy.json
+    python -m benchmarks.fit_strategy --json /tmp/fit_strategy.json
 """
 
 import argparse
@@ -16,10 +16,8 @@ import dataclasses
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # pylint: disable=wrong-import-position

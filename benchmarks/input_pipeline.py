@@ -10,20 +10,18 @@ Noise does not compress, so these PNGs are larger and slower to decode than
 real photographs: the figures are a lower bound for real data on the same
 machine.
 
-    python benchmarks/input_pipeline.py --num_images 8 --steps 20
+    python -m benchmarks.input_pipeline --num_images 8 --steps 20
 """
 
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position

@@ -23,9 +23,9 @@ TensorFlow's own allocator is not traced).
                (alternating, so load from other processes hits both); the
                ratio stage / bare (goal <= 1.2 with --model paper).
 
-    python benchmarks/pseudo_labels.py --mode memory --num_images 100,1000 \
+    python -m benchmarks.pseudo_labels --mode memory --num_images 100,1000 \
         --model tiny --work_dir /tmp/pseudo_bench --json /tmp/mem.json
-    python benchmarks/pseudo_labels.py --mode speed --num_images 12 \
+    python -m benchmarks.pseudo_labels --mode speed --num_images 12 \
         --model paper --repeats 2 --work_dir /tmp/pseudo_bench
 """
 
@@ -42,7 +42,6 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -313,13 +312,13 @@ def run_child(kind, args, num_images, data_root, model_path, tag):
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(os.path.join(run_dir, "inter"))
     os.link(model_path, os.path.join(run_dir, "inter", "model.keras"))
-    command = [sys.executable, os.path.abspath(__file__), "--child", kind,
+    command = [sys.executable, "-m", "benchmarks.pseudo_labels", "--child", kind,
                "--model", args.model, "--num_images", str(num_images),
                "--data_root", data_root, "--run_dir", run_dir]
     if args.tracemalloc:
         command.append("--tracemalloc")
     result = subprocess.run(command, capture_output=True, text=True,
-                            check=False)
+                            cwd=ROOT, check=False)
     lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         sys.stderr.write(result.stderr[-6000:])

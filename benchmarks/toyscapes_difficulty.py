@@ -10,7 +10,7 @@ ToyScapes benchmark, predicts every target image of a split, and prints:
 - with --oracle_run_dir and --source_run_dir, the target-val mIoU of the
   source-only and oracle (trained on target labels) runs and their gap.
 
-    python benchmarks/toyscapes_difficulty.py --model runs/toyscapes_so \
+    python -m benchmarks.toyscapes_difficulty --model runs/toyscapes_so \
         --toyscapes_dir .cache/toyscapes --split val --eval_size 64,128 \
         --source_run_dir runs/toyscapes_so --oracle_run_dir runs/toyscapes_oracle
 """
@@ -18,11 +18,9 @@ ToyScapes benchmark, predicts every target image of a split, and prints:
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=wrong-import-position
 from tf_pixintra import inference  # noqa: E402

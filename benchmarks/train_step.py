@@ -30,9 +30,15 @@ graphs (G forward, G forward + backward, the D update's forward + backward,
 the optimizer updates), interleaved with the whole step, for a rough
 breakdown.
 
-    python benchmarks/train_step.py --json /tmp/train_step.json --config tiny
-    python benchmarks/train_step.py --json OUT --config toyscapes --compare_strategies
-    python benchmarks/train_step.py --json OUT --config paper --steps 3 --warmup 1
+    python -m benchmarks.train_step --json /tmp/train_step.json --config tiny
+    python -m benchmarks.train_step --json OUT --config toyscapes --compare_strategies
+    python -m benchmarks.train_step --json OUT --config paper --steps 3 --warmup 1
+
+--deterministic turns on TF op determinism (what `train --deterministic`
+does) for the whole process; run once with and once without it to measure
+its cost. --intra_diag_every N makes the Stage II step measure the
+adversarial share of G's gradient every N steps (0 = never, the default
+here; the trainer's default is 50) to measure what that diagnostic costs.
 """
 
 import argparse
@@ -40,10 +46,8 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # pylint: disable=wrong-import-position
@@ -53,6 +57,7 @@ import tensorflow as tf  # noqa: E402
 from tf_pixintra import io_utils  # noqa: E402
 from tf_pixintra import losses  # noqa: E402
 from tf_pixintra import models  # noqa: E402
+from tf_pixintra import runtime  # noqa: E402
 from tf_pixintra.adapters import optimizers as opt_lib  # noqa: E402
 from tf_pixintra.adapters.common import split_outputs, upsample  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
@@ -73,7 +78,7 @@ KINDS = ("supervised", "stage1", "stage2")
 GOALS = {"stage1": 2.3, "stage2": 1.3}   # max ratio to the supervised step
 
 
-def build_adapter(kind, cfg, seed=0):
+def build_adapter(kind, cfg, seed=0, diag_every=0):
     """The compiled adapter of `kind` at configuration `cfg`."""
     g = models.build_deeplab_v2(NUM_CLASSES, depth=cfg["depth"],
                                 width=cfg["width"], bn_mode=cfg["bn_mode"],
@@ -92,7 +97,8 @@ def build_adapter(kind, cfg, seed=0):
             adapter = InterDomainAdapter(g, d_main, d_aux,
                                          variant="adaptsegnet")
         else:
-            adapter = PixelIntraAdapter(g, d_main, d_aux, method="cts")
+            adapter = PixelIntraAdapter(g, d_main, d_aux, method="cts",
+                                        diag_every=diag_every)
     optim = OptimConfig(lr_d=0.0)
     adapter.compile(
         opt_lib.generator_optimizer(0.0, 250000, optim, "float32"),
@@ -276,10 +282,11 @@ def compare_strategies(name, cfg, steps, warmup):
     }
 
 
-def benchmark_config(name, cfg, steps, warmup, profile_dir=None):
+def benchmark_config(name, cfg, steps, warmup, profile_dir=None, diag_every=0):
     """Times the three steps at one configuration; returns its JSON record."""
     print(f"[{name}] building the three adapters ...", flush=True)
-    adapters = {kind: build_adapter(kind, cfg) for kind in KINDS}
+    adapters = {kind: build_adapter(kind, cfg, diag_every=diag_every)
+                for kind in KINDS}
     batches = {kind: make_batch(kind, cfg) for kind in KINDS}
     runners = {kind: step_runner(adapters[kind], batches[kind])
                for kind in KINDS}
@@ -341,10 +348,19 @@ def main(argv=None):
                         help="timed rounds (0 = per-config default)")
     parser.add_argument("--warmup", type=int, default=-1,
                         help="warm-up rounds (-1 = per-config default)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="TF op determinism and fixed global seeds, as "
+                             "train --deterministic (compare with a run "
+                             "without it)")
+    parser.add_argument("--intra_diag_every", type=int, default=0,
+                        help="Stage II step: measure the adversarial share of "
+                             "G's gradient every N steps (0 = never)")
     parser.add_argument("--profile", default="",
                         help="directory for a profiler trace of Stage I steps "
                              "(first config only) and a Stage I breakdown")
     args = parser.parse_args(argv)
+    if args.deterministic:
+        runtime.set_deterministic(0)
     names = ["tiny", "paper"] if args.config == "both" else [args.config]
     results = {}
     for i, name in enumerate(names):
@@ -359,7 +375,10 @@ def main(argv=None):
             continue
         results[name] = benchmark_config(
             name, cfg, steps, warmup,
-            profile_dir=args.profile if (args.profile and i == 0) else None)
+            profile_dir=args.profile if (args.profile and i == 0) else None,
+            diag_every=args.intra_diag_every)
+        results[name]["deterministic"] = args.deterministic
+        results[name]["intra_diag_every"] = args.intra_diag_every
     if not args.compare_strategies:
         print()
         print_table(results)

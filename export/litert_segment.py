@@ -4,7 +4,7 @@ Needs only ai-edge-litert, numpy and pillow:
 
     python litert_segment.py MODEL.tflite IMAGE [--labels labels.json]
         [--out_labels OUT_labels.png] [--out_overlay OUT_overlay.png]
-        [--alpha 0.5] [--num_threads N]
+        [--alpha 0.5] [--num_threads N] [--max_pixels 40000000]
 
 The image is resized (bilinear) to the model's input size, segmented, and the
 label map is resized back to the image's own size (nearest). Two PNGs are
@@ -12,6 +12,9 @@ written: the label map (8-bit, one trainId per pixel, 255 = ignore) and the
 image alpha-blended with the class colours from labels.json. labels.json is
 looked for beside the model, then in its parent directory (the export layout
 puts models in DIR/tflite/ and labels.json in DIR/).
+
+An image above --max_pixels (width x height, read from the file header
+before anything is decoded) is refused: one line on stderr, exit status 2.
 """
 
 import argparse
@@ -19,12 +22,61 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 from PIL import Image
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
+# Default --max_pixels (tf_pixintra.export_contract.MAX_INPUT_PIXELS).
+MAX_PIXELS = 40_000_000
+
+
+class InputError(ValueError):
+    """A bad input file or argument; the message names it."""
+
+
+def open_image(path, max_pixels=MAX_PIXELS):
+    """Opens an image (header only) and refuses it above `max_pixels`.
+
+    Pillow's own decompression-bomb check is replaced by this one for the
+    header read; decoding (load) then runs under a Pillow limit of
+    `max_pixels`, which also bounds the frames of animated formats.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(path)
+    except OSError as err:
+        raise InputError(f"cannot read image {path}: {err}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise InputError(f"image {path} is {width}x{height} (WxH) = "
+                         f"{width * height / 1e6:.1f} megapixels, above "
+                         f"--max_pixels={max_pixels}; refusing to decode it")
+    return image
+
+
+def load_image(path, max_pixels=MAX_PIXELS):
+    """The decoded image (PIL) of `path`, refused above `max_pixels`."""
+    image = open_image(path, max_pixels)
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as err:
+        image.close()
+        raise InputError(f"cannot decode image {path}: {err}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return image
 
 
 def find_labels(model_path, labels_path=None):
@@ -123,18 +175,29 @@ def parse_args(argv):
                         help="weight of the class colour in the overlay")
     parser.add_argument("--num_threads", type=int, default=None,
                         help="LiteRT CPU threads")
+    parser.add_argument("--max_pixels", type=int, default=MAX_PIXELS,
+                        help="refuse an image above this many pixels "
+                        "(width x height, from its header; default "
+                        "%(default)s)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.max_pixels < 1:
+            raise InputError(f"--max_pixels={args.max_pixels}; expected a "
+                             "positive number of pixels")
+        image = load_image(args.image, args.max_pixels)
+    except InputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
     meta = read_labels(find_labels(args.model, args.labels))
     stem = os.path.splitext(args.image)[0]
     out_labels = args.out_labels or stem + "_labels.png"
     out_overlay = args.out_overlay or stem + "_overlay.png"
     segmenter = Segmenter(args.model, num_threads=args.num_threads)
-    with Image.open(args.image) as image:
-        image.load()
+    with image:
         label_map = segmenter.labels(image)
         blended = overlay(image, label_map, meta["palette"], args.alpha,
                           meta.get("ignore_label", 255))

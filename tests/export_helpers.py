@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
+from tf_pixintra.export_contract import MODEL_NAME  # noqa: F401 (used by tests)
+
 INPUT_SIZE = (32, 64)
-MODEL_NAME = "pixintrada"
 CAFFE_MEAN_BGR = np.array([104.00698793, 116.66876762, 122.67891434],
                           np.float32)
 # Well-separated palette classes used in the block images.

@@ -10,6 +10,7 @@ saw of the checkpoint directories to `<out>.json`.
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -73,12 +74,26 @@ class _SeeCheckpointDirs(keras.callbacks.Callback):
             self.seen[rel] = sorted(files)
 
 
+class _SigtermAt(keras.callbacks.Callback):
+    """Sends this process SIGTERM at the start of step `step` (1-based)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="output path, no suffix")
     parser.add_argument("--checkpoint_dir", required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--checkpoint_every", type=int, default=1)
+    parser.add_argument("--sigterm_at", type=int, default=0,
+                        help="worker 1 sends itself SIGTERM during this step")
     args = parser.parse_args()
 
     times = {"imported": time.monotonic() - T0}
@@ -87,10 +102,22 @@ def main():
     adapter = build_adapter(strategy)
     times["built"] = time.monotonic() - T0
     seen = _SeeCheckpointDirs(args.checkpoint_dir)
-    logs, _ = training.fit(adapter, make_dataset(), args.steps,
-                           args.checkpoint_dir,
-                           checkpoint_every=args.checkpoint_every, verbose=0,
-                           callbacks=[seen])
+    callbacks = [seen]
+    if args.sigterm_at and task_id == 1:
+        callbacks.append(_SigtermAt(args.sigterm_at))
+    try:
+        logs, _ = training.fit(adapter, make_dataset(), args.steps,
+                               args.checkpoint_dir,
+                               checkpoint_every=args.checkpoint_every,
+                               verbose=0, callbacks=callbacks)
+    except KeyboardInterrupt:   # stopped by a SIGTERM on either worker
+        with open(args.out + ".json", "w", encoding="utf-8") as f:
+            json.dump({"interrupted": True, "is_chief": is_chief,
+                       "iterations": int(keras.ops.convert_to_numpy(
+                           adapter.g_optimizer.iterations)),
+                       "seen_at_train_end": seen.seen}, f)
+        sys.stdout.flush()
+        os._exit(130)  # pylint: disable=protected-access
     times["trained"] = time.monotonic() - T0
     np.savez(args.out + ".npz",
              *weights_of(adapter.generator, adapter.d_main, adapter.d_aux))

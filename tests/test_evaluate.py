@@ -5,6 +5,7 @@ import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -113,7 +114,10 @@ def test_missing_or_bad_prediction_is_a_clear_error(scored_tree, tmp_path):
     root, preds = scored_tree
     os.remove(os.path.join(preds, "bochum_000000_000313_leftImg8bit.png"))
     expected = os.path.join(preds, "bochum", "bochum_000000_000313.png")
-    with pytest.raises(DataError, match=f"expected {expected}"):
+    with pytest.raises(DataError, match=re.escape(
+            f"no prediction for image {image_path(root, 'bochum', 'bochum_000000_000313')}"
+            f": expected one PNG named bochum_000000_000313*.png at any depth "
+            f"under {preds} (e.g. {expected})")):
         evaluate.cli(["evaluate", f"--root={root}", f"--predictions={preds}"])
     write_png(expected, np.zeros((3, 4)))
     with pytest.raises(DataError, match="4x3 but ground truth .*4x2"):
@@ -128,15 +132,72 @@ def test_missing_or_bad_prediction_is_a_clear_error(scored_tree, tmp_path):
                       f"--write_color={tmp_path}"])
 
 
-def test_prediction_file_rule():
-    city_image = "/d/leftImg8bit/val/ulm/ulm_000001_000002_leftImg8bit.png"
-    assert evaluate.prediction_candidates("/p", city_image, "cityscapes") == [
-        "/p/ulm/ulm_000001_000002.png", "/p/ulm/ulm_000001_000002_leftImg8bit.png",
-        "/p/ulm_000001_000002.png", "/p/ulm_000001_000002_leftImg8bit.png"]
-    assert evaluate.prediction_candidates("/p", "/g/images/00007.png", "gta5") == [
-        "/p/00007.png"]
-    assert evaluate.prediction_path("/w", city_image, "cityscapes") == (
-        "/w/ulm/ulm_000001_000002.png")
+def test_prediction_files_are_found_like_cityscapesscripts(tmp_path):
+    root = str(tmp_path / "cityscapes")
+    make_cityscapes(root)
+    examples = datasets.list_examples("cityscapes", root, "val")
+    preds = tmp_path / "preds"
+    a = preds / "x" / "y" / "aachen_000000_000019_pred.png"
+    b = preds / "bochum_000000_000313_leftImg8bit.png"
+    for path in (a, b, preds / "zurich_000000_000019.png"):  # zurich: no image
+        write_png(str(path), np.zeros((2, 4)))
+    (preds / "aachen_000000_000019.txt").write_text("not a PNG")
+    assert evaluate.find_predictions(str(preds), examples, "cityscapes") == {
+            image_path(root, "aachen", "aachen_000000_000019"): str(a),
+            image_path(root, "bochum", "bochum_000000_000313"): str(b)}
+    second = preds / "aachen" / "aachen_000000_000019.png"
+    write_png(str(second), np.zeros((2, 4)))
+    with pytest.raises(DataError, match=re.escape(
+            f"2 predictions for image "
+            f"{image_path(root, 'aachen', 'aachen_000000_000019')}: {second}, "
+            f"{a}; expected exactly one")):
+        evaluate.find_predictions(str(preds), examples, "cityscapes")
+    assert evaluate.prediction_path("/w", image_path(root, "ulm", "ulm_1_2"),
+                                    "cityscapes") == "/w/ulm/ulm_1_2.png"
+
+    # GTA5: the stem followed by anything; "10_pred.png" belongs to "10".
+    gta = str(tmp_path / "gta5")
+    for name in ("1", "10"):
+        write_png(os.path.join(gta, "images", name + ".png"), np.zeros((2, 2, 3)))
+        write_png(os.path.join(gta, "labels", name + ".png"), [[7, 7], [7, 7]])
+    gta_preds = tmp_path / "gta_preds"
+    write_png(str(gta_preds / "1.png"), np.zeros((2, 2)))
+    write_png(str(gta_preds / "deep" / "10_pred.png"), np.zeros((2, 2)))
+    examples = datasets.list_examples("gta5", gta, "all")
+    assert evaluate.find_predictions(str(gta_preds), examples, "gta5") == {
+            os.path.join(gta, "images", "1.png"): str(gta_preds / "1.png"),
+            os.path.join(gta, "images", "10.png"):
+                str(gta_preds / "deep" / "10_pred.png")}
+    os.remove(gta_preds / "1.png")
+    with pytest.raises(DataError, match=re.escape(
+            f"no prediction for image {os.path.join(gta, 'images', '1.png')}: "
+            f"expected one PNG named 1*.png at any depth under {gta_preds} "
+            f"(e.g. {gta_preds / '1.png'})")):
+        evaluate.find_predictions(str(gta_preds), examples, "gta5")
+
+
+def test_images_sharing_a_file_name_are_refused(tmp_path):
+    gta = str(tmp_path / "gta5")
+    for folder in ("a", "b"):
+        write_png(os.path.join(gta, "images", folder, "00001.png"),
+                  np.zeros((2, 2, 3)))
+        write_png(os.path.join(gta, "labels", folder, "00001.png"),
+                  [[7, 7], [7, 7]])
+    listed = tmp_path / "list.txt"
+    listed.write_text("a/00001.png\nb/00001.png\n")
+    examples = datasets.list_examples("gta5", gta, "all", str(listed))
+    both = (f"images {os.path.join(gta, 'images', 'a', '00001.png')} and "
+            f"{os.path.join(gta, 'images', 'b', '00001.png')} share the "
+            "prediction name 00001")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=re.escape(both + ": --write_*")):
+        evaluate.evaluate_model(None, examples, "gta5", (8, 8),
+                                write_trainids=str(out))
+    assert not out.exists()
+    write_png(str(tmp_path / "preds" / "00001.png"), np.zeros((2, 2)))
+    with pytest.raises(DataError, match=re.escape(both + ": --predictions")):
+        evaluate.score_predictions(examples, "gta5", str(tmp_path / "preds"),
+                                   "trainids")
 
 
 def test_gta5_and_synthia_scoring(tmp_path):
@@ -274,16 +335,7 @@ def test_agrees_with_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
     examples = datasets.list_examples("cityscapes", root, "val")
     ours = evaluate.score_predictions(examples, "cityscapes", preds, "labelids", 19)
 
-    monkeypatch.setenv("CITYSCAPES_DATASET", root)
-    monkeypatch.setenv("CITYSCAPES_RESULTS", preds)
-    official = importlib.import_module(
-            "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    args = official.args
-    monkeypatch.setattr(args, "evalInstLevelScore", False)  # np.in1d: numpy 2.x.
-    monkeypatch.setattr(args, "JSONOutput", False)
-    monkeypatch.setattr(args, "quiet", True)
-    monkeypatch.setattr(args, "predictionPath", None)
-    monkeypatch.setattr(args, "predictionWalk", None)
+    official, args = _official_evaluator(monkeypatch, root, preds)
     gt_files = sorted(os.path.join(root, "gtFine", "val", city,
                                    stem + "_gtFine_labelIds.png") for city, stem in gt)
     pred_files = [official.getPrediction(args, f) for f in gt_files]
@@ -297,3 +349,71 @@ def test_agrees_with_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
             assert abs(ours["iou"][name] / 100 - theirs["classScores"][name]) < 1e-6
     assert 0.1 < theirs["averageScoreClasses"] < 0.9
     assert abs(ours["miou"] / 100 - theirs["averageScoreClasses"]) < 1e-6
+
+
+def _official_evaluator(monkeypatch, root, preds):
+    """cityscapesscripts' pixel-level evaluator reading `preds` (it reads the
+    environment at import and caches the walk in `args`)."""
+    monkeypatch.setenv("CITYSCAPES_DATASET", root)
+    monkeypatch.setenv("CITYSCAPES_RESULTS", preds)
+    official = importlib.import_module(
+            "cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    args = official.args
+    monkeypatch.setattr(args, "evalInstLevelScore", False)  # np.in1d: numpy 2.x.
+    monkeypatch.setattr(args, "JSONOutput", False)
+    monkeypatch.setattr(args, "quiet", True)
+    monkeypatch.setattr(args, "predictionPath", None)
+    monkeypatch.setattr(args, "predictionWalk", None)
+    return official, args
+
+
+def test_official_evaluator_finds_and_scores_the_same_files(tmp_path,
+                                                            monkeypatch):
+    """Predictions named <city>_<seq>_<frame>_pred.png in nested folders."""
+    rng = np.random.default_rng(11)
+    root = str(tmp_path / "cityscapes")
+    preds = str(tmp_path / "results")
+    ids = np.arange(34)
+    gt, ours_expected = {}, {}
+    folders = ("", "deep/er", "lindau", "a/b/c")
+    for i, city in enumerate(("frankfurt", "frankfurt", "lindau", "munster")):
+        stem = f"{city}_{i:06d}_{19 + i:06d}"  # frankfurt_000000_000019, ...
+        labels = rng.choice(ids, size=(12, 20))
+        gt[(city, stem)] = labels
+        pred = np.where(rng.random(labels.shape) < 0.7, labels,
+                        rng.choice(ids, size=labels.shape))
+        path = os.path.join(preds, folders[i], stem + "_pred.png")
+        write_png(path, pred)
+        ours_expected[image_path(root, city, stem)] = path
+    make_cityscapes(root, gt)
+    examples = datasets.list_examples("cityscapes", root, "val")
+    assert evaluate.find_predictions(preds, examples, "cityscapes") == (
+            ours_expected)
+    ours = evaluate.cli(["evaluate", f"--root={root}", f"--predictions={preds}"])
+
+    official, args = _official_evaluator(monkeypatch, root, preds)
+    gt_files = sorted(os.path.join(root, "gtFine", "val", city,
+                                   stem + "_gtFine_labelIds.png") for city, stem in gt)
+    pred_files = [official.getPrediction(args, f) for f in gt_files]
+    assert sorted(pred_files) == sorted(ours_expected.values())
+    theirs = official.evaluateImgLists(pred_files, gt_files, args)
+    # Both are ratios of the same integer pixel counts in float64 (a
+    # division, and a mean of <= 19 values): a few ulp apart at most.
+    for name in CLASS_NAMES:
+        if ours["iou"][name] is None:
+            assert math.isnan(theirs["classScores"][name])
+        else:
+            assert abs(ours["iou"][name] / 100
+                       - theirs["classScores"][name]) < 1e-12
+    assert 0.1 < theirs["averageScoreClasses"] < 0.9
+    assert abs(ours["miou"] / 100 - theirs["averageScoreClasses"]) < 1e-12
+
+    # A second file for one image: both evaluators refuse.
+    write_png(os.path.join(preds, "z", "frankfurt_000000_000019_leftImg8bit.png"),
+              np.zeros((12, 20)))
+    args.predictionWalk = None
+    with pytest.raises(SystemExit):
+        official.getPrediction(args, gt_files[0])
+    with pytest.raises(DataError, match="2 predictions for image .*"
+                                        "frankfurt_000000_000019_leftImg8bit"):
+        evaluate.cli(["evaluate", f"--root={root}", f"--predictions={preds}"])

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 import export_helpers as H
+import tolerances as T
 from tf_pixintra import export as export_lib
-from tf_pixintra.errors import ConfigError
+from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.export_tflite import (TFLiteConversionError,
                                        assert_builtin_only, format_fidelity,
                                        measure_fidelity, tflite_ops)
@@ -43,7 +44,7 @@ def test_output_layout_and_labels_json(palette):
     assert os.path.isfile(os.path.join(out, VERSION_DIR, "assets.extra",
                                        "tf_serving_warmup_requests"))
     for variant in ("fp32", "fp16", "int8"):
-        path = os.path.join(out, "tflite", f"pixintrada_{variant}.tflite")
+        path = os.path.join(out, "tflite", f"{H.MODEL_NAME}_{variant}.tflite")
         assert result["tflite"][variant] == path and os.path.isfile(path)
     # No temporary directory or file is left behind.
     leftovers = [n for _, dirs, files in os.walk(out) for n in dirs + files
@@ -59,8 +60,8 @@ def test_output_layout_and_labels_json(palette):
     assert meta["input_size"] == [32, 64]
     assert "BGR" in meta["preprocessing"]
     assert meta["tflite"]["int8"] == os.path.join("tflite",
-                                                  "pixintrada_int8.tflite")
-    assert meta["version"] == 3 and meta["model_name"] == "pixintrada"
+                                                  f"{H.MODEL_NAME}_int8.tflite")
+    assert meta["version"] == 3 and meta["model_name"] == H.MODEL_NAME
 
 
 def test_uint8_preprocessing_equals_shared_caffe_preprocess():
@@ -72,10 +73,12 @@ def test_uint8_preprocessing_equals_shared_caffe_preprocess():
             np.uint8)
     ours = caffe_preprocess_uint8(tf.constant(images)).numpy()
     np.testing.assert_array_equal(ours, caffe_preprocess(images).numpy())
+    # The means written to 5 decimals (0.5e-5), float32 means (u x 123) and
+    # one float32 subtraction (u x 152).
     np.testing.assert_allclose(ours[0, 0, 0], [images[0, 0, 0, 2] - 104.00699,
                                                images[0, 0, 0, 1] - 116.66877,
                                                images[0, 0, 0, 0] - 122.67891],
-                               atol=1e-4)
+                               rtol=0, atol=0.5e-5 + (123 + 152) * T.U)
 
 
 # A fresh interpreter with TensorFlow (and the serving protos) only.
@@ -124,6 +127,49 @@ report["modules"] = sorted(m for m in sys.modules
                            if m.split(".")[0] == "tf_pixintra")
 json.dump(report, open(sys.argv[2], "w"))
 '''
+
+
+def palette_logit_error(model, image_side=0):
+    """Bound on one path's main-logit error, palette model (export_helpers).
+
+    Input: an image resize from side `image_side` (0: none) and the mean
+    subtraction (|x| <= 152). mean8: a dot of 8 x 8 x 3 taps whose weights
+    1/64 are exact, sum |w||x| <= 152. identity: one exact product by 1 plus
+    exact zeros. main: 3 taps and the bias (S = sum |w|, b = |bias|). Then
+    the logits' resize from a grid of side <= 64 / 8.
+    """
+    kernel, bias = model.get_layer("main").get_weights()
+    s = float(np.abs(kernel).sum(axis=(0, 1, 2)).max())
+    z_max = s * 152.0 + float(np.abs(bias).max())
+    x_err = (T.resize_bound(255.0, image_side) if image_side else 0.0) \
+        + T.U * 152.0
+    pool_err = x_err + T.sum_bound(8 * 8 * 3, 152.0)
+    z_err = s * pool_err + T.sum_bound(4, z_max)
+    return z_err + T.resize_bound(z_max, 64 // 8)
+
+
+def decided_mismatches(labels, ref_probs, logit_tol):
+    """Pixels whose label is not the reference's top class although the
+    reference's top-2 logit margin, log p1 - log p2, exceeds `logit_tol`
+    plus its own rounding (each p within softmax_bound(0, 19) relative,
+    log's TRANSCENDENTAL_ULPS on |log p| <= log 19 for the top two)."""
+    top2 = np.sort(ref_probs, axis=-1)[..., -2:].astype(np.float64)
+    with np.errstate(divide="ignore"):
+        margin = np.log(top2[..., 1]) - np.log(top2[..., 0])
+    slack = 2 * T.softmax_bound(0.0, 19) \
+        + 2 * np.log(19) * T.TRANSCENDENTAL_ULPS * T.U
+    decided = margin > logit_tol + slack
+    return int(np.sum((labels != ref_probs.argmax(-1)) & decided))
+
+
+def assert_labels_follow_probs(labels, probs):
+    """The same path's labels (argmax of the logits) against its softmax:
+    fl(exp) and the division by one sum are monotone, so argmax(probs) is
+    the label unless rounding made the top two equal; then the label is one
+    of the equal maxima."""
+    top = probs.max(-1, keepdims=True)
+    picked = np.take_along_axis(probs, labels[..., None].astype(np.int64), -1)
+    np.testing.assert_array_equal(picked, top)
 
 
 def _save_png(path, array):
@@ -181,11 +227,20 @@ def test_saved_model_in_fresh_tensorflow_process(palette, net, tmp_path):
         labels = np.load(prefix + "_labels.npy")
         probs = np.load(prefix + "_probs.npy")
         for i, image in enumerate(images):
-            ref_labels, ref_probs = H.keras_reference(model, image)
-            # Graph mode fuses kernels (conv + bias + relu): float32 noise.
-            np.testing.assert_allclose(probs[i], ref_probs, atol=1e-5,
-                                       rtol=1e-4)
-            assert H.tie_free_mismatches(labels[i], ref_labels, ref_probs) == 0
+            assert_labels_follow_probs(labels[i], probs[i])
+            np.testing.assert_allclose(probs[i].sum(-1), 1.0, rtol=0,
+                                       atol=T.probs_sum_bound(19))
+            if kind == "net":
+                # A deep random net has no useful bound on graph (fused
+                # kernels) against eager: the SavedModel's agreement with
+                # Keras is checked on the palette model, whose bound is
+                # derived; here its own outputs are consistent.
+                continue
+            _, ref_probs = H.keras_reference(model, image)
+            z_tol = T.across(palette_logit_error(model))
+            np.testing.assert_allclose(probs[i], ref_probs, rtol=0,
+                                       atol=T.softmax_bound(z_tol, 19))
+            assert decided_mismatches(labels[i], ref_probs, z_tol) == 0
             if hand is not None:
                 keep = hand[i] != 255
                 np.testing.assert_array_equal(labels[i][keep], hand[i][keep])
@@ -199,22 +254,32 @@ def test_saved_model_in_fresh_tensorflow_process(palette, net, tmp_path):
         assert padded.shape == (len(sizes), max(s[0] for s in sizes),
                                 max(s[1] for s in sizes))
         for i, (array, (h, w)) in enumerate(zip(encoded_arrays, sizes)):
-            ref_labels, ref_probs = H.keras_reference(model, array, (h, w))
-            assert H.tie_free_mismatches(padded[i, :h, :w], ref_labels,
-                                         ref_probs) == 0
             assert np.all(padded[i, h:] == 255) and np.all(padded[i, :, w:]
                                                            == 255)
+            if kind == "net":   # no useful bound (see above)
+                assert padded[i, :h, :w].max() < 19
+                continue
+            _, ref_probs = H.keras_reference(model, array, (h, w))
+            side = 0 if (h, w) == H.INPUT_SIZE else max(h, w)
+            z_tol = T.across(palette_logit_error(model, side))
+            assert decided_mismatches(padded[i, :h, :w], ref_probs,
+                                      z_tol) == 0
             if hand_bytes is not None:
                 keep = hand_bytes[i] != 255
                 np.testing.assert_array_equal(padded[i, :h, :w][keep],
                                               hand_bytes[i][keep])
-        # The first encoded image is images[0]: same labels both ways.
-        np.testing.assert_array_equal(padded[0, :32, :64], labels[0])
+        # The first encoded image is images[0]: the same labels both ways
+        # wherever the batch-1 and batch-2 graphs cannot disagree.
+        if kind == "palette":
+            _, ref_probs = H.keras_reference(model, images[0])
+            z_tol = T.across(palette_logit_error(model))
+            assert decided_mismatches(padded[0, :32, :64], ref_probs,
+                                      z_tol) == 0
 
         assert entry["warmup"] == [
-                ["pixintrada", "serving_default", ["images"],
+                [H.MODEL_NAME, "serving_default", ["images"],
                  {"labels": [1, 32, 64], "probabilities": [1, 32, 64, 19]}],
-                ["pixintrada", "serve_image_bytes", ["image_bytes"],
+                [H.MODEL_NAME, "serve_image_bytes", ["image_bytes"],
                  {"labels": [1, 32, 64], "heights": [1], "widths": [1]}]]
 
 
@@ -268,20 +333,38 @@ def test_tflite_palette_model_meets_the_agreement_targets(palette):
 
 
 def test_tflite_net_model_fidelity(net):
-    """Random weights: argmax margins are tiny, so fp32 (which would catch
-    dropped weights) is strict; fp16 and int8 only have to track Keras."""
+    """Random weights: every variant tracks Keras better than any model that
+    lost its weights could.
+
+    A deep random net has no useful a-priori bound on the float32 (let alone
+    float16 or int8) difference between TFLite's kernels and TF's, and its
+    argmax margins are tiny, so no agreement percentage can be derived for it
+    (the palette model's test holds fp32/fp16/int8 to derived bounds and to
+    the 97 % target). What can be stated: a converted model whose weights
+    were dropped or zeroed outputs one class everywhere (or a spatially
+    constant map), and so agrees with Keras on at most the share of Keras's
+    most frequent label. fp32 and fp16 must beat that share by half the
+    remaining pixels, which float rounding of a model that kept its weights
+    cannot undo unless most of its pixels are near-ties; int8 must beat it.
+    """
+    from tf_pixintra.export_tflite import keras_labels
     model, result, _ = net
     rng = np.random.RandomState(7)
     images = [rng.randint(0, 256, (32, 64, 3)).astype(np.uint8)
               for _ in range(3)]
     fidelity = measure_fidelity(model, result["tflite"], images, None,
                                 H.INPUT_SIZE)
+    reference = np.concatenate([keras_labels(model, image, H.INPUT_SIZE)[0].ravel()
+                                for image in images])
+    constant = 100.0 * np.bincount(reference).max() / reference.size
+    assert constant < 60.0        # the net's map is not one class already
     rows = fidelity["variants"]
-    assert rows["fp32"]["agreement"] >= 99.9
-    assert rows["fp16"]["agreement"] >= 98.0
-    # 50 % is far above chance (~5 %) and above a model without weights;
-    # the palette test holds int8 to the 97 % target.
-    assert rows["int8"]["agreement"] >= 50.0
+    for variant in ("fp32", "fp16"):
+        assert rows[variant]["agreement"] >= (100.0 + constant) / 2, (
+            variant, rows[variant]["agreement"], constant)
+    # int8 moves every activation by up to half a quantisation step per
+    # layer, so on near-tied random logits it only has to beat the constant.
+    assert rows["int8"]["agreement"] > constant, (rows["int8"], constant)
     assert rows["fp32"]["miou"] is None
 
 
@@ -380,3 +463,98 @@ def test_cli_exports_and_measures(tmp_path, capsys):
     assert fidelity["variants"]["fp32"]["agreement"] == pytest.approx(100.0)
     assert fidelity["variants"]["fp32"]["miou"] == pytest.approx(100.0)
     assert "fp32" in stdout and "agree" in stdout
+
+
+# ------------------------------------------------ input bounds (issue 17.9)
+def _encoded(fmt, size, big=None):
+    """A small encoded image whose header claims `big` (W, H) if given."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 60, 30)).save(buffer, format=fmt)
+    data = bytearray(buffer.getvalue())
+    if big is not None and fmt == "PNG":  # IHDR width, height (CRC not read)
+        data[16:24] = struct.pack(">II", *big)
+    elif big is not None and fmt == "JPEG":  # SOF0 height, width
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = struct.pack(">HH", big[1], big[0])
+    return bytes(data)
+
+
+def test_serve_image_bytes_caps_the_size_before_decoding(palette):
+    import tensorflow as tf
+    from tf_pixintra.export_contract import SERVING_MAX_PIXELS
+    from tf_pixintra.export_savedmodel import (encoded_image_size,
+                                               segment_encoded)
+
+    model, result, out = palette
+    # Header sizes of every accepted format, without decoding.
+    for fmt in ("PNG", "JPEG", "GIF", "BMP"):
+        height, width = encoded_image_size(tf.constant(_encoded(fmt, (37, 21))))
+        assert (int(width), int(height)) == (37, 21), fmt
+    # Graph mode inside map_fn, with a small cap: 40x20 = 800 px pass, 40x30
+    # = 1200 px are refused with a message naming the size and the cap.
+    fn = tf.function(lambda b: segment_encoded(model, b, H.INPUT_SIZE, 1000))
+    ok = fn(tf.constant([_encoded("PNG", (40, 20))]))
+    assert ok["labels"].shape == (1, 20, 40)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"image of 40x30 \(WxH\) = 1200 pixels is above "
+                             r"the cap of 1000 pixels"):
+        fn(tf.constant([_encoded("PNG", (40, 20)), _encoded("PNG", (40, 30))]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="not a PNG, JPEG, GIF or BMP"):
+        fn(tf.constant([b"plain text, no image"]))
+    # The exported SavedModel (default cap): headers claiming 5000x4000
+    # (20 MP, above 2**23) are refused before decoding; labels.json says so.
+    signature = tf.saved_model.load(result["saved_model"]).signatures[
+            "serve_image_bytes"]
+    for fmt in ("PNG", "JPEG"):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"5000x4000 .* above the cap of "
+                                 f"{SERVING_MAX_PIXELS} pixels"):
+            signature(image_bytes=tf.constant([_encoded(fmt, (64, 32),
+                                                        (5000, 4000))]))
+    meta = json.load(open(os.path.join(out, "labels.json")))
+    assert meta["signatures"]["serve_image_bytes"]["max_pixels"] == (
+            SERVING_MAX_PIXELS)
+
+
+def test_cli_refuses_a_huge_representative_image(tmp_path, monkeypatch,
+                                                 capsys):
+    import struct
+    import zlib
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(H.block_image(1)[0]).save(images / "a.png")
+    # A valid 88 KB grey PNG of 9500 x 9500 (90 MP: it used to exhaust memory).
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(b"\0" * 9501) for _ in range(9500))
+    rows += compressor.flush()
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    huge = images / "b.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+            ">IIBBBBB", 9500, 9500, 8, 0, 0, 0, 0)) + chunk(b"IDAT", rows)
+            + chunk(b"IEND", b""))
+    assert huge.stat().st_size < 100_000
+    flag_values = flags.FlagValues()
+    export_lib.define_flags(flag_values)
+    flag_values(["export", f"--model={tmp_path / 'no_model_read'}",
+                 f"--out={tmp_path / 'out'}", "--input_size=32,64",
+                 f"--representative_dir={images}"])
+    assert flag_values.max_input_pixels == 40_000_000
+    monkeypatch.setattr(export_lib, "FLAGS", flag_values)
+    assert export_lib.main(["export"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"image {huge} is 9500x9500 (WxH) = 90.2 megapixels" in err
+    assert "--max_input_pixels=40000000" in err
+    assert not (tmp_path / "out").exists()
+    # Under a lower limit the small image is refused too, by name.
+    with pytest.raises(DataError, match=r"a.png is 64x32 \(WxH\)"):
+        export_lib.representative_images(str(images), 2, (32, 64), 1000)

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -179,14 +180,14 @@ def test_client_request_format_and_label_maps(palette, server, tmp_path):
     port = server.server_address[1]
     added, _ = _run_script(CLIENT, [
             paths + ["--host", "127.0.0.1", "--port", str(port),
-                     "--model_name", "pixintrada", "--version", "3",
+                     "--model_name", H.MODEL_NAME, "--version", "3",
                      "--out_dir", str(tmp_path / "maps"), "--labels",
                      os.path.join(out, "labels.json"), "--timeout", "60"]],
             str(tmp_path))
     assert added == set()  # standard library only
 
     (path, headers, request), = _FakeServing.requests
-    assert path == "/v1/models/pixintrada/versions/3:predict"
+    assert path == f"/v1/models/{H.MODEL_NAME}/versions/3:predict"
     assert headers["Content-Type"] == "application/json"
     assert request["signature_name"] == "serve_image_bytes"
     assert [base64.b64decode(i["b64"]) for i in request["instances"]] == [
@@ -206,7 +207,8 @@ def test_client_reports_server_errors(server):
     _FakeServing.error = "Servable not found for request: Latest(nope)"
     port = server.server_address[1]
     with pytest.raises(RuntimeError, match=r"404.*Servable not found"):
-        client.predict([b"\x89PNG"], "127.0.0.1", port, "nope", timeout=30)
+        client.predict([client.png_bytes([[0, 1]])], "127.0.0.1", port,
+                       "nope", timeout=30)
     assert _FakeServing.requests[0][0] == "/v1/models/nope:predict"
 
 
@@ -229,8 +231,8 @@ def test_models_config_parses_as_model_server_config():
     text = open(os.path.join(KIT, "serving", "models.config")).read()
     config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     (entry,) = config.model_config_list.config
-    assert entry.name == "pixintrada"
-    assert entry.base_path == "/models/pixintrada"
+    assert entry.name == H.MODEL_NAME
+    assert entry.base_path == f"/models/{H.MODEL_NAME}"
     assert entry.model_platform == "tensorflow"
 
 
@@ -240,3 +242,259 @@ def test_readme_documents_the_deployment_commands():
     assert "--no-deps" in text
     assert "litert_segment.py" in text
     assert "serve_image_bytes" in text
+
+
+# ------------------------------------------------ one model name (issue 18.7)
+def test_kit_defaults_agree_with_the_pipeline():
+    import re
+
+    from absl import flags
+
+    from tf_pixintra import config, export_contract as C
+    from tf_pixintra import export as export_lib
+
+    client = _load_script(CLIENT, "serving_client")
+    segment = _load_script(SEGMENT, "litert_segment")
+    assert C.MODEL_NAME == "pixintra"
+    assert config.RunConfig().export_name == C.MODEL_NAME
+    flag_values = flags.FlagValues()
+    export_lib.define_flags(flag_values)
+    assert flag_values["model_name"].default == C.MODEL_NAME
+    assert flag_values["serving_max_pixels"].default == C.SERVING_MAX_PIXELS
+    assert flag_values["max_input_pixels"].default == C.MAX_INPUT_PIXELS
+    args = client.parse_args(["x.png"])
+    assert args.model_name == client.MODEL_NAME == C.MODEL_NAME
+    assert args.max_pixels == client.MAX_PIXELS == C.SERVING_MAX_PIXELS
+    assert client.SIGNATURE == C.SERVE_IMAGE_BYTES
+    assert segment.parse_args(["m", "i"]).max_pixels == C.MAX_INPUT_PIXELS
+    assert (segment.SIGNATURE, segment.INPUT_NAME) == (C.SERVING_DEFAULT,
+                                                      C.IMAGES_KEY)
+    text = open(os.path.join(KIT, "serving", "models.config")).read()
+    assert re.findall(r'name: "([^"]*)"', text) == [C.MODEL_NAME]
+    assert re.findall(r'base_path: "([^"]*)"', text) == [
+            f"/models/{C.MODEL_NAME}"]
+    for doc in (os.path.join(KIT, "README.md"), CLIENT, SEGMENT,
+                os.path.join(H.repo_root(), "README.md")):
+        assert "pixintrada" not in open(doc).read(), doc  # "PixIntraDA" is the method
+    readme = open(os.path.join(KIT, "README.md")).read()
+    assert f"saved_model/{C.MODEL_NAME}/1/" in readme
+    assert f"tflite/{C.MODEL_NAME}_int8.tflite" in readme
+
+
+# ------------------------------------------------ input bounds (issue 17.9)
+def _grey_png(width, height, full=True):
+    """A grey PNG of width x height; only the first row's data if not full."""
+    import struct
+    import zlib
+
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(b"\0" * (width + 1))
+                    for _ in range(height if full else 1)) + compressor.flush()
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+            ">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def _run(script, argv, cwd, timeout=60):
+    proc = subprocess.run([sys.executable, script] + argv, cwd=cwd,
+                          env=dict(os.environ, PYTHONPATH=""),
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stderr
+
+
+def _one_clear_line(stderr):
+    assert stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
+    assert "Traceback" not in stderr
+
+
+def test_litert_segment_refuses_huge_images(tmp_path, capfd):
+    # 88 KB of PNG that decodes to 9500 x 9500 (it used to exhaust memory),
+    # and a header claiming 60000 x 60000 (it used to give a traceback).
+    (tmp_path / "a.png").write_bytes(_grey_png(9500, 9500))
+    assert (tmp_path / "a.png").stat().st_size < 100_000
+    (tmp_path / "b.png").write_bytes(_grey_png(60000, 60000, full=False))
+    Image.new("RGB", (64, 32)).save(tmp_path / "c.png")
+    cases = [("a.png", [], "9500x9500 (WxH) = 90.2 megapixels, above "
+                           "--max_pixels=40000000"),
+             ("b.png", [], "60000x60000 (WxH) = 3600.0 megapixels"),
+             ("c.png", ["--max_pixels", "2047"], "64x32 (WxH) = 0.0 "
+                                                 "megapixels, above "
+                                                 "--max_pixels=2047")]
+    segment = _load_script(SEGMENT, "litert_segment")
+    for i, (name, extra, expected) in enumerate(cases):
+        argv = ["nowhere.tflite", str(tmp_path / name)] + extra
+        if i == 0:  # the real command line once, main() in-process after
+            code, stderr = _run(SEGMENT, argv, str(tmp_path))
+        else:
+            code, stderr = segment.main(argv), capfd.readouterr().err
+        assert code == 2, stderr
+        _one_clear_line(stderr)
+        assert f"image {tmp_path / name} is {expected}" in stderr
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png", "c.png"]
+
+
+class _CannedServing(http.server.BaseHTTPRequestHandler):
+    """Answers :predict with `answer(request) -> body bytes` (HTTP 200)."""
+
+    answer = None
+    requests = []
+
+    def do_POST(self):  # noqa: N802 (http.server naming)
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append(request)
+        data = type(self).answer(request)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def canned():
+    _CannedServing.requests = []
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _CannedServing)
+    thread = threading.Thread(target=httpd.serve_forever,
+                              kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def _answer_by_size(label=3):
+    """A correct answer: each image's map of `label`, sized from its header."""
+    def answer(request):
+        client = _load_script(CLIENT, "serving_client")
+        predictions = []
+        for instance in request["instances"]:
+            width, height = client.image_size(base64.b64decode(instance["b64"]))
+            predictions.append({"labels": [[label] * width] * height,
+                                "heights": height, "widths": width})
+        return json.dumps({"predictions": predictions}).encode()
+    return answer
+
+
+def test_client_refuses_wrong_answers(canned, tmp_path, capsys):
+    client = _load_script(CLIENT, "serving_client")
+    Image.new("RGB", (128, 64)).save(tmp_path / "street.png")
+    out = tmp_path / "maps"
+    argv = [str(tmp_path / "street.png"), "--host", "127.0.0.1", "--port",
+            str(canned), "--out_dir", str(out), "--timeout", "10"]
+
+    def rows(h, w, value=0):
+        return [[value] * w for _ in range(h)]
+
+    def one(labels, h=64, w=128):
+        return {"predictions": [{"labels": labels, "heights": h,
+                                 "widths": w}]}
+
+    wrong = [
+        (one(rows(2, 2), 2, 2), r"street.png: label map is 2x2 \(WxH\) but the image is "
+                                r"128x64"),
+        (one(rows(2, 2)), "not a list of at least 64 rows of 128 values"),
+        (one(rows(64, 128, 0.0)), r"row 0 holds 0\.0; expected integer"),
+        (one(rows(64, 128, True)), "row 0 holds True; expected integer"),
+        (one(rows(64, 128, 19)), r"trainId 19; expected 0\.\.18"),
+        (one(rows(63, 128) + [[0] * 127 + [-1]]), r"row 63 holds trainId -1"),
+        (one(rows(64, 128), "64", 128), "is 128x64 .* expected equal"),
+        ({"predictions": []}, "1 images sent to .*, 0 label maps received"),
+        ({"outputs": {}}, "answer from .* has no predictions list"),
+        ({"predictions": [[1]]}, "expected an object with labels"),
+        (b"<html>502 Bad Gateway</html>", "answer from .* is not JSON"),
+    ]
+    for body, expected in wrong:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        _CannedServing.answer = lambda _, data=data: data
+        assert client.main(argv) == 2, expected
+        err = capsys.readouterr().err
+        _one_clear_line(err)
+        assert re.search(expected, err), (expected, err)
+        # Each line names the image, or the server for a whole-answer fault.
+        assert (str(tmp_path / "street.png") in err
+                or f"http://127.0.0.1:{canned}/v1/models/pixintra:predict"
+                in err), err
+        assert not out.exists()  # nothing written from a bad answer
+    # The same exit status and single line from the real command line.
+    _CannedServing.answer = lambda _: json.dumps(one(rows(2, 2), 2, 2)).encode()
+    code, stderr = _run(CLIENT, argv, str(tmp_path))
+    assert code == 2
+    _one_clear_line(stderr)
+    # A correct answer is written.
+    _CannedServing.answer = _answer_by_size(7)
+    assert client.main(argv) == 0
+    labels = np.asarray(Image.open(out / "street_labels.png"))
+    assert labels.shape == (64, 128) and np.all(labels == 7)
+
+
+def test_client_bounds_inputs_and_keeps_same_named_files(canned, tmp_path,
+                                                         capsys):
+    client = _load_script(CLIENT, "serving_client")
+    _CannedServing.answer = _answer_by_size(5)
+    for folder, size in (("street", (40, 20)), ("park", (24, 16))):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", size).save(tmp_path / folder / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "street" / "a.jpg")
+    (tmp_path / "big.png").write_bytes(_grey_png(60000, 60000, full=False))
+    (tmp_path / "notes.txt").write_text("not an image")
+    common = ["--host", "127.0.0.1", "--port", str(canned), "--timeout", "10"]
+
+    def run(paths, out="maps", extra=()):
+        code = client.main([str(tmp_path / p) for p in paths] + common
+                           + ["--out_dir", str(tmp_path / out), *extra])
+        return code, capsys.readouterr().err
+
+    # street/a.png and park/a.png: their folders are mirrored, none lost.
+    assert run(["street/a.png", "park/a.png"]) == (0, "")
+    for folder, size in (("street", (20, 40)), ("park", (16, 24))):
+        labels = np.asarray(Image.open(tmp_path / "maps" / folder /
+                                       "a_labels.png"))
+        assert labels.shape == size and np.all(labels == 5)
+    # One image keeps the flat layout.
+    assert run(["park/a.png"], "flat") == (0, "")
+    assert os.listdir(tmp_path / "flat") == ["a_labels.png"]
+    sent = len(_CannedServing.requests)
+    refused = [
+        (["street/a.png", "street/a.jpg"], (), "inputs .*street/a.png and "
+                                               ".*street/a.jpg would both be "
+                                               "written to .*a_labels.png"),
+        (["park/a.png", "big.png"], (), r"big.png is 60000x60000 \(WxH\) = "
+                                        r"3600.0 megapixels, above "
+                                        r"--max_pixels=8388608"),
+        (["park/a.png"], ("--max_pixels", "383"), r"a.png is 24x16 \(WxH\) = "
+                                                  r"0.0 megapixels, above "
+                                                  r"--max_pixels=383"),
+        (["notes.txt"], (), "notes.txt is not a PNG, JPEG, GIF or BMP"),
+        (["missing.png"], (), "cannot read image .*missing.png"),
+    ]
+    for paths, extra, expected in refused:
+        code, err = run(paths, "refused", extra)
+        assert code == 2, expected
+        _one_clear_line(err)
+        assert re.search(expected, err), (expected, err)
+    assert len(_CannedServing.requests) == sent  # nothing was sent
+    assert not (tmp_path / "refused").exists()
+
+
+def test_client_reads_image_headers():
+    client = _load_script(CLIENT, "serving_client")
+    for fmt in ("PNG", "JPEG", "GIF", "BMP"):
+        buffer = io.BytesIO()
+        Image.new("RGB", (37, 21)).save(buffer, format=fmt)
+        assert client.image_size(buffer.getvalue()) == (37, 21), fmt
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 10)).save(buffer, format="JPEG", progressive=True)
+    assert client.image_size(buffer.getvalue()) == (30, 10)
+    assert client.image_size(b"\xff\xd8\xff") is None
+    assert client.image_size(b"\x89PNG\r\n\x1a\n") is None

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tolerances as T
 from tf_pixintra import inference
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR
+
+# |RGB - Caffe mean| <= 255 - 104.007 for RGB in [0, 255].
+MAX_INPUT = 152.0
 
 
 def strided_model(num_classes=19, seed=0):
@@ -45,6 +49,32 @@ def constant_model(main_class, aux_class, num_classes=19):
     return keras.Model(x, heads)
 
 
+def probs_tolerance(model, k, image_side, grid_side, variants, pool=1):
+    """Bound on |one path's fused probabilities - two paths'| (see tolerances).
+
+    The first conv of `model` (k taps: 27 for 3x3x3, 3 for 1x1x3) reads the
+    Caffe input, after an optional `pool` x `pool` average. Input: the image
+    resize (`image_side` = 0: a resize to the image's own size, which is
+    exact: scale 1, weights 0) and the mean subtraction (one rounding).
+    Pool: a sum of pool^2 terms and a division. Logits: the first conv's
+    error through sum |w| (S) plus a dot of k terms and the bias; then their
+    resize from a `grid_side` grid, the softmax and the mean of `variants`.
+    """
+    kernel, bias = model.layers[1 + (pool > 1)].get_weights()
+    s = float(np.abs(kernel).sum(axis=(0, 1, 2)).max())
+    b = float(np.abs(bias).max())
+    x_err = (T.resize_bound(255.0, image_side) if image_side else 0.0) \
+        + T.U * MAX_INPUT
+    if pool > 1:
+        n = pool * pool
+        x_err += T.sum_bound(n, n * MAX_INPUT) / n + T.U * MAX_INPUT
+    z_max = s * MAX_INPUT + b
+    z_err = s * x_err + T.sum_bound(k + 1, z_max)
+    z_err += T.resize_bound(z_max, grid_side)
+    p_err = T.softmax_bound(z_err, kernel.shape[-1])
+    return T.across(T.mean_bound(variants, p_err, 1.0))
+
+
 def random_image(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -62,8 +92,12 @@ def test_caffe_preprocessing_reaches_the_model():
     probs = inference.predict_probs(model, image)
     b = 105.0 - CAFFE_MEAN_BGR[0]
     expected = 1.0 / (1.0 + math.exp(-b))
-    np.testing.assert_allclose(probs[..., 0], expected, rtol=1e-5)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    # Logit error: the float32 mean (u x 104) and the subtraction (u x 1);
+    # a flat logit map resizes exactly; then the softmax.
+    tol = T.softmax_bound(T.U * 105.0, 2)
+    np.testing.assert_allclose(probs[..., 0], expected, rtol=0, atol=tol)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=0,
+                               atol=T.probs_sum_bound(2))
 
 
 def test_main_output_is_used_and_labels_are_uint8():
@@ -80,7 +114,8 @@ def test_multi_scale_flip_shapes():
     probs = inference.predict_probs(model, image, size=(16, 24),
                                     scales=inference.CRST_SCALES, flip=True)
     assert probs.dtype == np.float32 and probs.shape == (20, 30, 19)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=0,
+                               atol=T.probs_sum_bound(19, variants=6))
     small = inference.predict_probs(model, image, size=(16, 24), scales=(0.5, 1.0),
                                     output_size=(10, 15))
     assert small.shape == (10, 15, 19)
@@ -93,10 +128,14 @@ def test_scales_average_and_size_times_scale():
     both = inference.predict_probs(model, image, size=(16, 24), scales=(0.5, 1.0))
     half = inference.predict_probs(model, image, size=(16, 24), scales=(0.5,))
     full = inference.predict_probs(model, image, size=(16, 24), scales=(1.0,))
-    np.testing.assert_allclose(both, (half + full) / 2, atol=1e-6)
-    # size x scale 0.5 is the same input as size (8, 12) at scale 1.
+    # The same ops on the same inputs; numpy's sum and halving may keep a
+    # subnormal that TF flushes: 2 operations, below TINY each.
+    np.testing.assert_allclose(both, (half + full) / 2, rtol=0,
+                               atol=2 * T.TINY)
+    # size x scale 0.5 is the same input as size (8, 12) at scale 1: the
+    # same TF ops on the same tensors, bit for bit.
     direct = inference.predict_probs(model, image, size=(8, 12))
-    np.testing.assert_allclose(half, direct, atol=1e-6)
+    np.testing.assert_array_equal(half, direct)
     assert not np.allclose(half, full, atol=1e-3)
 
 
@@ -107,7 +146,11 @@ def test_flip_averages_with_the_mirrored_prediction():
     mirrored = inference.predict_probs(model, image[:, ::-1])[:, ::-1]
     flipped = inference.predict_probs(model, image, flip=True)
     assert not np.allclose(plain, mirrored, atol=1e-3)
-    np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-6)
+    # The same ops on the same tensors (the resize to the image's own size
+    # is an exact copy, so mirroring commutes with it): equal but for
+    # subnormals numpy keeps and TF flushes (a sum and a halving).
+    np.testing.assert_allclose(flipped, (plain + mirrored) / 2, rtol=0,
+                               atol=2 * T.TINY)
 
 
 def test_flip_of_a_symmetric_model_equals_the_plain_prediction():
@@ -115,8 +158,11 @@ def test_flip_of_a_symmetric_model_equals_the_plain_prediction():
     image = random_image(32, 48)
     plain = inference.predict_probs(model, image, size=(32, 48))
     flipped = inference.predict_probs(model, image, size=(32, 48), flip=True)
-    assert np.ptp(plain) > 1e-3  # Not a constant map.
-    np.testing.assert_allclose(flipped, plain, atol=1e-6)
+    # Mirrored 8x8 pooling windows sum in another order: a cross-path bound.
+    tol = probs_tolerance(model, 3, 0, 48 // 8, 2, pool=8)
+    # Not mirror-symmetric, so a flip not undone would exceed the bound.
+    assert np.abs(plain - plain[:, ::-1]).max() > 2 * tol
+    np.testing.assert_allclose(flipped, plain, rtol=0, atol=tol)
 
 
 def test_batch_function_handles_new_sizes_and_matches_eager():
@@ -126,11 +172,15 @@ def test_batch_function_handles_new_sizes_and_matches_eager():
     out = fn(tf.constant(batch), tf.constant([20, 30]))
     assert out.shape == (2, 20, 30, 19)
     eager = inference.predict_probs_batch(model, batch, (16, 24), (1.0, 1.2), True)
-    np.testing.assert_allclose(out.numpy(), eager.numpy(), atol=1e-5)
+    # Graph (fused conv + bias) against eager, batch 2 against batch 1:
+    # images of side <= 30, logits from grids of side <= ceil(29 / 8) = 4,
+    # scales x mirrors = 4 variants.
+    tol = probs_tolerance(model, 27, 30, 4, 4)
+    np.testing.assert_allclose(out.numpy(), eager.numpy(), rtol=0, atol=tol)
     other = fn(tf.constant(random_image(12, 18)[None]), tf.constant([6, 9]))
     assert other.shape == (1, 6, 9, 19)
     one = inference.predict_probs(model, batch[1], predict_fn=fn)
-    np.testing.assert_allclose(one, eager.numpy()[1], atol=1e-5)
+    np.testing.assert_allclose(one, eager.numpy()[1], rtol=0, atol=tol)
 
 
 def test_predict_logits_upsamples_main_logits():

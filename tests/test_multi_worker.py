@@ -3,8 +3,9 @@
 Both workers run tests/multi_worker_main.py (a few Stage I steps through
 `stages.training.fit`) and must end with bit-identical weights. A one-process
 run with the same global batch split over two replicas (MirroredStrategy on
-two logical CPUs) gives the very same bits; on one device (the whole batch
-on one replica) the result differs by float32 summation order only.
+two logical CPUs) gives the very same bits. One device against two
+replicas (another summation order, no useful a-priori bound for the deep
+tiny G) is tests/adapters/test_inter.py's business, not repeated here.
 Only the chief writes the real checkpoints. A crashed worker leaves its peer
 blocked in a collective forever, so every process has a deadline and both
 are killed when anything goes wrong.
@@ -49,7 +50,7 @@ def free_ports(n):
             s.close()
 
 
-def launch_workers(tmp_path, checkpoint_dir):
+def launch_workers(tmp_path, checkpoint_dir, steps=STEPS, extra=()):
     """Starts the two workers; returns [(process, out prefix, log path)]."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -65,13 +66,13 @@ def launch_workers(tmp_path, checkpoint_dir):
             proc = subprocess.Popen(  # pylint: disable=consider-using-with
                 [sys.executable, os.path.join(HERE, "multi_worker_main.py"),
                  "--out", out, "--checkpoint_dir", checkpoint_dir,
-                 "--steps", str(STEPS), "--checkpoint_every", "1"],
+                 "--steps", str(steps), "--checkpoint_every", "1", *extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         workers.append((proc, out, log_path))
     return workers
 
 
-def wait_all(workers, deadline):
+def wait_all(workers, deadline, expected_code=0):
     """Waits for every worker; kills all of them on a failure or the deadline."""
     try:
         pending = [w for w in workers]
@@ -81,7 +82,7 @@ def wait_all(workers, deadline):
                 if code is None:
                     continue
                 pending.remove(w)
-                if code != 0:
+                if code != expected_code:
                     raise AssertionError(f"worker exited with {code}:\n"
                                          + _tail(w[2]))
             if pending and time.monotonic() > deadline:
@@ -121,8 +122,6 @@ def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
     deadline = time.monotonic() + TIMEOUT_S
     try:
         # Computed while the workers start up and train.
-        one_device = one_process_weights(
-            tf.distribute.OneDeviceStrategy("/cpu:0"))
         two_replicas = one_process_weights(
             tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     except BaseException:
@@ -140,7 +139,7 @@ def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
     print("worker seconds:", info0["seconds"], info1["seconds"])
     assert info0["replicas"] == info1["replicas"] == 2
     assert info0["is_chief"] and not info1["is_chief"]
-    assert len(w0) == len(w1) == len(one_device) > 0
+    assert len(w0) == len(w1) == len(two_replicas) > 0
     # The all-reduce hands both workers the very same sums.
     for a, b in zip(w0, w1):
         np.testing.assert_array_equal(a, b)
@@ -151,11 +150,8 @@ def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
     # of two values (commutative), so the same bits.
     for a, ref in zip(w0, two_replicas):
         np.testing.assert_array_equal(a, ref)
-    # One device: the batch mean is summed in another order (seen: 1.1e-4
-    # of an array's largest value, amplified by the 10x head gradients).
-    for a, ref, start in zip(w0, one_device, _initial_weights()):
+    for a, start in zip(w0, _initial_weights()):
         assert np.isfinite(a).all()
-        np.testing.assert_allclose(a, ref, rtol=1e-3, atol=1e-5)
         if a.ndim == 4:   # every conv kernel of G and both Ds has trained
             assert not np.array_equal(a, start)
 
@@ -221,3 +217,26 @@ def test_a_failed_worker_gets_its_peer_killed(tmp_path):
         wait_all(workers, time.monotonic() + 60)
     assert time.monotonic() - start < 30
     assert workers[1][0].returncode is not None   # killed and reaped
+
+
+@pytest.mark.e2e   # two TF start-ups + traced steps, as the test above
+def test_sigterm_on_one_worker_stops_both_after_the_same_step(tmp_path):
+    """Worker 1 gets SIGTERM during step 2 of 6: both workers agree to stop
+    after step 2 (none is left waiting in an all-reduce), the chief saves
+    ckpt-2 with every optimizer at iteration 2, and both exit 130."""
+    checkpoint_dir = str(tmp_path / "checkpoints")
+    workers = launch_workers(tmp_path, checkpoint_dir, steps=6,
+                             extra=("--sigterm_at", "2"))
+    wait_all(workers, time.monotonic() + TIMEOUT_S, expected_code=130)
+    infos = []
+    for _, out, _ in workers:
+        with open(out + ".json", encoding="utf-8") as f:
+            infos.append(json.load(f))
+    assert all(info["interrupted"] for info in infos)
+    assert [info["iterations"] for info in infos] == [2, 2]
+    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-2")
+    restored = worker.build_adapter(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    _, step = training.restore(restored, checkpoint_dir)
+    assert int(step) == 2 and [int(o.iterations) for o in (
+        restored.g_optimizer, restored.d_main_optimizer,
+        restored.d_aux_optimizer)] == [2, 2, 2]

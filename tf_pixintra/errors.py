@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """Invalid configuration. Raised before any work starts."""
+
+
+class TrainingDiverged(ValueError):
+    """A training loss became NaN or infinite. The message names the step."""

@@ -13,15 +13,19 @@ Both write {"miou": %, "iou": {class name: % or null}, "num_images": N} and
 print the per-class table. Scoring follows tf_pixintra.metrics (the official
 evaluator's rules); predictions are compared at ground-truth resolution.
 
-Prediction file of an image (for --predictions, and what --write_* writes):
-  <predictions>/<subdir>/<stem>.png, where <stem> is the image file name
-  without "_leftImg8bit.png" (Cityscapes) or without its extension, and
-  <subdir> is the image's city directory for Cityscapes and empty for GTA5 and
-  SYNTHIA (the image's path relative to leftImg8bit/<split>, images/ or RGB/).
-  The image's own file name is accepted in place of <stem>.png, and so is
-  the flat layout <predictions>/<stem>.png for Cityscapes. The first file
-  found in that order is used. The official evaluator finds these files too
-  (it searches <city>_<seq>_<frame>*.png recursively).
+Prediction file of an image, as the official Cityscapes evaluator
+(cityscapesscripts, evalPixelLevelSemanticLabeling.getPrediction) finds it:
+  any PNG at any depth under --predictions whose name is <stem>*.png, where
+  <stem> is the image file name without "_leftImg8bit.png" (Cityscapes:
+  <city>_<seq>_<frame>) or without its extension (GTA5, SYNTHIA). So
+  aachen/aachen_000000_000019.png, aachen_000000_000019_pred.png and
+  x/y/aachen_000000_000019_leftImg8bit.png all serve. A file whose name
+  starts with the stems of two images belongs to the longer one (GTA5 "1"
+  and "10"). No file, or two files, for one image is an error naming them.
+What --write_* writes: <dir>/<subdir>/<stem>.png, <subdir> being the image's
+  city directory for Cityscapes and empty for GTA5 and SYNTHIA. Two images
+  with the same <stem> (GTA5 list entries a/1.png and b/1.png) are refused
+  before anything is predicted: their files could not be told apart.
 
 --prediction_format labelids (default) reads Cityscapes labelIds (the
 official format; ids of classes ignored in evaluation count as misses);
@@ -36,6 +40,8 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
+from tf_pixintra import choices
+from tf_pixintra import progress
 from tf_pixintra import tables
 from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import (CLASS_NAMES, EVAL_SUBSETS, NUM_CLASSES, colorize,
@@ -44,7 +50,7 @@ from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.io_utils import atomic_path, read_json, write_json
 from tf_pixintra.metrics import ConfusionMatrix
 
-DATASETS = ("cityscapes", "gta5", "synthia")
+DATASETS = choices.DATASETS
 PREDICTION_FORMATS = ("labelids", "trainids")
 DEFAULT_SIZE = (512, 1024)
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -84,31 +90,52 @@ def prediction_path(directory, image_path, dataset):
                         prediction_stem(image_path) + ".png")
 
 
-def prediction_candidates(directory, image_path, dataset):
-    """Accepted prediction files for an image, in order of preference."""
-    stem_png = prediction_stem(image_path) + ".png"
-    name = os.path.basename(image_path)
-    subdir = prediction_subdir(image_path, dataset)
-    candidates = [os.path.join(directory, subdir, stem_png),
-                  os.path.join(directory, subdir, name)]
-    if subdir:
-        candidates += [os.path.join(directory, stem_png), os.path.join(directory, name)]
-    unique = []
-    for path in candidates:
-        if path not in unique:
-            unique.append(path)
-    return unique
+def check_unique_stems(examples, what):
+    """DataError naming two images that share a prediction stem."""
+    seen = {}
+    for example in examples:
+        stem = prediction_stem(example.image_path)
+        if stem in seen:
+            raise DataError(f"images {seen[stem]} and {example.image_path} "
+                            f"share the prediction name {stem}: {what} could "
+                            "not tell their files apart; evaluate them in "
+                            "separate runs (--list_file)")
+        seen[stem] = example.image_path
+    return seen
 
 
-def find_prediction(directory, image_path, dataset):
-    """The first existing prediction file of an image; DataError if none."""
-    candidates = prediction_candidates(directory, image_path, dataset)
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    others = ", ".join(candidates[1:])
-    raise DataError(f"no prediction for image {image_path}: expected {candidates[0]}"
-                    + (f" (or {others})" if others else ""))
+def find_predictions(directory, examples, dataset):
+    """{image path: its prediction file} under `directory` (module docstring).
+
+    DataError for an image with no file or with two, or two images sharing
+    a stem.
+    """
+    stems = check_unique_stems(examples, "--predictions")
+    found = {stem: [] for stem in stems}
+    for folder, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".png"):
+                continue
+            # The longest image stem the name starts with (<stem>*.png).
+            for end in range(len(name) - len(".png"), 0, -1):
+                if name[:end] in found:
+                    found[name[:end]].append(os.path.join(folder, name))
+                    break
+    files = {}
+    for stem, image_path in stems.items():
+        matches = found[stem]
+        if not matches:
+            example = prediction_path(directory, image_path, dataset)
+            raise DataError(f"no prediction for image {image_path}: expected "
+                            f"one PNG named {stem}*.png at any depth under "
+                            f"{directory} (e.g. {example})")
+        if len(matches) > 1:
+            raise DataError(f"{len(matches)} predictions for image {image_path}"
+                            f": {', '.join(matches)}; expected exactly one PNG "
+                            f"named {stem}*.png under {directory}")
+        files[image_path] = matches[0]
+    return files
 
 
 def read_prediction(path, prediction_format):
@@ -159,9 +186,10 @@ def score_predictions(examples, dataset, predictions_dir, prediction_format="lab
                       classes=19):
     """Scores prediction PNGs under `predictions_dir` against the examples' labels."""
     _check_classes(classes)
+    files = find_predictions(predictions_dir, examples, dataset)
     confusion = ConfusionMatrix(NUM_CLASSES)
-    for example in examples:
-        path = find_prediction(predictions_dir, example.image_path, dataset)
+    for example in progress.track(examples, "scoring predictions"):
+        path = files[example.image_path]
         pred = read_prediction(path, prediction_format)
         label = datasets.read_label(example.label_path, dataset)
         _check_sizes(pred, label, path, example.label_path)
@@ -188,17 +216,16 @@ def evaluate_model(model, examples, dataset, size=DEFAULT_SIZE, scales=(1.0,),
     (paths as described in this module's docstring).
     """
     _check_classes(classes)
+    if write_labelids or write_trainids or write_color:
+        check_unique_stems(examples, "--write_*")
     inference = _inference()
     predict_fn = inference.make_predict_fn(model, size, scales, flip)
     confusion = ConfusionMatrix(NUM_CLASSES)
     num_scored = 0
-    for example in examples:
-        image = datasets.read_image(example.image_path)
-        label = None
+    for example in progress.track(examples, "evaluation"):
+        # read_example refuses a label whose size differs from its image's.
+        image, label = datasets.read_example(example, dataset)
         output_size = image.shape[:2]
-        if example.label_path is not None:
-            label = datasets.read_label(example.label_path, dataset)
-            output_size = label.shape
         pred = inference.predict_labels(model, image, output_size=output_size,
                                         predict_fn=predict_fn)
         if write_labelids:

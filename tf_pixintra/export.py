@@ -19,10 +19,12 @@ model inputs / outputs are described in export_savedmodel.py and
 export_tflite.py; the deployment kit that uses them is in export/.
 """
 
+import contextlib
 import glob
 import os
 import re
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -32,6 +34,8 @@ from absl import logging
 
 from tf_pixintra.data import labels as label_tables
 from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.export_contract import (MAX_INPUT_PIXELS, MODEL_NAME,
+                                         SERVING_MAX_PIXELS)
 from tf_pixintra.export_savedmodel import (
         IMAGE_BYTES_KEY, IMAGES_KEY, SERVE_IMAGE_BYTES, SERVING_DEFAULT,
         write_saved_model, write_tflite_source)
@@ -59,7 +63,7 @@ def define_flags(flag_values=FLAGS):
                         "newest model), stage directory with model.keras, or a "
                         ".keras file.", flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output directory.", flag_values=flag_values)
-    flags.DEFINE_string("model_name", "pixintrada", "TF Serving model name and "
+    flags.DEFINE_string("model_name", MODEL_NAME, "TF Serving model name and "
                         "TFLite file prefix.", flag_values=flag_values)
     flags.DEFINE_integer("version", 1, "TF Serving model version (positive).", flag_values=flag_values)
     flags.DEFINE_string("input_size", "512,1024", "Model input size H,W.", flag_values=flag_values)
@@ -83,19 +87,71 @@ def define_flags(flag_values=FLAGS):
                         "<out>/fidelity.json).", flag_values=flag_values)
     flags.DEFINE_integer("num_threads", None, "LiteRT threads for the latency "
                          "measurement (default: LiteRT's).", flag_values=flag_values)
+    flags.DEFINE_integer("max_input_pixels", MAX_INPUT_PIXELS, "Refuse an "
+                         "image of --representative_dir or --measure_on_val "
+                         "above this many pixels (width x height, read from "
+                         "the file header before decoding).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("serving_max_pixels", SERVING_MAX_PIXELS, "Cap of the "
+                         "SavedModel's serve_image_bytes signature on one "
+                         "image's decoded size in pixels (width x height, "
+                         "from the header; larger images get InvalidArgument "
+                         "before decoding).", lower_bound=1,
+                         flag_values=flag_values)
 
 
 # ---------------------------------------------------------------- images
 def read_image(path):
-    """uint8 RGB [H, W, 3] of an image file."""
+    """uint8 RGB [H, W, 3] of an image file, read as training reads it."""
+    from tf_pixintra.data import datasets
+
+    return datasets.read_image(path)
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels):
+    """Pillow's decompression-bomb limit set to `max_pixels` (None: off)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def image_size(path):
+    """(width, height) of an image file from its header; nothing is decoded."""
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        # Our own limit (check_image_size) replaces Pillow's bomb check here.
+        with _pil_pixel_limit(None), Image.open(path) as image:
+            return image.size
     except OSError as err:
         raise DataError(f"cannot read image {path}: {err}; expected a "
                         "PNG/JPEG/BMP image") from err
+
+
+def check_image_size(path, max_pixels, flag="--max_input_pixels"):
+    """DataError naming the file when its header gives > max_pixels pixels."""
+    width, height = image_size(path)
+    if width * height > max_pixels:
+        raise DataError(f"image {path} is {width}x{height} (WxH) = "
+                        f"{width * height / 1e6:.1f} megapixels, above "
+                        f"{flag}={max_pixels}; refusing to decode it (shrink "
+                        f"the image or raise {flag})")
+    return width, height
+
+
+def read_bounded_image(path, max_pixels=MAX_INPUT_PIXELS):
+    """`read_image` after the header check against `max_pixels`."""
+    check_image_size(path, max_pixels)
+    from PIL import Image
+
+    with _pil_pixel_limit(max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)):
+        return read_image(path)
 
 
 def _image_files(directory):
@@ -113,14 +169,21 @@ def _spread(items, count):
     return [items[i] for i in index]
 
 
-def representative_images(directory, count, input_size):
-    """Up to `count` uint8 images from `directory`, resized to `input_size`."""
+def representative_images(directory, count, input_size,
+                          max_pixels=MAX_INPUT_PIXELS):
+    """Up to `count` uint8 images from `directory`, resized to `input_size`.
+
+    An image above `max_pixels` (from its header) is a DataError.
+    """
     files = _spread(_image_files(directory), count)
     if not files:
         raise DataError(f"--representative_dir {directory!r} holds no "
                         f"{'/'.join(IMAGE_EXTENSIONS)} images; expected target "
                         "training images")
-    return [resize_uint8(read_image(p), input_size) for p in files]
+    for path in files:  # every header first: nothing is decoded in vain
+        check_image_size(path, max_pixels)
+    return [resize_uint8(read_bounded_image(p, max_pixels), input_size)
+            for p in files]
 
 
 def evaluation_pairs(root, split="val"):
@@ -184,7 +247,8 @@ def _num_classes(model):
                .shape[-1])
 
 
-def labels_metadata(num_classes, input_size, model_name, version, tflite):
+def labels_metadata(num_classes, input_size, model_name, version, tflite,
+                    serving_max_pixels=SERVING_MAX_PIXELS):
     """The labels.json content (see export/README.md)."""
     return {
         "model_name": model_name,
@@ -213,8 +277,11 @@ def labels_metadata(num_classes, input_size, model_name, version, tflite):
             SERVE_IMAGE_BYTES: {
                 "inputs": {IMAGE_BYTES_KEY: "string [N] PNG/JPEG, any size"},
                 "outputs": ["labels", "heights", "widths"],
+                "max_pixels": int(serving_max_pixels),
                 "note": "labels int32 [N, Hmax, Wmax] padded with 255; image "
-                        "i is labels[i, :heights[i], :widths[i]]"},
+                        "i is labels[i, :heights[i], :widths[i]]; an image "
+                        "above max_pixels (width x height) is refused with "
+                        "InvalidArgument before decoding"},
         },
         "tflite": tflite,
     }
@@ -236,9 +303,10 @@ def _check_export_args(model_name, version, input_size, variants):
                           f"{VARIANTS}")
 
 
-def export_model(model, out_dir, model_name="pixintrada", version=1,
+def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
                  input_size=(512, 1024), representative_images=None,
-                 variants=VARIANTS, warmup=True):
+                 variants=VARIANTS, warmup=True,
+                 serving_max_pixels=SERVING_MAX_PIXELS):
     """Writes the SavedModel, the TFLite variants and labels.json.
 
     Args:
@@ -250,6 +318,8 @@ def export_model(model, out_dir, model_name="pixintrada", version=1,
         training set: int8 calibration and the warmup request.
       variants: TFLite variants to write (subset of fp32, fp16, int8).
       warmup: write assets.extra/tf_serving_warmup_requests if possible.
+      serving_max_pixels: cap of serve_image_bytes on one image's decoded
+        width x height (larger images fail with InvalidArgument).
 
     Returns {"saved_model": version dir, "tflite": {variant: path},
     "labels": labels.json path}. Raises TFLiteConversionError when a TFLite
@@ -276,12 +346,16 @@ def export_model(model, out_dir, model_name="pixintrada", version=1,
                                str(int(version)))
     write_saved_model(model, version_dir, model_name, input_size,
                       warmup_images=np.stack(images[:1]) if images else None,
-                      warmup=warmup)
+                      warmup=warmup, max_pixels=serving_max_pixels)
     logging.info("SavedModel written to %s", version_dir)
 
     tflite = {}
     if variants:
-        source = tempfile.mkdtemp(prefix="tflite_source_")
+        # Inside out_dir (hidden, .tmp): a killed export leaves it where the
+        # next run's clean-up (run_lock.remove_stray_temporaries) finds it.
+        os.makedirs(out_dir, exist_ok=True)
+        source = tempfile.mkdtemp(prefix=".tflite_source.", suffix=".tmp",
+                                  dir=out_dir)
         try:
             write_tflite_source(model, source, input_size)
             for variant in variants:
@@ -296,16 +370,29 @@ def export_model(model, out_dir, model_name="pixintrada", version=1,
     labels_path = os.path.join(out_dir, "labels.json")
     write_json(labels_path, labels_metadata(
             num_classes, input_size, model_name, int(version),
-            {v: os.path.relpath(p, out_dir) for v, p in tflite.items()}))
+            {v: os.path.relpath(p, out_dir) for v, p in tflite.items()},
+            serving_max_pixels))
     return {"saved_model": version_dir, "tflite": tflite,
             "labels": labels_path}
 
 
-def measure_on_val(model, tflite_paths, root, input_size, split="val",
-                   limit=50, num_threads=None):
-    """`measure_fidelity` on (up to `limit`) images of a data root."""
+def checked_evaluation_pairs(root, split="val", limit=50,
+                             max_pixels=MAX_INPUT_PIXELS):
+    """Up to `limit` `evaluation_pairs`, every image's header checked."""
     pairs = _spread(evaluation_pairs(root, split), limit)
-    images = [read_image(image) for image, _, _ in pairs]
+    for image, _, _ in pairs:
+        check_image_size(image, max_pixels)
+    return pairs
+
+
+def measure_on_val(model, tflite_paths, root, input_size, split="val",
+                   limit=50, num_threads=None, max_pixels=MAX_INPUT_PIXELS):
+    """`measure_fidelity` on (up to `limit`) images of a data root.
+
+    An image above `max_pixels` (from its header) is a DataError.
+    """
+    pairs = checked_evaluation_pairs(root, split, limit, max_pixels)
+    images = [read_bounded_image(image, max_pixels) for image, _, _ in pairs]
     labels = [read_label(label, kind) for _, label, kind in pairs]
     return measure_fidelity(model, tflite_paths, images, labels, input_size,
                             num_threads=num_threads)
@@ -326,12 +413,19 @@ def run(flag_values):
     input_size = _parse_size(flag_values.input_size)
     variants = [v for v in flag_values.variants if v]
     images = None
+    max_pixels = flag_values.max_input_pixels
+    if flag_values.measure_on_val:  # bad files are found before the export
+        checked_evaluation_pairs(flag_values.measure_on_val,
+                                 flag_values.measure_split,
+                                 flag_values.measure_limit, max_pixels)
     if flag_values.representative_dir:
         images = representative_images(flag_values.representative_dir,
-                                       flag_values.num_representative, input_size)
+                                       flag_values.num_representative, input_size,
+                                       max_pixels)
     model = load_model(flag_values.model)
     result = export_model(model, flag_values.out, flag_values.model_name, flag_values.version,
-                          input_size, images, variants, flag_values.warmup)
+                          input_size, images, variants, flag_values.warmup,
+                          flag_values.serving_max_pixels)
     print(f"SavedModel: {result['saved_model']}")
     for variant, path in result["tflite"].items():
         print(f"TFLite {variant}: {path}")
@@ -339,7 +433,8 @@ def run(flag_values):
     if flag_values.measure_on_val:
         fidelity = measure_on_val(model, result["tflite"], flag_values.measure_on_val,
                                   input_size, flag_values.measure_split,
-                                  flag_values.measure_limit, flag_values.num_threads)
+                                  flag_values.measure_limit, flag_values.num_threads,
+                                  max_pixels)
         print(format_fidelity(fidelity))
         path = flag_values.measure_json or os.path.join(flag_values.out, "fidelity.json")
         write_json(path, fidelity)
@@ -347,8 +442,15 @@ def run(flag_values):
 
 
 def main(argv):
-    del argv
-    run(FLAGS)
+    """absl entry: a bad file or setting is one line on stderr, exit status 2."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(FLAGS)
+    except (ConfigError, DataError, TFLiteConversionError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,14 +28,13 @@ import tensorflow as tf
 from absl import logging
 
 from tf_pixintra.data import labels as label_tables
+from tf_pixintra.export_contract import (IMAGE_BYTES_KEY, IMAGES_KEY,
+                                         SERVE_IMAGE_BYTES, SERVING_DEFAULT,
+                                         SERVING_MAX_PIXELS)
 from tf_pixintra.io_utils import atomic_path
 from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR, caffe_preprocess
 
 WARMUP_FILENAME = "tf_serving_warmup_requests"
-IMAGES_KEY = "images"
-IMAGE_BYTES_KEY = "image_bytes"
-SERVE_IMAGE_BYTES = "serve_image_bytes"
-SERVING_DEFAULT = "serving_default"
 
 
 def main_logits(model, preprocessed):
@@ -76,16 +75,78 @@ def segment_uint8(model, images, input_size):
     }
 
 
-def segment_encoded(model, image_bytes, input_size):
+def _header_uint(data, offset, size, big_endian):
+    """Unsigned int of `size` bytes at `offset` of a (zero-padded) string."""
+    raw = tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8)
+    raw = tf.cast(raw, tf.int64)
+    if big_endian:
+        raw = tf.reverse(raw, axis=[0])
+    return tf.reduce_sum(raw * (256 ** tf.range(size, dtype=tf.int64)))
+
+
+def encoded_image_size(data):
+    """(height, width) int64 of one encoded PNG/JPEG/GIF/BMP, from its header.
+
+    Nothing is decoded. Fails with InvalidArgument for other formats.
+    """
+    padded = tf.strings.join([data, tf.constant(b"\0" * 32)])
+    magic = tf.strings.substr(padded, 0, 8)
+
+    def png():  # IHDR: width, height big-endian uint32 at bytes 16, 20
+        return (_header_uint(padded, 20, 4, True),
+                _header_uint(padded, 16, 4, True))
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    def gif():  # logical screen: little-endian uint16 at bytes 6, 8
+        return (_header_uint(padded, 8, 2, False),
+                _header_uint(padded, 6, 2, False))
+
+    def bmp():  # BITMAPINFOHEADER: little-endian int32 at 18, 22 (< 0: top-down)
+        height = _header_uint(padded, 22, 4, False)
+        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)
+        return height, _header_uint(padded, 18, 4, False)
+
+    def unknown():
+        check = tf.debugging.Assert(False, [tf.constant(
+                f"{SERVE_IMAGE_BYTES}: not a PNG, JPEG, GIF or BMP image")])
+        with tf.control_dependencies([check]):
+            return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+    prefix = lambda text: tf.equal(  # noqa: E731
+            tf.strings.substr(magic, 0, len(text)), text)
+    return tf.case([(prefix(b"\x89PNG\r\n\x1a\n"), png),
+                    (prefix(b"\xff\xd8\xff"), jpeg),
+                    (prefix(b"GIF8"), gif), (prefix(b"BM"), bmp)],
+                   default=unknown, exclusive=True)
+
+
+def check_encoded_size(data, max_pixels):
+    """An op failing with InvalidArgument if `data` holds > max_pixels pixels."""
+    height, width = encoded_image_size(data)
+    message = tf.strings.format(
+            SERVE_IMAGE_BYTES + ": image of {}x{} (WxH) = {} pixels is above "
+            f"the cap of {int(max_pixels)} pixels of this SavedModel "
+            "(tf_pixintra.export --serving_max_pixels); send a smaller image",
+            (width, height, width * height))
+    return tf.debugging.Assert(width * height <= int(max_pixels), [message])
+
+
+def segment_encoded(model, image_bytes, input_size,
+                    max_pixels=SERVING_MAX_PIXELS):
     """Encoded images string [N] -> labels at each image's own size, padded.
 
     Returns {"labels": int32 [N, Hmax, Wmax] (pad 255), "heights": int32 [N],
-    "widths": int32 [N]}.
+    "widths": int32 [N]}. An image of more than `max_pixels` pixels (from its
+    header) fails with InvalidArgument before it is decoded.
     """
 
     def one_image(data):
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
+        with tf.control_dependencies([check_encoded_size(data, max_pixels)]):
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                       expand_animations=False)
         size = tf.shape(image)[:2]
         resized = tf.image.resize(tf.cast(image, tf.float32)[None], input_size,
                                   method="bilinear")
@@ -104,7 +165,8 @@ def segment_encoded(model, image_bytes, input_size):
     return {"labels": padded, "heights": heights, "widths": widths}
 
 
-def _build_archive(model, input_size, batch_size):
+def _build_archive(model, input_size, batch_size,
+                   max_pixels=SERVING_MAX_PIXELS):
     """An ExportArchive with the serving endpoints (bytes one if batch is None)."""
     input_size = tuple(int(v) for v in input_size)
     archive = keras.export.ExportArchive()
@@ -118,7 +180,7 @@ def _build_archive(model, input_size, batch_size):
         archive.add_endpoint(
                 SERVE_IMAGE_BYTES,
                 tf.function(lambda image_bytes: segment_encoded(
-                        model, image_bytes, input_size)),
+                        model, image_bytes, input_size, max_pixels)),
                 input_signature=[tf.TensorSpec([None], tf.string,
                                                name=IMAGE_BYTES_KEY)])
     return archive
@@ -172,8 +234,11 @@ def write_warmup_requests(saved_model_dir, model_name, images):
 
 
 def write_saved_model(model, version_dir, model_name, input_size,
-                      warmup_images=None, warmup=True):
+                      warmup_images=None, warmup=True,
+                      max_pixels=SERVING_MAX_PIXELS):
     """Writes the TF Serving SavedModel to `version_dir` (…/<name>/<version>).
+
+    `max_pixels` caps the decoded size of one `serve_image_bytes` image.
 
     The directory is built under a dot-prefixed temporary name beside it (TF
     Serving only loads numeric version directories) and renamed when whole;
@@ -185,8 +250,8 @@ def write_saved_model(model, version_dir, model_name, input_size,
                            suffix=".tmp", dir=parent)
     try:
         target = os.path.join(tmp, "model")
-        _build_archive(model, input_size, batch_size=None).write_out(
-                target, verbose=False)
+        _build_archive(model, input_size, batch_size=None,
+                       max_pixels=max_pixels).write_out(target, verbose=False)
         if warmup:
             if warmup_images is None or len(warmup_images) == 0:
                 warmup_images = np.full((1, *input_size, 3), 128, np.uint8)

@@ -25,10 +25,12 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tf_pixintra import choices
+from tf_pixintra import progress
 from tf_pixintra.export_savedmodel import IMAGES_KEY, SERVING_DEFAULT
 from tf_pixintra.metrics import ConfusionMatrix
 
-VARIANTS = ("fp32", "fp16", "int8")
+VARIANTS = choices.TFLITE_VARIANTS
 
 
 class TFLiteConversionError(RuntimeError):
@@ -52,7 +54,7 @@ def _converter(saved_model_dir, variant, representative_images):
                   for image in representative_images]
 
         def representative_dataset():
-            for image in images:
+            for image in progress.track(images, "int8 calibration"):
                 yield {IMAGES_KEY: image[None]}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -206,7 +208,12 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
         raise ValueError("measure_fidelity needs at least one image")
     if labels is not None and len(labels) != len(resized):
         raise ValueError(f"{len(resized)} images but {len(labels)} label maps")
-    pairs = [keras_labels(keras_model, image, input_size) for image in resized]
+    bar = progress.Progress(len(resized) * (1 + len(tflite_paths)),
+                            "TFLite fidelity check")
+    pairs = []
+    for image in resized:       # the Keras reference, then every variant
+        pairs.append(keras_labels(keras_model, image, input_size))
+        bar.update()
     reference = [labels_ for labels_, _ in pairs]
     num_classes = pairs[0][1]
     result = {"input_size": list(input_size), "num_images": len(resized),
@@ -231,6 +238,7 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
             out = segmenter(image)
             seconds += time.perf_counter() - start
             predictions.append(out["labels"])
+            bar.update()
         agree = sum(int(np.sum(p == r)) for p, r in zip(predictions, reference))
         pixels = sum(r.size for r in reference)
         result["variants"][name] = {
@@ -240,6 +248,7 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
                 "latency_ms": 1000.0 * seconds / max(len(resized), 1),
                 "path": segmenter.path,
         }
+    bar.close()
     result["keras"]["miou"] = score(reference)
     return result
 

@@ -13,12 +13,15 @@ back).
 """
 
 import os
+import zipfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_pixintra.errors import ConfigError
+from tf_pixintra.errors import DataError
+from tf_pixintra.io_utils import inside
 from tf_pixintra.io_utils import read_json
 from tf_pixintra.models.preprocessing import caffe_preprocess
 
@@ -165,7 +168,10 @@ def resolve_model_path(path):
             if not relative:
                 raise ConfigError(f"{run_file} has no \"model\" entry; expected the "
                                   f"relative path of the newest {MODEL_FILE}")
-            candidate = os.path.join(path, relative)
+            try:   # run.json must name a model inside its run directory
+                candidate = inside(path, relative, run_file)
+            except DataError as e:
+                raise ConfigError(str(e)) from None
             if not os.path.isfile(candidate):
                 raise ConfigError(f"{run_file} names model {relative!r} but "
                                   f"{candidate} does not exist")
@@ -182,6 +188,25 @@ def load_model(path):
     Imports tf_pixintra.models first so its custom layers are registered.
     The model is loaded uncompiled (for inference).
     """
-    model_file = resolve_model_path(path)
+    return load_keras_file(resolve_model_path(path))
+
+
+def load_keras_file(model_file, advice=""):
+    """Loads a .keras file uncompiled; DataError naming it if it is damaged.
+
+    Keras reports a truncated file as "File not found" and a corrupt one as
+    BadZipFile; both become one line naming the file, plus `advice`.
+    """
     import tf_pixintra.models  # noqa: F401  (registers custom layers)
-    return keras.saving.load_model(model_file, compile=False)
+    try:
+        return keras.saving.load_model(model_file, compile=False)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        if not os.path.isfile(model_file):
+            raise
+        reason = ("not a complete .keras zip archive"
+                  if not zipfile.is_zipfile(model_file)
+                  else str(e).strip().splitlines()[0] if str(e).strip()
+                  else type(e).__name__)
+        raise DataError(f"{model_file}: damaged model file ({reason}, "
+                        f"{os.path.getsize(model_file)} bytes)"
+                        + (f". {advice}" if advice else "")) from None

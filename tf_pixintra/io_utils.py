@@ -6,8 +6,11 @@ an existing file is only replaced once the new one is whole.
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+
+from tf_pixintra.errors import DataError
 
 
 @contextlib.contextmanager
@@ -46,11 +49,55 @@ def write_text(path, text):
 
 
 def write_json(path, obj):
-    """Writes `obj` as indented JSON to `path` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes `obj` as indented JSON to `path` atomically.
+
+    NaN and infinities are not JSON: they are written as null (never as a
+    bare NaN token that strict readers reject).
+    """
+    text = json.dumps(finite_or_null(obj), indent=2, sort_keys=True,
+                      allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def finite_or_null(obj):
+    """`obj` with every non-finite float (NaN, +-inf) replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 def read_json(path):
-    """Reads a JSON file."""
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+    """Reads a JSON file.
+
+    A damaged file (empty, truncated, not UTF-8) raises DataError naming the
+    path; a missing one raises FileNotFoundError as before.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: damaged JSON file (not UTF-8 text at byte "
+                        f"{e.start})") from None
+    except json.JSONDecodeError as e:
+        what = "empty file" if not data.strip() else (
+            f"{e.msg} at line {e.lineno} column {e.colno}")
+        raise DataError(f"{path}: damaged JSON file ({what}, {len(data)} "
+                        "bytes)") from None
+
+
+def inside(directory, relative, source):
+    """`directory`/`relative`, refused (DataError) if it leaves `directory`.
+
+    `source` names the file or list that gave `relative`, for the message.
+    """
+    base = os.path.realpath(directory)
+    path = os.path.realpath(os.path.join(directory, relative))
+    if os.path.isabs(relative) or os.path.commonpath([base, path]) != base:
+        raise DataError(f"{source}: path {relative!r} leaves {directory}; "
+                        "expected a path relative to it and inside it")
+    return os.path.join(directory, relative)

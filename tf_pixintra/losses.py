@@ -13,13 +13,22 @@ dropped from d_logits and masks alike, so any pairing of the two layouts
 works; the remaining shapes must match (no silent broadcasting).
 Discriminators output logits; ``D = sigmoid(d_logits)``.
 
+The four per-pixel adversarial losses take an optional ``valid`` map (1 =
+a real pixel, 0 = padding of a crop, see ``hard_mask_and_valid``): padded
+pixels are neither easy nor hard, so they give no value and no gradient and
+"mean" is over the valid pixels. Under a strategy the caller then weights
+the loss by ``replica_share`` of the valid pixels instead of 1/R.
+
 Per-pixel reading of Eq. 6 and Eq. 8
 ------------------------------------
 Literally, Eq. 6 puts the sum over pixels *inside* the logarithm,
 ``L_D = -log(sum_hw D o M) - log(sum_hw (1 - D) o (1 - M))`` and
 ``L_G = -log(sum_hw (1 - D) o M)``, and Eq. 8 is a squared Frobenius norm,
 i.e. a *sum* of squares over the H x W pixels. We train with the per-pixel
-mean form prescribed by REFERENCE.md:
+mean form of the AdaptSegNet family, whose adversarial losses are
+``BCEWithLogitsLoss`` averaged over the pixels (wasidennis/AdaptSegNet,
+train_gta2cityscapes_multi.py; valeoai/ADVENT, advent/utils/func.py,
+``bce_loss``):
 
 * PLA (Eq. 6): ``L_D = mean_hw BCE(D, M)``,
   ``L_G = -(1/HW) sum_{hard} log(1 - D)``;
@@ -44,6 +53,9 @@ import math
 import tensorflow as tf
 
 IGNORE_LABEL = 255
+# Hard-mask value of padded pixels (no pixel: neither easy nor hard); see
+# tf_pixintra.data.pipeline.PIXEL_KINDS.
+PAD_MASK = 255
 
 # ADVENT adds this inside log2 so that p = 0 gives 0 and a finite gradient.
 _ENTROPY_EPS = 1e-30
@@ -73,6 +85,41 @@ def _pixel_pair(d_logits, mask):
             f"per-pixel map of shape {m.shape}; expected the same [B,H,W] "
             "(a trailing axis of size 1 is allowed on either)")
     return d, m
+
+
+def _valid_weights(valid, like):
+    """float32 weights of the counted pixels (1 = counted), shaped as `like`.
+
+    None counts every pixel. A trailing axis of size 1 is dropped; the shape
+    must match `like` (no silent broadcasting).
+    """
+    if valid is None:
+        return None
+    v = _drop_unit_channel(_as_float(valid))
+    if not v.shape.is_compatible_with(like.shape):
+        raise ValueError(f"valid mask of shape {v.shape} does not match the "
+                         f"per-pixel maps of shape {like.shape}")
+    return v
+
+
+def _pixel_mean(values, valid):
+    """Mean over every pixel (valid None), else over the valid pixels only."""
+    if valid is None:
+        return tf.reduce_mean(values)
+    return _masked_mean(values, valid)
+
+
+def hard_mask_and_valid(hard_mask, pad_value=PAD_MASK):
+    """(M, valid) from a padded hard mask: both float32, same shape.
+
+    The input pipeline pads crops with ``pad_value`` in the hard mask
+    ("no pixel": neither easy nor hard). M is 1 on hard pixels and 0
+    elsewhere (padding included); valid is 1 on real pixels, 0 on padding.
+    """
+    m = _drop_unit_channel(tf.convert_to_tensor(hard_mask))
+    m = tf.cast(m, tf.int32)
+    valid = tf.not_equal(m, pad_value)
+    return (tf.cast(tf.equal(m, 1), tf.float32), tf.cast(valid, tf.float32))
 
 
 def _masked_mean(values, weights):
@@ -206,45 +253,53 @@ def weighted_self_information(probs):
 
 
 # ---------------------------------------------- PLA, per pixel (Eq. 6)
-def pla_discriminator_loss(d_logits, hard_mask):
+# `valid` (optional, [B,H,W] of 0/1, e.g. from `hard_mask_and_valid`) marks
+# the pixels that exist: padded pixels of a crop are neither easy nor hard,
+# so they give neither value nor gradient and the means run over the valid
+# pixels only. valid=None (or all ones) is the plain mean over every pixel.
+def pla_discriminator_loss(d_logits, hard_mask, valid=None):
     """Pixel-level adversarial loss of D (Eq. 6), per-pixel reading.
 
-    ``mean_hw BCE(D, M)``: D is taught hard = 1, easy = 0 on every pixel.
+    ``mean_hw BCE(D, M)``: D is taught hard = 1, easy = 0 on every (valid)
+    pixel.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
     bce = m * tf.nn.softplus(-d) + (1.0 - m) * tf.nn.softplus(d)
-    return tf.reduce_mean(bce)
+    return _pixel_mean(bce, _valid_weights(valid, d))
 
 
-def pla_generator_loss(d_logits, hard_mask):
+def pla_generator_loss(d_logits, hard_mask, valid=None):
     """Pixel-level adversarial loss of G (Eq. 6), per-pixel reading.
 
     ``-(1/HW) sum_{M=1} log(1 - D)``, averaged over the batch: G makes hard
     pixels look easy. Easy pixels give neither value nor gradient. Computed
-    as ``mean(M * softplus(d))`` since ``-log(1 - sigmoid(d)) = softplus(d)``.
+    as ``mean(M * softplus(d))`` since ``-log(1 - sigmoid(d)) = softplus(d)``;
+    with `valid`, HW counts the valid pixels only.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
-    return tf.reduce_mean(m * tf.nn.softplus(d))
+    return _pixel_mean(m * tf.nn.softplus(d), _valid_weights(valid, d))
 
 
 # ---------------------------------------------- CTS, per pixel (Eq. 8)
-def cts_discriminator_loss(d_logits, z):
+def cts_discriminator_loss(d_logits, z, valid=None):
     """Continuously indexed adversarial loss of D (Eq. 8), per pixel.
 
-    ``mean_hw (D - Z)^2``: D regresses the continuous index Z (Eq. 7).
+    ``mean_hw (D - Z)^2``: D regresses the continuous index Z (Eq. 7) on
+    every (valid) pixel.
     """
     d, zz = _pixel_pair(d_logits, z)
-    return tf.reduce_mean(tf.square(tf.sigmoid(d) - zz))
+    return _pixel_mean(tf.square(tf.sigmoid(d) - zz), _valid_weights(valid, d))
 
 
-def cts_generator_loss(d_logits, hard_mask):
+def cts_generator_loss(d_logits, hard_mask, valid=None):
     """Continuously indexed adversarial loss of G (Eq. 8), per pixel.
 
     ``mean_hw (D o M)^2``: G pushes D towards 0 (easy) on hard pixels only;
-    easy pixels give no gradient.
+    easy pixels give no gradient. With `valid`, the mean runs over the valid
+    pixels only.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
-    return tf.reduce_mean(tf.square(tf.sigmoid(d) * m))
+    return _pixel_mean(tf.square(tf.sigmoid(d) * m), _valid_weights(valid, d))
 
 
 # ------------------------------------ literal forms, for comparison only

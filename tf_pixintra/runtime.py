@@ -68,6 +68,21 @@ def make_strategy(strategy="one_device", devices=0):
     return tf.distribute.MirroredStrategy(names)
 
 
+def set_deterministic(seed):
+    """Makes training repeatable on one machine (the --deterministic flag).
+
+    Turns on TF op determinism (every op picks a deterministic kernel or
+    raises; reductions and scatter-adds then run in a fixed order, which is
+    slower) and sets the Python, NumPy and TF global seeds from `seed`. The
+    models, discriminators and input pipelines already draw from explicit
+    seeds (stateless augmentation, `deterministic=True` tf.data maps), so
+    the global seeds only fix whatever would otherwise draw from them.
+    Call before any op runs.
+    """
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
 def set_precision(policy):
     """Sets the Keras dtype policy (float32, mixed_float16, mixed_bfloat16)."""
     keras.mixed_precision.set_global_policy(policy)

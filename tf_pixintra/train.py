@@ -16,28 +16,40 @@ from absl import logging
 
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
+from tf_pixintra import run_lock
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
+from tf_pixintra.errors import TrainingDiverged
 
 FLAGS = flags.FLAGS
 config_lib.define_flags()
 
 CONFIG_FILE = "config.json"
+COMPARISON_IMAGES = 4      # target val rows of comparison.png
 
 
-def check_run_dir(config):
-    """A run directory belongs to one experiment: refuse another config's."""
+def check_run_dir(config, write=True):
+    """A run directory belongs to one experiment: refuse another config's.
+
+    With `write`, a run directory without config.json gets this config's.
+    """
     path = os.path.join(config.run.run_dir, CONFIG_FILE)
     wanted = config.experiment_dict()
     if os.path.exists(path):
-        have = io_utils.read_json(path)
+        try:
+            have = io_utils.read_json(path)
+        except DataError as e:
+            raise DataError(f"{e}. It records the experiment of this run "
+                            "directory; to recover, delete it and run the "
+                            "same command (it is written again from the "
+                            "flags)") from None
         if have != wanted:
             diffs = _differences(have, wanted)
             raise ConfigError(
                 f"--run_dir={config.run.run_dir!r} holds a run of another "
                 f"config ({path}); differing: {', '.join(diffs[:8])}. Use a new "
                 "--run_dir, or the flags of that run.")
-    else:
+    elif write:
         io_utils.write_json(path, wanted)
 
 
@@ -101,6 +113,8 @@ def format_summary(rows):
             note = f"scales {metrics['scales']} flip {metrics['flip']}"
         elif metrics.get("stage") == "export":
             note = ", ".join(sorted(metrics.get("tflite", {})))
+        elif metrics.get("stage") == "comparison":
+            note = f"stages side by side: {metrics['file']}"
         lines.append(f"{name:<12} {cell}  {note}".rstrip())
     return "\n".join(lines)
 
@@ -108,17 +122,34 @@ def format_summary(rows):
 def run(config):
     """Runs the configured stages; returns [(stage name, metrics)]."""
     from tf_pixintra import runtime  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import sources  # pylint: disable=import-outside-toplevel
+    if config.run.deterministic:
+        runtime.set_deterministic(config.run.seed)
     runtime.set_precision(config.run.mixed_precision)
     strategy = runtime.make_strategy(config.run.strategy, config.run.devices)
     _, _, is_chief = runtime.worker_info(strategy)
     os.makedirs(config.run.run_dir, exist_ok=True)
-    check_run_dir(config)
+    if not is_chief:   # the chief holds the lock for all workers
+        return _run(config, strategy, is_chief)
+    sharded = config.pseudo.shard_index >= 0   # shard workers run side by side
+    with run_lock.hold(config.run.run_dir, shared=sharded) as exclusive:
+        if exclusive:
+            run_lock.remove_stray_temporaries(config.run.run_dir)
+        return _run(config, strategy, is_chief)
+
+
+def _run(config, strategy, is_chief):
+    """`run` once the run directory is this process's."""
+    from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
+    from tf_pixintra.stages import sources  # pylint: disable=import-outside-toplevel
+    check_run_dir(config, write=False)
     plan = stage_plan(config)
+    config_lib.check_batch_sizes(config, plan, strategy.num_replicas_in_sync)
     need_source = any(s in ("source_only", "inter") for s, _ in plan)
-    ctx = common.Context(config, config.run.run_dir, strategy,
-                         sources.resolve(config.data, need_source), is_chief)
+    srcs = sources.resolve(config.data, need_source)
+    if common.pending_stages(config.run.run_dir, plan):
+        sources.check(srcs, config.run.run_dir if is_chief else None)
+    check_run_dir(config)   # written once the sources have passed
+    ctx = common.Context(config, config.run.run_dir, strategy, srcs, is_chief)
     rows = []
     for stage, round_index in plan:
         logging.info("stage %s (round %d)", stage, round_index)
@@ -126,10 +157,31 @@ def run(config):
         rows.append((name, metrics))
         if metrics is None:
             break
-    if is_chief:
-        io_utils.write_json(os.path.join(config.run.run_dir, "summary.json"),
-                            {name: m for name, m in rows})
+    summary = os.path.join(config.run.run_dir, "summary.json")
+    if is_chief and _json_or_none(summary) != {name: m for name, m in rows}:
+        io_utils.write_json(summary, {name: m for name, m in rows})
+    if (config.run.stage == "all" and is_chief and rows
+            and rows[-1][1] is not None and srcs.target_val):
+        rows.append(("comparison", comparison_picture(config.run.run_dir)))
     return rows
+
+
+def comparison_picture(run_dir):
+    """Writes <run_dir>/comparison.png (tf_pixintra.visualize); its row."""
+    from tf_pixintra import visualize  # pylint: disable=import-outside-toplevel
+    if not visualize.trained_stages(run_dir):
+        return {"stage": "comparison", "file": "(no trained stage)"}
+    out = os.path.join(run_dir, visualize.OUT_FILE)
+    visualize.write_comparison(run_dir, out, COMPARISON_IMAGES)
+    return {"stage": "comparison", "file": out}
+
+
+def _json_or_none(path):
+    """A JSON file's content; None if missing or damaged (it is rewritten)."""
+    try:
+        return io_utils.read_json(path)
+    except (FileNotFoundError, DataError):
+        return None
 
 
 def main(argv):
@@ -138,7 +190,7 @@ def main(argv):
     try:
         config = config_lib.from_flags(FLAGS)
         rows = run(config)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -153,5 +205,18 @@ def main(argv):
     return 0
 
 
+def parse_flags(argv):
+    """absl's parser, but a bad flag value is one line and exit status 2,
+    and --helpshort lists the project's flags grouped by stage."""
+    if "--helpshort" in argv[1:]:
+        print(config_lib.grouped_help(FLAGS))
+        sys.exit(0)
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

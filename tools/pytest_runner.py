@@ -10,12 +10,13 @@ Bazel's test environment is honoured: pytest's temporary directories go
 under TEST_TMPDIR, its JUnit XML report goes to XML_OUTPUT_FILE, and extra
 pytest options come from PYTEST_ADDOPTS (`--test_env=PYTEST_ADDOPTS=...`).
 When a marker expression deselects every test of a file (exit status 5 with
-`-m` in PYTEST_ADDOPTS), the target passes: it has nothing to run in that
-selection.
+`-m` in PYTEST_ADDOPTS, or in pyproject.toml's addopts, which leaves out the
+`slow` tests), the target passes: it has nothing to run in that selection.
 """
 
 import os
 import sys
+import tomllib
 
 NO_TESTS_COLLECTED = 5
 
@@ -32,6 +33,19 @@ def pytest_args(test_files, environ):
     return args + list(test_files)
 
 
+def marker_selection(environ):
+    """True when a `-m` marker expression selects the tests (PYTEST_ADDOPTS or
+    the addopts of pyproject.toml)."""
+    if "-m" in environ.get("PYTEST_ADDOPTS", "").split():
+        return True
+    if not os.path.exists("pyproject.toml"):
+        return False
+    with open("pyproject.toml", "rb") as f:
+        options = tomllib.load(f).get("tool", {}).get("pytest", {}).get(
+            "ini_options", {})
+    return "-m" in str(options.get("addopts", "")).split()
+
+
 def main(argv):
     """Runs pytest on argv[1:] and returns its exit status."""
     if len(argv) < 2:
@@ -45,8 +59,7 @@ def main(argv):
     import pytest  # pylint: disable=import-outside-toplevel
 
     status = int(pytest.main(pytest_args(argv[1:], os.environ)))
-    if (status == NO_TESTS_COLLECTED
-            and "-m" in os.environ.get("PYTEST_ADDOPTS", "").split()):
+    if status == NO_TESTS_COLLECTED and marker_selection(os.environ):
         print("pytest_runner: every test of this file is deselected by "
               "PYTEST_ADDOPTS; nothing to run.")
         return 0

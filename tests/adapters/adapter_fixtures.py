@@ -64,3 +64,15 @@ def make_dataset_fn(arrays, batch_size=2):
 
 def weights_of(*parts):
     return [w.copy() for p in parts for w in p.get_weights()]
+
+
+class Crash(tf.keras.callbacks.Callback):
+    """Raises after `at` batches of this fit call (a crash, no exit handler)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.at:
+            raise RuntimeError("simulated crash")

@@ -8,6 +8,7 @@ from tf_pixintra import runtime
 
 @pytest.fixture
 def mirrored():
+    """Two CPU replicas (with collective keys of their own: tests/conftest.py)."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 

@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import tolerances as T
+from tf_pixintra import losses
 from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import ConfigError
@@ -36,7 +38,10 @@ def check_maps_agree(out):
     row = out["pseudo_label"].numpy().astype(np.int64)
     col = out["label"].numpy().astype(np.int64)
     np.testing.assert_array_equal(out["hard_mask"].numpy(), (row + col) % 2)
-    np.testing.assert_allclose(out["z"].numpy() * H * W, row * W + col, atol=1e-3)
+    # z = float32((row W + col) / (H W)) is copied (nearest), then * H * W in
+    # float32: 2 roundings of values below H W.
+    np.testing.assert_allclose(out["z"].numpy() * H * W, row * W + col,
+                               rtol=0, atol=T.gamma(2) * H * W)
     return row, col
 
 
@@ -102,12 +107,30 @@ def test_padding_values_when_scaled_image_is_smaller_than_crop():
                            seed=(0, 0))
     inside = (slice(0, 8), slice(0, 12))
     for key, pad in (("image", 0.0), ("label", 255), ("pseudo_label", 255),
-                     ("hard_mask", 0), ("z", 0.0)):
+                     ("hard_mask", 255), ("z", 0.0)):
         value = out[key].numpy()
         assert (value[8:] == pad).all() and (value[:, 12:] == pad).all(), key
     assert (out["image"].numpy()[inside] >= 100.0).all()
     assert (out["hard_mask"].numpy()[inside] == 1).all()
     assert (out["z"].numpy()[inside] == 1.0).all()
+
+
+def test_padded_pixels_are_neither_easy_nor_hard():
+    """Pad 255 in M: the losses' valid mask is exactly the scaled image."""
+    features = coordinate_features()
+    hard = np.zeros((H, W), np.uint8)
+    hard[:, W // 2:] = 1                      # right half hard, left half easy
+    features["hard_mask"] = tf.constant(hard)
+    out = pipeline.augment(features, crop_size=(H, W), scale_range=(0.5, 0.5),
+                           seed=(0, 0))
+    m, valid = losses.hard_mask_and_valid(out["hard_mask"])
+    expected_valid = np.zeros((H, W), np.float32)
+    expected_valid[:8, :12] = 1.0
+    np.testing.assert_array_equal(valid.numpy(), expected_valid)
+    inside = out["hard_mask"].numpy()[:8, :12]
+    assert set(np.unique(inside)) == {0, 1}   # both subdomains survive scaling
+    np.testing.assert_array_equal(m.numpy()[:8, :12], inside)
+    assert not m.numpy()[8:].any() and not m.numpy()[:, 12:].any()
 
 
 def test_unknown_per_pixel_key_is_refused():
@@ -219,7 +242,8 @@ def test_source_dataset_preprocesses_and_keeps_order(files):
     for i, b in enumerate(out):
         r, g, bl = 10 * i, 10 * i + 1, 10 * i + 2
         expected = np.array([bl, g, r], np.float32) - np.array(CAFFE_MEAN_BGR, np.float32)
-        np.testing.assert_allclose(b["image"][0, 3, 5], expected, atol=1e-4)
+        # No resize: one float32 subtraction of the same float32 mean, as here.
+        np.testing.assert_array_equal(b["image"][0, 3, 5], expected)
         np.testing.assert_array_equal(b["label"][0, 0, :4], [0, 13, 0, 13])
 
 

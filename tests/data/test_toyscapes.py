@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tolerances as T
 from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.data import toyscapes
@@ -191,10 +192,14 @@ def test_haze_follows_koschmieder():
     radiance = np.full((1, 3, 3), 200.0, np.float32)
     depth = np.array([[0.0, 10.0, 1000.0]], np.float32)
     hazed = render.haze(radiance, depth, 0.1, (100.0, 100.0, 100.0))
-    # 200 e^-1 + 100 (1 - e^-1) = 100 + 100 / e.
+    # 200 e^-1 + 100 (1 - e^-1) = 100 + 100 / e. float32: t = e^(-beta d)
+    # is within (2 + TRANSCENDENTAL_ULPS) u relative (beta's rounding, the
+    # product, exp); J t + A (1 - t) then adds 4 roundings of values <= 200,
+    # and the error of t costs at most (|J| + |A|) = 300 times it.
+    tol = (300.0 * (2 + T.TRANSCENDENTAL_ULPS) + 4 * 200.0) * T.U
     np.testing.assert_allclose(hazed[0, :, 0],
                                [200.0, 100.0 + 100.0 / math.e, 100.0],
-                               rtol=1e-5)
+                               rtol=0, atol=tol)
 
 
 def _boundary_contrast(image, label, r0, r1):
@@ -321,3 +326,56 @@ def test_cli_writes_what_generate_writes(tmp_path):
     reference = tmp_path / "api"
     toyscapes.generate(reference, 2, 1, 1, 1, 32, 64, workers=1)
     assert _tree(out) == _tree(reference)
+
+
+# ------------------------------------------------ "shadows" variant (control)
+def _draw(variant, index=3, seed=5, split="train"):
+    return toyscapes.draw_target(seed, split, index, 48, 96, variant)
+
+
+def test_shadows_variant_is_deterministic_with_standard_labels():
+    image, label, conditions = _draw("shadows")
+    again = _draw("shadows")
+    np.testing.assert_array_equal(image, again[0])
+    assert conditions == again[2]
+    std_image, std_label, std_conditions = _draw("standard")
+    np.testing.assert_array_equal(label, std_label)     # same scene, classes
+    assert {k: v for k, v in conditions.items()
+            if not k.startswith("shadow")} == std_conditions
+    other = toyscapes.draw_target(6, "train", 3, 48, 96, "shadows")[0]
+    assert not np.array_equal(image, other)              # the seed matters
+
+
+def test_shadows_darken_and_tint_part_of_the_non_sky_pixels():
+    image, label, conditions = _draw("shadows")
+    std_image = _draw("standard")[0]
+    assert 0.05 < conditions["shadow_fraction"] < 0.8
+    diff = image.astype(np.float64) - std_image.astype(np.float64)
+    shadow = np.mean(diff, axis=-1) < -10.0
+    assert 0.05 < np.mean(shadow) < 0.8
+    # No shadow on the sky, except where the lens blur (sigma <= 1.1 px,
+    # 3-sigma radius 4) spreads a shadow across the sky's border.
+    near_ground = label != render.SKY
+    for _ in range(4):
+        near_ground = (near_ground | np.roll(near_ground, 1, 0)
+                       | np.roll(near_ground, -1, 0) | np.roll(near_ground, 1, 1)
+                       | np.roll(near_ground, -1, 1))
+    assert not shadow[~near_ground].any()
+    # Darker and bluer: red and green lose more than blue.
+    loss = -diff[shadow].mean(axis=0)
+    assert loss[0] > loss[2] and loss[1] > loss[2] > 0
+    # Elsewhere the noise and texture are the same draws: what is left is
+    # the blobs' soft edges, a few levels at most on average.
+    assert np.abs(diff[~shadow]).mean() < 3.0
+
+
+def test_variants_are_kept_in_their_own_directories(tmp_path):
+    args = {"seed": 1, "num_source": 1, "num_target": 1, "num_val": 1,
+            "height": 32, "width": 64, "workers": 1}
+    std = toyscapes.ensure_toyscapes(tmp_path / "toy", **args)
+    ctl = toyscapes.ensure_toyscapes(tmp_path / "toy", variant="shadows", **args)
+    assert ctl["root"] == str(tmp_path / "toy_shadows")
+    assert io_utils.read_json(ctl["manifest"])["variant"] == "shadows"
+    assert io_utils.read_json(std["manifest"])["variant"] == "standard"
+    with pytest.raises(ConfigError, match="variant"):
+        toyscapes.ensure_toyscapes(tmp_path / "toy", variant="fog", **args)

@@ -9,6 +9,7 @@ replica scaling, loss scaling, L2 and head learning-rate rules live here once.
 import keras
 import tensorflow as tf
 
+from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters import optimizers as opt_lib
 from tf_pixintra.models import head_variables
 
@@ -61,8 +62,11 @@ class AdversarialAdapter(keras.Model):
     """Base of the Stage I and Stage II adapters (custom `train_step`)."""
 
     def __init__(self, generator, d_main, d_aux, *, weight_decay=5e-4,
-                 head_lr_mult=10.0, **kwargs):
+                 head_lr_mult=10.0, diag_every=0, **kwargs):
         super().__init__(**kwargs)
+        # Every `diag_every` G steps, measure the adversarial share of G's
+        # gradient (one extra backward pass); 0 = never.
+        self.diag_every = int(diag_every)
         self.generator = generator
         self.d_main = d_main
         self.d_aux = d_aux
@@ -70,6 +74,7 @@ class AdversarialAdapter(keras.Model):
         self.head_lr_mult = float(head_lr_mult)
         self._head_ids = {id(v) for v in head_variables(generator)}
         self._trackers = {}
+        self._diagnostics = []
         # The sub-models are built already; without this, fit() would try to
         # build the adapter by calling it on a training batch (a dict).
         self.built = True
@@ -102,6 +107,26 @@ class AdversarialAdapter(keras.Model):
         for name in names:
             self.tracker(name)
 
+    def diagnostic(self, name, make):
+        """A diagnostic metric (adapters.diagnostics), created on first use.
+
+        It joins the trackers (reset with them every logging interval) and
+        `report` logs its result every step.
+        """
+        if name not in self._trackers:
+            self._trackers[name] = make(name)
+            self._diagnostics.append(name)
+        return self._trackers[name]
+
+    @property
+    def measures_gradient_share(self):
+        """Whether `generator_update` measures the adversarial share."""
+        return self.diag_every > 0 and getattr(self, "adversarial", False)
+
+    def generator_tape(self):
+        """The tape of G's loss: persistent when the share is measured."""
+        return tf.GradientTape(persistent=self.measures_gradient_share)
+
     @property
     def metrics(self):
         return list(self._trackers.values())
@@ -129,25 +154,61 @@ class AdversarialAdapter(keras.Model):
             [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
              for v in self.generator.trainable_variables])
 
-    def generator_update(self, tape, loss):
+    def generator_update(self, tape, loss, adversarial=None):
         """Applies d(loss)/dG; `loss` is already weighted by `replica_share`.
 
-        The L2 term is added here (once over all replicas).
+        The L2 term is added here (once over all replicas). `adversarial` is
+        the part of `loss` that is beta * L_adv (same weighting): every
+        `diag_every` steps (needs `generator_tape()`) the share
+        ||grad(adversarial)|| / ||grad(loss + L2)|| is measured, both with
+        the heads' 10x multiplier, i.e. on the update G applies.
         """
         with tape:  # re-entered: the L2 term and the scaling are recorded too
             total = _scale(self.g_optimizer,
                            loss + self.l2_penalty() / replicas())
+            measure = self.measures_gradient_share and adversarial is not None
+            if measure:
+                adversarial = _scale(self.g_optimizer, adversarial)
         variables = self.generator.trainable_variables
         grads = tape.gradient(total, variables)
-        grads = [g * self.head_lr_mult if id(v) in self._head_ids else g
-                 for g, v in zip(grads, variables)]
+        grads = self._with_head_mult(grads, variables)
+        if measure:
+            self._measure_gradient_share(tape, adversarial, grads, variables)
         self.g_optimizer.apply(grads, variables)
 
-    def discriminator_update(self, tape, loss, discriminator, optimizer):
-        """Applies d(loss)/dD for one discriminator (`loss`: a mean over pixels)."""
+    def _with_head_mult(self, grads, variables):
+        return [g * self.head_lr_mult if g is not None and id(v) in self._head_ids
+                else g for g, v in zip(grads, variables)]
+
+    def _measure_gradient_share(self, tape, adversarial, grads, variables):
+        """Extra backward pass of the adversarial term on diagnostic steps.
+
+        With several replicas each measures its own sub-batch; the logged
+        value is their mean.
+        """
+        step = tf.cast(self.g_optimizer.iterations, tf.int64)
+        due = tf.equal(step % self.diag_every, 0)
+
+        def share():
+            adv_grads = self._with_head_mult(
+                tape.gradient(adversarial, variables), variables)
+            return diagnostics.gradient_norm_share(adv_grads, grads)
+
+        value = tf.cond(due, share, lambda: tf.constant(0.0))
+        self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue
+                        ).update_state(value, tf.cast(due, tf.float32))
+
+    def discriminator_update(self, tape, loss, discriminator, optimizer,
+                             share=None):
+        """Applies d(loss)/dD for one discriminator.
+
+        `loss` is a mean over all pixels (weighted 1/R), or over some pixels
+        with `share` = replica_share of those pixels.
+        """
         variables = discriminator.trainable_variables
         with tape:
-            total = _scale(optimizer, loss / replicas())
+            weighted = loss / replicas() if share is None else loss * share
+            total = _scale(optimizer, weighted)
         grads = tape.gradient(total, variables)
         optimizer.apply(grads, variables)
 
@@ -158,6 +219,8 @@ class AdversarialAdapter(keras.Model):
             tracker = self.tracker(name)
             tracker.update_state(value)
             logs[name] = tracker.result()
+        for name in self._diagnostics:
+            logs[name] = self._trackers[name].result()
         logs["lr_g"] = opt_lib.current_learning_rate(self.g_optimizer)
         if self.d_main_optimizer is not None:
             logs["lr_d"] = opt_lib.current_learning_rate(self.d_main_optimizer)
@@ -193,6 +256,7 @@ class AdversarialAdapter(keras.Model):
             "d_aux": keras.saving.serialize_keras_object(self.d_aux),
             "weight_decay": self.weight_decay,
             "head_lr_mult": self.head_lr_mult,
+            "diag_every": self.diag_every,
         }
 
     @classmethod

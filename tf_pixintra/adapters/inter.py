@@ -11,18 +11,27 @@ Variants:
 - `advent`: weighted self-information maps (-p log p / log C) into D.
 The same adapter trains the image-level IntraDA baseline of Stage II, with
 easy target images as the labelled side and hard ones as the unlabelled side.
+
+Diagnostics (adapters.diagnostics): each D's ROC AUC of "target" (hard
+images for IntraDA) against "source" (easy images), over the pixels of both
+maps, from D's output before its update of the step (`diag_auc_d`,
+`diag_auc_d_aux`); batches may carry `source_valid` / `target_valid` masks
+(0 = padded pixel, left out). Every `diag_every` steps: the adversarial
+share of G's gradient.
 """
 
 import keras
 import tensorflow as tf
 
+from tf_pixintra import choices
 from tf_pixintra import losses
+from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import split_outputs
 from tf_pixintra.adapters.common import upsample
 
-VARIANTS = ("source_only", "adaptsegnet", "advent")
+VARIANTS = ("source_only",) + choices.INTER_VARIANTS
 
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
@@ -47,6 +56,13 @@ class InterDomainAdapter(AdversarialAdapter):
         if self.adversarial:
             names += ["loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         self.declare_trackers(names)
+        if self.adversarial:
+            for suffix, disc in (("", d_main), ("_aux", d_aux)):
+                if disc is not None:
+                    self.diagnostic(diagnostics.auc_name(suffix),
+                                    diagnostics.make_auc)
+        if self.measures_gradient_share:
+            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
 
     @property
     def adversarial(self):
@@ -62,7 +78,8 @@ class InterDomainAdapter(AdversarialAdapter):
     def train_step(self, data):
         xs, ys, xt = data["source_image"], data["source_label"], data["target_image"]
         size_s, size_t = tf.shape(xs)[1:3], tf.shape(xt)[1:3]
-        with tf.GradientTape() as tape:
+        adversarial = 0.0
+        with self.generator_tape() as tape:
             main_s, aux_s = split_outputs(self.generator(xs, training=True))
             main_s, aux_s = upsample(main_s, size_s), upsample(aux_s, size_s)
             share, share_labelled = replica_share(), replica_share(ys)
@@ -79,20 +96,27 @@ class InterDomainAdapter(AdversarialAdapter):
                 maps_t = [self.discriminator_input(upsample(main_t, size_t))]
                 loss_adv = losses.inter_generator_loss(self.d_main(maps_t[0]))
                 values["loss_adv"] = loss_adv
-                total += share * self.lambda_adv_main * loss_adv
+                adversarial += share * self.lambda_adv_main * loss_adv
                 if aux_t is not None and self.d_aux is not None:
                     maps_s.append(self.discriminator_input(aux_s))
                     maps_t.append(self.discriminator_input(upsample(aux_t, size_t)))
                     loss_adv_aux = losses.inter_generator_loss(self.d_aux(maps_t[1]))
                     values["loss_adv_aux"] = loss_adv_aux
-                    total += share * self.lambda_adv_aux * loss_adv_aux
-        self.generator_update(tape, total)
+                    adversarial += share * self.lambda_adv_aux * loss_adv_aux
+                total += adversarial
+        self.generator_update(tape, total,
+                              adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(maps_s, maps_t))
+            values.update(self._discriminator_step(
+                maps_s, maps_t, data.get("source_valid"),
+                data.get("target_valid")))
         return self.report(values)
 
-    def _discriminator_step(self, maps_s, maps_t):
-        """D learns source = 1, target = 0 on the detached maps of this step."""
+    def _discriminator_step(self, maps_s, maps_t, valid_s=None, valid_t=None):
+        """D learns source = 1, target = 0 on the detached maps of this step.
+
+        Its outputs, computed before its update, also feed the AUC.
+        """
         values = {}
         pairs = [(self.d_main, self.d_main_optimizer, "loss_d")]
         if len(maps_s) > 1:
@@ -100,11 +124,27 @@ class InterDomainAdapter(AdversarialAdapter):
         for (disc, opt, name), m_s, m_t in zip(pairs, maps_s, maps_t):
             m_s, m_t = tf.stop_gradient(m_s), tf.stop_gradient(m_t)
             with tf.GradientTape() as tape:
-                loss_d = losses.inter_discriminator_loss(disc(m_s, training=True),
-                                                         disc(m_t, training=True))
+                d_s, d_t = disc(m_s, training=True), disc(m_t, training=True)
+                loss_d = losses.inter_discriminator_loss(d_s, d_t)
             self.discriminator_update(tape, loss_d, disc, opt)
             values[name] = loss_d
+            # Positive = the side G adapts (target / hard images); its score
+            # is 1 - D = sigmoid(-logit), D saying "target".
+            self._update_auc(name[len("loss_d"):], d_s, d_t, valid_s, valid_t)
         return values
+
+    def _update_auc(self, suffix, d_s, d_t, valid_s, valid_t):
+        """One AUC update over the pixels of both maps of this step."""
+        scores, sides, weights = [], [], []
+        for side, d_logits, valid in ((0.0, d_s, valid_s), (1.0, d_t, valid_t)):
+            score = tf.reshape(-tf.cast(d_logits, tf.float32), [-1])  # logit of "target"
+            scores.append(score)
+            sides.append(tf.fill(tf.shape(score), side))
+            weights.append(tf.ones_like(score) if valid is None else
+                           tf.reshape(tf.cast(valid, tf.float32), [-1]))
+        diagnostics.update_auc(
+            self._trackers[diagnostics.auc_name(suffix)], tf.concat(sides, 0),
+            tf.concat(scores, 0), tf.concat(weights, 0))
 
     def get_config(self):
         config = super().get_config()

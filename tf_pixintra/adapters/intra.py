@@ -10,18 +10,30 @@ upsampled to the input size (Sec 5.1):
   output on hard pixels to 0.
 Eq. 9: L_G = L_seg + beta * L_adv (beta 1e-3 main, 2e-4 aux). From round two
 on (T = 1) the CRST KLD regulariser is added with weight `kld_lambda`.
+
+Padded pixels of a crop (hard mask 255, `losses.PAD_MASK`) are neither easy
+nor hard: both D losses and G's adversarial term average over the real
+pixels only, weighted across replicas by `replica_share` of those pixels.
+
+Diagnostics (adapters.diagnostics), logged every step: each D's ROC AUC
+against M (`diag_auc_d`, `diag_auc_d_aux`), for CTS its correlation with Z
+(`diag_zcorr_d*`), both from D's output before its update of the step; and
+every `diag_every` steps the adversarial share of G's gradient.
 """
 
 import keras
 import tensorflow as tf
 
+from tf_pixintra import choices
 from tf_pixintra import losses
+from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import split_outputs
 from tf_pixintra.adapters.common import upsample
 
-METHODS = ("pla", "cts", "none")
+# The image-level "intrada" baseline trains with InterDomainAdapter.
+METHODS = tuple(m for m in choices.INTRA_METHODS if m != "intrada")
 
 _D_LOSS = {"pla": (losses.pla_discriminator_loss, "hard_mask"),
            "cts": (losses.cts_discriminator_loss, "z")}
@@ -54,6 +66,16 @@ class PixelIntraAdapter(AdversarialAdapter):
         if self.adversarial:
             names += ["loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         self.declare_trackers(names)
+        if self.adversarial:
+            for suffix, disc in (("", d_main), ("_aux", d_aux)):
+                if disc is not None:
+                    self.diagnostic(diagnostics.auc_name(suffix),
+                                    diagnostics.make_auc)
+                    if method == "cts":
+                        self.diagnostic(diagnostics.zcorr_name(suffix),
+                                        diagnostics.StreamingPearson)
+        if self.measures_gradient_share:
+            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
 
     @property
     def adversarial(self):
@@ -62,10 +84,13 @@ class PixelIntraAdapter(AdversarialAdapter):
     def train_step(self, data):
         x, labels = data["image"], data["pseudo_label"]
         size = tf.shape(x)[1:3]
-        with tf.GradientTape() as tape:
+        # M in {0, 1} and the real (not padded) pixels.
+        mask, valid = losses.hard_mask_and_valid(data["hard_mask"])
+        adversarial = 0.0
+        with self.generator_tape() as tape:
             main, aux = split_outputs(self.generator(x, training=True))
             main, aux = upsample(main, size), upsample(aux, size)
-            share, share_labelled = replica_share(), replica_share(labels)
+            share_labelled = replica_share(labels)
             loss_seg = losses.partial_cross_entropy(main, labels)
             values = {"loss_seg": loss_seg}
             total = share_labelled * loss_seg
@@ -82,29 +107,54 @@ class PixelIntraAdapter(AdversarialAdapter):
                 total += share_labelled * self.kld_lambda * loss_kld
             probs = []
             if self.adversarial:
+                share_valid = replica_share(data["hard_mask"], losses.PAD_MASK)
                 for logits, disc, beta, suffix in heads:
                     p = tf.nn.softmax(logits, axis=-1)
                     probs.append(p)
-                    loss_adv = _G_LOSS[self.method](disc(p), data["hard_mask"])
+                    loss_adv = _G_LOSS[self.method](disc(p), mask, valid)
                     values["loss_adv" + suffix] = loss_adv
-                    total += share * beta * loss_adv
-        self.generator_update(tape, total)
+                    adversarial += share_valid * beta * loss_adv
+                total += adversarial
+        self.generator_update(tape, total,
+                              adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(heads, probs, data))
+            values.update(self._discriminator_step(
+                heads, probs, data, mask, valid, share_valid))
         return self.report(values)
 
-    def _discriminator_step(self, heads, probs, data):
-        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step."""
+    def _discriminator_step(self, heads, probs, data, mask, valid, share):
+        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step.
+
+        D's output here precedes its update, so it also scores the
+        diagnostics on pixels D has not been trained on yet.
+        """
         d_loss, target_key = _D_LOSS[self.method]
+        target = mask if target_key == "hard_mask" else data[target_key]
         optimizers = [self.d_main_optimizer, self.d_aux_optimizer]
         values = {}
         for (_, disc, _, suffix), p, opt in zip(heads, probs, optimizers):
             p = tf.stop_gradient(p)
             with tf.GradientTape() as tape:
-                loss_d = d_loss(disc(p, training=True), data[target_key])
-            self.discriminator_update(tape, loss_d, disc, opt)
+                d_logits = disc(p, training=True)
+                loss_d = d_loss(d_logits, target, valid)
+            self.discriminator_update(tape, loss_d, disc, opt, share)
             values["loss_d" + suffix] = loss_d
+            self._update_diagnostics(suffix, d_logits, mask, data["z"], valid)
         return values
+
+    def _update_diagnostics(self, suffix, d_logits, mask, z, valid):
+        """AUC of D against M; for CTS the correlation of D's output with Z.
+
+        D = sigmoid(logit) is PLA's P(hard) and CTS's estimate of Z; either
+        way higher means "harder". The AUC ranks the logits (the same
+        ranking, without sigmoid's float32 ties at large |logit|).
+        """
+        logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
+        diagnostics.update_auc(self._trackers[diagnostics.auc_name(suffix)],
+                               mask, logits, valid)
+        if self.method == "cts":
+            self._trackers[diagnostics.zcorr_name(suffix)].update_state(
+                tf.sigmoid(logits), z, valid)
 
     def get_config(self):
         config = super().get_config()

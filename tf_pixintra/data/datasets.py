@@ -25,10 +25,11 @@ import os
 import numpy as np
 from PIL import Image
 
+from tf_pixintra import choices
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.errors import ConfigError, DataError
 
-DATASETS = ("gta5", "synthia", "cityscapes")
+DATASETS = choices.DATASETS
 # Splits that mean "every image" for the data sets without split folders.
 ALL_SPLITS = ("train", "all")
 
@@ -135,6 +136,9 @@ def _listed_image_names(layout, image_dir, list_file):
         if os.path.isabs(entry):
             raise DataError(f"{where}: expected a path relative to "
                             f"{image_dir}, got an absolute path")
+        if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
+            raise DataError(f"{where}: leaves the image folder {image_dir}; "
+                            "expected a path inside it (no leading '..')")
         if not entry.endswith(layout.image_suffix):
             raise DataError(f"{where}: expected an image name ending in "
                             f"{layout.image_suffix!r} ({layout.description})")
@@ -243,17 +247,54 @@ def _open_decoded(path, what):
     return image
 
 
+def decode_image(contents):
+    """Encoded PNG/JPEG/BMP/GIF bytes -> uint8 RGB [H, W, 3] (TF ops).
+
+    The one image decoder of the project: the training streams call it
+    inside tf.data and `read_image` calls it eagerly for evaluation, pseudo
+    labels, export and the up-front checks, so every path sees the same
+    pixels. Grey, palette and RGBA images become RGB (alpha dropped);
+    16-bit images keep their high byte (value // 256).
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
+                               expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _op_message(error):
+    """The first line of a TF error without its "{{function_node ...}}" prefix."""
+    message = getattr(error, "message", str(error)).strip().splitlines()[0]
+    if message.startswith("{{function_node"):
+        message = message.split("}}", 1)[-1].strip()
+    return message.replace(" [Op:DecodeImage]", "")
+
+
 def read_image(path):
-    """Reads an image file as uint8 RGB [H, W, 3] (palette/RGBA/grey converted)."""
+    """Reads an image file as uint8 RGB [H, W, 3] with `decode_image`.
+
+    Raises DataError naming the file when it is missing, empty or cannot be
+    decoded completely (a truncated file).
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     path = os.fspath(path)
-    image = _open_decoded(path, "image")
-    if image.mode != "RGB":
-        try:
-            image = image.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: cannot convert image mode {image.mode} "
-                            f"to RGB ({e})") from e
-    return np.asarray(image, dtype=np.uint8)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: image file does not exist") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e.strerror})") from e
+    if not data:
+        raise DataError(f"{path}: cannot decode image (empty file, 0 bytes); "
+                        "expected a complete, readable image file")
+    try:
+        return decode_image(data).numpy()
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: cannot decode image ({_op_message(e)}, "
+                        f"{len(data)} bytes); expected a complete, readable "
+                        "image file") from None
 
 
 def _png_header(path, data):

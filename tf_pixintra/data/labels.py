@@ -39,6 +39,16 @@ SYNTHIA_ID_TO_TRAINID = {
     17: 12, 8: 13, 19: 15, 12: 17, 11: 18,
 }
 
+# Every id a label file of each data set may hold (mapped to a trainId or
+# not): the Cityscapes label table's ids 0-33 plus 255 (its licence plate,
+# id -1, as uint8); SYNTHIA-RAND-CITYSCAPES' classes 0-22. Other values are
+# no class at all (a damaged or foreign label file).
+KNOWN_LABEL_IDS = {
+    "cityscapes": frozenset(range(34)) | {255},
+    "gta5": frozenset(range(34)) | {255},
+    "synthia": frozenset(range(23)),
+}
+
 # Evaluation subsets (trainIds) for SYNTHIA -> Cityscapes.
 TRAINIDS_16 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 TRAINIDS_13 = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)

@@ -14,8 +14,14 @@ Per-pixel maps and how they are resampled / padded:
 | image        | float32 | bilinear   | 0 (the mean, after Caffe preprocessing) |
 | label        | uint8   | nearest    | 255 (ignore)            |
 | pseudo_label | uint8   | nearest    | 255 (none)              |
-| hard_mask    | uint8   | nearest    | 0 (easy)                |
+| hard_mask    | uint8   | nearest    | 255 (no pixel)          |
 | z            | float32 | nearest    | 0                       |
+
+Padded pixels (a crop larger than the scaled image) are neither easy nor
+hard: their hard mask is 255 (`losses.PAD_MASK`), their pseudo label 255, so
+Stage II leaves them out of Eq. 5 and of both adversarial losses (Eq. 6, 8;
+`losses.hard_mask_and_valid`). With a pad value of 0 they would count as
+easy pixels in D's loss and dilute G's adversarial mean.
 
 Z is resampled with nearest neighbour, not bilinearly: Eq. 7 defines Z = 0
 exactly on the easy pixels (M = 0) and the CTS losses (Eq. 8) use Z and M
@@ -33,6 +39,8 @@ import os
 
 import tensorflow as tf
 
+from tf_pixintra import choices
+from tf_pixintra.data import datasets
 from tf_pixintra.data import labels
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import ConfigError
@@ -40,14 +48,14 @@ from tf_pixintra.models.preprocessing import caffe_preprocess
 
 NUM_PARALLEL_CALLS = tf.data.AUTOTUNE
 DETERMINISTIC = True
-LABEL_FORMATS = ("cityscapes", "gta5", "synthia")
+LABEL_FORMATS = choices.DATASETS   # a label format per data set layout
 
 # (resize method, pad value) per per-pixel key; see the module docstring.
 PIXEL_KINDS = {
     "image": ("bilinear", 0.0),
     "label": ("nearest", labels.IGNORE_LABEL),
     "pseudo_label": ("nearest", labels.IGNORE_LABEL),
-    "hard_mask": ("nearest", 0),
+    "hard_mask": ("nearest", 255),   # losses.PAD_MASK: no pixel
     "z": ("nearest", 0.0),
 }
 
@@ -67,11 +75,8 @@ _SYNTHIA_LUT = tf.constant(labels.SYNTHIA_LUT)
 
 # ---------------------------------------------------------------- decoding
 
-def decode_image(contents):
-    """Encoded PNG/JPEG bytes -> uint8 RGB [H, W, 3]."""
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+# The project's one image decoder (see datasets.decode_image).
+decode_image = datasets.decode_image
 
 
 def _u32(contents, offset):

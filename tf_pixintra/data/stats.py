@@ -14,9 +14,9 @@ import sys
 import numpy as np
 from absl import app
 from absl import flags
-from absl import logging
 
 from tf_pixintra import io_utils
+from tf_pixintra import progress
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.errors import ConfigError, DataError
@@ -33,9 +33,6 @@ flags.DEFINE_string("list_file", None,
                     "the image folder) selecting a subset.")
 flags.DEFINE_string("json", None, "Where to write the statistics as JSON.")
 
-_LOG_EVERY = 500
-
-
 def compute_stats(dataset, root, split, list_file=None):
     """Counts the labelled pixels of every trainId over a data set.
 
@@ -49,11 +46,9 @@ def compute_stats(dataset, root, split, list_file=None):
     examples = datasets.list_examples(dataset, root, split, list_file=list_file,
                                       require_labels=True)
     counts = np.zeros((256,), dtype=np.int64)
-    for index, example in enumerate(examples):
+    for example in progress.track(examples, "counting labels", unit="label"):
         train_ids = datasets.read_label(example.label_path, dataset)
         counts += np.bincount(train_ids.ravel(), minlength=256)
-        if (index + 1) % _LOG_EVERY == 0:
-            logging.info("counted %d / %d labels", index + 1, len(examples))
     return {
         "num_images": len(examples),
         "class_pixels": [int(c) for c in counts[:labels_lib.NUM_CLASSES]],

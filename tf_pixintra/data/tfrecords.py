@@ -427,6 +427,8 @@ def read_index(index_path, check_files=True):
     except FileNotFoundError:
         raise DataError(f"{index_path}: index file not found; expected the "
                         "NAME-index.json written by tfrecords.write_index") from None
+    except DataError:
+        raise
     except ValueError as e:
         raise DataError(f"{index_path}: not valid JSON ({e})") from None
     for key in ("name", "num_shards", "shards", "total"):
@@ -434,7 +436,9 @@ def read_index(index_path, check_files=True):
             raise DataError(f"{index_path}: index has no {key!r}; expected the keys "
                             "name, num_shards, shards, total, settings")
     directory = os.path.dirname(os.path.abspath(index_path))
-    index["paths"] = [os.path.join(directory, s["file"]) for s in index["shards"]]
+    # A shard name must stay in the index's directory (no "../", no absolute).
+    index["paths"] = [io_utils.inside(directory, s["file"], index_path)
+                      for s in index["shards"]]
     if check_files:
         for shard, path in zip(index["shards"], index["paths"]):
             if not os.path.isfile(path):

@@ -2,7 +2,7 @@ r"""ToyScapes: a built-in synthetic-to-real street-scene benchmark.
 
     python -m tf_pixintra.data.toyscapes --out DIR --seed S \
         [--num_source 400 --num_target 400 --num_val 100 \
-         --height 128 --width 256 --workers N]
+         --height 128 --width 256 --workers N --variant standard|shadows]
 
 writes procedurally drawn street scenes in the REAL data set layouts, so the
 ordinary readers (tf_pixintra.data.datasets) load them:
@@ -25,6 +25,16 @@ the same arguments give the same bytes. Every file is written atomically.
 
 Python API: `generate(...)` always (re)writes; `ensure_toyscapes(...)`
 reuses a complete benchmark whose manifest matches and generates otherwise.
+
+Variants (`--variant`): "standard", and "shadows", a positive control for
+Stage II: every target image (train and val) also gets soft cast shadows,
+darker and bluish (`toyscapes_render.draw_shadows`), over about a third of
+its non-sky pixels. Scenes, labels and the rest of the look are those of the
+standard variant at the same seed (the shadows draw from a third, separate
+generator), so the hard pixels a Stage I model leaves are mostly shadowed
+ones, and an appearance change a model could learn to undo separates them
+from the easy ones. `ensure_toyscapes` keeps a variant in its own directory
+(`variant_dir`).
 """
 
 import contextlib
@@ -40,7 +50,9 @@ import types
 import numpy as np
 from PIL import Image
 
+from tf_pixintra import choices
 from tf_pixintra import io_utils
+from tf_pixintra import progress
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.data import toyscapes_render as render
 from tf_pixintra.errors import ConfigError
@@ -65,7 +77,8 @@ _CHUNK = 25  # images per parallel task
 # Split codes mixed into the per-image seeds.
 _SPLIT_CODES = {"source": 0, "train": 1, "val": 2}
 _CONFIG_KEYS = ("version", "seed", "num_source", "num_target", "num_val",
-                "height", "width")
+                "height", "width", "variant")
+VARIANTS = choices.TOYSCAPES_VARIANTS
 
 
 # ------------------------------------------------------------------- layout
@@ -129,32 +142,56 @@ def dataset_paths(root):
 # ----------------------------------------------------------------- drawing
 
 def _generators(seed, split, index):
-    """Independent generators (scene, look) of one image."""
+    """Independent generators (scene, look, shadows) of one image.
+
+    SeedSequence children depend on their index only, so adding the third
+    one left the first two (and the standard variant's bytes) unchanged.
+    """
     sequence = np.random.SeedSequence([seed, _SPLIT_CODES[split], index])
-    scene, look = sequence.spawn(2)
-    return np.random.default_rng(scene), np.random.default_rng(look)
+    return tuple(np.random.default_rng(child) for child in sequence.spawn(3))
+
+
+def variant_dir(data_dir, variant):
+    """Where `ensure_toyscapes` keeps a variant: data_dir itself for the
+    standard one, `<data_dir>_<variant>` beside it for the others."""
+    _check_variant(variant)
+    if variant == "standard":
+        return data_dir
+    return os.fspath(data_dir).rstrip("/\\") + "_" + variant
+
+
+def _check_variant(variant):
+    if variant not in VARIANTS:
+        raise ConfigError(f"toyscapes: variant={variant!r}; expected one of "
+                          f"{VARIANTS}")
 
 
 def draw_source(seed, index, height, width):
     """Source image `index`: (uint8 RGB [H, W, 3], uint8 trainIds [H, W])."""
-    scene_rng, _ = _generators(seed, "source", index)
+    scene_rng = _generators(seed, "source", index)[0]
     label, _, rgb, _ = render.render_scene(scene_rng, height, width,
                                            render.SOURCE_PALETTE)
     return render.render_source_look(rgb), label
 
 
-def draw_target(seed, split, index, height, width):
+def draw_target(seed, split, index, height, width, variant="standard"):
     """Target image `index` of `split`: (RGB, trainIds, look conditions dict).
 
     The conditions hold the haze density "beta" (per metre) and airlight,
-    and the illumination, blur and noise parameters of this image.
+    and the illumination, blur and noise parameters of this image; for the
+    "shadows" variant also the shadows' strength and pixel share.
     """
-    scene_rng, look_rng = _generators(seed, split, index)
+    _check_variant(variant)
+    scene_rng, look_rng, shadow_rng = _generators(seed, split, index)
     label, depth, rgb, orient = render.render_scene(
             scene_rng, height, width, render.TARGET_PALETTE)
     conditions = render.draw_target_conditions(look_rng)
+    shadow = None
+    if variant == "shadows":
+        shadow, info = render.draw_shadows(shadow_rng, label)
+        conditions = {**conditions, **info}
     image = render.render_target_look(look_rng, label, depth, rgb, orient,
-                                      conditions)
+                                      conditions, shadow)
     return image, label, conditions
 
 
@@ -226,11 +263,11 @@ def _prepare_directory(root):
 def _write_images(task):
     """Draws and writes a chunk of images; returns target look conditions.
 
-    `task` is (root, seed, height, width, split, indices) with split
-    "source", "train" or "val". Returns [(split, index, conditions)] for
-    target images (empty for source chunks).
+    `task` is (root, seed, height, width, split, indices, variant) with
+    split "source", "train" or "val". Returns [(split, index, conditions)]
+    for target images (empty for source chunks).
     """
-    root, seed, height, width, split, indices = task
+    root, seed, height, width, split, indices, variant = task
     written = []
     for index in indices:
         if split == "source":
@@ -238,7 +275,7 @@ def _write_images(task):
             _write_pair(*source_paths(root, index), image, label)
         else:
             image, label, conditions = draw_target(seed, split, index, height,
-                                                   width)
+                                                   width, variant)
             _write_pair(*target_paths(root, split, index), image, label)
             written.append((split, index, conditions))
     return written
@@ -271,23 +308,36 @@ def _bare_main():
 
 
 def _run_tasks(tasks, workers):
-    """Runs `_write_images` over `tasks`, in `workers` spawned processes."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [item for task in tasks for item in _write_images(task)]
-    # "spawn", not "fork": the caller may hold TensorFlow threads.
-    context = multiprocessing.get_context("spawn")
-    with _bare_main():
-        pool = context.Pool(min(workers, len(tasks)))  # starts them all now
-    try:
-        chunks = pool.map(_write_images, tasks, chunksize=1)
-    finally:
-        pool.terminate()
-        pool.join()
-    return [item for chunk in chunks for item in chunk]
+    """Runs `_write_images` over `tasks`, in `workers` spawned processes.
+
+    Shows progress in images, a task at a time.
+    """
+    total = sum(len(task[-1]) for task in tasks)
+    with progress.Progress(total, "ToyScapes generation") as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            items = []
+            for task in tasks:
+                items += _write_images(task)
+                bar.update(len(task[-1]))
+            return items
+        # "spawn", not "fork": the caller may hold TensorFlow threads.
+        context = multiprocessing.get_context("spawn")
+        with _bare_main():
+            pool = context.Pool(min(workers, len(tasks)))  # starts them all now
+        items = []
+        try:
+            chunks = pool.imap(_write_images, tasks, chunksize=1)  # in order
+            for task, chunk in zip(tasks, chunks):
+                items += chunk
+                bar.update(len(task[-1]))
+        finally:
+            pool.terminate()
+            pool.join()
+        return items
 
 
 def generate(out_dir, seed, num_source, num_target, num_val, height, width,
-             workers=None):
+             workers=None, variant="standard"):
     """Writes a ToyScapes benchmark to `out_dir` (replacing an older one).
 
     Args:
@@ -299,11 +349,13 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
       height, width: image size in pixels (each >= MIN_SIZE).
       workers: processes drawing in parallel (default: `default_workers()`);
         the bytes written do not depend on it.
+      variant: "standard" or "shadows" (see the module docstring).
 
     Returns:
       The manifest dict (also written to out_dir/toyscapes.json, last).
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
+    _check_variant(variant)
     workers = default_workers() if workers is None else int(workers)
     root = os.path.abspath(os.fspath(out_dir))
     _prepare_directory(root)
@@ -312,7 +364,8 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
                          ("val", num_val)):
         for start in range(0, count, _CHUNK):
             tasks.append((root, int(seed), int(height), int(width), split,
-                          tuple(range(start, min(start + _CHUNK, count)))))
+                          tuple(range(start, min(start + _CHUNK, count))),
+                          variant))
     looks = {(split, index): conditions
              for split, index, conditions in _run_tasks(tasks, workers)}
     targets = {}
@@ -331,7 +384,7 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
         "version": GENERATOR_VERSION,
         "seed": int(seed), "num_source": int(num_source),
         "num_target": int(num_target), "num_val": int(num_val),
-        "height": int(height), "width": int(width),
+        "height": int(height), "width": int(width), "variant": variant,
         "source": {"dataset": "gta5", "root": SOURCE_DIR, "split": "all"},
         "target": {"dataset": "cityscapes", "root": TARGET_DIR,
                    "splits": ["train", "val"],
@@ -354,8 +407,10 @@ def _is_complete(root, wanted):
         manifest = io_utils.read_json(manifest_path)
     except (OSError, ValueError):
         return False
+    # Manifests from before the variants were standard ones.
     if not isinstance(manifest, dict) or any(
-            manifest.get(k) != wanted[k] for k in _CONFIG_KEYS):
+            manifest.get(k, "standard" if k == "variant" else None) != wanted[k]
+            for k in _CONFIG_KEYS):
         return False
     return all(os.path.isfile(p) for p in _all_paths(
             root, wanted["num_source"], wanted["num_target"], wanted["num_val"]))
@@ -377,29 +432,31 @@ def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
                      num_source=DEFAULTS["num_source"],
                      num_target=DEFAULTS["num_target"],
                      num_val=DEFAULTS["num_val"], height=DEFAULTS["height"],
-                     width=DEFAULTS["width"], workers=None):
+                     width=DEFAULTS["width"], workers=None,
+                     variant="standard"):
     """Returns the paths of a ToyScapes benchmark, generating it if needed.
 
     An existing benchmark is reused when its manifest matches the generator
     version and every argument and all its files exist; otherwise (no
     manifest after a killed run, other arguments, older version) it is
     regenerated. Safe against concurrent callers (file lock). `workers` as
-    in `generate`.
+    in `generate`. A variant other than "standard" lives in
+    `variant_dir(data_dir, variant)`, so variants never overwrite each other.
 
     Returns:
       dict with "root", "manifest", "gta5" (source root) and "cityscapes"
       (target root) absolute paths; see `dataset_paths`.
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
-    root = os.path.abspath(os.fspath(data_dir))
+    root = os.path.abspath(variant_dir(os.fspath(data_dir), variant))
     wanted = {"version": GENERATOR_VERSION, "seed": int(seed),
               "num_source": int(num_source), "num_target": int(num_target),
               "num_val": int(num_val), "height": int(height),
-              "width": int(width)}
+              "width": int(width), "variant": variant}
     with _locked(root):
         if not _is_complete(root, wanted):
             generate(root, seed, num_source, num_target, num_val, height, width,
-                     workers=workers)
+                     workers=workers, variant=variant)
     return dataset_paths(root)
 
 
@@ -421,6 +478,10 @@ def _define_flags():
     flags.DEFINE_integer("workers", None, "Drawing processes (default: one "
                          "per CPU, at most 8); the output does not depend "
                          "on it.")
+    flags.DEFINE_enum("variant", "standard", list(VARIANTS),
+                      "standard, or shadows: the positive control, with soft "
+                      "cast shadows over parts of every target image (same "
+                      "scenes and labels as standard at the same seed).")
     flags.mark_flag_as_required("out")
     return flags.FLAGS
 
@@ -438,14 +499,15 @@ def main(argv):
     try:
         manifest = toyscapes.generate(
                 args.out, args.seed, args.num_source, args.num_target,
-                args.num_val, args.height, args.width, workers=args.workers)
+                args.num_val, args.height, args.width, workers=args.workers,
+                variant=args.variant)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     paths = dataset_paths(args.out)
     count = args.num_source + args.num_target + args.num_val
-    print(f"ToyScapes v{manifest['version']}: {count} images of "
+    print(f"ToyScapes v{manifest['version']} ({args.variant}): {count} images of "
           f"{args.height}x{args.width} (HxW) in {seconds:.1f} s")
     for key in ("gta5", "cityscapes", "manifest"):
         print(f"  {key}: {paths[key]}")

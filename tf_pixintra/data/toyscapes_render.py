@@ -599,11 +599,43 @@ def draw_target_conditions(rng):
     }
 
 
-def render_target_look(rng, label, depth, rgb, orient, conditions):
+def draw_shadows(rng, label):
+    """Cast shadows of the "shadows" variant: a per-pixel RGB light factor.
+
+    Soft-edged blobs of value noise (cell width/5, about a third of the
+    ground and walls) not on the sky, each darkened by a strength drawn per
+    image in SHADOW_STRENGTH and tinted blue (shadowed surfaces are lit by
+    the sky only): factor = 1 - strength * s * (1 - SHADOW_TINT), with s in
+    [0, 1] the soft blob mask. Returns (float32 [H, W, 3] factor, JSON-ready
+    dict with the strength and the share of pixels with s > 0.5).
+    """
+    h, w = label.shape
+    field = _smooth_noise(rng, h, w, max(w / 5.0, 2.0))
+    threshold = np.float32(rng.uniform(0.1, 0.3))
+    soft = 1.0 / (1.0 + np.exp(-(field - threshold) * np.float32(12.0)))
+    soft = np.where(label == SKY, np.float32(0.0), soft).astype(np.float32)
+    strength = np.float32(rng.uniform(*SHADOW_STRENGTH))
+    factor = 1.0 - strength * soft[..., None] * (
+            1.0 - np.asarray(SHADOW_TINT, np.float32))
+    info = {"shadow_strength": round(float(strength), 6),
+            "shadow_fraction": round(float(np.mean(soft > 0.5)), 6)}
+    return factor.astype(np.float32), info
+
+
+# The "shadows" variant: darkening of a shadow's core, drawn per image, and
+# the colour left in it per RGB channel (bluish skylight).
+SHADOW_STRENGTH = (0.55, 0.75)
+SHADOW_TINT = (0.35, 0.45, 0.75)
+
+
+def render_target_look(rng, label, depth, rgb, orient, conditions,
+                       shadow=None):
     """Turns a flat target-palette scene into a "real" photo (uint8 RGB).
 
     Order: texture and illumination make the scene radiance J, haze adds
     the airlight with depth, then the lens blurs and the sensor adds noise.
+    `shadow` (float32 [H, W, 3], from `draw_shadows`) multiplies the light
+    before the clip and gamma; None leaves the image exactly as without it.
     """
     h, w = label.shape
     radiance = rgb / 255.0
@@ -622,6 +654,8 @@ def render_target_look(rng, label, depth, rgb, orient, conditions):
                                      np.float32(1.0))
     radiance = radiance * (light[..., None] * np.float32(conditions["gain"])
                            * np.asarray(conditions["cast"], np.float32))
+    if shadow is not None:
+        radiance = radiance * shadow
     radiance = np.clip(radiance, 0, 1) ** np.float32(conditions["gamma"])
     image = haze(radiance * np.float32(255.0), depth, conditions["beta"],
                  conditions["airlight"])

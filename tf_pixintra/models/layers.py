@@ -45,3 +45,49 @@ class ResizeLike(keras.layers.Layer):
         config = super().get_config()
         config.update({"interpolation": self.interpolation})
         return config
+
+
+@keras.saving.register_keras_serializable(package="tf_pixintra")
+class LeakyReLU(keras.layers.LeakyReLU):
+    """keras.layers.LeakyReLU whose gradient reads the layer's OUTPUT.
+
+    Same values and bitwise the same gradients as Keras' layer: with a slope
+    >= 0, y = leaky_relu(x) is > 0 exactly where x is, so
+    LeakyReluGrad(dy, y) == LeakyReluGrad(dy, x). Why: TensorFlow's own
+    gradient reads the INPUT x, so in a training graph the conv + bias output
+    feeding the activation has a second reader. With oneDNN enabled
+    (TensorFlow's default on recent Intel CPUs, or TF_ENABLE_ONEDNN_OPTS=1)
+    grappler's remapper then fuses the LeakyRelu into the conv without
+    checking that reader (`FindContractionWithActivation` in
+    tensorflow/core/grappler/optimizers/remapper.cc of tensorflow/tensorflow),
+    deletes the node the gradient reads, and fails: "remapper failed:
+    INVALID_ARGUMENT: Mutation::Apply error: fanout '.../LeakyReluGrad' exist
+    for missing node '.../BiasAdd'", which drops every rewrite of that pass.
+    Reading the output leaves the conv + bias with one reader, so the regular
+    Conv2D + BiasAdd + LeakyRelu fusion applies.
+    """
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        super().__init__(negative_slope=negative_slope, **kwargs)
+        if not self.negative_slope >= 0:
+            raise ValueError(f"LeakyReLU: negative_slope={negative_slope!r}; "
+                             "expected >= 0 (the gradient reads the sign of "
+                             "the output)")
+
+    def call(self, inputs):
+        return leaky_relu_output_grad(inputs, self.negative_slope)
+
+
+def leaky_relu_output_grad(x, alpha):
+    """tf.nn.leaky_relu(x, alpha) with its gradient computed from the output."""
+
+    @tf.custom_gradient
+    def forward(x):
+        y = tf.nn.leaky_relu(x, alpha=alpha)
+
+        def grad(dy):
+            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y,
+                                            alpha=alpha)
+        return y, grad
+
+    return forward(x)

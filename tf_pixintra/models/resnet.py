@@ -39,9 +39,10 @@ import zlib
 
 import keras
 
+from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
 
-BN_MODES = ("frozen", "train")
+BN_MODES = choices.BN_MODES
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 

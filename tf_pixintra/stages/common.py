@@ -9,6 +9,7 @@ from absl import logging
 from tf_pixintra import io_utils
 from tf_pixintra import models
 from tf_pixintra.adapters import optimizers as opt_lib
+from tf_pixintra.errors import DataError
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
@@ -33,7 +34,28 @@ class Context:
 def completed(stage_dir):
     """The stage's metrics when it has finished, else None."""
     path = os.path.join(stage_dir, METRICS_FILE)
-    return io_utils.read_json(path) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    try:
+        return io_utils.read_json(path)
+    except DataError as e:
+        raise DataError(f"{e}. It marks the stage finished; to recover, "
+                        "delete it and run the same command: the stage runs "
+                        "again (a training stage from its last checkpoint)") from None
+
+
+def stage_dir_name(stage, round_index):
+    """The sub-directory of the run directory that a planned stage writes."""
+    if stage in ("pseudo", "intra"):
+        return f"{stage}_r{round_index}"
+    return stage
+
+
+def pending_stages(run_dir, plan):
+    """Directory names of the stages of `plan` that have not finished."""
+    names = [stage_dir_name(stage, round_index) for stage, round_index in plan]
+    return [name for name in names
+            if not os.path.exists(os.path.join(run_dir, name, METRICS_FILE))]
 
 
 def finish(ctx, stage_dir, metrics, model_path=None):
@@ -62,7 +84,12 @@ def build_generator(model_cfg, seed, name="generator"):
     return generator
 
 
+TORCH_SUFFIXES = (".pth", ".pt")
+
+
 def _with_backbone_weights(generator, model_cfg):
+    if model_cfg.backbone_weights.endswith(TORCH_SUFFIXES):
+        return _with_torch_backbone(generator, model_cfg.backbone_weights)
     builder = {50: keras.applications.ResNet50,
                101: keras.applications.ResNet101}[model_cfg.depth]
     keras_resnet = builder(include_top=False, weights=model_cfg.backbone_weights)
@@ -72,16 +99,71 @@ def _with_backbone_weights(generator, model_cfg):
     return generator
 
 
-def build_discriminators(model_cfg, seed, pixel_level):
+def _with_torch_backbone(generator, path):
+    """Backbone from a PyTorch DeepLab init (.pth); heads stay fresh.
+
+    The reference code bases start this way: they drop the init's first key
+    part (`Scale.`) and its own classifier `layer5` (valeoai/ADVENT,
+    advent/scripts/train.py; wasidennis/AdaptSegNet,
+    train_gta2cityscapes_multi.py; liyunsheng13/BDL, model/deeplab.py).
+    torch is imported only here, and only for a .pth file.
+    """
+    # pylint: disable=import-outside-toplevel
+    from tf_pixintra import torch_reader
+    from tf_pixintra.models import torch_weights
+    state = torch_reader.read_state_dict(path)
+    summary = torch_weights.load_torch_state(generator, state, "backbone",
+                                             source=path)
+    logging.info("backbone weights from %s: %d tensors, skipped %s", path,
+                 summary["tensors"], summary["skipped"])
+    return generator
+
+
+def copy_generator_weights(source, target):
+    """Copy `source`'s weights into `target` layer by layer, by name.
+
+    Equal architectures copy everything. A single-level `source` (an
+    imported BDL model, say) into a multi-level `target` leaves the aux head
+    as initialised. Any other difference raises DataError naming the layer.
+    """
+    target_layers = {layer.name: layer for layer in target.layers}
+    copied = 0
+    for layer in source.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = target_layers.get(layer.name)
+        if other is None:
+            raise DataError(f"model {source.name!r}: layer {layer.name!r} has "
+                            f"no counterpart in {target.name!r}")
+        shapes = [w.shape for w in weights]
+        if [tuple(w.shape) for w in other.get_weights()] != shapes:
+            raise DataError(
+                f"model {source.name!r}: layer {layer.name!r} weights {shapes}"
+                f" do not fit {target.name!r} (check --num_classes, --depth, "
+                "--width)")
+        other.set_weights(weights)
+        copied += 1
+    left = [n for n, layer in target_layers.items() if layer.get_weights()
+            and n not in {layer.name for layer in source.layers}]
+    if left:
+        logging.info("layers kept as initialised (not in %s): %s",
+                     source.name, left)
+    return copied
+
+
+def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
     """(D_main, D_aux); D_aux is None for a single-level generator."""
     d_main = models.build_discriminator(
         model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
-        seed=None if seed is None else seed + 101, name="d_main")
+        seed=None if seed is None else seed + 101, name="d_main",
+        output_stride=output_stride)
     d_aux = None
     if model_cfg.multi_level:
         d_aux = models.build_discriminator(
             model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
-            seed=None if seed is None else seed + 202, name="d_aux")
+            seed=None if seed is None else seed + 202, name="d_aux",
+            output_stride=output_stride)
     return d_main, d_aux
 
 
@@ -111,7 +193,19 @@ def load_generator(path):
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path}: no model; run the stage that writes it first")
-    return keras.saving.load_model(path, compile=False)
+    from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
+    return inference.load_keras_file(path, redo_advice(os.path.dirname(path)))
+
+
+def redo_advice(stage_dir):
+    """How to make a training stage write its model.keras and metrics again."""
+    metrics = os.path.join(stage_dir, METRICS_FILE)
+    if os.path.isdir(os.path.join(stage_dir, "checkpoints")):
+        return (f"To recover, delete it and {metrics}, then run the same "
+                "command: the stage restores its last checkpoint and saves "
+                "the model again")
+    return (f"To recover, delete {stage_dir} and run the same command: the "
+            "stage trains again")
 
 
 def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
@@ -140,16 +234,30 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
         callbacks = summaries.summary_callbacks(
             os.path.join(stage_dir, "tb"), generator, shown,
             config.data.eval_size, config.run, steps)
+    board = next((c for c in callbacks                # TensorBoard, chief only
+                  if isinstance(c, summaries.TrainingSummaries)), None)
+
+    def periodic_eval(step):
+        result = evaluate_target(ctx, generator)
+        if board is not None:
+            board.write_evaluation(step, result)
+        return result
     logs, history = training.fit(
         adapter, make_dataset, steps, os.path.join(stage_dir, "checkpoints"),
         checkpoint_every=config.run.checkpoint_every,
-        eval_fn=lambda: evaluate_target(ctx, generator),
+        eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
-        callbacks=callbacks)
+        # Last: resets the loss trackers after the others read the logs.
+        callbacks=[*callbacks,
+                   summaries.IntervalMeans(config.run.log_every, steps)],
+        stop_grace_s=config.run.stop_grace_secs)
     # Every multi-worker task holds the same weights: only the chief writes.
     model_path = (save_generator(generator, stage_dir) if ctx.is_chief
                   else os.path.join(stage_dir, MODEL_FILE))
     result = evaluate_target(ctx, generator)
+    if board is not None and result is not None and not (
+            history and history[-1]["step"] == steps):  # else written already
+        board.write_evaluation(steps, result)
     metrics = {**metrics, "steps": steps, "final_logs": logs,
                "eval_history": history}
     if result is not None:

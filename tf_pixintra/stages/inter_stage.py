@@ -1,7 +1,9 @@
 """The `source_only` and `inter` stages: Stage I on source + target images.
 
 Stage I follows AdaptSegNet's data handling: images resized to the configured
-sizes (plus horizontal flip when --flip), no crop or random scaling.
+sizes, no crop or random scaling, and no mirroring unless --inter_flip
+(AdaptSegNet's GTA5 training runs without --random-mirror:
+wasidennis/AdaptSegNet, README.md and train_gta2cityscapes_multi.py).
 """
 
 import tensorflow as tf
@@ -14,16 +16,17 @@ from tf_pixintra.stages import common
 def stage_dataset(ctx, batch_size, seed, adversarial):
     """make_dataset(skip) for Stage I: dicts of source image/label + target image."""
     data, src, tgt = ctx.config.data, ctx.sources.source, ctx.sources.target_train
+    flip = ctx.config.inter.flip
 
     def make_dataset(skip):
         source = pipeline.source_dataset(
             [e.image_path for e in src], [e.label_path for e in src],
             label_format=ctx.sources.source_dataset, size=data.source_size,
-            flip=data.flip, batch_size=batch_size, seed=seed)
+            flip=flip, batch_size=batch_size, seed=seed)
         if adversarial:
             target = pipeline.target_dataset(
                 [e.image_path for e in tgt], size=data.target_size,
-                flip=data.flip, batch_size=batch_size, seed=seed + 1)
+                flip=flip, batch_size=batch_size, seed=seed + 1)
             ds = tf.data.Dataset.zip((source, target)).map(
                 lambda s, t: {"source_image": s["image"],
                               "source_label": s["label"],

@@ -18,10 +18,13 @@ import os
 
 import tensorflow as tf
 
+from tf_pixintra import losses
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.adapters.intra import PixelIntraAdapter
 from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
+from tf_pixintra.errors import DataError
+from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
 from tf_pixintra.stages import pseudo_stage
 
@@ -34,13 +37,44 @@ def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
     index = os.path.join(ctx.run_dir, pseudo_stage.stage_name(round_index),
                          tfrecords.index_name(name))
+    advice = (f"run the same command with --stage=pseudo --round={round_index} "
+              "(it re-makes missing or damaged pseudo-label files), then this "
+              "command again")
     if not os.path.exists(index):
-        raise FileNotFoundError(f"{index}: no pseudo labels; run --stage=pseudo "
-                                f"--round={round_index} first")
+        raise FileNotFoundError(f"{index}: no pseudo labels; {advice}")
+    try:
+        tfrecords.read_index(index)
+    except DataError as e:
+        raise DataError(f"{e}. To recover, {advice}") from None
+    check_shard_counts(index, round_index)
     return pipeline.pseudo_label_dataset(
         index, size=data.target_size, crop_size=data.crop_size or None,
         scale_range=data.scale_range or None, flip=data.flip,
         batch_size=batch_size, seed=seed)
+
+
+def check_shard_counts(index_path, round_index):
+    """Every shard holds the records its index says, and some hold any.
+
+    A shard with fewer records than its index says (an empty file in place
+    of a shard, an edited index) would otherwise give an endless stream
+    that never yields a batch: Stage II would wait forever.
+    """
+    index = tfrecords.read_index(index_path)
+    redo = (f"delete {os.path.dirname(index_path)} and run --stage=pseudo "
+            f"--round={round_index} to write the pseudo labels again")
+    total = 0
+    for shard, path in zip(index["shards"], index["paths"]):
+        count = tfrecords.count_records(path)
+        expected = shard.get("num_records")
+        if expected is not None and count != expected:
+            raise DataError(f"{path}: shard holds {count} records, its index "
+                            f"{index_path} says {expected}; {redo}")
+        total += count
+    if total == 0:
+        raise DataError(f"{index_path}: its shards "
+                        f"({', '.join(s['file'] for s in index['shards'])}) "
+                        f"hold no records; {redo}")
 
 
 def _make_dataset(ctx, round_index, method, batch_size, seed):
@@ -48,14 +82,22 @@ def _make_dataset(ctx, round_index, method, batch_size, seed):
         if method == "intrada":
             easy = _records(ctx, round_index, "easy", batch_size, seed)
             hard = _records(ctx, round_index, "hard", batch_size, seed + 1)
-            ds = tf.data.Dataset.zip((easy, hard)).map(
-                lambda e, h: {"source_image": e["image"],
-                              "source_label": e["pseudo_label"],
-                              "target_image": h["image"]})
+            ds = tf.data.Dataset.zip((easy, hard)).map(_intrada_batch)
         else:
             ds = _records(ctx, round_index, pseudo_stage.RECORDS, batch_size, seed)
         return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
     return make_dataset
+
+
+def _intrada_batch(easy, hard):
+    """IntraDA batch: easy images labelled, hard ones not; the real (not
+    padded) pixels of each side feed the discriminators' AUC."""
+    def real(hard_mask):
+        return tf.cast(tf.not_equal(hard_mask, losses.PAD_MASK), tf.float32)
+    return {"source_image": easy["image"], "source_label": easy["pseudo_label"],
+            "target_image": hard["image"],
+            "source_valid": real(easy["hard_mask"]),
+            "target_valid": real(hard["hard_mask"])}
 
 
 def _initial_generator(ctx, round_index):
@@ -64,7 +106,7 @@ def _initial_generator(ctx, round_index):
     if config.intra.init == "inter":
         previous = common.load_generator(
             pseudo_stage.model_for_round(ctx, round_index))
-        generator.set_weights(previous.get_weights())
+        common.copy_generator_weights(previous, generator)
     return generator
 
 
@@ -72,10 +114,12 @@ def _adapter(ctx, generator, round_index):
     config, cfg = ctx.config, ctx.config.intra
     seed = config.run.seed + round_index
     common_kwargs = {"weight_decay": config.optim.weight_decay,
-                     "head_lr_mult": config.optim.head_lr_mult}
+                     "head_lr_mult": config.optim.head_lr_mult,
+                     "diag_every": config.run.intra_diag_every}
     d_main, d_aux = (None, None)
     if cfg.method != "none":
-        d_main, d_aux = common.build_discriminators(config.model, seed, True)
+        d_main, d_aux = common.build_discriminators(
+            config.model, seed, True, cfg.d_output_stride)
     if cfg.method == "intrada":
         return InterDomainAdapter(
             generator, d_main, d_aux, variant="advent",

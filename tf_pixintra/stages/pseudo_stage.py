@@ -28,27 +28,37 @@ in image order within it, so the result does not depend on how shards are
 spread over processes) and intrada (image-level baseline: images ranked by
 mean normalised entropy; the easy share is written with full argmax labels
 as the `easy` record set, the rest as the `hard` set).
+
+Pictures: pass 2 also writes `preview_NNN.png` for the first
+--num_preview_images target images (image | pseudo label | hard mask M |
+Z heat map, the layout of the paper's Fig. 2; tf_pixintra.previews).
 """
 
 import contextlib
+import io
 import os
 import shutil
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from PIL import Image
 
 from tf_pixintra import io_utils
+from tf_pixintra import previews
+from tf_pixintra import progress
 from tf_pixintra import subdomains
 from tf_pixintra.data import datasets
 from tf_pixintra.data import tfrecords
 from tf_pixintra.models import caffe_preprocess
+from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
 
 RECORDS = "target"
 SUMMARY_FILE = "summary.json"
 CACHE_DIR = "cache"
 PNG_COMPRESSION = 1          # zlib level of the record images
+PREVIEW_FILE = "preview_{:03d}.png"   # by target image index
 
 
 def stage_name(round_index):
@@ -56,7 +66,13 @@ def stage_name(round_index):
 
 
 def model_for_round(ctx, round_index):
-    """The model whose predictions make round `round_index`'s pseudo labels."""
+    """The model whose predictions make round `round_index`'s pseudo labels.
+
+    Round one uses Stage I's model, or --inter_model when it is set (an
+    imported PyTorch INTER model, say).
+    """
+    if round_index == 1 and ctx.config.inter.model:
+        return ctx.config.inter.model
     name = "inter" if round_index == 1 else f"intra_r{round_index - 1}"
     return os.path.join(ctx.run_dir, name, common.MODEL_FILE)
 
@@ -160,7 +176,8 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     with_entropy = cfg.pseudo.selector == "intrada"
     thresholds = subdomains.ClassThresholds(cfg.model.num_classes)
     entropy = {}
-    for index, example in _shard_images(examples, shard, num_shards):
+    for index, example in _progress(_shard_images(examples, shard, num_shards),
+                                    stage_dir, 1, shard, num_shards):
         path = _cache_path(stage_dir, index)
         if os.path.exists(path):
             low = np.load(path)
@@ -224,7 +241,8 @@ def _separators(ctx, thresholds, entropy, num_images):
     return {"easy": easy_set, "hard": hard_set}
 
 
-def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds):
+def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
+           predictor):
     """Writes one shard of every record set and its counts (pass 2).
 
     Each cached prediction is loaded and upsampled once, for every record
@@ -247,8 +265,11 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds):
             tmp = stack.enter_context(io_utils.atomic_path(paths[name]))
             writers[name] = tf.io.TFRecordWriter(tmp)
             stack.callback(writers[name].close)  # closed before the rename
-        for index, example in _shard_images(examples, shard, num_shards):
-            probs = full_resolution(np.load(_cache_path(stage_dir, index)), size)
+        for index, example in _progress(
+                _shard_images(examples, shard, num_shards), stage_dir, 2, shard,
+                num_shards):
+            probs = full_resolution(
+                _cached_prediction(stage_dir, index, example, predictor), size)
             counter.update_sweep(probs, thresholds)
             image = None
             for name in names:
@@ -261,7 +282,18 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds):
                     image = training_image(example.image_path, size)
                 writers[name].write(tfrecords.encode_example(
                     image, label, hard, z, example.name).SerializeToString())
+                if index < config.pseudo.num_preview_images:
+                    _write_preview(stage_dir, index, image, picked)
     io_utils.write_json(done_file, counter.to_dict())
+
+
+def _write_preview(stage_dir, index, image_png, picked):
+    """preview_NNN.png of target image `index` (Fig. 2 layout), atomically."""
+    hard, label, z = picked
+    with Image.open(io.BytesIO(image_png)) as decoded:
+        image = np.asarray(decoded.convert("RGB"))
+    previews.save_png(previews.preview(image, label, hard, z),
+                      os.path.join(stage_dir, PREVIEW_FILE.format(index)))
 
 
 def run(ctx, round_index):
@@ -272,7 +304,7 @@ def run(ctx, round_index):
     """
     stage_dir = ctx.stage_dir(stage_name(round_index))
     done = common.completed(stage_dir)
-    if done is not None:
+    if done is not None and _outputs_intact(ctx, stage_dir):
         return done
     cfg, config = ctx.config.pseudo, ctx.config
     examples = list(ctx.sources.target_train)
@@ -290,8 +322,55 @@ def run(ctx, round_index):
     for shard in shards:
         separators = _separators(ctx, thresholds, entropy, len(examples))
         _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators,
-               thresholds)
+               thresholds, predictor)
     return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
+
+
+def _outputs_intact(ctx, stage_dir):
+    """True if every index and shard of a finished stage is whole.
+
+    Otherwise the damaged shards are deleted (the stage re-makes them and
+    the indexes from its pass-1/pass-2 files, predicting again the images
+    whose cached predictions are gone) and False is returned.
+    """
+    intact = True
+    num_shards = ctx.config.pseudo.num_shards
+    for name in record_sets(ctx.config.pseudo.selector):
+        index_path = os.path.join(stage_dir, tfrecords.index_name(name))
+        try:
+            tfrecords.read_index(index_path)
+            continue
+        except DataError as e:
+            logging.warning("%s; re-making the pseudo labels' missing or "
+                            "damaged files", e)
+            intact = False
+        try:
+            index = tfrecords.read_index(index_path, check_files=False)
+            recorded = {s["file"]: s.get("num_bytes") for s in index["shards"]}
+        except DataError:
+            recorded = {}
+        for shard in range(num_shards):
+            path = os.path.join(stage_dir, tfrecords.shard_name(name, shard, num_shards))
+            if not os.path.exists(path):
+                continue
+            size = recorded.get(os.path.basename(path))
+            try:
+                tfrecords.count_records(path)
+                damaged = size is not None and os.path.getsize(path) != size
+            except DataError:
+                damaged = True
+            if damaged:
+                logging.warning("%s: damaged shard deleted; it is written again", path)
+                os.remove(path)
+    return intact
+
+
+def _cached_prediction(stage_dir, index, example, predictor):
+    """The cached stride-8 prediction of an image; predicted again if gone."""
+    path = _cache_path(stage_dir, index)
+    if os.path.exists(path):
+        return np.load(path)
+    return predictor()(datasets.read_image(example.image_path)).numpy()
 
 
 def _lazy_predictor(ctx, round_index):
@@ -352,3 +431,11 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
 def _drop_cache(stage_dir):
     """Deletes the cached predictions (and any temporary file left there)."""
     shutil.rmtree(os.path.join(stage_dir, CACHE_DIR), ignore_errors=True)
+
+
+def _progress(items, stage_dir, pass_index, shard, num_shards):
+    """`items` with a progress report, e.g. "pseudo_r1 pass 1 (shard 2 of 4)"."""
+    label = f"{os.path.basename(stage_dir)} pass {pass_index}"
+    if num_shards > 1:
+        label += f" (shard {shard} of {num_shards})"
+    return progress.track(items, label)

@@ -26,7 +26,7 @@ def resolve(data_cfg, need_source=True):
         paths = toyscapes.ensure_toyscapes(
             data_cfg.toyscapes_dir, seed=data_cfg.toyscapes_seed,
             num_source=n_src, num_target=n_tgt, num_val=n_val, height=h,
-            width=w)
+            width=w, variant=data_cfg.toyscapes_variant)
         target_root = paths["cityscapes"]
         if source_dataset == "cityscapes":   # oracle: the target's labels
             source_root = target_root
@@ -49,3 +49,24 @@ def resolve(data_cfg, need_source=True):
         if data_cfg.max_eval_images:
             target_val = target_val[:data_cfg.max_eval_images]
     return Sources(source_dataset, source, target_train, target_val)
+
+
+CHECK_RECORD = "sources_checked.json"
+
+
+def check(srcs, run_dir=None, workers=None):
+    """Decodes and checks every file of the run's lists (data/checks.py).
+
+    Refuses (DataError naming the file and the value) an undecodable image,
+    a label of another size than its image, or a labelled list without one
+    labelled pixel; warns per label file about values no label id has.
+    Lists that passed before are remembered in <run_dir>/sources_checked.json.
+    """
+    from tf_pixintra.data import checks  # pylint: disable=import-outside-toplevel
+    entries = [
+        checks.ListToCheck("source", srcs.source_dataset, srcs.source, True),
+        checks.ListToCheck("target_train", "cityscapes", srcs.target_train, False),
+        checks.ListToCheck("target_val", "cityscapes", srcs.target_val, True),
+    ]
+    record = os.path.join(run_dir, CHECK_RECORD) if run_dir else None
+    return checks.check_lists(entries, record, workers)

@@ -6,7 +6,12 @@ Steps are the stage's own step count, so a resumed run continues its curves
 instead of starting them again at 0.
 
 - Scalars: every value the adapter reports (losses, learning rates) every
-  `log_every` steps.
+  `log_every` steps, as `train/<name>`. A loss is the mean over the steps
+  of its interval (the last `log_every` steps): `IntervalMeans` resets the
+  adapter's trackers after each write, on every worker.
+- Evaluations: the target-val mIoU (`eval/target_miou`) and each class's
+  IoU (`eval_iou/<class>`) of every `--eval_every` evaluation and of the
+  final one, at the step of the weights evaluated.
 - Images: every `image_every` steps and at the last step, for a few fixed
   target images: the image, G's prediction in the Cityscapes palette and,
   when the image has labels, its ground truth, side by side.
@@ -105,6 +110,13 @@ class TrainingSummaries(keras.callbacks.Callback):
             for name, value in logs.items():
                 tf.summary.scalar(f"train/{name}", float(value))
 
+    def write_evaluation(self, step, result):
+        """Writes a target evaluation (evaluate.result_dict) at `step`."""
+        with self.writer.as_default(step=step):
+            for tag, value in evaluation_scalars(result).items():
+                tf.summary.scalar(tag, float(value))
+        self.writer.flush()
+
     def predictions(self):
         """trainIds [h,w] of G for each panel image."""
         out_size = tf.constant(self.size, tf.int32)
@@ -125,6 +137,44 @@ class TrainingSummaries(keras.callbacks.Callback):
                     tf.summary.image(f"target/image_prediction_{i}",
                                      strip[None], max_outputs=1)
         self.writer.flush()
+
+
+class IntervalMeans(keras.callbacks.Callback):
+    """Resets the model's metrics (the loss trackers) every `every` steps.
+
+    The trackers are keras.metrics.Mean, which Keras resets only when an
+    epoch starts, and a stage is one epoch: without this, every logged loss
+    would be the mean since the stage (re)started. Steps are stage steps
+    (`set_start_step`), so the intervals of a resumed run are those of an
+    uninterrupted one. Put it after the callbacks that read the logs; it must
+    run on every worker (the trackers are replicated). No reset at
+    `total_steps`: the last logs keep the last interval's means.
+    """
+
+    def __init__(self, every, total_steps=None):
+        super().__init__()
+        self.every, self.total_steps = int(every), total_steps
+        self.start_step = 0
+
+    def set_start_step(self, step):
+        self.start_step = int(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.start_step + batch + 1
+        if self.every and step % self.every == 0 and step != self.total_steps:
+            for metric in self.model.metrics:
+                metric.reset_state()
+
+
+def evaluation_scalars(result):
+    """{tag: value} of an evaluation result (absent classes left out)."""
+    scalars = {}
+    if result.get("miou") is not None:
+        scalars["eval/target_miou"] = result["miou"]
+    for name, iou in result.get("iou", {}).items():
+        if iou is not None:
+            scalars[f"eval_iou/{name}"] = iou
+    return scalars
 
 
 def summary_callbacks(log_dir, generator, examples, size, run_cfg, total_steps):

@@ -1,0 +1,185 @@
+"""Streaming diagnostics of the discriminators, logged by the adapters.
+
+Three quantities tell whether an adversarial term does anything:
+- `auc`: ROC AUC of D's output against the subdomain it should detect (hard
+  pixels for PLA/CTS, hard images for the IntraDA baseline, the target
+  domain in Stage I). 0.5 = D separates nothing, 1 = perfect ranking, below
+  0.5 = reversed. It is measured on D's output computed before D's update
+  of that step, so on pixels D has not been trained on yet (a held-out
+  measure), exactly from ranks within each batch (`PairwiseAUC`).
+- `zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
+- `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||, the share of
+  G's gradient that comes from the adversarial term (see
+  `AdversarialAdapter.generator_update`).
+
+All three are keras.metrics.Metric objects, so they live in the adapter's
+trackers, stream over the steps of a logging interval (they are reset with
+the loss trackers), and sum correctly over replicas when read.
+"""
+
+import keras
+import tensorflow as tf
+
+PREFIX = "diag_"
+
+
+def auc_name(suffix=""):
+    return f"{PREFIX}auc_d{suffix}"
+
+
+def zcorr_name(suffix=""):
+    return f"{PREFIX}zcorr_d{suffix}"
+
+
+GRAD_SHARE = PREFIX + "adv_grad_share"
+
+
+class PairwiseAUC(keras.metrics.Metric):
+    """Exact ROC AUC within each update (batch), pooled over the updates.
+
+    ROC AUC = P(score of a random positive > score of a random negative),
+    ties counting 1/2 (the Mann-Whitney U statistic over n_pos * n_neg).
+    Each update computes U exactly from the ranks of its pixels (a sort,
+    midranks for ties); `result` is sum(U) / sum(n_pos * n_neg) over the
+    updates, i.e. the AUC over the positive/negative pairs of the same batch.
+
+    Why not keras.metrics.AUC: it buckets scores at fixed thresholds in
+    [0, 1], so a discriminator whose outputs all lie within one bucket (a D
+    that has barely learnt sits near the base rate, +-1e-4) reads exactly
+    0.5 whatever its ranking. Ranks need no thresholds, and AUC only needs
+    the ranking. 0.5 when no update had both classes.
+    """
+
+    def __init__(self, name="pairwise_auc", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.u = self.add_variable(shape=(), initializer="zeros",
+                                   dtype="float64", name="u")
+        self.pairs = self.add_variable(shape=(), initializer="zeros",
+                                       dtype="float64", name="pairs")
+
+    def update_state(self, positive, score, sample_weight=None):
+        positive = tf.reshape(tf.cast(positive, tf.float32), [-1]) > 0.5
+        score = tf.reshape(tf.cast(tf.stop_gradient(score), tf.float32), [-1])
+        if sample_weight is not None:
+            keep = tf.reshape(tf.cast(sample_weight, tf.float32), [-1]) > 0
+            positive = tf.boolean_mask(positive, keep)
+            score = tf.boolean_mask(score, keep)
+        order = tf.argsort(score, stable=True)
+        ordered = tf.gather(score, order)
+        # Midranks: equal scores (consecutive once sorted) share their mean
+        # rank. tf.unique numbers the groups in order of appearance, so the
+        # ids are sorted as segment_mean requires.
+        _, group = tf.unique(ordered)
+        ranks = tf.range(1, tf.size(ordered) + 1, dtype=tf.int32)
+        midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64),
+                                                  group), group)
+        is_pos = tf.gather(positive, order)
+        n = tf.cast(tf.size(ordered), tf.float64)
+        n_pos = tf.reduce_sum(tf.cast(is_pos, tf.float64))
+        rank_sum = tf.reduce_sum(tf.where(is_pos, midranks,
+                                          tf.zeros_like(midranks)))
+        self.u.assign_add(rank_sum - n_pos * (n_pos + 1.0) / 2.0)
+        self.pairs.assign_add(n_pos * (n - n_pos))
+
+    def result(self):
+        u, pairs = tf.convert_to_tensor(self.u), tf.convert_to_tensor(self.pairs)
+        auc = tf.where(pairs > 0, u / tf.maximum(pairs, 1.0),
+                       tf.constant(0.5, tf.float64))
+        return tf.cast(auc, tf.float32)
+
+    def reset_state(self):
+        self.u.assign(tf.zeros_like(self.u))
+        self.pairs.assign(tf.zeros_like(self.pairs))
+
+
+def make_auc(name):
+    """The AUC diagnostic metric (see PairwiseAUC)."""
+    return PairwiseAUC(name=name)
+
+
+def update_auc(metric, positive, score, weight=None):
+    """Adds one batch: `positive` (1 = the class D should detect), `score`
+    (higher = more likely positive; any monotone map of D's output), and
+    `weight` (0 = leave the pixel out)."""
+    metric.update_state(positive, score, weight)
+
+
+class StreamingPearson(keras.metrics.Metric):
+    """Pearson correlation of x and y over every (weighted) element seen.
+
+    Keeps the weighted sums n, sum x, sum y, sum x^2, sum y^2, sum xy in
+    float64 (so the covariance of millions of pixels does not cancel in
+    float32) and combines them only in `result`. Unlike
+    keras.metrics.PearsonCorrelation, which averages one correlation per
+    sample, this is the correlation of all pixels pooled. 0 when either
+    variable is constant.
+    """
+
+    _KEYS = ("n", "sx", "sy", "sxx", "syy", "sxy")
+
+    def __init__(self, name="pearson", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self._sums = [self.add_variable(shape=(), initializer="zeros",
+                                        dtype="float64", name=key)
+                      for key in self._KEYS]
+
+    def update_state(self, x, y, sample_weight=None):
+        x = tf.reshape(tf.cast(tf.stop_gradient(x), tf.float64), [-1])
+        y = tf.reshape(tf.cast(tf.stop_gradient(y), tf.float64), [-1])
+        w = (tf.ones_like(x) if sample_weight is None else
+             tf.reshape(tf.cast(sample_weight, tf.float64), [-1]))
+        terms = (w, w * x, w * y, w * x * x, w * y * y, w * x * y)
+        for var, term in zip(self._sums, terms):
+            var.assign_add(tf.reduce_sum(term))
+
+    def result(self):
+        n, sx, sy, sxx, syy, sxy = (tf.convert_to_tensor(v) for v in self._sums)
+        cov = n * sxy - sx * sy
+        var = (n * sxx - sx * sx) * (n * syy - sy * sy)
+        corr = tf.math.divide_no_nan(cov, tf.sqrt(tf.maximum(var, 0.0)))
+        return tf.cast(corr, tf.float32)
+
+    def reset_state(self):
+        for var in self._sums:
+            var.assign(tf.zeros_like(var))
+
+
+class LastValue(keras.metrics.Metric):
+    """The last value given with a non-zero weight (a diagnostic measured
+    every N steps); the mean over replicas when read across replicas.
+
+    Unlike the loss trackers it is NOT cleared by `reset_state` (which the
+    logging interval calls): it reports the last measurement until the next
+    one. A new adapter starts at 0 (nothing measured yet).
+    """
+
+    def __init__(self, name="last_value", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.total = self.add_variable(shape=(), initializer="zeros",
+                                       name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros",
+                                       name="count")
+
+    def update_state(self, value, sample_weight=1.0):
+        take = tf.cast(sample_weight, tf.float32) > 0
+        value = tf.cast(value, tf.float32)
+        self.total.assign(tf.where(take, value, self.total))
+        self.count.assign(tf.where(take, 1.0, self.count))
+
+    def result(self):
+        return tf.math.divide_no_nan(tf.convert_to_tensor(self.total),
+                                     tf.convert_to_tensor(self.count))
+
+    def reset_state(self):
+        """Kept on purpose: the last measurement stays until the next one."""
+
+
+def gradient_norm_share(part_grads, total_grads):
+    """||part|| / ||total|| over the variables (None gradients count 0)."""
+    part = [g for g in part_grads if g is not None]
+    total = [g for g in total_grads if g is not None]
+    if not part or not total:
+        return tf.constant(0.0)
+    return tf.math.divide_no_nan(
+        tf.cast(tf.linalg.global_norm(part), tf.float32),
+        tf.cast(tf.linalg.global_norm(total), tf.float32))

@@ -1,0 +1,30 @@
+"""The allowed values of every enumerated setting, each defined once.
+
+Flags (tf_pixintra.config, the CLIs) and the modules that check their
+arguments import these tuples, so a new value is added in one place.
+"""
+
+# Data set layouts (labelled source, the Cityscapes-style target, stats and
+# evaluation); also the label formats of the input pipeline.
+DATASETS = ("gta5", "synthia", "cityscapes")
+TOYSCAPES_VARIANTS = ("standard", "shadows")
+
+# Networks.
+BN_MODES = ("frozen", "train")
+DEPTHS = (18, 34, 50, 101)
+# Output strides of the FC discriminator (32: the paper's five stride-2 convs).
+D_OUTPUT_STRIDES = (2, 4, 8, 16, 32)
+
+# Stage I: what the discriminators see (source_only has none).
+INTER_VARIANTS = ("adaptsegnet", "advent")
+# Sec 4.1 pseudo-label selectors and Stage II methods / initialisations.
+SELECTORS = ("class_thresholds", "ias", "intrada")
+INTRA_METHODS = ("pla", "cts", "intrada", "none")
+INTRA_INITS = ("fresh", "inter")
+
+# Devices and numerics.
+STRATEGIES = ("one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# Export.
+TFLITE_VARIANTS = ("fp32", "fp16", "int8")

@@ -1,0 +1,195 @@
+"""Help texts of the training flags and the stage-grouped `--helpshort`.
+
+`tf_pixintra.config` declares the flags; the texts of the flags it does not
+describe itself are here, each with what the flag does, its unit and its
+allowed values. `grouped_help` renders every project flag grouped by the
+stage that reads it (what `python -m tf_pixintra.train --helpshort` prints).
+"""
+
+import textwrap
+
+HELP = {
+    # -- data ---------------------------------------------------------------
+    "source_root": "Directory of the labelled source data set, in the layout "
+                   "of --source_dataset (not needed with --toyscapes).",
+    "source_list": "Optional text file, one image name per line, selecting "
+                   "a subset of the source images; empty = all.",
+    "target_root": "Directory of the unlabelled target data set, Cityscapes "
+                   "layout (leftImg8bit/, gtFine/ for the val split).",
+    "target_list": "Optional text file selecting a subset of the target "
+                   "train images, one name per line; empty = all.",
+    "target_val_split": "Cityscapes split scored as the target validation "
+                        "set (e.g. val).",
+    "target_val_list": "Optional text file selecting a subset of the target "
+                       "validation images; empty = all.",
+    "source_size": "Source training size H,W in pixels after resizing "
+                   "(two positive integers).",
+    "target_size": "Target training size H,W in pixels after resizing (two "
+                   "positive integers); also the pseudo stage's size.",
+    "crop_size": "Random crop H,W in pixels taken after resizing (and "
+                 "random scaling); empty = no crop.",
+    "scale_range": "Random rescaling lo,hi of training images as factors "
+                   "(0 < lo <= hi, e.g. 0.75,1.25); empty = none.",
+    "eval_size": "Evaluation input size H,W in pixels; predictions are "
+                 "resized back to the label size.",
+    "eval_scales": "Evaluation scales (factors of --eval_size, all > 0); "
+                   "several scales average the probabilities.",
+    "eval_flip": "Evaluation also on the horizontally flipped image, "
+                 "probabilities averaged.",
+    "max_eval_images": "Evaluate on the first N target val images only "
+                       "(count); 0 = all.",
+    "toyscapes_dir": "Directory of the generated ToyScapes data (created on "
+                     "first use, reused after).",
+    "toyscapes_seed": "Random seed (integer) of the ToyScapes generator.",
+    "toyscapes_counts": "ToyScapes image counts: source,target train,target "
+                        "val (three positive integers).",
+    "toyscapes_image_size": "ToyScapes image size H,W in pixels (two "
+                            "positive integers).",
+    # -- model --------------------------------------------------------------
+    "num_classes": "Number of classes; must be 19 (the Cityscapes trainIds).",
+    "depth": "ResNet depth of G's backbone: 18, 34, 50 or 101 (the paper: "
+             "101).",
+    "width": "Channel multiplier of the backbone and heads (> 0; 1 = the "
+             "paper's network, 0.25 = ToyScapes' tiny one).",
+    "multi_level": "Two output heads (main on layer4, aux on layer3; "
+                   "AdaptSegNet's multi-level training); false = main only.",
+    "ndf": "Channels of the discriminators' first conv (integer >= 1; "
+           "doubled per layer; 64 in the paper).",
+    # -- optimisers ---------------------------------------------------------
+    "momentum": "SGD momentum of G, in [0, 1).",
+    "weight_decay": "Coupled L2 weight decay of G (>= 0; 5e-4 in the "
+                    "paper).",
+    "poly_power": "Exponent of the poly learning-rate decay "
+                  "lr * (1 - step/schedule_steps)^power (> 0).",
+    "head_lr_mult": "Gradient multiplier of the classifier heads, i.e. their "
+                    "learning rate relative to the backbone (factor, > 0).",
+    "lr_d": "Adam learning rate of each discriminator (> 0), poly-decayed "
+            "like G's.",
+    "adam_beta1": "Adam beta1 of the discriminators, in [0, 1).",
+    "adam_beta2": "Adam beta2 of the discriminators, in [0, 1).",
+    # -- Stage I ------------------------------------------------------------
+    "inter_variant": "Stage I discriminator input: adaptsegnet (softmax "
+                     "maps) or advent (weighted self-information maps).",
+    "inter_steps": "Stage I (and source-only) training steps (iterations, "
+                   ">= 0).",
+    "inter_schedule_steps": "Stage I poly-decay horizon in steps; 0 = "
+                            "--inter_steps.",
+    "inter_batch_size": "Stage I global batch size (images per domain per "
+                        "step, >= 1; split over the replicas).",
+    "inter_lr_g": "Stage I SGD learning rate of G (> 0).",
+    "inter_lambda_seg_aux": "Stage I weight of the aux head's source "
+                            "cross-entropy (>= 0; 0.1 in the paper).",
+    "inter_lambda_adv_main": "Stage I weight of the main adversarial term "
+                             "of Eq. 1 (>= 0; 1e-3).",
+    "inter_lambda_adv_aux": "Stage I weight of the aux adversarial term "
+                            "(>= 0; 2e-4).",
+    # -- pseudo labels ------------------------------------------------------
+    "alpha_sweep": "Extra alpha values (each in [0, 1]) whose Prop. (Eq. 4) "
+                   "the pseudo stage reports in summary.json.",
+    "threshold_cap": "Upper bound of the class thresholds t_k (in (0, 1]; "
+                     "0.9 in the paper).",
+    "intrada_lambda": "IntraDA baseline: fraction of target images ranked "
+                      "easy by entropy (in [0, 1]; 0.67).",
+    "pseudo_scales": "Scales (factors, > 0) at which the pseudo stage "
+                     "predicts each target image; probabilities averaged.",
+    "pseudo_flip": "The pseudo stage also predicts the flipped image and "
+                   "averages the probabilities.",
+    "num_shards": "Split the pseudo stage over this many workers (count, "
+                  ">= 1).",
+    "shard_index": "This worker's shard, 0..num_shards-1; -1 = all shards "
+                   "here (or merge the workers' shards).",
+    "num_preview_images": "The pseudo stage writes a Fig. 2-style PNG (image "
+                          "| pseudo label | hard mask M | Z heat map) of the "
+                          "first N target images into its directory "
+                          "(count, >= 0; 0 = none).",
+    # -- Stage II -----------------------------------------------------------
+    "intra_steps": "Stage II training steps per round (iterations, >= 0).",
+    "intra_schedule_steps": "Stage II poly-decay horizon in steps; 0 = "
+                            "--intra_steps.",
+    "intra_batch_size": "Stage II global batch size (target images per "
+                        "step, >= 1; split over the replicas).",
+    "intra_lr_g": "Stage II SGD learning rate of G (> 0).",
+    "intra_beta_main": "Stage II weight beta of the main head's adversarial "
+                       "term (Eq. 9, >= 0; 1e-3).",
+    "intra_beta_aux": "Stage II weight of the aux head's adversarial term "
+                      "(>= 0; 2e-4).",
+    "intra_lambda_seg_aux": "Stage II weight of the aux head's partial "
+                            "cross-entropy (>= 0; 0.1).",
+    "intra_kld_lambda": "Weight of the KLD regulariser from round two on "
+                        "(>= 0; 0.1).",
+    # -- run ----------------------------------------------------------------
+    "run_dir": "Run directory: one sub-directory per stage, config.json, "
+               "run.json (created if missing).",
+    "seed": "Random seed (integer) of weight initialisation and data order.",
+    "checkpoint_every": "Save a training checkpoint every N steps (> 0); "
+                        "a killed stage resumes from the newest.",
+    "eval_every": "Evaluate target mIoU every N training steps; 0 = only "
+                  "at the end of a stage.",
+    "keras_verbose": "Keras fit() output of the training stages: 0 = "
+                     "silent, 1 = progress bar, 2 = one line per epoch. "
+                     "(Logging verbosity is absl's --verbosity.)",
+    "export_name": "Model name of the export: saved_model/<name>/, "
+                   "<name>_*.tflite.",
+    "export_version": "SavedModel version directory number (integer >= 1).",
+    "export_tflite": "TFLite variants to write: some of fp32, fp16, int8 "
+                     "(comma-separated).",
+    "num_representative": "Target images used to calibrate the int8 TFLite "
+                          "model (count).",
+}
+
+# Flag -> group of --helpshort, by the stage that reads it.
+GROUPS = (
+    ("What to run", ("stage", "pipeline", "round", "run_dir", "seed")),
+    ("Data", ("toyscapes", "toyscapes_dir", "toyscapes_seed",
+              "toyscapes_counts", "toyscapes_image_size", "toyscapes_variant",
+              "source_dataset", "source_root", "source_list", "target_root",
+              "target_list", "target_val_split", "target_val_list",
+              "source_size", "target_size", "crop_size", "scale_range")),
+    ("Model", ("num_classes", "depth", "width", "bn_mode", "multi_level",
+               "backbone_weights", "ndf")),
+    ("Optimisers (Stage I and II)", ("momentum", "weight_decay", "poly_power",
+                                     "head_lr_mult", "lr_d", "adam_beta1",
+                                     "adam_beta2")),
+    ("Stage I: inter, source_only (Sec 3.1)", ("inter_",)),
+    ("Pseudo labels: pseudo (Sec 4.1)", (
+        "selector", "alpha", "alpha_sweep", "threshold_cap", "intrada_lambda",
+        "pseudo_scales", "pseudo_flip", "num_shards", "shard_index",
+        "num_preview_images")),
+    ("Stage II: intra (Sec 4.2)", ("intra_", "flip")),
+    ("Evaluation: eval", ("eval_size", "eval_scales", "eval_flip",
+                          "max_eval_images")),
+    ("Export: export", ("export_", "num_representative")),
+)
+OTHER_GROUP = "Devices, checkpoints, logging"
+
+
+def group_of(name):
+    """The --helpshort group of flag `name` (exact names, then prefixes)."""
+    for title, members in GROUPS:
+        if name in members:
+            return title
+    for title, members in GROUPS:
+        if any(m.endswith("_") and name.startswith(m) for m in members):
+            return title
+    return OTHER_GROUP
+
+
+def grouped_help(flag_values, names):
+    """Help of the flags `names`, grouped by stage, as absl formats one flag."""
+    titles = [t for t, _ in GROUPS] + [OTHER_GROUP]
+    by_group = {t: [] for t in titles}
+    for name in names:
+        by_group[group_of(name)].append(flag_values[name])
+    lines = ["tf_pixintra.train flags, grouped by the stage that reads them. "
+             "--helpfull lists absl's flags too."]
+    for title in titles:
+        if not by_group[title]:
+            continue
+        lines.append(f"\n{title}:")
+        for flag in by_group[title]:
+            default = flag.default_as_str or "''"
+            head = f"  --{'[no]' if flag.boolean else ''}{flag.name}: "
+            body = f"{flag.help} (default: {default})"   # enums: "<a|b>: ..."
+            lines.append(textwrap.fill(head + body, width=80,
+                                       subsequent_indent="    "))
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""Entry point: turn a PyTorch DeepLab-v2 checkpoint into a tf_pixintra model.
+
+    python -m tf_pixintra.import_torch --checkpoint FILE.pth --arch multi|single \
+        --out MODEL.keras [--num_classes 19] [--head_branches 4|2]
+
+`--arch multi`: AdaptSegNet / ADVENT / IntraDA two-head models (layer5 =
+aux head on layer3, layer6 = main head on layer4); `--arch single`: BDL /
+CRST one-head models (head named layer5, or layer6 in ADVENT's single-level
+model). The result is the generator `build_deeplab_v2` makes (frozen BN,
+ResNet-101 unless --depth/--width say otherwise), saved like every stage's
+`model.keras` (temporary name, renamed when complete), so `--inter_model`,
+`tf_pixintra.evaluate --model` and the exporter take it as it is.
+
+Bad input (no torch, a file that is not a checkpoint, a missing or
+mismatching key) prints one line naming the file and key and exits with 2.
+The file is read with torch.load(weights_only=True): see
+tf_pixintra/torch_reader.py.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from tf_pixintra.errors import ConfigError
+from tf_pixintra.errors import DataError
+
+ARCH_CHOICES = ("multi", "single")
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Declares the importer's flags on `flag_values`."""
+    flags.DEFINE_string("checkpoint", None, "PyTorch .pth state dict to read.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("arch", None, "multi (two heads: layer5 aux on layer3, "
+                        "layer6 main on layer4) or single (one head on layer4, "
+                        "named layer5 or layer6).", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Where to write the Keras model (.keras).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_classes", 19, "Classes of the heads.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("head_branches", 4, "Classifier branches summed: 4 "
+                         "(ADVENT, IntraDA, BDL, CRST) or 2 (AdaptSegNet's "
+                         "released models: its Classifier_Module returns "
+                         "after the second branch).", flag_values=flag_values)
+    flags.DEFINE_integer("depth", 101, "ResNet depth of the checkpoint (50 or "
+                         "101).", flag_values=flag_values)
+    flags.DEFINE_float("width", 1.0, "Channel multiplier of the checkpoint "
+                       "(1.0 for every released model).",
+                       flag_values=flag_values)
+
+
+def _check_flags(fv):
+    if not fv.checkpoint:
+        raise ConfigError("--checkpoint is required: a PyTorch .pth file")
+    if fv.arch not in ARCH_CHOICES:
+        raise ConfigError(f"--arch={fv.arch!r}: expected multi or single")
+    if not fv.out or not fv.out.endswith(".keras"):
+        raise ConfigError(f"--out={fv.out!r}: expected a path ending in .keras")
+    if fv.num_classes < 1:
+        raise ConfigError(f"--num_classes={fv.num_classes}: expected >= 1")
+    if fv.head_branches not in (2, 4):
+        raise ConfigError(f"--head_branches={fv.head_branches}: expected 4 or 2")
+    if fv.depth not in (50, 101):
+        raise ConfigError(f"--depth={fv.depth}: PyTorch DeepLab-v2 checkpoints "
+                          "use bottleneck ResNets, depth 50 or 101")
+    if not fv.width > 0:
+        raise ConfigError(f"--width={fv.width}: expected > 0")
+
+
+def save_model_atomically(model, path):
+    """model.save to a temporary .keras name beside `path`, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".partial.{os.getpid()}."
+                       + os.path.basename(path))
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def import_checkpoint(checkpoint, arch, out, num_classes=19, head_branches=4,
+                      depth=101, width=1.0):
+    """Reads `checkpoint`, builds our generator, copies, saves to `out`.
+
+    Returns the summary of `load_torch_state` plus the output path.
+    """
+    # pylint: disable=import-outside-toplevel
+    from tf_pixintra import torch_reader
+    # Read (and refuse a bad file) before TensorFlow is imported: seconds.
+    state = torch_reader.read_state_dict(checkpoint)
+    from tf_pixintra.models import build_deeplab_v2
+    from tf_pixintra.models import torch_weights
+    model = build_deeplab_v2(num_classes, depth=depth, width=width,
+                             multi_level=(arch == "multi"), bn_mode="frozen",
+                             seed=0, name="generator")
+    summary = torch_weights.load_torch_state(
+        model, state, arch, head_branches=head_branches, source=checkpoint)
+    save_model_atomically(model, out)
+    return {**summary, "out": out}
+
+
+def run(fv):
+    """Runs the import the parsed flags describe."""
+    _check_flags(fv)
+    summary = import_checkpoint(fv.checkpoint, fv.arch, fv.out, fv.num_classes,
+                                fv.head_branches, fv.depth, fv.width)
+    heads = ", ".join(f"{k} -> {v}" for k, v in sorted(summary["heads"].items()))
+    print(f"{fv.checkpoint}: {summary['tensors']} tensors imported ({heads}); "
+          f"wrote {summary['out']}")
+    return summary
+
+
+def _run_reporting(fv, extra_args):
+    if extra_args:
+        print(f"error: unexpected arguments: {' '.join(extra_args)}",
+              file=sys.stderr)
+        return 2
+    try:
+        run(fv)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cli(argv):
+    """Parses `argv` (argv[0] is the program name) on fresh flags and runs.
+
+    Returns the exit status (0, or 2 after one line on stderr).
+    """
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _run_reporting(fv, rest[1:])
+
+
+def main(argv):
+    """absl entry point: exit 2 with one line on bad input."""
+    return _run_reporting(flags.FLAGS, argv[1:])
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,125 @@
+"""SIGTERM / Ctrl-C during training: stop at a step boundary, bounded in time.
+
+A signal handler that raises (KeyboardInterrupt) fires wherever the main
+thread happens to be; in a Keras `fit` that is usually just after the
+compiled train step has returned (every optimizer has applied step n+1)
+but before the callback that counts steps has run (the step counter still
+says n). A checkpoint written there is inconsistent. So the handlers here
+only *request* a stop; the training loop checks `requested` at each step
+boundary, where the step counter and the optimizers agree, and saves there.
+
+A main thread blocked inside TensorFlow (an input pipeline that never
+yields, a collective waiting for a dead peer) never runs a Python signal
+handler at all. The C-level handler still writes the signal number to a
+wake-up socket (`signal.set_wakeup_fd`); a watcher thread reads it, and if
+the stop has not completed `grace_s` seconds later it prints one line and
+ends the process (status 128 + signal). A second signal ends it at once.
+The newest periodic checkpoint is then the resume point.
+"""
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from absl import logging
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignal:
+    """Context manager: SIGTERM/SIGINT request a stop instead of raising.
+
+    Outside the main thread (where handlers cannot be installed) it does
+    nothing and `requested` stays False.
+    """
+
+    def __init__(self, grace_s=60.0, what="training"):
+        self.grace_s = float(grace_s)
+        self.what = what
+        self.signum = None
+        self._count = 0
+        self._requested = threading.Event()
+        self._done = threading.Event()
+        self._installed = False
+
+    @property
+    def requested(self):
+        return self._requested.is_set()
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
+                                                 warn_on_full_buffer=False)
+        self._installed = True
+        self._thread = threading.Thread(target=self._watch, daemon=True,
+                                        name="stop-signal-watcher")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if not self._installed:
+            return False
+        self._done.set()
+        signal.set_wakeup_fd(self._previous_fd)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._writer.close()          # the watcher's recv() returns b""
+        self._thread.join(timeout=5)
+        self._reader.close()
+        self._installed = False
+        return False
+
+    def _watch(self):
+        while not self._done.is_set():
+            try:
+                data = self._reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum in SIGNALS:
+                    self._on_signal(signum)
+
+    def _handler(self, signum, frame):  # pylint: disable=unused-argument
+        """Python-level handler (main thread, at its next bytecode).
+
+        Only sets the flag, so a step boundary reached right after the
+        signal already sees it. The watcher thread counts the signals.
+        """
+        self.signum = signum
+        self._requested.set()
+
+    def _on_signal(self, signum):
+        self._count += 1
+        if self._count > 1:
+            _exit_now(f"{signal.Signals(signum).name} again: stopping "
+                      f"{self.what} now; the newest periodic checkpoint is "
+                      "the resume point", signum)
+        self.signum = signum
+        self._requested.set()
+        logging.warning("%s: %s stops at the end of this step and saves a "
+                        "checkpoint", signal.Signals(signum).name, self.what)
+        threading.Thread(target=self._deadline, args=(signum,), daemon=True,
+                         name="stop-signal-deadline").start()
+
+    def _deadline(self, signum):
+        if not self._done.wait(self.grace_s):
+            _exit_now(f"{signal.Signals(signum).name}: {self.what} did not "
+                      f"reach the end of a step within {self.grace_s:g} s; "
+                      "stopped without a new checkpoint (the newest periodic "
+                      "one is the resume point)", signum)
+
+
+def _exit_now(message, signum):
+    sys.stderr.write(f"interrupted: {message}\n")
+    sys.stderr.flush()
+    time.sleep(0)  # let the line out before the process ends
+    os._exit(128 + signum)  # pylint: disable=protected-access
