@@ -7,6 +7,7 @@ real SavedModel signature.
 """
 
 import base64
+import contextlib
 import http.server
 import importlib.util
 import io
@@ -137,22 +138,25 @@ class _FakeServing(http.server.BaseHTTPRequestHandler):
         self._answer(200, {"predictions": predictions})
 
     def _answer(self, code, obj):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _reply(self, code, json.dumps(obj).encode())
 
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture
-def server():
-    _FakeServing.requests = []
-    _FakeServing.error = None
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _FakeServing)
+def _reply(handler, code, data):
+    """Sends `data` (JSON bytes) as an HTTP answer of status `code`."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+@contextlib.contextmanager
+def _serving(handler):
+    """Serves `handler` on a free loopback port; yields the server."""
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
     httpd.timeout = 5
     thread = threading.Thread(target=httpd.serve_forever,
                               kwargs={"poll_interval": 0.05}, daemon=True)
@@ -163,6 +167,14 @@ def server():
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def server():
+    _FakeServing.requests = []
+    _FakeServing.error = None
+    with _serving(_FakeServing) as httpd:
+        yield httpd
 
 
 def test_client_request_format_and_label_maps(palette, server, tmp_path):
@@ -347,12 +359,7 @@ class _CannedServing(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server naming)
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append(request)
-        data = type(self).answer(request)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _reply(self, 200, type(self).answer(request))
 
     def log_message(self, *args):
         pass
@@ -361,16 +368,8 @@ class _CannedServing(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def canned():
     _CannedServing.requests = []
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _CannedServing)
-    thread = threading.Thread(target=httpd.serve_forever,
-                              kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with _serving(_CannedServing) as httpd:
         yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
 
 
 def _answer_by_size(label=3):
