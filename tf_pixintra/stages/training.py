@@ -103,8 +103,9 @@ def agreement_fn(strategy):
 def _check_finite(step, logs):
     """Raises TrainingDiverged when a logged loss is NaN or infinite.
 
-    The logged values are running means over this `fit` call, so the first
-    non-finite one is at the step whose loss was non-finite.
+    The logged values are means since the last logging-interval reset
+    (`summaries.IntervalMeans`), so a non-finite loss makes its own step's
+    logged mean non-finite: the first one found is at that step.
     """
     for name, value in sorted((logs or {}).items()):
         if not name.startswith("loss"):
