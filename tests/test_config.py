@@ -99,6 +99,15 @@ def test_paper_configs_parse_with_the_papers_settings(tmp_path, name, source, al
     assert c.intra.d_output_stride == 32          # the paper's D
 
 
+def test_run_dirs_from_before_inter_flip_and_inter_model_stay_valid():
+    # Before these settings, Stage I mirrored as --flip said and trained.
+    assert {"flip", "model"}.isdisjoint(toy().experiment_dict()["inter"])
+    assert {"flip", "model"}.isdisjoint(
+        toy("--flip", "--inter_flip").experiment_dict()["inter"])
+    assert toy("--flip").experiment_dict()["inter"]["flip"] is False
+    assert toy("--inter_flip").experiment_dict()["inter"]["flip"] is True
+
+
 def test_d_output_stride_is_part_of_the_experiment_when_not_the_papers():
     assert "d_output_stride" not in toy().experiment_dict()["intra"]
     assert toy("--intra_d_output_stride=4").experiment_dict()["intra"][

@@ -175,6 +175,13 @@ class Config:
         if d["data"]["toyscapes_variant"] == "standard":
             # Run directories made before the variants existed stay valid.
             d["data"].pop("toyscapes_variant")
+        # Run directories made before --inter_model and --inter_flip existed
+        # stay valid when these say what those runs did: Stage I trained
+        # (no imported model) and mirrored as --flip said.
+        if not d["inter"]["model"]:
+            d["inter"].pop("model")
+        if d["inter"]["flip"] == d["data"]["flip"]:
+            d["inter"].pop("flip")
         return _jsonable(d)
 
     def to_dict(self):
