@@ -36,17 +36,21 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
+from benchmarks import choose_d_settings  # noqa: E402
 from tf_pixintra.data.labels import CLASS_NAMES  # noqa: E402
 from tf_pixintra.io_utils import write_text  # noqa: E402
 from tf_pixintra.tables import per_class_table  # noqa: E402
 
+INTRADA_BETA = ["--intra_beta_main=0.001", "--intra_beta_aux=0.0002"]
 NO_D = "easy pixels without D"
+RERUN = "PLA again"
 # arm: (pipeline, extra flags, stage directories borrowed from another arm)
 ARMS = {
     "source-only": ("source_only", [], {}),
     "INTER": ("inter", [], {}),
+    # IntraDA at its paper's weights (the configs' beta is CTS's).
     "IntraDA": ("inter,pseudo,intra", ["--selector=intrada",
-                                       "--intra_method=intrada"],
+                                       "--intra_method=intrada", *INTRADA_BETA],
                 {"inter": "INTER"}),
     "PLA": ("inter,pseudo,intra", ["--intra_method=pla"], {"inter": "INTER"}),
     # The same pseudo labels as PLA (same model, alpha and selector).
@@ -64,7 +68,19 @@ ARMS = {
     # and batches as PLA: the difference is what the adversarial term adds.
     NO_D: ("inter,pseudo,intra", ["--intra_method=none"],
            {"inter": "INTER", "pseudo_r1": "PLA"}),
+    # PLA's Stage II again, same seed and flags, in its own run directory:
+    # the run-to-run noise of Stage II (TF's CPU kernels are not
+    # deterministic without --deterministic).
+    RERUN: ("inter,pseudo,intra", ["--intra_method=pla"],
+            {"inter": "INTER", "pseudo_r1": "PLA"}),
 }
+# The positive control (configs/toyscapes_control.cfg): the arms that say
+# whether aligning hard pixels to easy ones helps where it should.
+CONTROL_ARMS = ("INTER", "PLA", "PLA + CTS", NO_D)
+# Diagnostics of the arm's last training stage (adapters/diagnostics.py).
+DIAG_COLUMNS = (("AUC D_main", "diag_auc_d"), ("AUC D_aux", "diag_auc_d_aux"),
+                ("corr(D, Z)", "diag_zcorr_d"), ("adv. share of G's grad",
+                                                 "diag_adv_grad_share"))
 # Prop. is also measured at the configs' own alpha (0.85), the main arms'.
 MAIN_ALPHA = 0.85
 ORDERING = ("INTER", "IntraDA", "PLA", "PLA + CTS")
@@ -78,9 +94,13 @@ def slug(name):
 class Runner:
     """Runs train.py for one (seed, arm) and collects its metrics."""
 
-    def __init__(self, config, work_dir, extra, log, report_only=False):
+    def __init__(self, config, work_dir, extra, log, report_only=False,
+                 method_flags=None):
         self.config, self.work_dir, self.extra, self.log = config, work_dir, extra, log
         self.report_only = report_only
+        # {method: flags} added to every arm of that --intra_method (the
+        # per-method beta of benchmarks.choose_d_settings).
+        self.method_flags = method_flags or {}
         self.commands = []
 
     def run_dir(self, seed, arm):
@@ -88,6 +108,9 @@ class Runner:
 
     def run(self, seed, arm, pipeline, flags, borrow):
         run_dir = self.run_dir(seed, arm)
+        for method, more in self.method_flags.items():
+            if f"--intra_method={method}" in flags:
+                flags = [*flags, *more]
         command = [sys.executable, "-m", "tf_pixintra.train",
                    f"--flagfile={self.config}", f"--run_dir={run_dir}",
                    f"--seed={seed}", "--stage=all", f"--pipeline={pipeline}",
@@ -122,8 +145,10 @@ class Runner:
             raise SystemExit(f"{path}: no stage with a target_miou (arm {arm!r})")
         last = scored[-1]
         print(f"seed {seed} {arm:<24} mIoU {last['target_miou']:6.2f}{note}", flush=True)
+        diag = {k: v for k, v in last.get("final_logs", {}).items()
+                if k.startswith("diag_")}
         return {"miou": last["target_miou"], "iou": last["target_iou"],
-                "summary": summary, "run_dir": os.path.abspath(run_dir)}
+                "diag": diag, "summary": summary, "run_dir": os.path.abspath(run_dir)}
 
 
 _RUN_DIR = re.compile(r"--run_dir=(\S+)")
@@ -178,7 +203,7 @@ def sweep_arms(props, methods=SWEEP_METHODS):
             flags = [f"--alpha={alpha}"]
             if method == "IntraDA":
                 flags += ["--selector=intrada", "--intra_method=intrada",
-                          f"--intrada_lambda={prop:.4f}"]
+                          f"--intrada_lambda={prop:.4f}", *INTRADA_BETA]
             else:
                 flags.append("--intra_method=" + ("pla" if method == "PLA" else "cts"))
             borrow = {"inter": "INTER"}
@@ -243,8 +268,61 @@ def _shown_argv(argv):
     return " ".join(shown)
 
 
+def arm_table(rows, train_seconds):
+    """mIoU per arm (mean +- std, per seed), train time and D diagnostics."""
+    lines = ["| arm | mIoU | per seed | train time (min) | "
+             + " | ".join(name for name, _ in DIAG_COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(DIAG_COLUMNS)]
+    for arm, results in rows.items():
+        m, s = mean_std([r["miou"] for r in results])
+        per_seed = ", ".join(f"{r['miou']:.2f}" for r in results)
+        minutes = _minutes(results, train_seconds)
+        cells = ["-" if minutes is None else f"{minutes:.1f}"]
+        for _, key in DIAG_COLUMNS:
+            values = [r.get("diag", {}).get(key) for r in results]
+            values = [v for v in values if v is not None]
+            spec = "{:.2e}" if key.endswith("share") else "{:.3f}"
+            cells.append(spec.format(np.mean(values)) if values else "-")
+        lines.append(f"| {arm} | {m:.2f} +- {s:.2f} | {per_seed} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def noise_lines(rows):
+    """How far the same Stage II run twice lands, against the seed spread."""
+    if RERUN not in rows or "PLA" not in rows:
+        return []
+    diffs = [abs(a["miou"] - b["miou"]) for a, b in zip(rows["PLA"], rows[RERUN])]
+    _, spread = mean_std([r["miou"] for r in rows["PLA"]])
+    return ["", "## Run-to-run noise", "",
+            f"PLA's Stage II run twice with the same seed, flags, INTER model and "
+            f"pseudo labels (arm '{RERUN}'): |difference| per seed "
+            + ", ".join(f"{d:.2f}" for d in diffs)
+            + f" (mean {np.mean(diffs):.2f}), against PLA's std over seeds of "
+            f"{spread:.2f}. Without --deterministic, TF's CPU kernels sum in an "
+            "order that varies from run to run; the differences grow over training."]
+
+
+def control_section(rows, train_seconds, args):
+    """The positive control's table and whether PLA / CTS beat no D there."""
+    means = {arm: mean_std([r["miou"] for r in results])[0]
+             for arm, results in rows.items()}
+    lines = ["", "## Positive control", "",
+             f"Config `{os.path.relpath(args.control_config, ROOT)}`: the same "
+             "scenes, labels and seeds, but every target image carries soft, "
+             "bluish cast shadows over about a third of its non-sky pixels, an "
+             "appearance change that hard pixels have and easy ones mostly lack "
+             "and that a model could learn to undo. If aligning hard pixels to "
+             "easy ones (Eq. 6, Eq. 8) helps anywhere, it should help here.", ""]
+    lines += arm_table(rows, train_seconds)
+    lines += [""] + _ordering_lines(rows, (("INTER", "PLA"), (NO_D, "PLA"),
+                                           (NO_D, "PLA + CTS"), ("PLA", "PLA + CTS")),
+                                    means)
+    return lines
+
+
 def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=None,
-           main_alpha=None):
+           main_alpha=None, control_rows=None, d_settings=None):
     """RESULTS_TOYSCAPES.md: tables of the arms, ordering verdicts, commands."""
     train_seconds = train_seconds or {}
     logged = sum(train_seconds.values()) / 60
@@ -266,23 +344,34 @@ def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=N
              *([f"Note: {args.note}", ""] if args.note else []),
              "## Target-val mIoU per arm (mean +- std over seeds)", "",
              "Train time is the arm's own stages summed over seeds; stages borrowed "
-             "from another arm (INTER's model, PLA's pseudo labels) count there.", "",
-             "| arm | mIoU | per seed | train time (min) |", "|---|---|---|---|"]
-    means = {}
-    for arm, results in rows.items():
-        m, s = mean_std([r["miou"] for r in results])
-        means[arm] = m
-        per_seed = ", ".join(f"{r['miou']:.2f}" for r in results)
-        minutes = _minutes(results, train_seconds)
-        cost = "-" if minutes is None else f"{minutes:.1f}"
-        lines.append(f"| {arm} | {m:.2f} +- {s:.2f} | {per_seed} | {cost} |")
+             "from another arm (INTER's model, PLA's pseudo labels) count there. "
+             "The diagnostics (means over seeds) are those of the arm's last "
+             "training stage over its last logging interval (50 steps): each D's "
+             "held-out ROC AUC against what it should detect (the target domain in "
+             "Stage I, hard images for IntraDA, hard pixels M for PLA and CTS), "
+             "for CTS the correlation of D_main's output with Z (Eq. 7), and the "
+             "share of G's gradient norm that comes from the adversarial term "
+             "(adapters/diagnostics.py).", ""]
+    lines += arm_table(rows, train_seconds)
+    means = {arm: mean_std([r["miou"] for r in results])[0]
+             for arm, results in rows.items()}
     lines += ["", "## Does ToyScapes agree with the paper's ordering?", ""]
     lines += _ordering_lines(rows, zip(ORDERING[:-1], ORDERING[1:]), means)
     lines += _ordering_lines(rows, (("PLA + CTS", "+ T=1"), ("+ T=1", "+ KLD"),
                                     ("source-only", "INTER"), (NO_D, "PLA"),
                                     (NO_D, "PLA + CTS")), means)
+    lines += noise_lines(rows)
     lines += ["", "## Per-class IoU (mean over seeds)", "",
-              per_class_table([(arm, mean_iou_dict(r)) for arm, r in rows.items()], 19)]
+              per_class_table([(arm, mean_iou_dict(r)) for arm, r in rows.items()
+                               if arm != RERUN], 19)]
+    if control_rows:
+        lines += control_section(control_rows, train_seconds, args)
+    if d_settings:
+        lines += ["", "## Discriminator settings (issue 16): chosen by diagnostics", "",
+                  f"`python -m benchmarks.choose_d_settings {d_settings[2]}` on seed "
+                  "0 of the positive control, before any Stage II mIoU was read; "
+                  "the configs carry the choice."]
+        lines += choose_d_settings.markdown(*d_settings[:2])
     if sweep_rows:
         lines += table5(rows, sweep_rows, props, main_alpha)
     lines += ["", "## Commands", "", "```"] + commands + ["```", ""]
@@ -343,6 +432,14 @@ def main():
     parser.add_argument("--report_only", action="store_true",
                         help="write the report from the run directories of an "
                         "earlier invocation (same flags) without training")
+    parser.add_argument("--control_arms", default=",".join(CONTROL_ARMS),
+                        help="arms to run on the positive control "
+                        "(--control_config); empty = none (always none with --quick)")
+    parser.add_argument("--control_config",
+                        default=os.path.join(ROOT, "configs", "toyscapes_control.cfg"))
+    parser.add_argument("--d_settings", default="",
+                        help="the --json of benchmarks.choose_d_settings: its rule, "
+                        "table and choice go into the report")
     parser.add_argument("--note", default="",
                         help="a sentence for the report, e.g. how the machine was shared")
     args = parser.parse_args()
@@ -358,8 +455,11 @@ def main():
                  f"--toyscapes_dir={os.path.join(args.work_dir, 'toyscapes')}"]
     if not args.report_only:
         os.makedirs(args.work_dir, exist_ok=True)
+    d_settings = choose_d_settings.load(args.d_settings) if args.d_settings else None
+    method_flags = ({m: choose_d_settings.beta_flags(d_settings[1], m)
+                     for m in d_settings[1]["beta"]} if d_settings else {})
     runner = Runner(args.config, args.work_dir, extra, runner_log(args),
-                    report_only=args.report_only)
+                    report_only=args.report_only, method_flags=method_flags)
     start = time.time()
     if args.arms is None:
         args.arms = ",".join(a for a in ARMS if not (args.quick and a == NO_D))
@@ -372,9 +472,25 @@ def main():
         if missing:
             parser.error(f"arm {arm!r} reuses stages of {sorted(missing)}: "
                          "add them to --arms")
+    control = [a for a in args.control_arms.split(",") if a] if not args.quick else []
+    unknown = [a for a in control if a not in ARMS]
+    if unknown:
+        parser.error(f"--control_arms: unknown arm(s) {unknown}; known: {list(ARMS)}")
+    for arm in control:
+        missing = set(ARMS[arm][2].values()) - set(control)
+        if missing:
+            parser.error(f"control arm {arm!r} reuses stages of {sorted(missing)}: "
+                         "add them to --control_arms")
+    control_runner = Runner(args.control_config, os.path.join(args.work_dir, "control"),
+                            extra, runner.log, report_only=args.report_only,
+                            method_flags=method_flags)
+    control_rows = {arm: [] for arm in control}
     rows = {arm: [] for arm in arms}
     sweep_rows, props_per_seed, main_alpha = {}, [], None
     for seed in seeds:
+        for arm in control:
+            pipeline, flags, borrow = ARMS[arm]
+            control_rows[arm].append(control_runner.run(seed, arm, pipeline, flags, borrow))
         for arm, (pipeline, flags, borrow) in arms.items():
             rows[arm].append(runner.run(seed, arm, pipeline, flags, borrow))
         if "PLA + CTS" in rows and not args.no_sweep:
@@ -395,8 +511,9 @@ def main():
         with open(runner.log, encoding="utf-8", errors="replace") as f:
             year = time.localtime(os.path.getmtime(runner.log)).tm_year
             train_seconds = logged_train_seconds(f, year)
-    text = report(rows, sweep_rows, props, seeds, runner.commands,
-                  time.time() - start, args, train_seconds, main_alpha)
+    text = report(rows, sweep_rows, props, seeds,
+                  runner.commands + control_runner.commands, time.time() - start,
+                  args, train_seconds, main_alpha, control_rows, d_settings)
     write_text(args.out, text)
     print(f"wrote {args.out}")
 

@@ -36,7 +36,9 @@ breakdown.
 
 --deterministic turns on TF op determinism (what `train --deterministic`
 does) for the whole process; run once with and once without it to measure
-its cost. --intra_diag_every N makes the Stage II step measure the
+its cost. --intra_d_output_stride S gives the Stage II step's
+discriminators output stride S (train --intra_d_output_stride).
+--intra_diag_every N makes the Stage II step measure the
 adversarial share of G's gradient every N steps (0 = never, the default
 here; the trainer's default is 50) to measure what that diagnostic costs.
 """
@@ -87,12 +89,13 @@ def build_adapter(kind, cfg, seed=0, diag_every=0):
         adapter = InterDomainAdapter(g, variant="source_only")
     else:
         pixel = kind == "stage2"
+        stride = cfg.get("d_output_stride", 32) if pixel else 32
         d_main = models.build_discriminator(NUM_CLASSES, ndf=cfg["ndf"],
                                             pixel_level=pixel, seed=seed + 1,
-                                            name="d_main")
+                                            name="d_main", output_stride=stride)
         d_aux = models.build_discriminator(NUM_CLASSES, ndf=cfg["ndf"],
                                            pixel_level=pixel, seed=seed + 2,
-                                           name="d_aux")
+                                           name="d_aux", output_stride=stride)
         if kind == "stage1":
             adapter = InterDomainAdapter(g, d_main, d_aux,
                                          variant="adaptsegnet")
@@ -102,8 +105,8 @@ def build_adapter(kind, cfg, seed=0, diag_every=0):
     optim = OptimConfig(lr_d=0.0)
     adapter.compile(
         opt_lib.generator_optimizer(0.0, 250000, optim, "float32"),
-        opt_lib.discriminator_optimizer(250000, optim, "float32", "adam_dm"),
-        opt_lib.discriminator_optimizer(250000, optim, "float32", "adam_da"))
+        opt_lib.discriminator_optimizer(optim.lr_d, 250000, optim, "float32", "adam_dm"),
+        opt_lib.discriminator_optimizer(optim.lr_d, 250000, optim, "float32", "adam_da"))
     return adapter
 
 
@@ -250,7 +253,8 @@ def profile_stage1(adapter, batch, logdir, steps=3):
 
 def spec(cfg):
     """The network and input settings of a config, for its JSON record."""
-    return {k: cfg[k] for k in ("depth", "width", "size", "batch", "bn_mode", "ndf")}
+    return {k: cfg.get(k, 32) for k in ("depth", "width", "size", "batch", "bn_mode",
+                                        "ndf", "d_output_stride")}
 
 
 def compare_strategies(name, cfg, steps, warmup):
@@ -355,6 +359,9 @@ def main(argv=None):
     parser.add_argument("--intra_diag_every", type=int, default=0,
                         help="Stage II step: measure the adversarial share of "
                              "G's gradient every N steps (0 = never)")
+    parser.add_argument("--intra_d_output_stride", type=int, default=32,
+                        help="Stage II step: the pixel-level Ds' output stride "
+                             "(train --intra_d_output_stride; 32 = the paper's D)")
     parser.add_argument("--profile", default="",
                         help="directory for a profiler trace of Stage I steps "
                              "(first config only) and a Stage I breakdown")
@@ -364,7 +371,7 @@ def main(argv=None):
     names = ["tiny", "paper"] if args.config == "both" else [args.config]
     results = {}
     for i, name in enumerate(names):
-        cfg = CONFIGS[name]
+        cfg = {**CONFIGS[name], "d_output_stride": args.intra_d_output_stride}
         steps = args.steps or cfg["steps"]
         warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
         if args.compare_strategies:

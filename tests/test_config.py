@@ -45,6 +45,7 @@ def test_defaults_follow_the_paper():
     (("--devices=-1",), "--devices=-1"),
     (("--image_every=-5",), "--image_every=-5: expected >= 0"),
     (("--intra_d_output_stride=12",), "--intra_d_output_stride=12: expected one of"),
+    (("--intra_lr_d=-1e-3",), "--intra_lr_d=-0.001: expected a finite learning rate"),
 ])
 def test_invalid_values_are_refused(args, message):
     # (Enumerated flags are refused while parsing: tests/test_flag_help.py.)
@@ -112,6 +113,28 @@ def test_d_output_stride_is_part_of_the_experiment_when_not_the_papers():
     assert "d_output_stride" not in toy().experiment_dict()["intra"]
     assert toy("--intra_d_output_stride=4").experiment_dict()["intra"][
         "d_output_stride"] == 4
+
+
+def test_stage_two_d_learning_rate_defaults_to_lr_d_and_old_run_dirs_stay_valid():
+    assert "lr_d" not in toy().experiment_dict()["intra"]
+    assert toy("--intra_lr_d=1e-3").experiment_dict()["intra"]["lr_d"] == 1e-3
+
+
+def test_compile_adapter_gives_both_discriminators_the_stage_two_rate():
+    from tf_pixintra.adapters import optimizers as opt_lib
+    from tf_pixintra.stages import common
+
+    class Recorder:
+        def compile(self, g_opt, d_main_opt, d_aux_opt, jit_compile):
+            self.opts = (g_opt, d_main_opt, d_aux_opt)
+
+    config = toy("--lr_d=1e-4")
+    for lr_d, want in ((None, 1e-4), (2e-3, 2e-3)):
+        adapter = Recorder()
+        common.compile_adapter(adapter, config, 0.01, 100, lr_d)
+        rates = [float(opt_lib.current_learning_rate(o)) for o in adapter.opts[1:]]
+        # Iteration 0 of the poly schedule: exactly the base rate (float32).
+        assert rates == [pytest.approx(want, rel=2 ** -23)] * 2
 
 
 @pytest.mark.parametrize("name", ["toyscapes.cfg", "toyscapes_smoke.cfg"])

@@ -94,3 +94,90 @@ def test_shown_argv_hides_the_note_text(repro):
     assert (repro._shown_argv(["--seeds", "0,1", "--note", "a b", "--report_only"])
             == '--seeds 0,1 --note "(Note below)" --report_only')
     assert repro._shown_argv(["--note=x y"]) == '--note "(Note below)"'
+
+
+def _diag_result(miou, run_dir, auc, share):
+    return {**_result(miou, run_dir),
+            "diag": {"diag_auc_d": auc, "diag_adv_grad_share": share}}
+
+
+def test_report_has_diagnostics_the_positive_control_noise_and_d_settings(repro, tmp_path):
+    rows = {"PLA": [_diag_result(20.0, "p0", 0.7, 1e-3), _diag_result(22.0, "p1", 0.9, 3e-3)],
+            repro.RERUN: [_result(20.5, "r0"), _result(21.0, "r1")],
+            repro.NO_D: [_result(19.0, "n0"), _result(21.5, "n1")]}
+    control = {"INTER": [_result(18.0, "ci0"), _result(18.0, "ci1")],
+               "PLA": [_diag_result(21.0, "cp0", 0.95, 0.2), _result(20.0, "cp1")],
+               repro.NO_D: [_result(20.0, "cn0"), _result(19.0, "cn1")]}
+    table = {("pla", 4, 1e-3): {"auc": 0.8, "auc_aux": 0.7, "zcorr": None, "share": 2e-5,
+                                "loss_d": 0.4, "auc_curve": [0.6, 0.8], "rise": None}}
+    choice = {"stride": 4, "lr_d": 1e-3, "passed": True, "worst_auc": 0.8,
+              "double_length": False,
+              "beta": {"pla": {"beta_main": 3.0, "beta_aux": 0.6, "measured_share": 4e-5,
+                               "predicted_share": 0.12}}}
+    args = argparse.Namespace(
+        config=os.path.join(ROOT, "configs", "toyscapes.cfg"), work_dir=str(tmp_path),
+        note="", report_only=True,
+        control_config=os.path.join(ROOT, "configs", "toyscapes_control.cfg"))
+    text = repro.report(rows, {}, {}, [0, 1], ["cmd"], 0.0, args, {},
+                        control_rows=control, d_settings=(table, choice, "--seed 0"))
+    # Diagnostics are means over the seeds that have them.
+    assert "| PLA | 21.00 +- 1.41 | 20.00, 22.00 | - | 0.800 | - | - | 2.00e-03 |" in text
+    # Run-to-run noise: |20 - 20.5|, |22 - 21| against PLA's std 1.41.
+    assert "|difference| per seed 0.50, 1.00 (mean 0.75), against PLA's std over seeds of 1.41" in text
+    control_part = text.split("## Positive control")[1]
+    assert "| PLA | 20.50 +- 0.71 | 21.00, 20.00 | - | 0.950 | - | - | 2.00e-01 |" in control_part
+    assert ("- easy pixels without D (19.50) < PLA (20.50): agrees on the mean; holds on "
+            "2 of 2 seed(s); paired difference +1.00 +- 0.00" in control_part)
+    assert "`python -m benchmarks.choose_d_settings --seed 0`" in text
+    assert "| pla | 4 | 0.001 | 0.800 | 0.700 | - | 0.60 0.80 | 2.00e-05 | 0.400 |" in text
+    assert ("Chosen: D output stride 4, D learning rate 0.001 (passes rule 1: AUC 0.800); "
+            "Stage II length as configured; pla: beta_main 3, beta_aux 0.6 (share 4.00e-05 "
+            "at the config's beta, predicted 0.12)." in text)
+
+
+def test_d_settings_rule_prefers_the_papers_d_among_those_that_learn(repro):
+    from benchmarks import choose_d_settings as cds
+
+    def diag(auc, share=1e-4, rise=0.0):
+        return {"auc": auc, "share": share, "rise": rise}
+    table = {("pla", 32, 1e-4): diag(0.60), ("cts", 32, 1e-4): diag(0.55),
+             ("pla", 4, 1e-4): diag(0.80), ("cts", 4, 1e-4): diag(0.76),
+             ("pla", 4, 1e-3): diag(0.95), ("cts", 4, 1e-3): diag(0.90)}
+    choice = cds.choose(table, ["pla", "cts"], 1e-3)
+    # (4, 1e-4) departs once from the paper's D and passes: chosen over the
+    # better (4, 1e-3), which departs twice.
+    assert (choice["stride"], choice["lr_d"], choice["passed"]) == (4, 1e-4, True)
+    assert not choice["double_length"]
+    # Share 1e-4 at beta 1e-3 scales to 0.1 / 1.005 at beta 1, just short of
+    # 0.1: the next half decade, 3, for both methods here.
+    assert cds.predicted_share(1e-4, 1e-3, 1.0) == pytest.approx(0.1 / 1.005, rel=1e-3)
+    assert choice["beta"]["pla"]["beta_main"] == 3.0
+    assert choice["beta"]["cts"]["beta_aux"] == pytest.approx(0.6)
+    assert cds.beta_flags(choice, "pla") == ["--intra_beta_main=3", "--intra_beta_aux=0.6"]
+    assert cds.beta_flags(choice, "none") == []
+    # Per method: a CTS share 10x smaller needs a beta 10x larger.
+    table[("cts", 4, 1e-4)]["share"] = 1e-5
+    choice = cds.choose(table, ["pla", "cts"], 1e-3)
+    assert (choice["beta"]["pla"]["beta_main"], choice["beta"]["cts"]["beta_main"]) == (3.0, 30.0)
+    # Nothing passes: the highest worst-case AUC; a rising AUC doubles the length.
+    table = {("pla", 32, 1e-4): diag(0.6, rise=0.05), ("cts", 32, 1e-4): diag(0.7, rise=0.0),
+             ("pla", 4, 1e-4): diag(0.5), ("cts", 4, 1e-4): diag(0.9)}
+    choice = cds.choose(table, ["pla", "cts"], 1e-3)
+    assert (choice["stride"], choice["passed"], choice["double_length"]) == (32, False, True)
+
+
+def test_runner_adds_the_chosen_beta_to_arms_of_that_method_only(repro, tmp_path):
+    runner = repro.Runner("configs/toyscapes.cfg", str(tmp_path), [], str(tmp_path / "log"),
+                          report_only=True,
+                          method_flags={"pla": ["--intra_beta_main=1"],
+                                        "cts": ["--intra_beta_main=10"]})
+    for seed, arm in ((0, "PLA"), (0, repro.NO_D), (0, "IntraDA")):
+        pipeline, flags, borrow = repro.ARMS[arm]
+        with pytest.raises(SystemExit, match="summary.json: missing"):
+            runner.run(seed, arm, pipeline, flags, borrow)
+    pla, no_d, intrada = runner.commands
+    assert pla.endswith("--intra_method=pla --intra_beta_main=1")
+    assert "--intra_beta_main" not in no_d
+    # IntraDA keeps its paper weights whatever the configs' beta.
+    assert "--intra_beta_main=0.001 --intra_beta_aux=0.0002" in intrada
+    assert "--intra_beta_main=10" not in intrada

@@ -117,6 +117,7 @@ class IntraConfig:
     lambda_seg_aux: float = 0.1
     kld_lambda: float = 0.1               # used from round two on
     d_output_stride: int = 32             # Stage II D's output grid: H/s x W/s
+    lr_d: float = 0.0                     # Stage II D learning rate; 0 = --lr_d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +173,8 @@ class Config:
         if d["intra"]["d_output_stride"] == 32:
             # The paper's D: run directories made before the setting stay valid.
             d["intra"].pop("d_output_stride")
+        if not d["intra"]["lr_d"]:
+            d["intra"].pop("lr_d")   # --lr_d, as before the setting existed
         if d["data"]["toyscapes_variant"] == "standard":
             # Run directories made before the variants existed stay valid.
             d["data"].pop("toyscapes_variant")
@@ -294,6 +297,8 @@ _HELP = {
                              "(512x1024 -> 16x32); 16, 8, 4, 2 keep that many "
                              "stride-2 convs (log2 s) and make the rest "
                              "stride 1, e.g. 4 gives 16x32 at 64x128.",
+    "intra_lr_d": "Stage II discriminators' Adam learning rate; 0 (the "
+                  "default) = --lr_d, which Stage I's discriminators use.",
     "intra_diag_every": "Stage II: every N steps measure the share of G's "
                         "gradient norm that comes from the adversarial term "
                         "(logged as diag_adv_grad_share; costs one extra "
@@ -537,6 +542,9 @@ def _check_optim(config):
                         ("intra_lr_g", config.intra.lr_g), ("lr_d", o.lr_d)):
         _check(math.isfinite(value) and value > 0,
                f"--{name}={value}: expected a finite learning rate > 0")
+    _check(math.isfinite(config.intra.lr_d) and config.intra.lr_d >= 0,
+           f"--intra_lr_d={config.intra.lr_d}: expected a finite learning rate "
+           "> 0, or 0 for --lr_d")
     _check(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
            f"--weight_decay={o.weight_decay}: expected a finite value >= 0")
     _check(0.0 <= o.momentum < 1.0,

@@ -26,8 +26,8 @@ def compile_tiny(adapter, lr=0.01, decay_steps=100, precision="float32"):
     optim = OptimConfig()
     adapter.compile(
         opt_lib.generator_optimizer(lr, decay_steps, optim, precision),
-        opt_lib.discriminator_optimizer(decay_steps, optim, precision, "adam_dm"),
-        opt_lib.discriminator_optimizer(decay_steps, optim, precision, "adam_da"))
+        opt_lib.discriminator_optimizer(optim.lr_d, decay_steps, optim, precision, "adam_dm"),
+        opt_lib.discriminator_optimizer(optim.lr_d, decay_steps, optim, precision, "adam_da"))
 
 
 def stage1_batches(n=8, seed=0):

@@ -31,10 +31,10 @@ def generator_optimizer(base_lr, decay_steps, optim_cfg, mixed_precision):
     return _maybe_loss_scale(opt, mixed_precision)
 
 
-def discriminator_optimizer(decay_steps, optim_cfg, mixed_precision, name):
+def discriminator_optimizer(lr_d, decay_steps, optim_cfg, mixed_precision, name):
     """Adam(lr_d, betas (0.9, 0.99), eps 1e-8 as PyTorch) with poly decay."""
     opt = keras.optimizers.Adam(
-        learning_rate=poly_schedule(optim_cfg.lr_d, decay_steps,
+        learning_rate=poly_schedule(lr_d, decay_steps,
                                     optim_cfg.poly_power),
         beta_1=optim_cfg.adam_beta1, beta_2=optim_cfg.adam_beta2,
         epsilon=1e-8, name=name)

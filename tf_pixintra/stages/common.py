@@ -167,15 +167,17 @@ def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
     return d_main, d_aux
 
 
-def compile_adapter(adapter, config, base_lr, decay_steps):
-    """SGD for G and Adam for each D, built now (inside the strategy scope)."""
+def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
+    """SGD for G and Adam for each D (at `lr_d`, default --lr_d), built now
+    (inside the strategy scope)."""
     precision = config.run.mixed_precision
+    lr_d = lr_d or config.optim.lr_d
     adapter.compile(
         opt_lib.generator_optimizer(base_lr, decay_steps, config.optim, precision),
-        opt_lib.discriminator_optimizer(decay_steps, config.optim, precision,
-                                        "adam_d_main"),
-        opt_lib.discriminator_optimizer(decay_steps, config.optim, precision,
-                                        "adam_d_aux"),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
+                                        precision, "adam_d_main"),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
+                                        precision, "adam_d_aux"),
         jit_compile=config.run.jit_compile)
 
 

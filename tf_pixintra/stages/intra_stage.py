@@ -144,7 +144,7 @@ def run(ctx, round_index):
         generator = _initial_generator(ctx, round_index)
         adapter = _adapter(ctx, generator, round_index)
         common.compile_adapter(adapter, config, cfg.lr_g,
-                               cfg.schedule_steps or cfg.steps)
+                               cfg.schedule_steps or cfg.steps, cfg.lr_d)
     return common.train_evaluate_finish(
         ctx, stage_dir, adapter,
         _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
