@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
 from benchmarks import choose_d_settings  # noqa: E402
+from benchmarks import hard_pixels  # noqa: E402
 from tf_pixintra.data.labels import CLASS_NAMES  # noqa: E402
 from tf_pixintra.io_utils import write_text  # noqa: E402
 from tf_pixintra.tables import per_class_table  # noqa: E402
@@ -83,6 +84,7 @@ DIAG_COLUMNS = (("AUC D_main", "diag_auc_d"), ("AUC D_aux", "diag_auc_d_aux"),
                                                  "diag_adv_grad_share"))
 # Prop. is also measured at the configs' own alpha (0.85), the main arms'.
 MAIN_ALPHA = 0.85
+EVAL_SIZE = (64, 128)   # the ToyScapes configs' --eval_size
 ORDERING = ("INTER", "IntraDA", "PLA", "PLA + CTS")
 SWEEP_METHODS = ("IntraDA", "PLA", "PLA + CTS")
 
@@ -321,8 +323,42 @@ def control_section(rows, train_seconds, args):
     return lines
 
 
+HARD_PIXEL_ARMS = ("INTER", NO_D, "PLA", "PLA + CTS")
+
+
+def hard_pixel_analysis(runner, seeds, data_root, reference_root=""):
+    """benchmarks.hard_pixels on each seed's arms, pooled over the seeds.
+
+    INTER's model and the split come from the PLA arm's run directory (its
+    `inter/` and `pseudo_r1/`). Each seed's result is cached as JSON in the
+    runner's work_dir, so --report_only reads it back.
+    """
+    per_seed = []
+    for seed in seeds:
+        cache = os.path.join(runner.work_dir, f"hard_pixels_seed{seed}.json")
+        if os.path.exists(cache):
+            with open(cache, encoding="utf-8") as f:
+                per_seed.append(json.load(f))
+            continue
+        runs = [(arm, runner.run_dir(seed, "PLA" if arm == "INTER" else arm))
+                for arm in HARD_PIXEL_ARMS]
+        result = hard_pixels.analyse(data_root, runs, EVAL_SIZE,
+                                     reference_root=reference_root)
+        write_text(cache, json.dumps(result, indent=1))
+        per_seed.append(result)
+    return hard_pixels.combine(per_seed)
+
+
+def hard_pixel_lines(title, pooled, seeds):
+    return ["", f"### {title}", "",
+            f"Target-val pixels split by the INTER model (Eq. 2 with each run's t_k "
+            f"and alpha), pooled over seeds {list(seeds)}; accuracy and mean "
+            "confidence (max softmax) of each model on each group "
+            "(`benchmarks/hard_pixels.py`).", ""] + hard_pixels.markdown(pooled)
+
+
 def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=None,
-           main_alpha=None, control_rows=None, d_settings=None):
+           main_alpha=None, control_rows=None, d_settings=None, hard=None):
     """RESULTS_TOYSCAPES.md: tables of the arms, ordering verdicts, commands."""
     train_seconds = train_seconds or {}
     logged = sum(train_seconds.values()) / 60
@@ -366,6 +402,10 @@ def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=N
                                if arm != RERUN], 19)]
     if control_rows:
         lines += control_section(control_rows, train_seconds, args)
+    if hard:
+        lines += ["", "## What the adversarial terms do to hard pixels"]
+        for title, pooled in hard:
+            lines += hard_pixel_lines(title, pooled, seeds)
     if d_settings:
         lines += ["", "## Discriminator settings (issue 16): chosen by diagnostics", "",
                   f"`python -m benchmarks.choose_d_settings {d_settings[2]}` on seed "
@@ -440,6 +480,10 @@ def main():
     parser.add_argument("--d_settings", default="",
                         help="the --json of benchmarks.choose_d_settings: its rule, "
                         "table and choice go into the report")
+    parser.add_argument("--hard_pixels", action="store_true",
+                        help="also score the INTER, no-D, PLA and PLA + CTS models of "
+                        "each seed on the target-val pixels INTER finds easy / hard "
+                        "(and, on the positive control, shadowed / not)")
     parser.add_argument("--note", default="",
                         help="a sentence for the report, e.g. how the machine was shared")
     args = parser.parse_args()
@@ -511,9 +555,18 @@ def main():
         with open(runner.log, encoding="utf-8", errors="replace") as f:
             year = time.localtime(os.path.getmtime(runner.log)).tm_year
             train_seconds = logged_train_seconds(f, year)
+    hard = []
+    if args.hard_pixels:
+        data = os.path.join(ROOT, ".cache", "toyscapes")
+        hard.append(("Standard ToyScapes", hard_pixel_analysis(
+            runner, seeds, os.path.join(data, "cityscapes"))))
+        if control:
+            hard.append(("Positive control", hard_pixel_analysis(
+                control_runner, seeds, os.path.join(data + "_shadows", "cityscapes"),
+                os.path.join(data, "cityscapes"))))
     text = report(rows, sweep_rows, props, seeds,
                   runner.commands + control_runner.commands, time.time() - start,
-                  args, train_seconds, main_alpha, control_rows, d_settings)
+                  args, train_seconds, main_alpha, control_rows, d_settings, hard)
     write_text(args.out, text)
     print(f"wrote {args.out}")
 

@@ -161,8 +161,10 @@ def _image_files(directory):
     return sorted(files)
 
 
-def _spread(items, count):
-    """`count` items taken evenly from `items` (all when count <= 0)."""
+def spread(items, count):
+    """`count` items taken evenly from `items` (all when count <= 0): indexes
+    linspace(0, n - 1, count) rounded to nearest. The export CLI and the
+    pipeline's export stage both calibrate int8 on these."""
     if count <= 0 or len(items) <= count:
         return list(items)
     index = np.linspace(0, len(items) - 1, count).round().astype(int)
@@ -175,7 +177,7 @@ def representative_images(directory, count, input_size,
 
     An image above `max_pixels` (from its header) is a DataError.
     """
-    files = _spread(_image_files(directory), count)
+    files = spread(_image_files(directory), count)
     if not files:
         raise DataError(f"--representative_dir {directory!r} holds no "
                         f"{'/'.join(IMAGE_EXTENSIONS)} images; expected target "
@@ -379,7 +381,7 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
 def checked_evaluation_pairs(root, split="val", limit=50,
                              max_pixels=MAX_INPUT_PIXELS):
     """Up to `limit` `evaluation_pairs`, every image's header checked."""
-    pairs = _spread(evaluation_pairs(root, split), limit)
+    pairs = spread(evaluation_pairs(root, split), limit)
     for image, _, _ in pairs:
         check_image_size(image, max_pixels)
     return pairs

@@ -2,20 +2,20 @@
 
 import os
 
-import numpy as np
-
 from tf_pixintra.data import datasets
 from tf_pixintra.stages import common
 from tf_pixintra.stages import eval_stage
 
 
 def representative(ctx, count):
-    """`count` target training images spread over the set (int8 calibration)."""
-    examples = list(ctx.sources.target_train)
-    if not examples:
+    """`count` target training images spread over the set (int8 calibration),
+    the same selection as the export CLI's (`export.spread`); none when
+    count <= 0."""
+    if count <= 0:
         return []
-    picks = np.linspace(0, len(examples) - 1, num=min(count, len(examples)))
-    return [datasets.read_image(examples[int(i)].image_path) for i in picks]
+    from tf_pixintra import export  # pylint: disable=import-outside-toplevel
+    return [datasets.read_image(e.image_path)
+            for e in export.spread(list(ctx.sources.target_train), count)]
 
 
 def run(ctx):
