@@ -61,7 +61,8 @@ from tf_pixintra import losses  # noqa: E402
 from tf_pixintra import models  # noqa: E402
 from tf_pixintra import runtime  # noqa: E402
 from tf_pixintra.adapters import optimizers as opt_lib  # noqa: E402
-from tf_pixintra.adapters.common import split_outputs, upsample  # noqa: E402
+from tf_pixintra.adapters.common import upsample  # noqa: E402
+from tf_pixintra.models import split_outputs  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.adapters.intra import PixelIntraAdapter  # noqa: E402
 from tf_pixintra.config import OptimConfig  # noqa: E402

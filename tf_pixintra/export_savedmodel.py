@@ -32,6 +32,7 @@ from tf_pixintra.export_contract import (IMAGE_BYTES_KEY, IMAGES_KEY,
                                          SERVE_IMAGE_BYTES, SERVING_DEFAULT,
                                          SERVING_MAX_PIXELS)
 from tf_pixintra.io_utils import atomic_path
+from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR, caffe_preprocess
 
 WARMUP_FILENAME = "tf_serving_warmup_requests"
@@ -43,10 +44,7 @@ def main_logits(model, preprocessed):
     A multi-level model returns [main, aux]; a single-level one the main
     logits alone.
     """
-    outputs = model(preprocessed, training=False)
-    if isinstance(outputs, (list, tuple)):
-        outputs = outputs[0]
-    return tf.cast(outputs, tf.float32)
+    return tf.cast(main_output(model(preprocessed, training=False)), tf.float32)
 
 
 def caffe_preprocess_uint8(images):

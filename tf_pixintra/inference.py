@@ -23,6 +23,7 @@ from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 from tf_pixintra.io_utils import inside
 from tf_pixintra.io_utils import read_json
+from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import caffe_preprocess
 
 # Multi-scale test scales of CRST (with flip).
@@ -30,16 +31,6 @@ CRST_SCALES = (0.9, 1.0, 1.2)
 
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
-
-
-def main_output(outputs):
-    """The main logits of a model output: the first element of a list/tuple."""
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0]
-    if isinstance(outputs, dict):
-        raise ValueError("model returns a dict; expected a tensor or a list "
-                         "[main_logits, aux_logits]")
-    return outputs
 
 
 def predict_logits(model, image_bgr, output_size=None):

@@ -12,7 +12,8 @@ import tolerances as T
 from tf_pixintra import losses
 from tf_pixintra.config import OptimConfig
 from tf_pixintra.adapters import diagnostics
-from tf_pixintra.adapters.common import split_outputs, upsample
+from tf_pixintra.adapters.common import upsample
+from tf_pixintra.models import split_outputs
 from tf_pixintra.adapters.intra import PixelIntraAdapter
 
 

@@ -124,3 +124,14 @@ def test_same_seed_same_weights(tiny_g):
 def test_bad_num_classes(num_classes):
     with pytest.raises(ConfigError, match="num_classes"):
         build_deeplab_v2(num_classes, depth=18, width=0.0625)
+
+
+def test_one_reading_of_the_heads_for_multi_and_single_level_outputs():
+    from tf_pixintra.models import main_output, split_outputs
+    main, aux = object(), object()
+    assert split_outputs([main, aux]) == (main, aux)
+    assert split_outputs((main,)) == (main, None)
+    assert split_outputs(main) == (main, None)
+    assert main_output([main, aux]) is main and main_output(main) is main
+    with pytest.raises(ValueError, match="returns a dict"):
+        split_outputs({"main": main})

@@ -14,13 +14,6 @@ from tf_pixintra.adapters import optimizers as opt_lib
 from tf_pixintra.models import head_variables
 
 
-def split_outputs(outputs):
-    """(main, aux) from a DeepLab-v2 output; aux is None when single-level."""
-    if isinstance(outputs, (list, tuple)):
-        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
-    return outputs, None
-
-
 def upsample(logits, size):
     """Bilinear resize of stride-8 logits to `size` (the input size), float32."""
     if logits is None:

@@ -29,8 +29,8 @@ from tf_pixintra import losses
 from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
-from tf_pixintra.adapters.common import split_outputs
 from tf_pixintra.adapters.common import upsample
+from tf_pixintra.models import split_outputs
 
 # The image-level "intrada" baseline trains with InterDomainAdapter.
 METHODS = tuple(m for m in choices.INTRA_METHODS if m != "intrada")

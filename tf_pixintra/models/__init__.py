@@ -4,7 +4,8 @@ Importing this package registers the custom layers for `.keras` loading.
 """
 
 from tf_pixintra.models.deeplab_v2 import (backbone_variables,
-                                           build_deeplab_v2, head_variables)
+                                           build_deeplab_v2, head_variables,
+                                           main_output, split_outputs)
 from tf_pixintra.models.discriminator import build_discriminator
 from tf_pixintra.models.layers import ResizeLike
 from tf_pixintra.models.preprocessing import caffe_deprocess, caffe_preprocess
@@ -21,4 +22,6 @@ __all__ = [
     "caffe_preprocess",
     "head_variables",
     "load_keras_resnet_weights",
+    "main_output",
+    "split_outputs",
 ]

@@ -88,3 +88,23 @@ def backbone_variables(model):
     """
     head_ids = {id(v) for v in head_variables(model)}
     return [v for v in model.trainable_variables if id(v) not in head_ids]
+
+
+def split_outputs(outputs):
+    """(main, aux) logits of a DeepLab-v2 output; aux is None when single-level.
+
+    A multi-level model returns [main, aux] (Sec 5.1's two heads), a
+    single-level one the main logits alone. The one place that knows this
+    convention: training, inference, pseudo labels and export all use it.
+    """
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+    if isinstance(outputs, dict):
+        raise ValueError("model returns a dict; expected a tensor or a list "
+                         "[main_logits, aux_logits]")
+    return outputs, None
+
+
+def main_output(outputs):
+    """The main head's logits of a DeepLab-v2 output (see `split_outputs`)."""
+    return split_outputs(outputs)[0]

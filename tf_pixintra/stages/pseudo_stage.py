@@ -51,6 +51,7 @@ from tf_pixintra import subdomains
 from tf_pixintra.data import datasets
 from tf_pixintra.data import tfrecords
 from tf_pixintra.models import caffe_preprocess
+from tf_pixintra.models import main_output
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
 
@@ -97,7 +98,7 @@ def make_predictor(model, size, scales, flip):
             variants = [x, tf.reverse(x, axis=[2])] if flip else [x]
             for j, xin in enumerate(variants):
                 out = model(xin, training=False)
-                logits = out[0] if isinstance(out, (list, tuple)) else out
+                logits = main_output(out)
                 logits = tf.cast(logits, tf.float32)
                 if j == 1:
                     logits = tf.reverse(logits, axis=[2])
@@ -122,7 +123,7 @@ def output_grid(model, size):
         grid = [int(shape[1]), int(shape[2])]
     except (NotImplementedError, TypeError, ValueError, IndexError):
         out = model(tf.zeros((1, *size, 3)), training=False)
-        logits = out[0] if isinstance(out, (list, tuple)) else out
+        logits = main_output(out)
         grid = [int(logits.shape[1]), int(logits.shape[2])]
     return grid
 
