@@ -16,8 +16,8 @@ softmax).
 
 The first --run names the run directory whose `inter/` model and
 `pseudo_r1/summary.json` define the split. Each --run scores that run
-directory's last trained model (`run.json`), or its `inter/` model for the
-name INTER. --size is the model input (the configs' --eval_size). Scores
+directory's last Stage II model (`intra_r2/`, else `intra_r1/`), or its
+`inter/` model for the name INTER. --size is the model input (the configs' --eval_size). Scores
 are at the labels' size.
 """
 
@@ -39,10 +39,13 @@ IGNORE = 255
 
 
 def model_path(name, run_dir):
-    if name == "INTER":
-        return os.path.join(run_dir, "inter", "model.keras")
-    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
-        return os.path.join(run_dir, json.load(f)["model"])
+    """INTER's model for the name INTER, else the run's last Stage II model."""
+    stages = ("inter",) if name == "INTER" else ("intra_r2", "intra_r1")
+    for stage in stages:
+        path = os.path.join(run_dir, stage, "model.keras")
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"{run_dir}: no model.keras in {' or '.join(stages)}")
 
 
 def split(run_dir):
