@@ -169,7 +169,10 @@ def load(path):
     for name, d in data["table"].items():
         method, stride, lr = name.split("_")
         table[(method, int(stride[1:]), float(lr[2:]))] = d
-    shown = " ".join(a for a in data.get("argv", []) if not a.startswith("--json"))
+    # Where the runs and the JSON lived, and whether it re-read them, say
+    # nothing about the experiment.
+    local = ("--json", "--report_only", "--work_dir", "--inter_dir")
+    shown = " ".join(a for a in data.get("argv", []) if not a.startswith(local))
     return table, data["choice"], shown
 
 

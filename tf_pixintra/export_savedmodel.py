@@ -33,7 +33,7 @@ from tf_pixintra.export_contract import (IMAGE_BYTES_KEY, IMAGES_KEY,
                                          SERVING_MAX_PIXELS)
 from tf_pixintra.io_utils import atomic_path
 from tf_pixintra.models.deeplab_v2 import main_output
-from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR, caffe_preprocess
+from tf_pixintra.models.preprocessing import caffe_preprocess
 
 WARMUP_FILENAME = "tf_serving_warmup_requests"
 
@@ -47,25 +47,12 @@ def main_logits(model, preprocessed):
     return tf.cast(main_output(model(preprocessed, training=False)), tf.float32)
 
 
-def caffe_preprocess_uint8(images):
-    """`caffe_preprocess` of uint8 RGB images, channel flip done on the uint8s.
-
-    Same numbers as `caffe_preprocess` (flip and cast commute), but the
-    TFLite int8 converter mis-quantizes a float REVERSE_V2 (its output gets
-    its own scale while the kernel only moves bytes, so the colours come out
-    wrong); flipping the uint8 input keeps REVERSE_V2 out of the quantized
-    part of the graph.
-    """
-    bgr = tf.reverse(images, axis=[-1])
-    return tf.cast(bgr, tf.float32) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
-
-
 def segment_uint8(model, images, input_size):
     """uint8 RGB [N, H, W, 3] -> {"labels": int32 [N,H,W], "probabilities"}.
 
     The graph of `serving_default` and of the TFLite models.
     """
-    logits = main_logits(model, caffe_preprocess_uint8(images))
+    logits = main_logits(model, caffe_preprocess(images))
     logits = tf.image.resize(logits, input_size, method="bilinear")
     return {
         "labels": tf.argmax(logits, axis=-1, output_type=tf.int32),

@@ -8,7 +8,7 @@ from tf_pixintra.models.deeplab_v2 import (backbone_variables,
                                            main_output, split_outputs)
 from tf_pixintra.models.discriminator import build_discriminator
 from tf_pixintra.models.layers import ResizeLike
-from tf_pixintra.models.preprocessing import caffe_deprocess, caffe_preprocess
+from tf_pixintra.models.preprocessing import caffe_preprocess
 from tf_pixintra.models.resnet import build_resnet
 from tf_pixintra.models.weights import load_keras_resnet_weights
 
@@ -18,7 +18,6 @@ __all__ = [
     "build_deeplab_v2",
     "build_discriminator",
     "build_resnet",
-    "caffe_deprocess",
     "caffe_preprocess",
     "head_variables",
     "load_keras_resnet_weights",
