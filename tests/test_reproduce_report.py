@@ -181,3 +181,23 @@ def test_runner_adds_the_chosen_beta_to_arms_of_that_method_only(repro, tmp_path
     # IntraDA keeps its paper weights whatever the configs' beta.
     assert "--intra_beta_main=0.001 --intra_beta_aux=0.0002" in intrada
     assert "--intra_beta_main=10" not in intrada
+
+
+def test_d_settings_read_only_the_training_diagnostics(tmp_path):
+    import tensorflow as tf
+    from benchmarks import choose_d_settings as cds
+    stage = tmp_path / "intra_r1"
+    writer = tf.summary.create_file_writer(str(stage / "tb"))
+    with writer.as_default():
+        for step, auc in ((50, 0.6), (100, 0.7), (150, 0.74)):
+            tf.summary.scalar("train/diag_auc_d", auc, step=step)
+            tf.summary.scalar("eval/miou", 99.0, step=step)   # never read
+    writer.close()
+    (stage / "metrics.json").write_text(json.dumps(
+        {"final_logs": {"diag_auc_d": 0.74, "diag_adv_grad_share": 2e-5, "loss_d": 0.5},
+         "target_miou": 99.0}))
+    d = cds.diagnostics(str(tmp_path))
+    assert d["auc_curve"] == pytest.approx([0.6, 0.7, 0.74])
+    assert d["rise"] == pytest.approx(0.14) and d["share"] == 2e-5
+    assert "miou" not in json.dumps(d)
+    assert list(cds.read_scalars(str(stage / "tb"))) == ["train/diag_auc_d"]
