@@ -312,10 +312,12 @@ def control_section(rows, train_seconds, args):
     lines = ["", "## Positive control", "",
              f"Config `{os.path.relpath(args.control_config, ROOT)}`: the same "
              "scenes, labels and seeds, but every target image carries soft, "
-             "bluish cast shadows over about a third of its non-sky pixels, an "
-             "appearance change that hard pixels have and easy ones mostly lack "
-             "and that a model could learn to undo. If aligning hard pixels to "
-             "easy ones (Eq. 6, Eq. 8) helps anywhere, it should help here.", ""]
+             "bluish cast shadows over about a third of its non-sky pixels: an "
+             "appearance change a model could learn to undo, meant to be what "
+             "separates hard pixels from easy ones, so that aligning them (Eq. 6, "
+             "Eq. 8) has something to gain. Whether the shadowed pixels are the "
+             "hard ones is measured under \"What the adversarial terms do to "
+             "hard pixels\".", ""]
     lines += arm_table(rows, train_seconds)
     lines += [""] + _ordering_lines(rows, (("INTER", "PLA"), (NO_D, "PLA"),
                                            (NO_D, "PLA + CTS"), ("PLA", "PLA + CTS")),
@@ -394,8 +396,8 @@ def report(rows, sweep_rows, props, seeds, commands, wall, args, train_seconds=N
     lines += ["", "## Does ToyScapes agree with the paper's ordering?", ""]
     lines += _ordering_lines(rows, zip(ORDERING[:-1], ORDERING[1:]), means)
     lines += _ordering_lines(rows, (("PLA + CTS", "+ T=1"), ("+ T=1", "+ KLD"),
-                                    ("source-only", "INTER"), (NO_D, "PLA"),
-                                    (NO_D, "PLA + CTS")), means)
+                                    ("source-only", "INTER"), ("INTER", "PLA"),
+                                    (NO_D, "PLA"), (NO_D, "PLA + CTS")), means)
     lines += noise_lines(rows)
     lines += ["", "## Per-class IoU (mean over seeds)", "",
               per_class_table([(arm, mean_iou_dict(r)) for arm, r in rows.items()
