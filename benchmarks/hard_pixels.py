@@ -106,24 +106,26 @@ def analyse(data_root, runs, size, max_images=0, reference_root=""):
     if max_images:
         examples = examples[:max_images]
     thresholds, alpha = split(runs[0][1])
-    models = {name: inference.load_model(model_path(name, run_dir))
-              for name, run_dir in runs}
-    predict = {name: inference.make_predict_fn(m, size) for name, m in models.items()}
-    inter = inference.load_model(model_path("INTER", runs[0][1]))
-    predict_inter = inference.make_predict_fn(inter, size)
+    # Each model file is loaded and predicted once per image, also when the
+    # split's INTER model is one of the scored runs.
+    split_path = model_path("INTER", runs[0][1])
+    paths = {name: model_path(name, run_dir) for name, run_dir in runs}
+    predict = {}
+    for path in {split_path, *paths.values()}:
+        model = inference.load_model(path)
+        predict[path] = (model, inference.make_predict_fn(model, size))
     tallies = {name: Tally() for name, _ in runs}
     for example in examples:
         image, label = datasets.read_example(example, "cityscapes")
         out = image.shape[:2]
-        probs_inter = inference.predict_probs(inter, image, output_size=out,
-                                              predict_fn=predict_inter)
-        hard, _, _ = subdomains.separate_pixels(probs_inter, thresholds, alpha)
+        probs = {path: inference.predict_probs(model, image, output_size=out,
+                                               predict_fn=fn)
+                 for path, (model, fn) in predict.items()}
+        hard, _, _ = subdomains.separate_pixels(probs[split_path], thresholds, alpha)
         shadowed = (shadow_mask(image, data_root, example, reference_root)
                     if reference_root else None)
-        for name, _ in runs:
-            probs = inference.predict_probs(models[name], image, output_size=out,
-                                            predict_fn=predict[name])
-            tallies[name].update(probs, label, hard.astype(bool), shadowed)
+        for name, path in paths.items():
+            tallies[name].update(probs[path], label, hard.astype(bool), shadowed)
     return {name: t.result() for name, t in tallies.items()}
 
 
