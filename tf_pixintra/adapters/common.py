@@ -111,6 +111,22 @@ class AdversarialAdapter(keras.Model):
             self._diagnostics.append(name)
         return self._trackers[name]
 
+    @staticmethod
+    def discriminate(disc, maps):
+        """disc(maps) and a tape that recorded it for disc's own update.
+
+        The D update of a step reuses D's forward pass of G's adversarial
+        term: D's weights are those before its update and the maps are the
+        same, so the output is the same and computing it twice (as
+        AdvEnt's train_UDA.py does) costs a forward pass of D per step. The
+        returned tape has recorded only D's pass and can be re-entered to
+        add the rest of D's loss (`discriminator_update`).
+        """
+        tape = tf.GradientTape()  # only D's variables are read inside it
+        with tape:
+            logits = disc(maps, training=True)
+        return logits, tape
+
     @property
     def measures_gradient_share(self):
         """Whether `generator_update` measures the adversarial share."""

@@ -3,7 +3,8 @@
 Output-space adversarial training, multi-level (AdaptSegNet): G is trained on
 source cross-entropy (main + 0.1 x aux) and to fool one discriminator per
 head on target maps; then each discriminator learns source (1) vs target (0)
-on the DETACHED maps of the same step, so G runs forward once per domain.
+on the DETACHED maps of the same step, so G runs forward once per domain and
+each D once per domain (its output on the target maps serves both).
 
 Variants:
 - `source_only`: no adversarial terms (the lower baseline).
@@ -93,14 +94,16 @@ class InterDomainAdapter(AdversarialAdapter):
             if self.adversarial:
                 main_t, aux_t = split_outputs(self.generator(xt, training=True))
                 maps_s = [self.discriminator_input(main_s)]
-                maps_t = [self.discriminator_input(upsample(main_t, size_t))]
-                loss_adv = losses.inter_generator_loss(self.d_main(maps_t[0]))
+                d_t = [self.discriminate(self.d_main, self.discriminator_input(
+                    upsample(main_t, size_t)))]
+                loss_adv = losses.inter_generator_loss(d_t[0][0])
                 values["loss_adv"] = loss_adv
                 adversarial += share * self.lambda_adv_main * loss_adv
                 if aux_t is not None and self.d_aux is not None:
                     maps_s.append(self.discriminator_input(aux_s))
-                    maps_t.append(self.discriminator_input(upsample(aux_t, size_t)))
-                    loss_adv_aux = losses.inter_generator_loss(self.d_aux(maps_t[1]))
+                    d_t.append(self.discriminate(self.d_aux, self.discriminator_input(
+                        upsample(aux_t, size_t))))
+                    loss_adv_aux = losses.inter_generator_loss(d_t[1][0])
                     values["loss_adv_aux"] = loss_adv_aux
                     adversarial += share * self.lambda_adv_aux * loss_adv_aux
                 total += adversarial
@@ -108,29 +111,31 @@ class InterDomainAdapter(AdversarialAdapter):
                               adversarial if self.adversarial else None)
         if self.adversarial:
             values.update(self._discriminator_step(
-                maps_s, maps_t, data.get("source_valid"),
+                maps_s, d_t, data.get("source_valid"),
                 data.get("target_valid")))
         return self.report(values)
 
-    def _discriminator_step(self, maps_s, maps_t, valid_s=None, valid_t=None):
+    def _discriminator_step(self, maps_s, d_t, valid_s=None, valid_t=None):
         """D learns source = 1, target = 0 on the detached maps of this step.
 
-        Its outputs, computed before its update, also feed the AUC.
+        `d_t` holds (D's output on the target maps, its tape) per D, from G's
+        adversarial term (`discriminate`). D's outputs, before its update,
+        also feed the AUC.
         """
         values = {}
         pairs = [(self.d_main, self.d_main_optimizer, "loss_d")]
         if len(maps_s) > 1:
             pairs.append((self.d_aux, self.d_aux_optimizer, "loss_d_aux"))
-        for (disc, opt, name), m_s, m_t in zip(pairs, maps_s, maps_t):
-            m_s, m_t = tf.stop_gradient(m_s), tf.stop_gradient(m_t)
-            with tf.GradientTape() as tape:
-                d_s, d_t = disc(m_s, training=True), disc(m_t, training=True)
-                loss_d = losses.inter_discriminator_loss(d_s, d_t)
+        for (disc, opt, name), m_s, (d_t_logits, tape) in zip(pairs, maps_s, d_t):
+            with tape:
+                d_s = disc(tf.stop_gradient(m_s), training=True)
+                loss_d = losses.inter_discriminator_loss(d_s, d_t_logits)
             self.discriminator_update(tape, loss_d, disc, opt)
             values[name] = loss_d
             # Positive = the side G adapts (target / hard images); its score
             # is 1 - D = sigmoid(-logit), D saying "target".
-            self._update_auc(name[len("loss_d"):], d_s, d_t, valid_s, valid_t)
+            self._update_auc(name[len("loss_d"):], d_s, d_t_logits, valid_s,
+                             valid_t)
         return values
 
     def _update_auc(self, suffix, d_s, d_t, valid_s, valid_t):

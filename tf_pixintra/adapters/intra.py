@@ -105,13 +105,13 @@ class PixelIntraAdapter(AdversarialAdapter):
                 loss_kld = losses.kld_regularizer(main, labels)
                 values["loss_kld"] = loss_kld
                 total += share_labelled * self.kld_lambda * loss_kld
-            probs = []
+            d_outs = []
             if self.adversarial:
                 share_valid = replica_share(data["hard_mask"], losses.PAD_MASK)
                 for logits, disc, beta, suffix in heads:
-                    p = tf.nn.softmax(logits, axis=-1)
-                    probs.append(p)
-                    loss_adv = _G_LOSS[self.method](disc(p), mask, valid)
+                    d_out = self.discriminate(disc, tf.nn.softmax(logits, axis=-1))
+                    d_outs.append(d_out)
+                    loss_adv = _G_LOSS[self.method](d_out[0], mask, valid)
                     values["loss_adv" + suffix] = loss_adv
                     adversarial += share_valid * beta * loss_adv
                 total += adversarial
@@ -119,23 +119,24 @@ class PixelIntraAdapter(AdversarialAdapter):
                               adversarial if self.adversarial else None)
         if self.adversarial:
             values.update(self._discriminator_step(
-                heads, probs, data, mask, valid, share_valid))
+                heads, d_outs, data, mask, valid, share_valid))
         return self.report(values)
 
-    def _discriminator_step(self, heads, probs, data, mask, valid, share):
+    def _discriminator_step(self, heads, d_outs, data, mask, valid, share):
         """Each D fits M (PLA) or Z (CTS) on the detached maps of this step.
 
-        D's output here precedes its update, so it also scores the
-        diagnostics on pixels D has not been trained on yet.
+        `d_outs` holds (D's output, its tape) per D from G's adversarial term
+        (`discriminate`): the same maps and D's weights before its update.
+        That output also scores the diagnostics, on pixels D has not been
+        trained on yet.
         """
         d_loss, target_key = _D_LOSS[self.method]
         target = mask if target_key == "hard_mask" else data[target_key]
         optimizers = [self.d_main_optimizer, self.d_aux_optimizer]
         values = {}
-        for (_, disc, _, suffix), p, opt in zip(heads, probs, optimizers):
-            p = tf.stop_gradient(p)
-            with tf.GradientTape() as tape:
-                d_logits = disc(p, training=True)
+        for (_, disc, _, suffix), (d_logits, tape), opt in zip(heads, d_outs,
+                                                                optimizers):
+            with tape:
                 loss_d = d_loss(d_logits, target, valid)
             self.discriminator_update(tape, loss_d, disc, opt, share)
             values["loss_d" + suffix] = loss_d
