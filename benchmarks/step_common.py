@@ -7,8 +7,10 @@ the numpy batch, the interleaved timing loop and the JSON helpers. It
 imports neither framework, so each script loads only its own.
 """
 
+import argparse
 import os
 import platform
+import statistics
 import time
 
 import numpy as np
@@ -77,6 +79,50 @@ def time_interleaved(runners, steps, warmup):
             if round_index >= warmup:
                 times[name].append(elapsed)
     return times
+
+
+def step_parser(doc):
+    """The flags a step benchmark shares: --json, --config, --steps, --warmup."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", required=True, help="output JSON path")
+    parser.add_argument("--config", choices=[*CONFIGS, "both"],
+                        default="tiny", help="both = tiny and paper")
+    add_rounds_flags(parser)
+    return parser
+
+
+def config_names(args):
+    """The configs --config names ("both" = tiny and paper)."""
+    return ["tiny", "paper"] if args.config == "both" else [args.config]
+
+
+def add_rounds_flags(parser, passed_on=""):
+    """--steps and --warmup (`passed_on`: words prefixed to their help)."""
+    parser.add_argument("--steps", type=int, default=0,
+                        help=passed_on + "timed rounds (0 = per-config default)")
+    parser.add_argument("--warmup", type=int, default=-1,
+                        help=passed_on + "warm-up rounds (-1 = per-config default)")
+
+
+def rounds(cfg, args):
+    """(timed rounds, warm-up rounds) from the flags, else `cfg`'s."""
+    return (args.steps or cfg["steps"],
+            cfg["warmup"] if args.warmup < 0 else args.warmup)
+
+
+def timing_record(cfg, steps, warmup, times):
+    """The timing part of a config's JSON record, from time_interleaved's
+    {kind: [seconds]}: medians and their ratios to the supervised step."""
+    medians = {kind: statistics.median(times[kind]) for kind in KINDS}
+    return {
+        "spec": spec(cfg),
+        "steps": steps, "warmup": warmup,
+        "seconds_per_step": medians,
+        "all_seconds": times,
+        "ratio_to_supervised": {k: medians[k] / medians["supervised"]
+                                for k in ("stage1", "stage2")},
+    }
 
 
 def spec(cfg):

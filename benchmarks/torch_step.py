@@ -69,9 +69,6 @@ bias-corrected sqrt(v) differently.
 Threads: PyTorch's defaults (recorded in the JSON) unless --threads.
 """
 
-import argparse
-import statistics
-
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -83,11 +80,14 @@ from benchmarks.step_common import CONFIGS
 from benchmarks.step_common import KINDS
 from benchmarks.step_common import NUM_CLASSES
 from benchmarks.step_common import SCHEDULE_STEPS
+from benchmarks.step_common import config_names
 from benchmarks.step_common import machine
 from benchmarks.step_common import make_arrays
 from benchmarks.step_common import print_seconds_table
-from benchmarks.step_common import spec
+from benchmarks.step_common import rounds
+from benchmarks.step_common import step_parser
 from benchmarks.step_common import time_interleaved
+from benchmarks.step_common import timing_record
 from benchmarks.torch_models import FCDiscriminator
 from benchmarks.torch_models import deeplab_v2
 
@@ -291,31 +291,14 @@ def benchmark_config(name, cfg, steps, warmup):
     runners = {kind: runner(built[kind]) for kind in KINDS}
     print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
     times = time_interleaved(runners, steps, warmup)
-    medians = {kind: statistics.median(times[kind]) for kind in KINDS}
     counts = built["supervised"].parameter_counts()
     counts["discriminator_parameters"] = built["stage1"].parameter_counts()[
         "discriminator_parameters"]
-    return {
-        "spec": spec(cfg),
-        "steps": steps, "warmup": warmup,
-        "seconds_per_step": medians,
-        "all_seconds": times,
-        "ratio_to_supervised": {k: medians[k] / medians["supervised"]
-                                for k in ("stage1", "stage2")},
-        **counts,
-    }
+    return {**timing_record(cfg, steps, warmup, times), **counts}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", required=True, help="output JSON path")
-    parser.add_argument("--config", choices=[*CONFIGS, "both"],
-                        default="tiny", help="both = tiny and paper")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="timed rounds (0 = per-config default)")
-    parser.add_argument("--warmup", type=int, default=-1,
-                        help="warm-up rounds (-1 = per-config default)")
+    parser = step_parser(__doc__)
     parser.add_argument("--intra_d_output_stride", type=int, default=32,
                         help="Stage II step: the pixel-level Ds' output stride "
                              "(as train_step.py's flag)")
@@ -324,13 +307,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = ["tiny", "paper"] if args.config == "both" else [args.config]
+    names = config_names(args)
     results = {}
     for name in names:
         cfg = {**CONFIGS[name], "d_output_stride": args.intra_d_output_stride}
-        steps = args.steps or cfg["steps"]
-        warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
-        results[name] = benchmark_config(name, cfg, steps, warmup)
+        results[name] = benchmark_config(name, cfg, *rounds(cfg, args))
     print()
     print_seconds_table(results)
     io_utils.write_json(args.json, {

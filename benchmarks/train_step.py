@@ -46,7 +46,6 @@ adversarial share of G's gradient every N steps (0 = never, the default
 here; the trainer's default is 50) to measure what that diagnostic costs.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -72,11 +71,15 @@ from benchmarks.step_common import CONFIGS  # noqa: E402
 from benchmarks.step_common import KINDS  # noqa: E402
 from benchmarks.step_common import NUM_CLASSES  # noqa: E402
 from benchmarks.step_common import SCHEDULE_STEPS  # noqa: E402
+from benchmarks.step_common import config_names  # noqa: E402
 from benchmarks.step_common import make_arrays  # noqa: E402
 from benchmarks.step_common import print_seconds_table  # noqa: E402
+from benchmarks.step_common import rounds  # noqa: E402
 from benchmarks.step_common import machine  # noqa: E402
 from benchmarks.step_common import spec  # noqa: E402
+from benchmarks.step_common import step_parser  # noqa: E402
 from benchmarks.step_common import time_interleaved  # noqa: E402
+from benchmarks.step_common import timing_record  # noqa: E402
 
 GOALS = {"stage1": 2.3, "stage2": 1.3}   # max ratio to the supervised step
 
@@ -268,14 +271,8 @@ def benchmark_config(name, cfg, steps, warmup, profile_dir=None, diag_every=0):
                for kind in KINDS}
     print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
     times = time_interleaved(runners, steps, warmup)
-    medians = {kind: statistics.median(times[kind]) for kind in KINDS}
     record = {
-        "spec": spec(cfg),
-        "steps": steps, "warmup": warmup,
-        "seconds_per_step": medians,
-        "all_seconds": times,
-        "ratio_to_supervised": {k: medians[k] / medians["supervised"]
-                                for k in ("stage1", "stage2")},
+        **timing_record(cfg, steps, warmup, times),
         "goal_max_ratio": GOALS,
         # Every weight of G (BN statistics included) / what its optimizer
         # trains / every weight of one D (d_main and d_aux are alike).
@@ -311,18 +308,10 @@ def print_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", required=True, help="output JSON path")
-    parser.add_argument("--config", choices=[*CONFIGS, "both"],
-                        default="tiny", help="both = tiny and paper")
+    parser = step_parser(__doc__)
     parser.add_argument("--compare_strategies", action="store_true",
                         help="instead: each step under TF's default strategy "
                              "vs tf.distribute.OneDeviceStrategy, interleaved")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="timed rounds (0 = per-config default)")
-    parser.add_argument("--warmup", type=int, default=-1,
-                        help="warm-up rounds (-1 = per-config default)")
     parser.add_argument("--deterministic", action="store_true",
                         help="TF op determinism and fixed global seeds, as "
                              "train --deterministic (compare with a run "
@@ -339,12 +328,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.deterministic:
         runtime.set_deterministic(0)
-    names = ["tiny", "paper"] if args.config == "both" else [args.config]
+    names = config_names(args)
     results = {}
     for i, name in enumerate(names):
         cfg = {**CONFIGS[name], "d_output_stride": args.intra_d_output_stride}
-        steps = args.steps or cfg["steps"]
-        warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
+        steps, warmup = rounds(cfg, args)
         if args.compare_strategies:
             results[name] = compare_strategies(name, cfg, steps, warmup)
             print(json.dumps(results[name]["seconds_per_step"], indent=1))
