@@ -2,8 +2,8 @@
 
     python -m benchmarks.import_torch [--arch multi] [--size 63,79] [--out DIR]
 
-Builds the reference-layout PyTorch DeepLab-v2 ResNet-101 (tests/models/
-torch_deeplab.py) with random weights and BN statistics, saves its state dict
+Builds the reference-layout PyTorch DeepLab-v2 ResNet-101 (benchmarks/
+torch_models.py) with random weights and BN statistics, saves its state dict
 (zip format, `module.` prefix as DataParallel writes it), then runs
 `python -m tf_pixintra.import_torch` in a child process and reports its wall
 time and peak RSS, the .pth and .keras sizes, and how far the imported
@@ -12,7 +12,6 @@ input of --size (max |diff| / max |logit|).
 """
 
 import argparse
-import importlib.util
 import os
 import resource
 import subprocess
@@ -25,15 +24,6 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _torch_deeplab():
-    """tests/models/torch_deeplab.py, loaded from its path."""
-    path = os.path.join(REPO, "tests", "models", "torch_deeplab.py")
-    spec = importlib.util.spec_from_file_location("torch_deeplab", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="multi", choices=("multi", "single"))
@@ -41,8 +31,9 @@ def main():
     parser.add_argument("--out", default=None, help="work directory (default: temp)")
     args = parser.parse_args()
     import torch  # pylint: disable=import-outside-toplevel
-    torch_deeplab = _torch_deeplab()
-    DeepLabV2, randomize = torch_deeplab.DeepLabV2, torch_deeplab.randomize
+    # torch is an optional extra: imported here so that --help works without.
+    from benchmarks.torch_models import DeepLabV2  # pylint: disable=import-outside-toplevel
+    from benchmarks.torch_models import randomize  # pylint: disable=import-outside-toplevel
     work = args.out or tempfile.mkdtemp(prefix="import_torch_bench_")
     os.makedirs(work, exist_ok=True)
     heads = "multi" if args.arch == "multi" else "layer5"

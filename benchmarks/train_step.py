@@ -9,10 +9,13 @@ fixed batch, repeated: no input-pipeline cost):
   output-space discriminators, Eq. 1);
 - stage2: PixelIntraAdapter "cts" (G on target, two pixel-level
   discriminators, Eq. 5 + Eq. 8).
-Three configurations: `tiny` (ResNet-18, width 0.25, 128x256, batch 1, D
-ndf 64), `toyscapes` (configs/toyscapes.cfg's step: ResNet-18, width 0.25,
-64x128, batch 4, trained BN, D ndf 32) and `paper` (ResNet-101, 512x1024 i.e.
-the 1024x512 Cityscapes input, batch 1, frozen BN, D ndf 64).
+Four configurations (benchmarks/step_common.py): `tiny` (ResNet-18, width
+0.25, 128x256, batch 1, D ndf 64), `toyscapes` (configs/toyscapes.cfg's
+step: ResNet-18, width 0.25, 64x128, batch 4, trained BN, D ndf 32),
+`r101_256` (ResNet-101, width 1.0, 256x512, batch 1, frozen BN, D ndf 64)
+and `paper` (the same at 512x1024, i.e. the 1024x512 Cityscapes input).
+benchmarks/torch_step.py times the same steps in PyTorch on the same inputs
+(step_common.make_arrays); benchmarks/tf_vs_torch.py compares the two.
 `--compare_strategies` times each step under TF's default strategy and
 under tf.distribute.OneDeviceStrategy, interleaved, to measure what that
 strategy costs. Source and target images have the same size here.
@@ -43,12 +46,9 @@ adversarial share of G's gradient every N steps (0 = never, the default
 here; the trainer's default is 50) to measure what that diagnostic costs.
 """
 
-import argparse
 import json
 import os
-import platform
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -67,17 +67,20 @@ from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.adapters.intra import PixelIntraAdapter  # noqa: E402
 from tf_pixintra.config import OptimConfig  # noqa: E402
 
-NUM_CLASSES = 19
-CONFIGS = {
-    "tiny": {"depth": 18, "width": 0.25, "size": [128, 256], "batch": 1,
-             "bn_mode": "frozen", "ndf": 64, "steps": 10, "warmup": 2},
-    # configs/toyscapes.cfg's training step.
-    "toyscapes": {"depth": 18, "width": 0.25, "size": [64, 128], "batch": 4,
-                  "bn_mode": "train", "ndf": 32, "steps": 20, "warmup": 3},
-    "paper": {"depth": 101, "width": 1.0, "size": [512, 1024], "batch": 1,
-              "bn_mode": "frozen", "ndf": 64, "steps": 3, "warmup": 1},
-}
-KINDS = ("supervised", "stage1", "stage2")
+from benchmarks.step_common import CONFIGS  # noqa: E402
+from benchmarks.step_common import KINDS  # noqa: E402
+from benchmarks.step_common import NUM_CLASSES  # noqa: E402
+from benchmarks.step_common import SCHEDULE_STEPS  # noqa: E402
+from benchmarks.step_common import config_names  # noqa: E402
+from benchmarks.step_common import make_arrays  # noqa: E402
+from benchmarks.step_common import print_seconds_table  # noqa: E402
+from benchmarks.step_common import rounds  # noqa: E402
+from benchmarks.step_common import machine  # noqa: E402
+from benchmarks.step_common import spec  # noqa: E402
+from benchmarks.step_common import step_parser  # noqa: E402
+from benchmarks.step_common import time_interleaved  # noqa: E402
+from benchmarks.step_common import timing_record  # noqa: E402
+
 GOALS = {"stage1": 2.3, "stage2": 1.3}   # max ratio to the supervised step
 
 
@@ -105,30 +108,15 @@ def build_adapter(kind, cfg, seed=0, diag_every=0):
                                         diag_every=diag_every)
     optim = OptimConfig(lr_d=0.0)
     adapter.compile(
-        opt_lib.generator_optimizer(0.0, 250000, optim, "float32"),
-        opt_lib.discriminator_optimizer(optim.lr_d, 250000, optim, "float32", "adam_dm"),
-        opt_lib.discriminator_optimizer(optim.lr_d, 250000, optim, "float32", "adam_da"))
+        opt_lib.generator_optimizer(0.0, SCHEDULE_STEPS, optim, "float32"),
+        opt_lib.discriminator_optimizer(optim.lr_d, SCHEDULE_STEPS, optim, "float32", "adam_dm"),
+        opt_lib.discriminator_optimizer(optim.lr_d, SCHEDULE_STEPS, optim, "float32", "adam_da"))
     return adapter
 
 
 def make_batch(kind, cfg, seed=0):
-    """One in-memory batch for `kind` (Caffe-range images, valid labels)."""
-    rng = np.random.default_rng(seed)
-    shape = (cfg["batch"], *cfg["size"])
-
-    def image():
-        return tf.constant(rng.normal(0, 50, shape + (3,)).astype(np.float32))
-
-    labels = tf.constant(rng.integers(0, NUM_CLASSES, shape).astype(np.uint8))
-    if kind in ("supervised", "stage1"):
-        return {"source_image": image(), "source_label": labels,
-                "target_image": image()}
-    hard = rng.random(shape) < 0.33
-    pseudo = np.where(hard, 255, rng.integers(0, NUM_CLASSES, shape))
-    z = np.where(hard, rng.uniform(0.1, 0.9, shape), 0.0)
-    return {"image": image(), "pseudo_label": tf.constant(pseudo.astype(np.uint8)),
-            "hard_mask": tf.constant(hard.astype(np.uint8)),
-            "z": tf.constant(z.astype(np.float32))}
+    """One in-memory batch for `kind`: step_common.make_arrays as tensors."""
+    return {k: tf.constant(v) for k, v in make_arrays(kind, cfg, seed).items()}
 
 
 def step_runner(adapter, batch, strategy=None):
@@ -148,19 +136,6 @@ def step_runner(adapter, batch, strategy=None):
         logs = train_function(iterator)
         return float(logs["loss_seg"])  # blocks until the step is done
     return run
-
-
-def time_interleaved(runners, steps, warmup):
-    """{name: [seconds per step]} over `steps` rounds after `warmup` rounds."""
-    times = {name: [] for name in runners}
-    for round_index in range(warmup + steps):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            elapsed = time.perf_counter() - start
-            if round_index >= warmup:
-                times[name].append(elapsed)
-    return times
 
 
 def _block(tensors):
@@ -252,12 +227,6 @@ def profile_stage1(adapter, batch, logdir, steps=3):
         tf.profiler.experimental.stop()
 
 
-def spec(cfg):
-    """The network and input settings of a config, for its JSON record."""
-    return {k: cfg.get(k, 32) for k in ("depth", "width", "size", "batch", "bn_mode",
-                                        "ndf", "d_output_stride")}
-
-
 def compare_strategies(name, cfg, steps, warmup):
     """Each step under TF's default strategy (what --strategy=one_device runs)
     and under tf.distribute.OneDeviceStrategy("/cpu:0") fed by its
@@ -287,6 +256,11 @@ def compare_strategies(name, cfg, steps, warmup):
     }
 
 
+def count_weights(weights):
+    """Number of scalars in a list of Keras variables."""
+    return int(sum(np.prod(v.shape) for v in weights))
+
+
 def benchmark_config(name, cfg, steps, warmup, profile_dir=None, diag_every=0):
     """Times the three steps at one configuration; returns its JSON record."""
     print(f"[{name}] building the three adapters ...", flush=True)
@@ -297,17 +271,17 @@ def benchmark_config(name, cfg, steps, warmup, profile_dir=None, diag_every=0):
                for kind in KINDS}
     print(f"[{name}] timing {warmup} warm-up + {steps} rounds ...", flush=True)
     times = time_interleaved(runners, steps, warmup)
-    medians = {kind: statistics.median(times[kind]) for kind in KINDS}
     record = {
-        "spec": spec(cfg),
-        "steps": steps, "warmup": warmup,
-        "seconds_per_step": medians,
-        "all_seconds": times,
-        "ratio_to_supervised": {k: medians[k] / medians["supervised"]
-                                for k in ("stage1", "stage2")},
+        **timing_record(cfg, steps, warmup, times),
         "goal_max_ratio": GOALS,
-        "generator_parameters": int(sum(
-            np.prod(v.shape) for v in adapters["supervised"].generator.weights)),
+        # Every weight of G (BN statistics included) / what its optimizer
+        # trains / every weight of one D (d_main and d_aux are alike).
+        "generator_parameters": count_weights(
+            adapters["supervised"].generator.weights),
+        "generator_trainable_parameters": count_weights(
+            adapters["supervised"].generator.trainable_weights),
+        "discriminator_parameters": count_weights(
+            adapters["stage1"].d_main.weights),
     }
     if profile_dir:
         print(f"[{name}] profiling Stage I into {profile_dir} ...", flush=True)
@@ -319,14 +293,7 @@ def benchmark_config(name, cfg, steps, warmup, profile_dir=None, diag_every=0):
 
 
 def print_table(results):
-    header = (f"{'config':8s} {'supervised s':>13s} {'stage1 s':>9s} "
-              f"{'stage2 s':>9s} {'I/sup':>6s} {'II/sup':>7s}")
-    print(header)
-    print("-" * len(header))
-    for name, rec in results.items():
-        s, r = rec["seconds_per_step"], rec["ratio_to_supervised"]
-        print(f"{name:8s} {s['supervised']:13.4f} {s['stage1']:9.4f} "
-              f"{s['stage2']:9.4f} {r['stage1']:6.2f} {r['stage2']:7.2f}")
+    print_seconds_table(results)
     print(f"goals: Stage I / supervised <= {GOALS['stage1']}, "
           f"Stage II / supervised <= {GOALS['stage2']}")
     for name, rec in results.items():
@@ -341,18 +308,10 @@ def print_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", required=True, help="output JSON path")
-    parser.add_argument("--config", choices=[*CONFIGS, "both"],
-                        default="tiny", help="both = tiny and paper")
+    parser = step_parser(__doc__)
     parser.add_argument("--compare_strategies", action="store_true",
                         help="instead: each step under TF's default strategy "
                              "vs tf.distribute.OneDeviceStrategy, interleaved")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="timed rounds (0 = per-config default)")
-    parser.add_argument("--warmup", type=int, default=-1,
-                        help="warm-up rounds (-1 = per-config default)")
     parser.add_argument("--deterministic", action="store_true",
                         help="TF op determinism and fixed global seeds, as "
                              "train --deterministic (compare with a run "
@@ -369,12 +328,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.deterministic:
         runtime.set_deterministic(0)
-    names = ["tiny", "paper"] if args.config == "both" else [args.config]
+    names = config_names(args)
     results = {}
     for i, name in enumerate(names):
         cfg = {**CONFIGS[name], "d_output_stride": args.intra_d_output_stride}
-        steps = args.steps or cfg["steps"]
-        warmup = cfg["warmup"] if args.warmup < 0 else args.warmup
+        steps, warmup = rounds(cfg, args)
         if args.compare_strategies:
             results[name] = compare_strategies(name, cfg, steps, warmup)
             print(json.dumps(results[name]["seconds_per_step"], indent=1))
@@ -392,9 +350,7 @@ def main(argv=None):
         print_table(results)
     io_utils.write_json(args.json, {
         "configs": results,
-        "machine": {"platform": platform.platform(),
-                    "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(),
+        "machine": {**machine(),
                     "tensorflow": tf.__version__,
                     "gpus": len(tf.config.list_physical_devices("GPU"))},
     })

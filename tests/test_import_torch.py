@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "models"))
 
 
 def test_core_modules_never_import_torch():
@@ -44,7 +43,9 @@ def test_missing_torch_is_one_clear_line(monkeypatch):
 
 torch = pytest.importorskip("torch")
 # pylint: disable=wrong-import-position
-from torch_deeplab import DeepLabV2, randomize  # noqa: E402
+from benchmarks.torch_models import DeepLabV2  # noqa: E402
+from benchmarks.torch_models import randomize  # noqa: E402
+from benchmarks.torch_models import rounding_tolerance  # noqa: E402
 
 from tf_pixintra import import_torch  # noqa: E402
 
@@ -70,9 +71,7 @@ def test_cli_writes_a_model_the_pipeline_loads(tmp_path, capsys):
     actual = np.asarray(loaded(x, training=False)).transpose(0, 3, 1, 2)
     # Tolerance as in tests/models/test_torch_weights.py (float32 rounding
     # over the accumulation lengths, capped at the promised 1e-4).
-    n = sum(m.weight[0].numel() for m in model.modules()
-            if isinstance(m, torch.nn.Conv2d))
-    tol = min(1e-4, 8 * np.finfo(np.float32).eps * np.sqrt(n))
+    tol = min(1e-4, rounding_tolerance(model))
     assert np.max(np.abs(expected - actual)) <= tol * np.max(np.abs(expected))
 
 

@@ -1,6 +1,6 @@
 """tf_pixintra.models.torch_weights / torch_reader against a PyTorch DeepLab-v2.
 
-The PyTorch model is tests/models/torch_deeplab.py (reference module names,
+The PyTorch model is benchmarks/torch_models.py (reference module names,
 bottleneck depth-50 layout at width 1/8 so every test is fast). Logits are
 compared at an odd input size, where the stem's ceil-mode max pool differs
 from a floor-mode one.
@@ -20,7 +20,9 @@ from tf_pixintra.models import build_deeplab_v2  # noqa: E402
 from tf_pixintra import torch_reader  # noqa: E402
 from tf_pixintra.models import torch_weights  # noqa: E402
 
-from torch_deeplab import DeepLabV2, randomize  # noqa: E402
+from benchmarks.torch_models import DeepLabV2  # noqa: E402
+from benchmarks.torch_models import randomize  # noqa: E402
+from benchmarks.torch_models import rounding_tolerance  # noqa: E402
 
 BLOCKS = (3, 4, 6, 3)          # our depth 50
 DEPTH, WIDTH, CLASSES = 50, 0.125, 19
@@ -30,19 +32,10 @@ ODD_SIZE = (63, 79)
 
 
 def tolerance(torch_model):
-    """Relative tolerance (max|diff| / max|logit|) from float32 rounding.
-
-    Each output is a chain of float32 dot products; a length-K sum rounded
-    in another order (PyTorch vs TensorFlow kernels) differs by about
-    eps * sqrt(K) relative to its terms, and the chain adds those up in
-    quadrature, so we take N = the sum of every conv's accumulation length
-    (kh * kw * c_in; an upper bound of any path's). Factor 8: a wide margin
-    for BN rescaling and ReLU (which never amplify by more than the BN gain).
-    Capped at the 1e-4 the importer promises.
-    """
-    n = sum(m.weight[0].numel() for m in torch_model.modules()
-            if isinstance(m, torch.nn.Conv2d))
-    return min(1e-4, 8 * np.finfo(np.float32).eps * math.sqrt(n))
+    """Relative tolerance (max|diff| / max|logit|) from float32 rounding
+    (benchmarks.torch_models.rounding_tolerance), capped at the 1e-4 the
+    importer promises."""
+    return min(1e-4, rounding_tolerance(torch_model))
 
 
 def caffe_input(size, seed=0):
