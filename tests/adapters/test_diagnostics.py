@@ -57,6 +57,20 @@ def test_auc_is_exact_with_ties_and_pools_batches_by_pairs():
     assert float(parts.result()) == 0.5
 
 
+def test_auc_update_of_a_fully_masked_batch_adds_nothing_in_a_graph():
+    # A crop whose pixels are all padding: nothing to rank, and no error
+    # from an empty sort inside the compiled train step.
+    auc = diagnostics.make_auc("m")
+    update = tf.function(lambda p, s, w: diagnostics.update_auc(auc, p, s, w))
+    update(tf.constant([1.0, 0.0]), tf.constant([0.9, 0.1]),
+           tf.constant([0.0, 0.0]))
+    assert float(auc.result()) == 0.5
+    update(tf.constant([1.0, 0.0, 1.0, 0.0]), tf.constant([0.5, 0.5, 0.1, 0.2]),
+           tf.constant([1.0, 1.0, 1.0, 1.0]))
+    # (tie 1/2 + 1 + 0 + 0) / 4 pairs
+    assert float(auc.result()) == pytest.approx(0.375, abs=1e-6)
+
+
 def test_streaming_pearson_pools_pixels_with_weights():
     rng = np.random.default_rng(1)
     x = rng.random((3, 5, 7)).astype(np.float32)

@@ -67,9 +67,12 @@ class PairwiseAUC(keras.metrics.Metric):
         order = tf.argsort(score, stable=True)
         ordered = tf.gather(score, order)
         # Midranks: equal scores (consecutive once sorted) share their mean
-        # rank. tf.unique numbers the groups in order of appearance, so the
-        # ids are sorted as segment_mean requires.
-        _, group = tf.unique(ordered)
+        # rank. A group starts wherever the sorted score changes; the running
+        # count of starts numbers the groups in order, sorted as
+        # segment_mean requires (a linear pass, where tf.unique hashes).
+        starts = tf.concat([tf.zeros_like(ordered[:1], tf.int32),  # [] if empty
+                            tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
+        group = tf.cumsum(starts)
         ranks = tf.range(1, tf.size(ordered) + 1, dtype=tf.int32)
         midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64),
                                                   group), group)
