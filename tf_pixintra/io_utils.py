@@ -171,9 +171,11 @@ def listdir(path):
         raise FileNotFoundError(f"{path}: no such directory")
     names = sorted({name.rstrip("/") for name in gfile.listdir(path)})
     if os.fspath(path).startswith(RAM_SCHEME):
-        # TF's ram:// lists names that only share a prefix with the
-        # directory's ("a" lists "b" of a file "ab", "assets" lists
-        # ".extra" of "assets.extra"): keep those that exist.
+        # TF's ram:// matches by prefix: it lists names that only share a
+        # prefix with the directory's ("a" lists "b" of a file "ab",
+        # "assets" lists ".extra" of "assets.extra"): keep those that
+        # exist. (Its `exists` is true for a prefix of a name too: no name
+        # in a run directory is a prefix of another.)
         names = [n for n in names if gfile.exists(join(path, n))]
     return names
 
@@ -256,6 +258,7 @@ def copy_tree(source, target):
 
 
 def copy_file(source, target):
+    """Copies one file, replacing `target` if it exists."""
     if is_url(source) or is_url(target):
         _gfile().copy(source, target, overwrite=True)
     else:
@@ -276,8 +279,14 @@ def open_file(path, mode="rb"):
 
 def read_bytes(path):
     """A file's content; FileNotFoundError if it is missing."""
-    with open_file(path, "rb") as f:
-        return f.read()
+    if not is_url(path):
+        with builtins.open(path, "rb") as f:
+            return f.read()
+    try:
+        with _gfile().GFile(path, "rb") as f:
+            return f.read()
+    except _not_found():
+        raise FileNotFoundError(f"{path}: no such file") from None
 
 
 def read_text(path):

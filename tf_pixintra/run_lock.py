@@ -14,7 +14,7 @@ never leaves the directory locked; the file itself stays and is reused.
 A run directory on another `tf.io.gfile` file system (`gs://...`,
 `ram://...`) has no file locking. There the lock is a file the holder
 writes and deletes when done: `<run_dir>/.lock` for the exclusive holder,
-`<run_dir>/.lock.shared.<host>.<pid>` for each shard worker. Each holds
+`<run_dir>/.shared_lock.<host>.<pid>` for each shard worker. Each holds
 {"host", "pid", "time", "mode"}; a thread of the holder rewrites "time"
 every `HEARTBEAT_SECS`. A lock file is live until its holder deletes it;
 it is stale (taken over, with a warning naming it) when its time is older
@@ -49,7 +49,7 @@ from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 
 LOCK_FILE = ".lock"
-SHARED_PREFIX = LOCK_FILE + ".shared."
+SHARED_PREFIX = ".shared_lock."   # LOCK_FILE is no prefix of it (see io_utils.listdir)
 HEARTBEAT_SECS = 30.0   # a gfile lock's holder rewrites its time this often
 STALE_SECS = 300.0      # a gfile lock this old is a dead holder's
 
@@ -214,7 +214,7 @@ def _hold_file(run_dir, shared):
     record = {**_record(mode), "token": os.urandom(8).hex()}
     try:
         io_utils.makedirs(run_dir)
-        _refuse_if_held(run_dir, shared, path)
+        _refuse_if_held(run_dir, shared)
         io_utils.write_json(path, record)
     except Exception as e:  # pylint: disable=broad-except
         if io_utils.refused_write(e):
@@ -240,9 +240,9 @@ def _hold_file(run_dir, shared):
             io_utils.remove(path, missing_ok=True)
 
 
-def _refuse_if_held(run_dir, shared, own_path):
-    """ConfigError naming a live lock (other than `own_path`) that excludes
-    this request."""
+def _refuse_if_held(run_dir, shared, own_path=None):
+    """ConfigError naming a live lock (other than `own_path`, this
+    process's own once written) that excludes this request."""
     for path, record in _live_holders(run_dir, shared):
         if path != own_path:
             raise _in_use(run_dir, _describe(record), path)
