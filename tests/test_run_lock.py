@@ -155,7 +155,8 @@ def test_cli_refuses_a_held_run_dir_then_cleans_up_after_a_killed_one(tmp_path):
 # ------------------------------------------- a run directory on tf.io.gfile
 
 @pytest.fixture()
-def ram_dir():
+def ram_dir(monkeypatch):
+    monkeypatch.setattr(run_lock, "SETTLE_SECS", 0.0)
     return f"ram://lock-{uuid.uuid4().hex[:8]}/run"
 
 
@@ -223,6 +224,22 @@ def test_gfile_lock_of_a_stopped_holder_is_taken_over(ram_dir, stale):
     with pytest.raises(ConfigError, match="host elsewhere"):
         with run_lock.hold(ram_dir):
             pass
+
+
+def test_gfile_lock_of_two_simultaneous_starts_goes_to_one(ram_dir, monkeypatch):
+    """Both saw no lock and wrote theirs; the one overwritten is refused."""
+    lock = f"{ram_dir}/{run_lock.LOCK_FILE}"
+    other = {"host": "elsewhere", "pid": 7, "time": time.time(),
+             "mode": "exclusive", "token": "other"}
+
+    def other_writes_while_settling(seconds):
+        assert seconds == run_lock.SETTLE_SECS
+        io_utils.write_text(lock, json.dumps(other))
+    monkeypatch.setattr(run_lock.time, "sleep", other_writes_while_settling)
+    with pytest.raises(ConfigError, match="host elsewhere pid 7"):
+        with run_lock.hold(ram_dir):
+            pass
+    assert lock_record(lock) == other           # the winner's file stays
 
 
 def test_gfile_lock_holder_refreshes_its_time(ram_dir, monkeypatch):

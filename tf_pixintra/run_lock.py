@@ -20,12 +20,13 @@ every `HEARTBEAT_SECS`. A lock file is live until its holder deletes it;
 it is stale (taken over, with a warning naming it) when its time is older
 than `STALE_SECS`, or when it names this host and a pid that no longer
 runs. So a killed holder blocks the directory for at most `STALE_SECS`
-(hosts' clocks must agree to well within that). The files are written and
-then read back to check that this process won; an object store has no
-atomic create-if-absent through tf.io.gfile, so two processes starting
-within the same moment on the same directory are not reliably told apart:
-the lock guards against mistakes (a second command on a running run), not
-against a race its user starts on purpose.
+(hosts' clocks must agree to well within that). tf.io.gfile has no atomic
+create-if-absent, so a lock file is written after checking that none is
+live, and read back `SETTLE_SECS` later: of two processes that start at
+the same moment, the one whose file was overwritten is refused. That needs
+a file system whose reads see the last write (GCS and S3 do); the lock
+guards against mistakes (a second command on a running run), not against
+a race started on purpose.
 
 Only the holder of the exclusive lock is the only writer, so it then removes
 what a killed writer left behind (`remove_stray_temporaries`): the hidden
@@ -52,6 +53,7 @@ LOCK_FILE = ".lock"
 SHARED_PREFIX = ".shared_lock."   # LOCK_FILE is no prefix of it (see io_utils.listdir)
 HEARTBEAT_SECS = 30.0   # a gfile lock's holder rewrites its time this often
 STALE_SECS = 300.0      # a gfile lock this old is a dead holder's
+SETTLE_SECS = 1.0       # a gfile lock is read back this long after writing
 
 # Names written only while a file is incomplete (renamed when whole).
 _STRAY = re.compile(r"^(\..+\.tmp|\.partial\..+|ckpt-\d+_temp)$")
@@ -212,16 +214,15 @@ def _hold_file(run_dir, shared):
             else LOCK_FILE)
     path = io_utils.join(run_dir, name)
     record = {**_record(mode), "token": os.urandom(8).hex()}
+    io_utils.makedirs(run_dir)
+    _refuse_if_held(run_dir, shared)
+    if not _write_lock(path, record):
+        yield False     # read-only: nothing can write there
+        return
+    # Read back after a pause: a process that started at the same moment
+    # and wrote over this file, or took the other kind of lock, wins.
+    time.sleep(SETTLE_SECS)
     try:
-        io_utils.makedirs(run_dir)
-        _refuse_if_held(run_dir, shared)
-        io_utils.write_json(path, record)
-    except Exception as e:  # pylint: disable=broad-except
-        if io_utils.refused_write(e):
-            yield False
-            return
-        raise
-    try:   # written, then read back: did a simultaneous start win?
         if not _is_mine(path, record):
             raise _in_use(run_dir, _describe(_read_record(path) or {}), path)
         _refuse_if_held(run_dir, shared, path)
@@ -238,6 +239,17 @@ def _hold_file(run_dir, shared):
         beat.join()
         if _is_mine(path, record):
             io_utils.remove(path, missing_ok=True)
+
+
+def _write_lock(path, record):
+    """Writes the lock file; False if the file system refuses writes."""
+    try:
+        io_utils.write_json(path, record)
+    except Exception as e:  # pylint: disable=broad-except
+        if io_utils.refused_write(e):
+            return False
+        raise
+    return True
 
 
 def _refuse_if_held(run_dir, shared, own_path=None):
