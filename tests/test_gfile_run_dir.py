@@ -11,6 +11,7 @@ import json
 import os
 import uuid
 
+import pytest
 import tensorflow as tf
 from absl import flags
 
@@ -51,6 +52,7 @@ def read_json(path):
         return json.loads(f.read())
 
 
+@pytest.mark.e2e   # the pipeline in this process: ~45 s on a busy 2-core box
 def test_whole_pipeline_on_ram_run_dir_then_the_same_command_skips(
         tmp_path, monkeypatch):
     run_dir = f"ram://run-{uuid.uuid4().hex[:8]}/smoke"
