@@ -8,13 +8,16 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from tf_pixintra import evaluate
+from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import CITYSCAPES_LUT, CLASS_NAMES, PALETTE
 from tf_pixintra.errors import ConfigError, DataError
@@ -281,6 +284,27 @@ def test_model_mode_writes_pngs_and_scores(tmp_path):
     assert not leftovers
     # The written label-id PNGs score the same in --predictions mode.
     again = evaluate.cli(["evaluate", f"--root={root}", f"--predictions={dirs['ids']}"])
+    assert again == result
+
+
+def test_model_run_and_outputs_on_a_gfile_url(tmp_path):
+    """--model, --write_labelids, --predictions and --json on TF's ram://
+    (any tf.io.gfile URL): the run directory of a multi-worker job."""
+    root = str(tmp_path / "cityscapes")
+    make_cityscapes(root)
+    run = f"ram://evaluate-{uuid.uuid4().hex[:8]}/run"
+    tf.io.gfile.makedirs(f"{run}/stage1")
+    constant_car_model().save(f"{run}/stage1/model.keras")
+    io_utils.write_json(f"{run}/run.json", {"model": "stage1/model.keras",
+                                           "eval_size": [16, 32]})
+    assert evaluate.default_size(run) == (16, 32)
+    assert evaluate.default_size(f"{run}/stage1/model.keras") == (16, 32)
+    ids, out = f"{run}/ids", f"{run}/model.json"
+    result = evaluate.cli(["evaluate", f"--root={root}", f"--model={run}",
+                           f"--write_labelids={ids}", f"--json={out}"])
+    assert result["iou"]["car"] == pytest.approx(100 * 2 / 14)
+    assert io_utils.read_json(out)["miou"] == pytest.approx(result["miou"])
+    again = evaluate.cli(["evaluate", f"--root={root}", f"--predictions={ids}"])
     assert again == result
 
 

@@ -1,13 +1,17 @@
 """One writer per run directory; a killed writer's temporaries are removed."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
+from tf_pixintra import io_utils
 from tf_pixintra import run_lock
 from tf_pixintra.errors import ConfigError
 
@@ -146,3 +150,118 @@ def test_cli_refuses_a_held_run_dir_then_cleans_up_after_a_killed_one(tmp_path):
     assert "in use by another" not in after.stderr, after.stderr[-2000:]
     assert time.monotonic() - start < 600
     assert not any((run_dir / rel).exists() for rel in strays)
+
+
+# ------------------------------------------- a run directory on tf.io.gfile
+
+@pytest.fixture()
+def ram_dir(monkeypatch):
+    monkeypatch.setattr(run_lock, "SETTLE_SECS", 0.0)
+    return f"ram://lock-{uuid.uuid4().hex[:8]}/run"
+
+
+def lock_record(path):
+    return json.loads(io_utils.read_text(path))
+
+
+def test_gfile_lock_refuses_a_second_writer_and_is_released(ram_dir):
+    lock = f"{ram_dir}/{run_lock.LOCK_FILE}"
+    with run_lock.hold(ram_dir) as exclusive:
+        assert exclusive
+        record = lock_record(lock)
+        assert record["pid"] == os.getpid() and record["mode"] == "exclusive"
+        assert record["host"] == socket.gethostname()
+        for shared in (False, True):
+            with pytest.raises(ConfigError) as info:
+                with run_lock.hold(ram_dir, shared=shared):
+                    pass
+            message = str(info.value)
+            assert "in use by another process" in message and "\n" not in message
+            assert f"pid {os.getpid()}" in message and lock in message
+    assert not io_utils.exists(lock)        # released: the file is deleted
+    with run_lock.hold(ram_dir) as exclusive:
+        assert exclusive
+
+
+def test_gfile_shard_workers_share_the_lock(ram_dir):
+    with run_lock.hold(ram_dir, shared=True) as first:
+        assert not first
+        holders = [n for n in io_utils.listdir(ram_dir)
+                   if n.startswith(run_lock.SHARED_PREFIX)]
+        assert len(holders) == 1
+        with pytest.raises(ConfigError, match=holders[0]):
+            with run_lock.hold(ram_dir):
+                pass
+    assert io_utils.listdir(ram_dir) == []
+    with run_lock.hold(ram_dir):
+        with pytest.raises(ConfigError, match="exclusive"):
+            with run_lock.hold(ram_dir, shared=True):
+                pass
+
+
+def finished_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.parametrize("stale", ["old", "dead_pid", "damaged"])
+def test_gfile_lock_of_a_stopped_holder_is_taken_over(ram_dir, stale):
+    lock = f"{ram_dir}/{run_lock.LOCK_FILE}"
+    record = {"host": socket.gethostname(), "pid": os.getpid() + 1,
+              "time": time.time(), "mode": "exclusive", "token": "x"}
+    if stale == "old":
+        record.update(host="elsewhere", time=time.time() - run_lock.STALE_SECS - 1)
+    elif stale == "dead_pid":
+        record["pid"] = finished_pid()
+    io_utils.write_bytes(lock, b"{" if stale == "damaged"
+                         else json.dumps(record).encode())
+    with run_lock.hold(ram_dir) as exclusive:
+        assert exclusive and lock_record(lock)["pid"] == os.getpid()
+    # A live holder on another host, refreshed recently, is not taken over.
+    record.update(host="elsewhere", time=time.time() - 1)
+    io_utils.write_text(lock, json.dumps(record))
+    with pytest.raises(ConfigError, match="host elsewhere"):
+        with run_lock.hold(ram_dir):
+            pass
+
+
+def test_gfile_lock_of_two_simultaneous_starts_goes_to_one(ram_dir, monkeypatch):
+    """Both saw no lock and wrote theirs; the one overwritten is refused."""
+    lock = f"{ram_dir}/{run_lock.LOCK_FILE}"
+    other = {"host": "elsewhere", "pid": 7, "time": time.time(),
+             "mode": "exclusive", "token": "other"}
+
+    def other_writes_while_settling(seconds):
+        assert seconds == run_lock.SETTLE_SECS
+        io_utils.write_text(lock, json.dumps(other))
+    monkeypatch.setattr(run_lock.time, "sleep", other_writes_while_settling)
+    with pytest.raises(ConfigError, match="host elsewhere pid 7"):
+        with run_lock.hold(ram_dir):
+            pass
+    assert lock_record(lock) == other           # the winner's file stays
+
+
+def test_gfile_lock_holder_refreshes_its_time(ram_dir, monkeypatch):
+    monkeypatch.setattr(run_lock, "HEARTBEAT_SECS", 0.05)
+    lock = f"{ram_dir}/{run_lock.LOCK_FILE}"
+    with run_lock.hold(ram_dir):
+        first = lock_record(lock)
+        deadline = time.monotonic() + 30
+        while lock_record(lock)["time"] == first["time"]:
+            assert time.monotonic() < deadline, "lock time never refreshed"
+            time.sleep(0.05)
+        assert lock_record(lock)["token"] == first["token"]
+    assert not io_utils.exists(lock)
+
+
+def test_gfile_stray_temporaries_are_removed_and_nothing_else(tmp_path, ram_dir):
+    strays, keep = make_strays(tmp_path)      # the same names, on ram://
+    for rel in strays + keep:
+        io_utils.write_bytes(f"{ram_dir}/{rel}", b"x")
+    removed = run_lock.remove_stray_temporaries(ram_dir)
+    assert len(removed) == len(strays)
+    for rel in strays:
+        assert not io_utils.exists(f"{ram_dir}/{rel}"), rel
+    for rel in keep:
+        assert io_utils.exists(f"{ram_dir}/{rel}"), rel

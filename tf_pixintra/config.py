@@ -13,6 +13,7 @@ from absl import flags
 
 from tf_pixintra import choices
 from tf_pixintra import flag_help
+from tf_pixintra import io_utils
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.export_contract import MODEL_NAME
 
@@ -559,7 +560,7 @@ def _check_inter_model(config):
     _check(path.endswith(".keras"), f"--inter_model={path!r}: expected a "
            ".keras file (convert a PyTorch .pth with python -m "
            "tf_pixintra.import_torch)")
-    _check(os.path.isfile(path), f"--inter_model={path!r}: no such file")
+    _check(io_utils.isfile(path), f"--inter_model={path!r}: no such file")
     stages = config.run.pipeline if config.run.stage == "all" else (
         config.run.stage,)
     for stage in ("inter", "source_only"):

@@ -41,6 +41,7 @@ from absl import app, flags
 from PIL import Image
 
 from tf_pixintra import choices
+from tf_pixintra import io_utils
 from tf_pixintra import progress
 from tf_pixintra import tables
 from tf_pixintra.data import datasets
@@ -112,7 +113,7 @@ def find_predictions(directory, examples, dataset):
     """
     stems = check_unique_stems(examples, "--predictions")
     found = {stem: [] for stem in stems}
-    for folder, dirnames, filenames in os.walk(directory):
+    for folder, dirnames, filenames in io_utils.walk(directory):
         dirnames.sort()
         for name in sorted(filenames):
             if not name.endswith(".png"):
@@ -120,7 +121,7 @@ def find_predictions(directory, examples, dataset):
             # The longest image stem the name starts with (<stem>*.png).
             for end in range(len(name) - len(".png"), 0, -1):
                 if name[:end] in found:
-                    found[name[:end]].append(os.path.join(folder, name))
+                    found[name[:end]].append(io_utils.join(folder, name))
                     break
     files = {}
     for stem, image_path in stems.items():
@@ -141,7 +142,7 @@ def find_predictions(directory, examples, dataset):
 def read_prediction(path, prediction_format):
     """A prediction PNG as trainIds (int array; out-of-range values are misses)."""
     try:
-        with Image.open(path) as img:
+        with io_utils.open_file(path, "rb") as f, Image.open(f) as img:
             ids = np.array(img)
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read prediction {path}: {e}") from e
@@ -199,8 +200,8 @@ def score_predictions(examples, dataset, predictions_dir, prediction_format="lab
 
 def write_png(path, array):
     """Writes a uint8 array ([H,W] or [H,W,3]) as PNG, atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(array, np.uint8)).save(tmp, format="PNG")
+    with atomic_path(path) as tmp, io_utils.open_file(tmp, "wb") as f:
+        Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
 
 
 def evaluate_model(model, examples, dataset, size=DEFAULT_SIZE, scales=(1.0,),
@@ -290,11 +291,11 @@ def default_size(model_path):
     one directory up (a stage directory's run); keys "eval_size",
     "target_size" or "size" ([h, w] or "h,w"), at top level or under "config".
     """
-    path = os.path.abspath(model_path)
-    base = path if os.path.isdir(path) else os.path.dirname(path)
-    for directory in (base, os.path.dirname(base)):
-        run_file = os.path.join(directory, RUN_FILE)
-        if os.path.isfile(run_file):
+    path = io_utils.absolute(model_path)
+    base = path if io_utils.isdir(path) else io_utils.parent(path)
+    for directory in (base, io_utils.parent(base)):
+        run_file = io_utils.join(directory, RUN_FILE)
+        if io_utils.isfile(run_file):
             size = _size_from(read_json(run_file))
             if size:
                 return size
@@ -348,7 +349,7 @@ def run(flag_values):
         raise ConfigError("--write_labelids/--write_trainids/--write_color need --model")
     classes = int(fv.classes)
     if fv.predictions:
-        if not os.path.isdir(fv.predictions):
+        if not io_utils.isdir(fv.predictions):
             raise ConfigError(f"--predictions {fv.predictions} is not a directory")
         examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file)
         result = score_predictions(examples, fv.dataset, fv.predictions,

@@ -23,15 +23,14 @@ import contextlib
 import glob
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
 
+from tf_pixintra import io_utils
 from tf_pixintra.data import labels as label_tables
 from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.export_contract import (MAX_INPUT_PIXELS, MODEL_NAME,
@@ -344,7 +343,7 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
     images = [resize_uint8(image, input_size)
               for image in representative_images]
 
-    version_dir = os.path.join(out_dir, "saved_model", model_name,
+    version_dir = io_utils.join(out_dir, "saved_model", model_name,
                                str(int(version)))
     write_saved_model(model, version_dir, model_name, input_size,
                       warmup_images=np.stack(images[:1]) if images else None,
@@ -353,26 +352,22 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
 
     tflite = {}
     if variants:
-        # Inside out_dir (hidden, .tmp): a killed export leaves it where the
-        # next run's clean-up (run_lock.remove_stray_temporaries) finds it.
-        os.makedirs(out_dir, exist_ok=True)
-        source = tempfile.mkdtemp(prefix=".tflite_source.", suffix=".tmp",
-                                  dir=out_dir)
-        try:
+        # Inside a local out_dir (hidden, .tmp): a killed export leaves it
+        # where the next run's clean-up (run_lock.remove_stray_temporaries)
+        # finds it.
+        with io_utils.local_scratch(out_dir, ".tflite_source.") as source:
             write_tflite_source(model, source, input_size)
             for variant in variants:
-                path = os.path.join(out_dir, "tflite",
-                                    f"{model_name}_{variant}.tflite")
+                path = io_utils.join(out_dir, "tflite",
+                                     f"{model_name}_{variant}.tflite")
                 write_bytes(path, convert(source, variant, images))
                 tflite[variant] = path
                 logging.info("TFLite %s written to %s", variant, path)
-        finally:
-            shutil.rmtree(source, ignore_errors=True)
 
-    labels_path = os.path.join(out_dir, "labels.json")
+    labels_path = io_utils.join(out_dir, "labels.json")
     write_json(labels_path, labels_metadata(
             num_classes, input_size, model_name, int(version),
-            {v: os.path.relpath(p, out_dir) for v, p in tflite.items()},
+            {v: io_utils.relpath(p, out_dir) for v, p in tflite.items()},
             serving_max_pixels))
     return {"saved_model": version_dir, "tflite": tflite,
             "labels": labels_path}
@@ -438,7 +433,8 @@ def run(flag_values):
                                   flag_values.measure_limit, flag_values.num_threads,
                                   max_pixels)
         print(format_fidelity(fidelity))
-        path = flag_values.measure_json or os.path.join(flag_values.out, "fidelity.json")
+        path = flag_values.measure_json or io_utils.join(flag_values.out,
+                                                         "fidelity.json")
         write_json(path, fidelity)
         print(f"fidelity: {path}")
 

@@ -18,20 +18,16 @@ The batch-1 variant used for TFLite conversion (`write_tflite_source`) has
 the same graph as `serving_default` with a fixed [1, H, W, 3] input.
 """
 
-import os
-import shutil
-import tempfile
-
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_pixintra import io_utils
 from tf_pixintra.data import labels as label_tables
 from tf_pixintra.export_contract import (IMAGE_BYTES_KEY, IMAGES_KEY,
                                          SERVE_IMAGE_BYTES, SERVING_DEFAULT,
                                          SERVING_MAX_PIXELS)
-from tf_pixintra.io_utils import atomic_path
 from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import caffe_preprocess
 
@@ -210,8 +206,8 @@ def write_warmup_requests(saved_model_dir, model_name, images):
     records = _warmup_records(model_name, images)
     if records is None:
         return None
-    path = os.path.join(saved_model_dir, "assets.extra", WARMUP_FILENAME)
-    with atomic_path(path) as tmp:
+    path = io_utils.join(saved_model_dir, "assets.extra", WARMUP_FILENAME)
+    with io_utils.atomic_path(path) as tmp:
         with tf.io.TFRecordWriter(tmp) as writer:
             for record in records:
                 writer.write(record)
@@ -229,23 +225,13 @@ def write_saved_model(model, version_dir, model_name, input_size,
     Serving only loads numeric version directories) and renamed when whole;
     an existing version directory is replaced. Returns `version_dir`.
     """
-    parent = os.path.dirname(os.path.abspath(version_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(version_dir) + ".",
-                           suffix=".tmp", dir=parent)
-    try:
-        target = os.path.join(tmp, "model")
+    with io_utils.atomic_dir(version_dir) as target:
         _build_archive(model, input_size, batch_size=None,
                        max_pixels=max_pixels).write_out(target, verbose=False)
         if warmup:
             if warmup_images is None or len(warmup_images) == 0:
                 warmup_images = np.full((1, *input_size, 3), 128, np.uint8)
             write_warmup_requests(target, model_name, warmup_images)
-        if os.path.exists(version_dir):
-            shutil.rmtree(version_dir)
-        os.replace(target, version_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return version_dir
 
 

@@ -17,7 +17,6 @@ Only TFLite builtin ops are allowed: conversion fails when a flex (TF Select)
 or custom op would be needed, and the written model's op list is checked.
 """
 
-import os
 import re
 import time
 import warnings
@@ -26,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import choices
+from tf_pixintra import io_utils
 from tf_pixintra import progress
 from tf_pixintra.export_savedmodel import IMAGES_KEY, SERVING_DEFAULT
 from tf_pixintra.metrics import ConfusionMatrix
@@ -133,7 +133,8 @@ class LiteRTSegmenter:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = path
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter = Interpreter(model_content=io_utils.read_bytes(path),
+                                       num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner(SERVING_DEFAULT)
         details = self.runner.get_input_details()[IMAGES_KEY]
         self.input_size = tuple(int(v) for v in details["shape"][1:3])
@@ -244,7 +245,7 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
         result["variants"][name] = {
                 "agreement": 100.0 * agree / max(pixels, 1),
                 "miou": score(predictions),
-                "size_bytes": os.path.getsize(segmenter.path),
+                "size_bytes": io_utils.getsize(segmenter.path),
                 "latency_ms": 1000.0 * seconds / max(len(resized), 1),
                 "path": segmenter.path,
         }

@@ -23,6 +23,7 @@ import sys
 from absl import app
 from absl import flags
 
+from tf_pixintra import io_utils
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 
@@ -71,16 +72,15 @@ def _check_flags(fv):
 
 def save_model_atomically(model, path):
     """model.save to a temporary .keras name beside `path`, then rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".partial.{os.getpid()}."
-                       + os.path.basename(path))
+    directory = io_utils.parent(path)
+    io_utils.makedirs(directory)
+    tmp = io_utils.join(directory, f".partial.{os.getpid()}."
+                        + os.path.basename(path))
     try:
         model.save(tmp)
-        os.replace(tmp, path)
+        io_utils.rename(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        io_utils.remove(tmp, missing_ok=True)
 
 
 def import_checkpoint(checkpoint, arch, out, num_classes=19, head_branches=4,

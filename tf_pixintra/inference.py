@@ -12,6 +12,7 @@ with `flip`, over the left-right mirrored image (its prediction mirrored
 back).
 """
 
+import io
 import os
 import zipfile
 
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_pixintra import io_utils
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 from tf_pixintra.io_utils import inside
@@ -142,18 +144,18 @@ def resolve_model_path(path):
     the run directory). Raises ConfigError naming the path otherwise.
     """
     path = os.fspath(path)
-    if os.path.isfile(path):
+    if io_utils.isfile(path):
         if not path.endswith(".keras"):
             raise ConfigError(f"model path {path} is not a .keras file; expected a "
                               f".keras file, a stage directory with {MODEL_FILE} "
                               f"or a run directory with {RUN_FILE}")
         return path
-    if os.path.isdir(path):
-        candidate = os.path.join(path, MODEL_FILE)
-        if os.path.isfile(candidate):
+    if io_utils.isdir(path):
+        candidate = io_utils.join(path, MODEL_FILE)
+        if io_utils.isfile(candidate):
             return candidate
-        run_file = os.path.join(path, RUN_FILE)
-        if os.path.isfile(run_file):
+        run_file = io_utils.join(path, RUN_FILE)
+        if io_utils.isfile(run_file):
             run = read_json(run_file)
             relative = run.get("model") if isinstance(run, dict) else None
             if not relative:
@@ -163,7 +165,7 @@ def resolve_model_path(path):
                 candidate = inside(path, relative, run_file)
             except DataError as e:
                 raise ConfigError(str(e)) from None
-            if not os.path.isfile(candidate):
+            if not io_utils.isfile(candidate):
                 raise ConfigError(f"{run_file} names model {relative!r} but "
                                   f"{candidate} does not exist")
             return candidate
@@ -192,12 +194,13 @@ def load_keras_file(model_file, advice=""):
     try:
         return keras.saving.load_model(model_file, compile=False)
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        if not os.path.isfile(model_file):
+        if not io_utils.isfile(model_file):
             raise
+        data = io_utils.read_bytes(model_file)
         reason = ("not a complete .keras zip archive"
-                  if not zipfile.is_zipfile(model_file)
+                  if not zipfile.is_zipfile(io.BytesIO(data))
                   else str(e).strip().splitlines()[0] if str(e).strip()
                   else type(e).__name__)
         raise DataError(f"{model_file}: damaged model file ({reason}, "
-                        f"{os.path.getsize(model_file)} bytes)"
+                        f"{len(data)} bytes)"
                         + (f". {advice}" if advice else "")) from None

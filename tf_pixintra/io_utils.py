@@ -1,45 +1,414 @@
-"""Atomic file writing: write to a temporary name, rename when complete.
+"""Files of run directories: local paths or any `tf.io.gfile` URL.
 
-A killed process never leaves a half-written file under its final name, and
-an existing file is only replaced once the new one is whole.
+This is the one module that knows about file systems. A path with a scheme
+(`gs://bucket/run`, `s3://...`, `hdfs://...`, TF's in-memory `ram://...`)
+goes through `tf.io.gfile`; a local path through `os` and `open`, as before
+(same modes, same OSError errno values, `flock` in run_lock). So a run
+directory, and everything the stages write into it, may live on any file
+system TensorFlow can read and write, which is what lets the workers of a
+multi-worker job share one.
+
+Files are written atomically: under a temporary name in the same
+directory, renamed when complete. A killed process never leaves a
+half-written file under its final name, and an existing file is only
+replaced once the new one is whole. On an object store the rename is a
+server-side copy and delete: the final name still never holds a partial
+object.
 """
 
+import builtins
 import contextlib
+import errno
+import glob as glob_lib
+import io
 import json
 import math
 import os
+import posixpath
+import shutil
 import tempfile
+import uuid
+
+import numpy as np
 
 from tf_pixintra.errors import DataError
+
+SCHEME_SEPARATOR = "://"
+RAM_SCHEME = "ram://"    # TF's in-memory file system (tests)
+
+
+def _tf():
+    """TensorFlow, imported on the first URL path only: the command-line
+    tools that never touch TF (evaluate --predictions, --help, the lock of a
+    local run directory) do not pay its start-up time."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
+
+
+def _gfile():
+    return _tf().io.gfile
+
+
+def _not_found():
+    return _tf().errors.NotFoundError
+
+
+def is_url(path):
+    """True for a path with a scheme (`gs://b/x`, `ram://x`): a gfile path."""
+    return SCHEME_SEPARATOR in os.fspath(path)
+
+
+def _split_url(path):
+    scheme, _, rest = os.fspath(path).partition(SCHEME_SEPARATOR)
+    return scheme + SCHEME_SEPARATOR, rest
+
+
+def refused_write(error):
+    """True if `error` says the file system does not let us write there
+    (read-only, or no permission): a local OSError or a gfile one."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    return isinstance(error, _tf().errors.PermissionDeniedError)
+
+
+# ---------------------------------------------------------------- paths
+
+def join(path, *parts):
+    """os.path.join; keeps `scheme://` of a URL intact."""
+    return os.path.join(os.fspath(path), *parts)
+
+
+def absolute(path):
+    """os.path.abspath for a local path; a URL normalised but kept a URL."""
+    path = os.fspath(path)
+    if not is_url(path):
+        return os.path.abspath(path)
+    scheme, rest = _split_url(path)
+    return scheme + (posixpath.normpath(rest) if rest else "")
+
+
+def parent(path):
+    """The directory holding `path` ("." for a bare local file name)."""
+    path = os.fspath(path)
+    if is_url(path):
+        scheme, rest = _split_url(absolute(path))
+        return scheme + posixpath.dirname(rest)
+    return os.path.dirname(os.path.normpath(path)) or "."
+
+
+def relpath(path, start):
+    """os.path.relpath, also between two URLs of one file system (a URL
+    and a path of another file system: `path` itself)."""
+    if not (is_url(path) or is_url(start)):
+        return os.path.relpath(path, start)
+    if not (is_url(path) and is_url(start)):
+        return os.fspath(path)
+    (scheme, rest), (other, base) = _split_url(path), _split_url(start)
+    if scheme != other:
+        return os.fspath(path)
+    return posixpath.relpath(posixpath.normpath("/" + rest),
+                             posixpath.normpath("/" + base))
+
+
+def inside(directory, relative, source):
+    """`directory`/`relative`, refused (DataError) if it leaves `directory`.
+
+    `source` names the file or list that gave `relative`, for the message.
+    """
+    if os.path.isabs(relative) or is_url(relative):
+        leaves = True
+    elif is_url(directory):
+        _, rest = _split_url(absolute(directory))
+        base = posixpath.normpath("/" + rest)
+        path = posixpath.normpath(posixpath.join(base, relative))
+        leaves = posixpath.commonpath([base, path]) != base
+    else:
+        base = os.path.realpath(directory)
+        path = os.path.realpath(os.path.join(directory, relative))
+        leaves = os.path.commonpath([base, path]) != base
+    if leaves:
+        raise DataError(f"{source}: path {relative!r} leaves {directory}; "
+                        "expected a path relative to it and inside it")
+    return join(directory, relative)
+
+
+# ---------------------------------------------------------------- queries
+
+def exists(path):
+    return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+
+
+def isdir(path):
+    return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+
+
+def isfile(path):
+    if is_url(path):
+        return _gfile().exists(path) and not _gfile().isdir(path)
+    return os.path.isfile(path)
+
+
+def getsize(path):
+    """Size in bytes; FileNotFoundError if missing."""
+    if not is_url(path):
+        return os.path.getsize(path)
+    try:
+        return _gfile().stat(path).length
+    except _not_found():
+        raise FileNotFoundError(f"{path}: no such file") from None
+
+
+def listdir(path):
+    """Names in a directory (sorted); FileNotFoundError if it is missing.
+
+    A gfile directory lists its files and sub-directories without the
+    trailing "/" some object stores add.
+    """
+    if not is_url(path):
+        return sorted(os.listdir(path))
+    gfile = _gfile()
+    if not gfile.isdir(path):
+        raise FileNotFoundError(f"{path}: no such directory")
+    names = sorted({name.rstrip("/") for name in gfile.listdir(path)})
+    if os.fspath(path).startswith(RAM_SCHEME):
+        # TF's ram:// matches by prefix: it lists names that only share a
+        # prefix with the directory's ("a" lists "b" of a file "ab",
+        # "assets" lists ".extra" of "assets.extra"): keep those that
+        # exist. (Its `exists` is true for a prefix of a name too: no name
+        # in a run directory is a prefix of another.)
+        names = [n for n in names if gfile.exists(join(path, n))]
+    return names
+
+
+def walk(path):
+    """os.walk: (directory, dir names, file names), top-down; prune by
+    editing the yielded dir names. A missing `path` yields nothing."""
+    if not is_url(path):
+        yield from os.walk(path)
+        return
+    if not _gfile().isdir(path):
+        return
+    dirs, files = [], []
+    for name in listdir(path):
+        (dirs if _gfile().isdir(join(path, name)) else files).append(name)
+    yield path, dirs, files
+    for name in dirs:
+        yield from walk(join(path, name))
+
+
+def glob(pattern):
+    """Paths matching a pattern (`*` and `?`, no `**`), sorted."""
+    if is_url(pattern):
+        return sorted(_gfile().glob(pattern))
+    return sorted(glob_lib.glob(pattern))
+
+
+# ---------------------------------------------------------------- changes
+
+def makedirs(path):
+    """Creates a directory and its parents; an existing one is fine."""
+    if is_url(path):
+        _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def remove(path, missing_ok=False):
+    """Deletes one file."""
+    try:
+        if is_url(path):
+            try:
+                _gfile().remove(path)
+            except _not_found():
+                raise FileNotFoundError(f"{path}: no such file") from None
+        else:
+            os.remove(path)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+def rmtree(path):
+    """Deletes a directory and everything below it; a missing one is fine."""
+    if not is_url(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    gfile = _gfile()
+    if gfile.exists(path):
+        with contextlib.suppress(_not_found()):
+            gfile.rmtree(path)
+
+
+def rename(source, target):
+    """Renames a file, replacing `target` if it exists."""
+    if is_url(source) or is_url(target):
+        _gfile().rename(source, target, overwrite=True)
+    else:
+        os.replace(source, target)
+
+
+def copy_tree(source, target):
+    """Copies the files below `source` to the same places below `target`."""
+    for root, _, files in walk(source):
+        rel = relpath(root, source)
+        out = target if rel == "." else join(target, rel)
+        makedirs(out)
+        for name in files:
+            copy_file(join(root, name), join(out, name))
+
+
+def copy_file(source, target):
+    """Copies one file, replacing `target` if it exists."""
+    if is_url(source) or is_url(target):
+        _gfile().copy(source, target, overwrite=True)
+    else:
+        shutil.copyfile(source, target)
+
+
+# ---------------------------------------------------------------- reading
+
+def open_file(path, mode="rb"):
+    """A file object (`open` or tf.io.gfile.GFile); FileNotFoundError when
+    reading a missing file. Write through `atomic_path` instead."""
+    if not is_url(path):
+        return builtins.open(path, mode)  # pylint: disable=consider-using-with,unspecified-encoding
+    if "r" in mode and not _gfile().exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    return _gfile().GFile(path, mode)
+
+
+def read_bytes(path):
+    """A file's content; FileNotFoundError if it is missing."""
+    if not is_url(path):
+        with builtins.open(path, "rb") as f:
+            return f.read()
+    try:
+        with _gfile().GFile(path, "rb") as f:
+            return f.read()
+    except _not_found():
+        raise FileNotFoundError(f"{path}: no such file") from None
+
+
+def read_text(path):
+    """A UTF-8 text file's content."""
+    return read_bytes(path).decode("utf-8")
+
+
+def read_json(path):
+    """Reads a JSON file.
+
+    A damaged file (empty, truncated, not UTF-8) raises DataError naming the
+    path; a missing one raises FileNotFoundError as before.
+    """
+    data = read_bytes(path)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: damaged JSON file (not UTF-8 text at byte "
+                        f"{e.start})") from None
+    except json.JSONDecodeError as e:
+        what = "empty file" if not data.strip() else (
+            f"{e.msg} at line {e.lineno} column {e.colno}")
+        raise DataError(f"{path}: damaged JSON file ({what}, {len(data)} "
+                        "bytes)") from None
+
+
+def load_npy(path):
+    """A NumPy array saved by `save_npy` (no pickled objects)."""
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+# ---------------------------------------------------------------- writing
+
+def _temporary_name(path):
+    """`.<name>.<random>.tmp` beside `path` (run_lock removes strays)."""
+    return join(parent(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it to `path` on success.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    Write the temporary path with `open_file(tmp, "wb")`, tf.io's writers
+    or any gfile-aware writer. On an exception the temporary file is removed
+    and `path` is left untouched.
     """
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
+    directory = parent(path)
+    makedirs(directory)
+    if is_url(path):
+        tmp = _temporary_name(path)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp", dir=directory)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
     try:
         yield tmp
-        os.replace(tmp, path)
+        rename(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if exists(tmp):
+            remove(tmp, missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yields a temporary directory path beside `path`; on success it
+    replaces the directory `path` (removed first if it exists).
+
+    Locally the temporary directory is renamed. A gfile URL has no
+    directory rename (an object store copies object by object; TF's ram://
+    does not move the contents), so the files are copied and the temporary
+    directory deleted: `path` is whole once this returns, and a stage marks
+    itself finished only after that (its metrics.json).
+    """
+    directory = parent(path)
+    makedirs(directory)
+    if is_url(path):
+        tmp = _temporary_name(path)
+        makedirs(tmp)
+    else:
+        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp", dir=directory)
+    try:
+        target = join(tmp, "content")
+        yield target
+        rmtree(path)
+        if is_url(path):
+            copy_tree(target, path)
+        else:
+            os.replace(target, path)
+    finally:
+        rmtree(tmp)
+
+
+@contextlib.contextmanager
+def local_scratch(directory, prefix):
+    """Yields a new local directory for files a tool needs on local disk
+    (the TFLite converter's input); removed on exit.
+
+    Beside a local `directory` as `<prefix><random>.tmp` (hidden when
+    `prefix` starts with "."), so a killed process leaves it where
+    run_lock's clean-up finds it; for a gfile URL, in the system's temporary
+    directory.
+    """
+    if is_url(directory):
+        scratch = tempfile.mkdtemp(prefix=prefix.lstrip("."), suffix=".tmp")
+    else:
+        makedirs(directory)
+        scratch = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=directory)
+    try:
+        yield scratch
+    finally:
+        rmtree(scratch)
 
 
 def write_bytes(path, data):
     """Writes `data` to `path` atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with open_file(tmp, "wb") as f:
             f.write(data)
 
 
@@ -59,6 +428,13 @@ def write_json(path, obj):
     write_text(path, text + "\n")
 
 
+def save_npy(path, array):
+    """Writes a NumPy array as .npy, atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    write_bytes(path, buffer.getvalue())
+
+
 def finite_or_null(obj):
     """`obj` with every non-finite float (NaN, +-inf) replaced by None."""
     if isinstance(obj, float):
@@ -68,36 +444,3 @@ def finite_or_null(obj):
     if isinstance(obj, (list, tuple)):
         return [finite_or_null(v) for v in obj]
     return obj
-
-
-def read_json(path):
-    """Reads a JSON file.
-
-    A damaged file (empty, truncated, not UTF-8) raises DataError naming the
-    path; a missing one raises FileNotFoundError as before.
-    """
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: damaged JSON file (not UTF-8 text at byte "
-                        f"{e.start})") from None
-    except json.JSONDecodeError as e:
-        what = "empty file" if not data.strip() else (
-            f"{e.msg} at line {e.lineno} column {e.colno}")
-        raise DataError(f"{path}: damaged JSON file ({what}, {len(data)} "
-                        "bytes)") from None
-
-
-def inside(directory, relative, source):
-    """`directory`/`relative`, refused (DataError) if it leaves `directory`.
-
-    `source` names the file or list that gave `relative`, for the message.
-    """
-    base = os.path.realpath(directory)
-    path = os.path.realpath(os.path.join(directory, relative))
-    if os.path.isabs(relative) or os.path.commonpath([base, path]) != base:
-        raise DataError(f"{source}: path {relative!r} leaves {directory}; "
-                        "expected a path relative to it and inside it")
-    return os.path.join(directory, relative)

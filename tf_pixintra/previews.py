@@ -86,6 +86,4 @@ def save_png(picture, path):
     """Writes a PIL image as PNG, atomically."""
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
-    with io_utils.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
+    io_utils.write_bytes(path, buffer.getvalue())

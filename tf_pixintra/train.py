@@ -33,9 +33,9 @@ def check_run_dir(config, write=True):
 
     With `write`, a run directory without config.json gets this config's.
     """
-    path = os.path.join(config.run.run_dir, CONFIG_FILE)
+    path = io_utils.join(config.run.run_dir, CONFIG_FILE)
     wanted = config.experiment_dict()
-    if os.path.exists(path):
+    if io_utils.exists(path):
         try:
             have = io_utils.read_json(path)
         except DataError as e:
@@ -127,7 +127,7 @@ def run(config):
     runtime.set_precision(config.run.mixed_precision)
     strategy = runtime.make_strategy(config.run.strategy, config.run.devices)
     _, _, is_chief = runtime.worker_info(strategy)
-    os.makedirs(config.run.run_dir, exist_ok=True)
+    io_utils.makedirs(config.run.run_dir)
     if not is_chief:   # the chief holds the lock for all workers
         return _run(config, strategy, is_chief)
     sharded = config.pseudo.shard_index >= 0   # shard workers run side by side
@@ -157,7 +157,7 @@ def _run(config, strategy, is_chief):
         rows.append((name, metrics))
         if metrics is None:
             break
-    summary = os.path.join(config.run.run_dir, "summary.json")
+    summary = io_utils.join(config.run.run_dir, "summary.json")
     if is_chief and _json_or_none(summary) != {name: m for name, m in rows}:
         io_utils.write_json(summary, {name: m for name, m in rows})
     if (config.run.stage == "all" and is_chief and rows
@@ -171,7 +171,7 @@ def comparison_picture(run_dir):
     from tf_pixintra import visualize  # pylint: disable=import-outside-toplevel
     if not visualize.trained_stages(run_dir):
         return {"stage": "comparison", "file": "(no trained stage)"}
-    out = os.path.join(run_dir, visualize.OUT_FILE)
+    out = io_utils.join(run_dir, visualize.OUT_FILE)
     visualize.write_comparison(run_dir, out, COMPARISON_IMAGES)
     return {"stage": "comparison", "file": out}
 

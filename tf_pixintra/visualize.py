@@ -12,7 +12,6 @@ legend giving each stage's mIoU. The main job (--stage=all) writes
 """
 
 import dataclasses
-import os
 import sys
 
 import numpy as np
@@ -43,10 +42,10 @@ def trained_stages(run_dir):
     from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
     out = []
     for stage in STAGES:
-        stage_dir = os.path.join(run_dir, stage)
-        model = os.path.join(stage_dir, common.MODEL_FILE)
+        stage_dir = io_utils.join(run_dir, stage)
+        model = io_utils.join(stage_dir, common.MODEL_FILE)
         metrics = common.completed(stage_dir)
-        if metrics is not None and os.path.isfile(model):
+        if metrics is not None and io_utils.isfile(model):
             out.append((stage, model, metrics))
     return out
 
@@ -54,8 +53,8 @@ def trained_stages(run_dir):
 def data_config(run_dir):
     """The DataConfig of the run (from its config.json)."""
     from tf_pixintra import config as config_lib  # pylint: disable=import-outside-toplevel
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
+    path = io_utils.join(run_dir, "config.json")
+    if not io_utils.isfile(path):
         raise ConfigError(f"--run_dir={run_dir!r}: no config.json; not a run "
                           "directory of tf_pixintra.train")
     saved = io_utils.read_json(path).get("data", {})
@@ -147,7 +146,7 @@ def comparison(run_dir, num_images=4):
     Raises ConfigError for a run directory without config.json or without a
     trained stage, DataError when the target has no labelled val images.
     """
-    if not os.path.isdir(run_dir):
+    if not io_utils.isdir(run_dir):
         raise ConfigError(f"--run_dir={run_dir!r}: no such directory")
     data = data_config(run_dir)
     stages = trained_stages(run_dir)

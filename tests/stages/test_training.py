@@ -81,3 +81,20 @@ def test_finished_training_is_not_repeated(tmp_path):
                                  str(tmp_path), verbose=0)
     assert calls == [] and logs == {} and history == []
     assert os.path.exists(str(tmp_path / "checkpoint"))
+
+
+def test_checkpoints_on_a_gfile_url_are_found_newest_first():
+    """A run directory on TF's ram:// file system (any tf.io.gfile URL):
+    the resume path lists and restores its checkpoints."""
+    directory = "ram://training-ckpt/inter/checkpoints"
+    variable = tf.Variable(0.0)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable),
+                                         directory, max_to_keep=3)
+    for step in (2, 10, 4):
+        variable.assign(float(step))
+        manager.save(checkpoint_number=step)
+    candidates = training.checkpoint_candidates(directory)
+    assert candidates == [f"{directory}/ckpt-{n}" for n in (10, 4, 2)]
+    tf.train.Checkpoint(v=variable).restore(candidates[0]).assert_consumed()
+    assert float(variable) == 10.0
+    assert training.checkpoint_candidates("ram://training-ckpt/none") == []

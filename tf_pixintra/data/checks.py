@@ -154,7 +154,7 @@ def check_lists(entries, record_path=None, workers=None):
     and the record is updated when new lists pass.
     """
     record = {}
-    if record_path and os.path.exists(record_path):
+    if record_path and io_utils.exists(record_path):
         try:
             record = io_utils.read_json(record_path)
         except DataError:   # a damaged record only costs a new check

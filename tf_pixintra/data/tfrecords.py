@@ -32,7 +32,6 @@ the first bad record.
 """
 
 import contextlib
-import os
 import struct
 
 import numpy as np
@@ -321,14 +320,14 @@ def write_shard(out_dir, name, shard_index, num_shards, examples):
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
-    path = os.path.join(out_dir, shard_name(name, shard_index, num_shards))
+    path = io_utils.join(out_dir, shard_name(name, shard_index, num_shards))
     count = 0
     with io_utils.atomic_path(path) as tmp:
         with tf.io.TFRecordWriter(tmp) as writer:
             for example in examples:
                 writer.write(_serialize(example, path))
                 count += 1
-    return {"file": path, "num_records": count, "num_bytes": os.path.getsize(path)}
+    return {"file": path, "num_records": count, "num_bytes": io_utils.getsize(path)}
 
 
 def count_records(path):
@@ -338,9 +337,9 @@ def count_records(path):
     the file ends inside a record (a truncated shard). CRCs are not checked
     here (TensorFlow checks them when reading).
     """
-    size = os.path.getsize(path)
+    size = io_utils.getsize(path)
     count = offset = 0
-    with open(path, "rb") as f:
+    with io_utils.open_file(path, "rb") as f:
         while offset < size:
             header = f.read(8)
             if len(header) < 8:
@@ -367,15 +366,15 @@ def write_index(out_dir, name, num_shards, settings):
     "total", "settings"} and is written atomically.
     """
     files = [shard_name(name, i, num_shards) for i in range(num_shards)]
-    missing = [f for f in files if not os.path.isfile(os.path.join(out_dir, f))]
+    missing = [f for f in files if not io_utils.isfile(io_utils.join(out_dir, f))]
     if missing:
         raise DataError(f"{out_dir}: missing shard(s) {', '.join(missing)}; expected "
                         f"all {num_shards} shards of {name!r} before writing the index")
     shards = []
     for f in files:
-        path = os.path.join(out_dir, f)
+        path = io_utils.join(out_dir, f)
         shards.append({"file": f, "num_records": count_records(path),
-                       "num_bytes": os.path.getsize(path)})
+                       "num_bytes": io_utils.getsize(path)})
     index = {
         "version": INDEX_VERSION,
         "name": name,
@@ -384,7 +383,7 @@ def write_index(out_dir, name, num_shards, settings):
         "total": sum(s["num_records"] for s in shards),
         "settings": dict(settings or {}),
     }
-    path = os.path.join(out_dir, index_name(name))
+    path = io_utils.join(out_dir, index_name(name))
     io_utils.write_json(path, index)
     return path
 
@@ -399,7 +398,7 @@ def write_records(out_dir, name, examples, num_shards, settings):
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    paths = [os.path.join(out_dir, shard_name(name, i, num_shards))
+    paths = [io_utils.join(out_dir, shard_name(name, i, num_shards))
              for i in range(num_shards)]
     with contextlib.ExitStack() as stack:
         writers = []
@@ -435,15 +434,15 @@ def read_index(index_path, check_files=True):
         if key not in index:
             raise DataError(f"{index_path}: index has no {key!r}; expected the keys "
                             "name, num_shards, shards, total, settings")
-    directory = os.path.dirname(os.path.abspath(index_path))
+    directory = io_utils.parent(io_utils.absolute(index_path))
     # A shard name must stay in the index's directory (no "../", no absolute).
     index["paths"] = [io_utils.inside(directory, s["file"], index_path)
                       for s in index["shards"]]
     if check_files:
         for shard, path in zip(index["shards"], index["paths"]):
-            if not os.path.isfile(path):
+            if not io_utils.isfile(path):
                 raise DataError(f"{path}: shard listed in {index_path} is missing")
-            size = os.path.getsize(path)
+            size = io_utils.getsize(path)
             if "num_bytes" in shard and size != shard["num_bytes"]:
                 raise DataError(f"{path}: shard has {size} bytes, the index records "
                                 f"{shard['num_bytes']}; the file is truncated or was "

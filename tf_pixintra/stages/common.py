@@ -1,7 +1,6 @@
 """What every stage needs: its directory, the models, saving and evaluation."""
 
 import dataclasses
-import os
 
 import keras
 from absl import logging
@@ -26,15 +25,15 @@ class Context:
     is_chief: bool = True
 
     def stage_dir(self, name):
-        path = os.path.join(self.run_dir, name)
-        os.makedirs(path, exist_ok=True)
+        path = io_utils.join(self.run_dir, name)
+        io_utils.makedirs(path)
         return path
 
 
 def completed(stage_dir):
     """The stage's metrics when it has finished, else None."""
-    path = os.path.join(stage_dir, METRICS_FILE)
-    if not os.path.exists(path):
+    path = io_utils.join(stage_dir, METRICS_FILE)
+    if not io_utils.exists(path):
         return None
     try:
         return io_utils.read_json(path)
@@ -55,18 +54,18 @@ def pending_stages(run_dir, plan):
     """Directory names of the stages of `plan` that have not finished."""
     names = [stage_dir_name(stage, round_index) for stage, round_index in plan]
     return [name for name in names
-            if not os.path.exists(os.path.join(run_dir, name, METRICS_FILE))]
+            if not io_utils.exists(io_utils.join(run_dir, name, METRICS_FILE))]
 
 
 def finish(ctx, stage_dir, metrics, model_path=None):
     """Writes metrics.json last (it marks the stage complete) and run.json."""
     if not ctx.is_chief:
         return metrics
-    io_utils.write_json(os.path.join(stage_dir, METRICS_FILE), metrics)
+    io_utils.write_json(io_utils.join(stage_dir, METRICS_FILE), metrics)
     if model_path is not None:
-        run_file = os.path.join(ctx.run_dir, RUN_FILE)
-        run = io_utils.read_json(run_file) if os.path.exists(run_file) else {}
-        run["model"] = os.path.relpath(model_path, ctx.run_dir)
+        run_file = io_utils.join(ctx.run_dir, RUN_FILE)
+        run = io_utils.read_json(run_file) if io_utils.exists(run_file) else {}
+        run["model"] = io_utils.relpath(model_path, ctx.run_dir)
         run["eval_size"] = list(ctx.config.data.eval_size)
         run["input_size"] = list(ctx.config.data.target_size)
         io_utils.write_json(run_file, run)
@@ -183,26 +182,26 @@ def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
 
 def save_generator(generator, stage_dir):
     """Saves G as <stage_dir>/model.keras (temporary name, then renamed)."""
-    path = os.path.join(stage_dir, MODEL_FILE)
-    tmp = os.path.join(stage_dir, ".partial." + MODEL_FILE)
-    generator.save(tmp)
-    os.replace(tmp, path)
+    path = io_utils.join(stage_dir, MODEL_FILE)
+    tmp = io_utils.join(stage_dir, ".partial." + MODEL_FILE)
+    generator.save(tmp)   # Keras writes a scheme:// path through tf.io.gfile
+    io_utils.rename(tmp, path)
     return path
 
 
 def load_generator(path):
     """Loads a generator saved by `save_generator`."""
-    if not os.path.exists(path):
+    if not io_utils.exists(path):
         raise FileNotFoundError(
             f"{path}: no model; run the stage that writes it first")
     from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
-    return inference.load_keras_file(path, redo_advice(os.path.dirname(path)))
+    return inference.load_keras_file(path, redo_advice(io_utils.parent(path)))
 
 
 def redo_advice(stage_dir):
     """How to make a training stage write its model.keras and metrics again."""
-    metrics = os.path.join(stage_dir, METRICS_FILE)
-    if os.path.isdir(os.path.join(stage_dir, "checkpoints")):
+    metrics = io_utils.join(stage_dir, METRICS_FILE)
+    if io_utils.isdir(io_utils.join(stage_dir, "checkpoints")):
         return (f"To recover, delete it and {metrics}, then run the same "
                 "command: the stage restores its last checkpoint and saves "
                 "the model again")
@@ -234,7 +233,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     if ctx.is_chief:
         shown = ctx.sources.target_val or ctx.sources.target_train
         callbacks = summaries.summary_callbacks(
-            os.path.join(stage_dir, "tb"), generator, shown,
+            io_utils.join(stage_dir, "tb"), generator, shown,
             config.data.eval_size, config.run, steps)
     board = next((c for c in callbacks                # TensorBoard, chief only
                   if isinstance(c, summaries.TrainingSummaries)), None)
@@ -245,7 +244,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
             board.write_evaluation(step, result)
         return result
     logs, history = training.fit(
-        adapter, make_dataset, steps, os.path.join(stage_dir, "checkpoints"),
+        adapter, make_dataset, steps, io_utils.join(stage_dir, "checkpoints"),
         checkpoint_every=config.run.checkpoint_every,
         eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
@@ -255,7 +254,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
         stop_grace_s=config.run.stop_grace_secs)
     # Every multi-worker task holds the same weights: only the chief writes.
     model_path = (save_generator(generator, stage_dir) if ctx.is_chief
-                  else os.path.join(stage_dir, MODEL_FILE))
+                  else io_utils.join(stage_dir, MODEL_FILE))
     result = evaluate_target(ctx, generator)
     if board is not None and result is not None and not (
             history and history[-1]["step"] == steps):  # else written already

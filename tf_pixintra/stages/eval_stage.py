@@ -1,7 +1,5 @@
 """The `eval` stage: the newest model on target val, multi-scale and flip as set."""
 
-import os
-
 from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import tables
@@ -21,7 +19,7 @@ def run(ctx):
         return done
     data = ctx.config.data
     model_path = newest_model(ctx)
-    metrics = {"stage": "eval", "model": os.path.relpath(model_path, ctx.run_dir),
+    metrics = {"stage": "eval", "model": io_utils.relpath(model_path, ctx.run_dir),
                "scales": list(data.eval_scales), "flip": data.eval_flip}
     result = common.evaluate_target(ctx, common.load_generator(model_path),
                                     scales=data.eval_scales, flip=data.eval_flip)
@@ -29,5 +27,5 @@ def run(ctx):
         metrics.update(target_miou=result["miou"], target_iou=result["iou"],
                        num_images=result["num_images"])
         table = tables.per_class_table([(metrics["model"], result["iou"])], 19)
-        io_utils.write_text(os.path.join(stage_dir, "per_class.md"), table + "\n")
+        io_utils.write_text(io_utils.join(stage_dir, "per_class.md"), table + "\n")
     return common.finish(ctx, stage_dir, metrics)

@@ -1,7 +1,6 @@
 """The `export` stage: SavedModel (TF Serving layout) and TFLite variants."""
 
-import os
-
+from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.stages import common
 from tf_pixintra.stages import eval_stage
@@ -33,8 +32,8 @@ def run(ctx):
         representative_images=representative(ctx, run.num_representative),
         variants=tuple(run.export_tflite))
     metrics = {"stage": "export",
-               "model": os.path.relpath(model_path, ctx.run_dir),
-               "saved_model": os.path.relpath(paths["saved_model"], ctx.run_dir),
-               "tflite": {k: os.path.relpath(v, ctx.run_dir)
+               "model": io_utils.relpath(model_path, ctx.run_dir),
+               "saved_model": io_utils.relpath(paths["saved_model"], ctx.run_dir),
+               "tflite": {k: io_utils.relpath(v, ctx.run_dir)
                           for k, v in paths["tflite"].items()}}
     return common.finish(ctx, stage_dir, metrics)

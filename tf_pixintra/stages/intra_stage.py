@@ -18,6 +18,7 @@ import os
 
 import tensorflow as tf
 
+from tf_pixintra import io_utils
 from tf_pixintra import losses
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.adapters.intra import PixelIntraAdapter
@@ -35,12 +36,12 @@ def stage_name(round_index):
 
 def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
-    index = os.path.join(ctx.run_dir, pseudo_stage.stage_name(round_index),
+    index = io_utils.join(ctx.run_dir, pseudo_stage.stage_name(round_index),
                          tfrecords.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
               "(it re-makes missing or damaged pseudo-label files), then this "
               "command again")
-    if not os.path.exists(index):
+    if not io_utils.exists(index):
         raise FileNotFoundError(f"{index}: no pseudo labels; {advice}")
     try:
         tfrecords.read_index(index)

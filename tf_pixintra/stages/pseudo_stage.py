@@ -37,7 +37,6 @@ Z heat map, the layout of the paper's Fig. 2; tf_pixintra.previews).
 import contextlib
 import io
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -75,7 +74,7 @@ def model_for_round(ctx, round_index):
     if round_index == 1 and ctx.config.inter.model:
         return ctx.config.inter.model
     name = "inter" if round_index == 1 else f"intra_r{round_index - 1}"
-    return os.path.join(ctx.run_dir, name, common.MODEL_FILE)
+    return io_utils.join(ctx.run_dir, name, common.MODEL_FILE)
 
 
 def make_predictor(model, size, scales, flip):
@@ -150,15 +149,15 @@ def _shard_images(examples, shard, num_shards):
 
 
 def _cache_path(stage_dir, index):
-    return os.path.join(stage_dir, CACHE_DIR, f"{index:06d}.npy")
+    return io_utils.join(stage_dir, CACHE_DIR, f"{index:06d}.npy")
 
 
 def _pass1_path(stage_dir, shard, num_shards):
-    return os.path.join(stage_dir, f"pass1-{shard:05d}-of-{num_shards:05d}.json")
+    return io_utils.join(stage_dir, f"pass1-{shard:05d}-of-{num_shards:05d}.json")
 
 
 def _pass2_path(stage_dir, shard, num_shards):
-    return os.path.join(stage_dir, f"pass2-{shard:05d}-of-{num_shards:05d}.json")
+    return io_utils.join(stage_dir, f"pass2-{shard:05d}-of-{num_shards:05d}.json")
 
 
 def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
@@ -169,10 +168,10 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     separates) and, for the intrada selector, each image's entropy score.
     """
     out = _pass1_path(stage_dir, shard, num_shards)
-    if os.path.exists(out):
+    if io_utils.exists(out):
         return
     cfg = ctx.config
-    os.makedirs(os.path.join(stage_dir, CACHE_DIR), exist_ok=True)
+    io_utils.makedirs(io_utils.join(stage_dir, CACHE_DIR))
     size = tuple(cfg.data.target_size)
     with_entropy = cfg.pseudo.selector == "intrada"
     thresholds = subdomains.ClassThresholds(cfg.model.num_classes)
@@ -180,13 +179,11 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     for index, example in _progress(_shard_images(examples, shard, num_shards),
                                     stage_dir, 1, shard, num_shards):
         path = _cache_path(stage_dir, index)
-        if os.path.exists(path):
-            low = np.load(path)
+        if io_utils.exists(path):
+            low = io_utils.load_npy(path)
         else:
             low = predictor()(datasets.read_image(example.image_path)).numpy()
-            with io_utils.atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, low)
+            io_utils.save_npy(path, low)
         probs = full_resolution(low, size)
         thresholds.update(probs)
         if with_entropy:
@@ -198,7 +195,7 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
 def _merge(stage_dir, num_shards, num_classes, cap):
     """Exact merge of every shard's pass-1 file; None until all exist."""
     files = [_pass1_path(stage_dir, k, num_shards) for k in range(num_shards)]
-    if not all(os.path.exists(path) for path in files):
+    if not all(io_utils.exists(path) for path in files):
         return None
     merged = subdomains.ClassThresholds(num_classes)
     entropy = {}
@@ -251,10 +248,10 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
     complete; the counts file, written last, marks the shard done.
     """
     names = list(separators)
-    paths = {name: os.path.join(stage_dir, tfrecords.shard_name(
+    paths = {name: io_utils.join(stage_dir, tfrecords.shard_name(
         name, shard, num_shards)) for name in names}
     done_file = _pass2_path(stage_dir, shard, num_shards)
-    if os.path.exists(done_file) and all(map(os.path.exists, paths.values())):
+    if io_utils.exists(done_file) and all(map(io_utils.exists, paths.values())):
         return
     config = ctx.config
     size = tuple(config.data.target_size)
@@ -294,7 +291,7 @@ def _write_preview(stage_dir, index, image_png, picked):
     with Image.open(io.BytesIO(image_png)) as decoded:
         image = np.asarray(decoded.convert("RGB"))
     previews.save_png(previews.preview(image, label, hard, z),
-                      os.path.join(stage_dir, PREVIEW_FILE.format(index)))
+                      io_utils.join(stage_dir, PREVIEW_FILE.format(index)))
 
 
 def run(ctx, round_index):
@@ -337,7 +334,7 @@ def _outputs_intact(ctx, stage_dir):
     intact = True
     num_shards = ctx.config.pseudo.num_shards
     for name in record_sets(ctx.config.pseudo.selector):
-        index_path = os.path.join(stage_dir, tfrecords.index_name(name))
+        index_path = io_utils.join(stage_dir, tfrecords.index_name(name))
         try:
             tfrecords.read_index(index_path)
             continue
@@ -351,26 +348,26 @@ def _outputs_intact(ctx, stage_dir):
         except DataError:
             recorded = {}
         for shard in range(num_shards):
-            path = os.path.join(stage_dir, tfrecords.shard_name(name, shard, num_shards))
-            if not os.path.exists(path):
+            path = io_utils.join(stage_dir, tfrecords.shard_name(name, shard, num_shards))
+            if not io_utils.exists(path):
                 continue
             size = recorded.get(os.path.basename(path))
             try:
                 tfrecords.count_records(path)
-                damaged = size is not None and os.path.getsize(path) != size
+                damaged = size is not None and io_utils.getsize(path) != size
             except DataError:
                 damaged = True
             if damaged:
                 logging.warning("%s: damaged shard deleted; it is written again", path)
-                os.remove(path)
+                io_utils.remove(path)
     return intact
 
 
 def _cached_prediction(stage_dir, index, example, predictor):
     """The cached stride-8 prediction of an image; predicted again if gone."""
     path = _cache_path(stage_dir, index)
-    if os.path.exists(path):
-        return np.load(path)
+    if io_utils.exists(path):
+        return io_utils.load_npy(path)
     return predictor()(datasets.read_image(example.image_path)).numpy()
 
 
@@ -401,7 +398,7 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
     counter = subdomains.PropCounter(num_classes, cfg.alpha_sweep)
     for shard in range(cfg.num_shards):
         done_file = _pass2_path(stage_dir, shard, cfg.num_shards)
-        if not os.path.exists(done_file):
+        if not io_utils.exists(done_file):
             logging.info("pass 2 of shard %d missing; waiting for it", shard)
             return None
         counter.merge(subdomains.PropCounter.from_dict(io_utils.read_json(done_file)))
@@ -421,7 +418,7 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
         "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
         "num_images": len(ctx.sources.target_train),
     }
-    io_utils.write_json(os.path.join(stage_dir, SUMMARY_FILE), summary)
+    io_utils.write_json(io_utils.join(stage_dir, SUMMARY_FILE), summary)
     _drop_cache(stage_dir)
     metrics = {"stage": stage_name(round_index), "prop": summary["prop"],
                "alpha": cfg.alpha, "selector": cfg.selector,
@@ -431,7 +428,7 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
 
 def _drop_cache(stage_dir):
     """Deletes the cached predictions (and any temporary file left there)."""
-    shutil.rmtree(os.path.join(stage_dir, CACHE_DIR), ignore_errors=True)
+    io_utils.rmtree(io_utils.join(stage_dir, CACHE_DIR))
 
 
 def _progress(items, stage_dir, pass_index, shard, num_shards):

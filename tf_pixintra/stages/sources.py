@@ -3,6 +3,7 @@
 import dataclasses
 import os
 
+from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 
 
@@ -68,5 +69,5 @@ def check(srcs, run_dir=None, workers=None):
         checks.ListToCheck("target_train", "cityscapes", srcs.target_train, False),
         checks.ListToCheck("target_val", "cityscapes", srcs.target_val, True),
     ]
-    record = os.path.join(run_dir, CHECK_RECORD) if run_dir else None
+    record = io_utils.join(run_dir, CHECK_RECORD) if run_dir else None
     return checks.check_lists(entries, record, workers)

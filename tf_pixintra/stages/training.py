@@ -18,14 +18,13 @@ which must therefore be on a file system all workers share.
 """
 
 import math
-import os
-import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_pixintra import io_utils
 from tf_pixintra import runtime
 from tf_pixintra.adapters import common as adapter_common
 from tf_pixintra.errors import DataError
@@ -153,10 +152,11 @@ def restore(adapter, checkpoint_dir, write_dir=None):
 def checkpoint_candidates(checkpoint_dir):
     """Checkpoint prefixes ckpt-N in `checkpoint_dir`, newest (highest N) first."""
     found = []
-    for name in (os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else []):
+    for name in (io_utils.listdir(checkpoint_dir) if io_utils.isdir(checkpoint_dir)
+                 else []):
         stem = name[:-len(".index")] if name.endswith(".index") else ""
         if stem.startswith("ckpt-") and stem[5:].isdigit():
-            found.append((int(stem[5:]), os.path.join(checkpoint_dir, stem)))
+            found.append((int(stem[5:]), io_utils.join(checkpoint_dir, stem)))
     return [prefix for _, prefix in sorted(found, reverse=True)]
 
 
@@ -164,7 +164,7 @@ def checkpoint_write_dir(checkpoint_dir, chief, task_id):
     """Where this worker saves: the real directory (chief) or its temp dir."""
     if chief:
         return checkpoint_dir
-    return os.path.join(checkpoint_dir, f"workertemp_{task_id}")
+    return io_utils.join(checkpoint_dir, f"workertemp_{task_id}")
 
 
 def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
@@ -193,11 +193,11 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
                     write_dir, checkpoint_every, eval_fn, eval_every, verbose,
                     callbacks, stop_grace_s)
     except TrainingDiverged as e:
-        where = os.path.dirname(os.path.normpath(checkpoint_dir))
+        where = io_utils.parent(checkpoint_dir)
         raise TrainingDiverged(f"{where}: {e}") from None
     finally:
         if write_dir != checkpoint_dir:
-            shutil.rmtree(write_dir, ignore_errors=True)
+            io_utils.rmtree(write_dir)
 
 
 def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
