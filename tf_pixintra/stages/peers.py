@@ -19,7 +19,7 @@ from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.stages import common
 
 FIRST_POLL_SECS = 0.2    # the first polls come quickly (a short stage) ...
-MAX_POLL_SECS = 5.0      # ... then every 5 s at most (a long one)
+MAX_POLL_SECS = 1.0      # ... then every second (a file test is cheap)
 
 
 def shared(ctx):
