@@ -290,10 +290,10 @@ def test_two_workers_share_pseudo_labels_and_the_chief_evaluates(tmp_path):
     for k in (0, 1):
         part = json.loads((pseudo / f"pass1-0000{k}-of-00002.json").read_text())
         assert part["worker"] == k
-    assert "worker 1 of 2 waits for the chief's pseudo_r1 stage" in other_log
-    # Eval ran once, on the chief; the other worker waited and finished.
+    # Eval ran once, on the chief; the other worker took its result (the
+    # table both print) and finished. (Whether a worker logs its wait
+    # depends on timing: the chief may be done before it looks.)
     assert "eval: scoring" in chief_log and "eval: scoring" not in other_log
-    assert "worker 1 of 2 waits for the chief's eval stage" in other_log
     eval_miou = json.loads((run_dir / "eval" / "metrics.json").read_text())[
         "target_miou"]
     for log in (chief_log, other_log):
