@@ -46,11 +46,34 @@ def test_defaults_follow_the_paper():
     (("--image_every=-5",), "--image_every=-5: expected >= 0"),
     (("--intra_d_output_stride=12",), "--intra_d_output_stride=12: expected one of"),
     (("--intra_lr_d=-1e-3",), "--intra_lr_d=-0.001: expected a finite learning rate"),
+    (("--peer_wait_secs=0",), "--peer_wait_secs=0.0: expected > 0"),
 ])
 def test_invalid_values_are_refused(args, message):
     # (Enumerated flags are refused while parsing: tests/test_flag_help.py.)
     with pytest.raises(ConfigError, match=None) as info:
         toy(*args)
+    assert message in str(info.value)
+
+
+def test_multi_worker_gives_each_worker_one_pseudo_shard():
+    config = config_lib.shard_over_workers(toy(), 1, 3)
+    assert (config.pseudo.num_shards, config.pseudo.shard_index) == (3, 1)
+    assert config.experiment_dict() == toy().experiment_dict()
+    # The flags may say the same thing.
+    same = config_lib.shard_over_workers(
+        toy("--num_shards=3", "--shard_index=1"), 1, 3)
+    assert same.pseudo == config.pseudo
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--num_shards=4",), "--num_shards=4 contradicts the 3 workers"),
+    (("--num_shards=3", "--shard_index=2"),
+     "--shard_index=2 contradicts this worker's index 1"),
+])
+def test_multi_worker_refuses_shard_flags_that_contradict_tf_config(args,
+                                                                    message):
+    with pytest.raises(ConfigError) as info:
+        config_lib.shard_over_workers(toy(*args), 1, 3)
     assert message in str(info.value)
 
 

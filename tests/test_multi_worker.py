@@ -1,5 +1,9 @@
 """MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
 
+The last test runs the training CLI on two workers (Stage I, pseudo labels,
+eval on ToyScapes): the pseudo stage is split between them and equals a
+one-process run byte for byte, and eval runs once, on the chief.
+
 Both workers run tests/multi_worker_main.py (a few Stage I steps through
 `stages.training.fit`) and must end with bit-identical weights. A one-process
 run with the same global batch split over two replicas (MirroredStrategy on
@@ -11,8 +15,10 @@ blocked in a collective forever, so every process has a deadline and both
 are killed when anything goes wrong.
 """
 
+import filecmp
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,14 +27,18 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "adapters"))
 
 # pylint: disable=wrong-import-position
 import multi_worker_main as worker  # noqa: E402
 from adapter_fixtures import compile_tiny, tiny_generator  # noqa: E402
 from adapter_fixtures import weights_of  # noqa: E402
+from tf_pixintra import config as config_lib  # noqa: E402
+from tf_pixintra import train  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.stages import training  # noqa: E402
 
@@ -52,10 +62,21 @@ def free_ports(n):
 
 def launch_workers(tmp_path, checkpoint_dir, steps=STEPS, extra=()):
     """Starts the two workers; returns [(process, out prefix, log path)]."""
-    ports = free_ports(2)
+    def command(out):
+        return [sys.executable, os.path.join(HERE, "multi_worker_main.py"),
+                "--out", out, "--checkpoint_dir", checkpoint_dir,
+                "--steps", str(steps), "--checkpoint_every", "1", *extra]
+    return start_workers(tmp_path, command)
+
+
+def start_workers(tmp_path, command, count=2, cwd=None):
+    """Starts `count` loopback workers, each with its TF_CONFIG and a log
+    (stdout and stderr); `command(out prefix)` is a worker's argv. Returns
+    [(process, out prefix, log path)]: wait for them with `wait_all`."""
+    ports = free_ports(count)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = []
-    for index in range(2):
+    for index in range(count):
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                    TF_CONFIG=json.dumps({"cluster": cluster,
                                          "task": {"type": "worker",
@@ -64,10 +85,8 @@ def launch_workers(tmp_path, checkpoint_dir, steps=STEPS, extra=()):
         log_path = tmp_path / f"worker{index}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, os.path.join(HERE, "multi_worker_main.py"),
-                 "--out", out, "--checkpoint_dir", checkpoint_dir,
-                 "--steps", str(steps), "--checkpoint_every", "1", *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                command(out), stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=cwd)
         workers.append((proc, out, log_path))
     return workers
 
@@ -87,7 +106,7 @@ def wait_all(workers, deadline, expected_code=0):
                                          + _tail(w[2]))
             if pending and time.monotonic() > deadline:
                 raise AssertionError(
-                    f"workers still running after {TIMEOUT_S} s (a crashed or "
+                    "workers still running at the deadline (a crashed or "
                     "slow peer); logs:\n" + "\n".join(_tail(w[2]) for w in workers))
             time.sleep(0.2)
     finally:
@@ -240,3 +259,67 @@ def test_sigterm_on_one_worker_stops_both_after_the_same_step(tmp_path):
     assert int(step) == 2 and [int(o.iterations) for o in (
         restored.g_optimizer, restored.d_main_optimizer,
         restored.d_aux_optimizer)] == [2, 2, 2]
+
+
+# The smoke config, smaller: 2 Stage I steps, 8 target images, 2 val images.
+PIPELINE_FLAGS = (
+    "--flagfile", os.path.join(ROOT, "configs", "toyscapes_smoke.cfg"),
+    "--toyscapes_counts=8,8,2", "--inter_steps=2", "--checkpoint_every=2",
+    "--log_every=0", "--image_every=0", "--num_preview_images=2")
+PIPELINE_TIMEOUT_S = 240   # from launch; the run takes ~45 s on 2 idle cores
+
+
+def train_command(run_dir, data_dir, *extra):
+    return [sys.executable, "-m", "tf_pixintra.train", *PIPELINE_FLAGS,
+            f"--run_dir={run_dir}", f"--toyscapes_dir={data_dir}", *extra]
+
+
+@pytest.mark.e2e   # two TF start-ups, 2 traced steps, a pseudo stage: ~60 s
+def test_two_workers_share_pseudo_labels_and_the_chief_evaluates(tmp_path):
+    run_dir, data_dir = tmp_path / "run", tmp_path / "data"
+    workers = start_workers(tmp_path, lambda out: train_command(
+        run_dir, data_dir, "--pipeline=inter,pseudo,eval",
+        "--strategy=multi_worker",
+        # A stuck peer ends the other with a message before the deadline.
+        "--peer_wait_secs=120"), cwd=ROOT)
+    wait_all(workers, time.monotonic() + PIPELINE_TIMEOUT_S)
+    chief_log, other_log = (_tail(w[2], 200000) for w in workers)
+
+    # Pseudo labels: each worker made one shard (no shard flags given).
+    pseudo = run_dir / "pseudo_r1"
+    for k in (0, 1):
+        part = json.loads((pseudo / f"pass1-0000{k}-of-00002.json").read_text())
+        assert part["worker"] == k
+    # Eval ran once, on the chief; the other worker took its result (the
+    # table both print) and finished. (Whether a worker logs its wait
+    # depends on timing: the chief may be done before it looks.)
+    assert "eval: scoring" in chief_log and "eval: scoring" not in other_log
+    eval_miou = json.loads((run_dir / "eval" / "metrics.json").read_text())[
+        "target_miou"]
+    for log in (chief_log, other_log):
+        assert f"eval         {eval_miou:11.2f}" in log
+
+    # One process (this one), the same model and shards: the same files,
+    # byte for byte.
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(run_dir / "config.json", one / "config.json")
+    shutil.copytree(run_dir / "inter", one / "inter")
+    flag_values = flags.FlagValues()
+    config_lib.define_flags(flag_values)
+    flag_values(["train", *train_command(one, data_dir, "--stage=pseudo",
+                                         "--num_shards=2")[3:]])
+    rows = train.run(config_lib.from_flags(flag_values))
+    assert rows[0][0] == "pseudo_r1" and rows[0][1]["prop"] > 0
+    names = sorted(os.listdir(pseudo))
+    assert names == sorted(os.listdir(one / "pseudo_r1"))
+    assert {"target-00000-of-00002.tfrecord", "target-00001-of-00002.tfrecord",
+            "target-index.json", "summary.json", "preview_001.png"} <= set(names)
+    for name in names:
+        if name.startswith("pass1-"):   # + which worker wrote it
+            a = json.loads((pseudo / name).read_text())
+            b = json.loads((one / "pseudo_r1" / name).read_text())
+            assert a.pop("worker") in (0, 1) and a == b, name
+        else:
+            assert filecmp.cmp(pseudo / name, one / "pseudo_r1" / name,
+                               shallow=False), name

@@ -135,6 +135,7 @@ class RunConfig:
     jit_compile: bool = False
     checkpoint_every: int = 1000
     stop_grace_secs: float = 60.0         # SIGTERM: time to finish the step
+    peer_wait_secs: float = 3600.0        # multi_worker: wait for a peer's files
     eval_every: int = 0                   # 0 = only at the end of a stage
     log_every: int = 50                   # TensorBoard scalars
     image_every: int = 200                # TensorBoard prediction images
@@ -275,6 +276,12 @@ _HELP = {
                        "the current step and saves a checkpoint; a step not "
                        "done within this many seconds ends the process (the "
                        "newest periodic checkpoint is then the resume point).",
+    "peer_wait_secs": "multi_worker: how long a worker waits for another "
+                      "worker's files (pass-1 statistics and pass-2 shards "
+                      "of the pseudo stage; the chief's pseudo summary, "
+                      "eval and export) before it stops with an error "
+                      "naming the missing files (a crashed peer); raise it "
+                      "when the chief's eval or export takes longer.",
     "log_every": "Write the training losses and learning rates to TensorBoard "
                  "(<stage>/tb, needs the tensorboard package) every N steps; "
                  "0 = never.",
@@ -448,6 +455,8 @@ def validate(config):
            f"--checkpoint_every={r.checkpoint_every}: expected > 0")
     _check(math.isfinite(r.stop_grace_secs) and r.stop_grace_secs > 0,
            f"--stop_grace_secs={r.stop_grace_secs}: expected > 0")
+    _check(math.isfinite(r.peer_wait_secs) and r.peer_wait_secs > 0,
+           f"--peer_wait_secs={r.peer_wait_secs}: expected > 0")
     _check_optim(config)
     for name in ("eval_every", "log_every", "image_every",
                  "num_summary_images", "intra_diag_every"):
@@ -587,6 +596,27 @@ def _check_roots(config):
         path = getattr(d, name)
         if path:
             _check(os.path.isfile(path), f"--{name}={path!r}: no such file")
+
+
+def shard_over_workers(config, task_index, num_workers):
+    """The config with the pseudo stage split over `num_workers` workers.
+
+    Under --strategy=multi_worker every worker does one shard: --num_shards
+    becomes the number of workers and --shard_index this worker's index. An
+    explicit value that says otherwise is a ConfigError naming both.
+    """
+    p = config.pseudo
+    _check(p.num_shards in (1, num_workers),
+           f"--num_shards={p.num_shards} contradicts the {num_workers} workers "
+           "of TF_CONFIG (--strategy=multi_worker gives one shard to each "
+           "worker); leave --num_shards out")
+    _check(p.shard_index in (-1, task_index),
+           f"--shard_index={p.shard_index} contradicts this worker's index "
+           f"{task_index} in TF_CONFIG (--strategy=multi_worker gives shard "
+           "k to worker k); leave --shard_index out")
+    pseudo = dataclasses.replace(p, num_shards=num_workers,
+                                 shard_index=task_index)
+    return dataclasses.replace(config, pseudo=pseudo)
 
 
 def check_batch_sizes(config, plan, num_replicas):

@@ -11,3 +11,8 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(ValueError):
     """A training loss became NaN or infinite. The message names the step."""
+
+
+class PeerTimeout(RuntimeError):
+    """A multi-worker peer's files did not appear in time. The message names
+    the waiting worker and the missing files."""

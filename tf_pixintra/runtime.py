@@ -96,3 +96,23 @@ def worker_info(strategy):
     task_type, task_id = resolver.task_type, resolver.task_id
     is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0)
     return task_type, task_id, is_chief
+
+
+def worker_index(strategy):
+    """(index, count) of this process among the workers that share stages.
+
+    Under MultiWorkerMirroredStrategy `count` is the number of chief and
+    worker tasks in TF_CONFIG and `index` this task's place among them (the
+    chief first, then the workers by task index); otherwise (0, 1).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 0, 1
+    spec = resolver.cluster_spec().as_dict()
+    chiefs = len(spec.get("chief", ()))
+    count = chiefs + len(spec.get("worker", ()))
+    if resolver.task_type == "chief":
+        return 0, count
+    if resolver.task_type == "worker":
+        return chiefs + resolver.task_id, count
+    return 0, 1    # an evaluator or parameter server shares no stage

@@ -19,6 +19,7 @@ from tf_pixintra import io_utils
 from tf_pixintra import run_lock
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
+from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.errors import TrainingDiverged
 
 FLAGS = flags.FLAGS
@@ -127,20 +128,29 @@ def run(config):
     runtime.set_precision(config.run.mixed_precision)
     strategy = runtime.make_strategy(config.run.strategy, config.run.devices)
     _, _, is_chief = runtime.worker_info(strategy)
+    worker = runtime.worker_index(strategy)
     io_utils.makedirs(config.run.run_dir)
     if not is_chief:   # the chief holds the lock for all workers
-        return _run(config, strategy, is_chief)
+        return _run(config, strategy, is_chief, worker)
     sharded = config.pseudo.shard_index >= 0   # shard workers run side by side
     with run_lock.hold(config.run.run_dir, shared=sharded) as exclusive:
         if exclusive:
             run_lock.remove_stray_temporaries(config.run.run_dir)
-        return _run(config, strategy, is_chief)
+        return _run(config, strategy, is_chief, worker)
 
 
-def _run(config, strategy, is_chief):
-    """`run` once the run directory is this process's."""
+def _run(config, strategy, is_chief, worker=(0, 1)):
+    """`run` once the run directory is this process's.
+
+    `worker` is (index, count) of this process among the multi-worker
+    workers; with count > 1 the pseudo stage gets one shard per worker.
+    """
     from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
+    from tf_pixintra.stages import peers  # pylint: disable=import-outside-toplevel
     from tf_pixintra.stages import sources  # pylint: disable=import-outside-toplevel
+    task_index, num_workers = worker
+    if num_workers > 1:
+        config = config_lib.shard_over_workers(config, task_index, num_workers)
     check_run_dir(config, write=False)
     plan = stage_plan(config)
     config_lib.check_batch_sizes(config, plan, strategy.num_replicas_in_sync)
@@ -149,9 +159,15 @@ def _run(config, strategy, is_chief):
     if common.pending_stages(config.run.run_dir, plan):
         sources.check(srcs, config.run.run_dir if is_chief else None)
     check_run_dir(config)   # written once the sources have passed
-    ctx = common.Context(config, config.run.run_dir, strategy, srcs, is_chief)
+    ctx = common.Context(config, config.run.run_dir, strategy, srcs, is_chief,
+                         task_index, num_workers)
     rows = []
-    for stage, round_index in plan:
+    for number, (stage, round_index) in enumerate(plan):
+        if number and not is_chief:
+            # Multi-worker: the stage may read what the chief alone writes
+            # at the end of the one before (its model.keras, say).
+            peers.chief_result(ctx, io_utils.join(
+                config.run.run_dir, common.stage_dir_name(*plan[number - 1])))
         logging.info("stage %s (round %d)", stage, round_index)
         name, metrics = run_stage(ctx, stage, round_index)
         rows.append((name, metrics))
@@ -190,7 +206,8 @@ def main(argv):
     try:
         config = config_lib.from_flags(FLAGS)
         rows = run(config)
-    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged) as e:
+    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged,
+            PeerTimeout) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

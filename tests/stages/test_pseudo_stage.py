@@ -21,8 +21,11 @@ float16 rounding and move Z by up to a float16 ulp times a bilinear weight
 a-priori bound exists for that difference in a deep random network.
 """
 
+import concurrent.futures
+import dataclasses
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -33,6 +36,7 @@ from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
 from tf_pixintra import models
 from tf_pixintra import subdomains
+from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.data import datasets
 from tf_pixintra.data import tfrecords
 from tf_pixintra.data import toyscapes
@@ -362,6 +366,67 @@ def test_two_shard_processes_match_one_process(bench, reference):
     index = tfrecords.read_index(os.path.join(out, tfrecords.index_name("target")))
     assert [s["num_records"] for s in index["shards"]] == [3, 3]
     assert_same_records(read_records(ctx0), reference["records"])
+
+
+def worker_context(bench, name, task_index, wait_secs=120.0):
+    """Task `task_index` of two multi-worker tasks (train.py's settings)."""
+    ctx = make_context(bench, name, num_shards=2, shard_index=task_index)
+    run = dataclasses.replace(ctx.config.run, peer_wait_secs=wait_secs)
+    return dataclasses.replace(
+        ctx, config=dataclasses.replace(ctx.config, run=run),
+        is_chief=task_index == 0, task_index=task_index, num_workers=2)
+
+
+def test_two_multi_worker_tasks_share_the_stage(bench, reference):
+    """Task k of 2 does shard k; the chief writes the index and summary and
+    the other task waits for them: one run, the one-process result."""
+    chief, other = (worker_context(bench, "workers", k) for k in (0, 1))
+    out = stage_dir(chief)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(pseudo_stage.run, other, 1)
+        # The chief starts once task 1's pass 1 is written (one model load
+        # at a time); task 1 is then waiting for shard 0's pass 1.
+        first = os.path.join(out, "pass1-00001-of-00002.json")
+        deadline = time.monotonic() + 120
+        while not (os.path.exists(first) or waiting.done()
+                   or time.monotonic() > deadline):
+            time.sleep(0.05)
+        assert not waiting.done(), waiting.exception()
+        metrics = pseudo_stage.run(chief, 1)
+        assert waiting.result(timeout=120) == metrics == reference["metrics"]
+    for k in (0, 1):
+        part = io_utils.read_json(os.path.join(out, f"pass1-0000{k}-of-00002.json"))
+        assert part["worker"] == k
+    assert summary_of(chief) == reference["summary"]
+    index = tfrecords.read_index(os.path.join(out, tfrecords.index_name("target")))
+    assert [s["num_records"] for s in index["shards"]] == [3, 3]
+    assert_same_records(read_records(chief), reference["records"])
+
+    # A shard of the finished stage lost: the chief alone re-makes it (the
+    # same bytes) while the other task waits for whole indexes.
+    lost = os.path.join(out, "target-00001-of-00002.tfrecord")
+    with open(lost, "rb") as f:
+        before = f.read()
+    os.remove(lost)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(pseudo_stage.run, other, 1)
+        time.sleep(0.5)
+        assert not waiting.done(), waiting.exception()
+        assert pseudo_stage.run(chief, 1) == metrics
+        assert waiting.result(timeout=120) == metrics
+    with open(lost, "rb") as f:
+        assert f.read() == before
+
+
+def test_a_worker_whose_peer_never_comes_stops_naming_the_missing_file(bench):
+    chief = worker_context(bench, "lonely", 0, wait_secs=1.0)
+    with pytest.raises(PeerTimeout) as info:
+        pseudo_stage.run(chief, 1)
+    missing = os.path.join(stage_dir(chief), "pass1-00001-of-00002.json")
+    assert f"worker 0 of 2 (the chief) waited 1 s for every shard's pass-1 " \
+           f"statistics (missing: {missing})" in str(info.value)
+    assert os.path.exists(os.path.join(stage_dir(chief),
+                                       "pass1-00000-of-00002.json"))
 
 
 def test_resume_redoes_only_the_missing_shard(bench, reference, monkeypatch):

@@ -303,7 +303,7 @@ def decode_and_validate(serialized, shard_path, record_index):
 
 def _serialize(example, where):
     if isinstance(example, tf.train.Example):
-        return example.SerializeToString()
+        return example.SerializeToString(deterministic=True)  # same bytes
     if isinstance(example, (bytes, bytearray)):
         return bytes(example)
     raise TypeError(f"{where}: expected tf.train.Example or serialized bytes, "

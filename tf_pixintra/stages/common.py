@@ -17,12 +17,19 @@ RUN_FILE = "run.json"
 
 @dataclasses.dataclass
 class Context:
-    """One run: its config, directory, strategy and data."""
+    """One run: its config, directory, strategy and data.
+
+    `num_workers` > 1 under --strategy=multi_worker: the workers share the
+    pseudo, eval and export stages (`peers`); `task_index` is this worker's
+    place among them (0 = the chief).
+    """
     config: object
     run_dir: str
     strategy: object
     sources: object
     is_chief: bool = True
+    task_index: int = 0
+    num_workers: int = 1
 
     def stage_dir(self, name):
         path = io_utils.join(self.run_dir, name)

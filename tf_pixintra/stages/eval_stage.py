@@ -1,9 +1,12 @@
 """The `eval` stage: the newest model on target val, multi-scale and flip as set."""
 
+from absl import logging
+
 from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import tables
 from tf_pixintra.stages import common
+from tf_pixintra.stages import peers
 
 
 def newest_model(ctx):
@@ -12,13 +15,19 @@ def newest_model(ctx):
 
 
 def run(ctx):
-    """Scores the newest model; writes metrics.json and a per-class table."""
+    """Scores the newest model; writes metrics.json and a per-class table.
+
+    Multi-worker: the chief scores it; the other workers wait for its result.
+    """
     stage_dir = ctx.stage_dir("eval")
     done = common.completed(stage_dir)
     if done is not None:
         return done
+    if not ctx.is_chief:
+        return peers.chief_result(ctx, stage_dir)
     data = ctx.config.data
     model_path = newest_model(ctx)
+    logging.info("eval: scoring %s on target val", model_path)
     metrics = {"stage": "eval", "model": io_utils.relpath(model_path, ctx.run_dir),
                "scales": list(data.eval_scales), "flip": data.eval_flip}
     result = common.evaluate_target(ctx, common.load_generator(model_path),

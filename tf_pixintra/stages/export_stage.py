@@ -4,6 +4,7 @@ from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.stages import common
 from tf_pixintra.stages import eval_stage
+from tf_pixintra.stages import peers
 
 
 def representative(ctx, count):
@@ -18,12 +19,17 @@ def representative(ctx, count):
 
 
 def run(ctx):
-    """Exports the newest model under <run_dir>/export."""
+    """Exports the newest model under <run_dir>/export.
+
+    Multi-worker: the chief exports it; the other workers wait for its result.
+    """
     from tf_pixintra import export  # pylint: disable=import-outside-toplevel
     stage_dir = ctx.stage_dir("export")
     done = common.completed(stage_dir)
     if done is not None:
         return done
+    if not ctx.is_chief:
+        return peers.chief_result(ctx, stage_dir)
     run = ctx.config.run
     model_path = eval_stage.newest_model(ctx)
     paths = export.export_model(

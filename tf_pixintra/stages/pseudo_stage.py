@@ -22,6 +22,13 @@ index and summary), or once with --shard_index=-1 anywhere (it does every
 missing shard). Every step is resumable: a finished pass-1 file, cached
 prediction or pass-2 shard is never redone.
 
+Under --strategy=multi_worker the workers share the stage without these
+flags (`peers`): worker k does shard k of as many shards as there are
+workers, waits for every pass-1 file (bounded by --peer_wait_secs) and does
+pass 2 of shard k; the chief waits for every pass-2 shard and writes the
+index and summary, the others wait for its metrics.json. The files are
+those of a one-process run with the same --num_shards, byte for byte.
+
 Selectors: class_thresholds (Eq. 2-3), ias (IAST thresholds per image, in
 place of alpha * t_k; their history starts afresh for every shard and runs
 in image order within it, so the result does not depend on how shards are
@@ -53,6 +60,7 @@ from tf_pixintra.models import caffe_preprocess
 from tf_pixintra.models import main_output
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
+from tf_pixintra.stages import peers
 
 RECORDS = "target"
 SUMMARY_FILE = "summary.json"
@@ -188,8 +196,10 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
         thresholds.update(probs)
         if with_entropy:
             entropy[str(index)] = float(subdomains.image_entropy_scores(probs))
-    io_utils.write_json(out, {"thresholds": thresholds.to_dict(),
-                              "entropy": entropy})
+    stats = {"thresholds": thresholds.to_dict(), "entropy": entropy}
+    if peers.shared(ctx):
+        stats["worker"] = ctx.task_index   # who made the shard, for the record
+    io_utils.write_json(out, stats)
 
 
 def _merge(stage_dir, num_shards, num_classes, cap):
@@ -278,8 +288,12 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
                 counter.update(hard, label)
                 if image is None:
                     image = training_image(example.image_path, size)
+                # deterministic: the feature map in sorted key order, so
+                # every process writes the same bytes (else the order can
+                # differ from one process to the next).
                 writers[name].write(tfrecords.encode_example(
-                    image, label, hard, z, example.name).SerializeToString())
+                    image, label, hard, z, example.name).SerializeToString(
+                        deterministic=True))
                 if index < config.pseudo.num_preview_images:
                     _write_preview(stage_dir, index, image, picked)
     io_utils.write_json(done_file, counter.to_dict())
@@ -298,19 +312,28 @@ def run(ctx, round_index):
     """Runs the pseudo stage of round `round_index`; returns its metrics or None.
 
     None means this process has done its part and other shards are missing
-    (see the module docstring).
+    (see the module docstring). Multi-worker, a finished stage whose files
+    are damaged is re-made by the chief alone while the others wait.
     """
     stage_dir = ctx.stage_dir(stage_name(round_index))
     done = common.completed(stage_dir)
+    together = peers.shared(ctx)
+    if done is not None and together and not ctx.is_chief:
+        return _chief_summary(ctx, stage_dir)
     if done is not None and _outputs_intact(ctx, stage_dir):
         return done
     cfg, config = ctx.config.pseudo, ctx.config
     examples = list(ctx.sources.target_train)
-    shards = (range(cfg.num_shards) if cfg.shard_index < 0
+    shards = (range(cfg.num_shards)
+              if cfg.shard_index < 0 or (together and done is not None)
               else [cfg.shard_index])
     predictor = _lazy_predictor(ctx, round_index)
     for shard in shards:
         _pass1(ctx, stage_dir, predictor, shard, cfg.num_shards, examples)
+    if together:
+        peers.wait_for(ctx, [_pass1_path(stage_dir, k, cfg.num_shards)
+                             for k in range(cfg.num_shards)],
+                       "every shard's pass-1 statistics")
     merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes,
                     cfg.threshold_cap)
     if merged is None:
@@ -321,7 +344,27 @@ def run(ctx, round_index):
         separators = _separators(ctx, thresholds, entropy, len(examples))
         _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators,
                thresholds, predictor)
+    if together and not ctx.is_chief:
+        return _chief_summary(ctx, stage_dir)
+    if together:
+        peers.wait_for(ctx, [_pass2_path(stage_dir, k, cfg.num_shards)
+                             for k in range(cfg.num_shards)],
+                       "every shard's pass 2")
     return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
+
+
+def _chief_summary(ctx, stage_dir):
+    """A non-chief worker waits for the chief's metrics.json and whole
+    indexes (the chief re-makes damaged ones); returns the metrics."""
+    def broken():
+        for name in record_sets(ctx.config.pseudo.selector):
+            try:
+                tfrecords.read_index(io_utils.join(stage_dir,
+                                                  tfrecords.index_name(name)))
+            except DataError as e:
+                return str(e)
+        return None
+    return peers.chief_result(ctx, stage_dir, ready=broken)
 
 
 def _outputs_intact(ctx, stage_dir):
