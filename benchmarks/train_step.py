@@ -53,6 +53,9 @@ import statistics
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # pylint: disable=wrong-import-position
+# First: the package sets TensorFlow's CPU options (oneDNN) before TF loads,
+# as `python -m tf_pixintra.train` does.
+import tf_pixintra  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
