@@ -351,3 +351,13 @@ def test_valid_mask_shape_mismatch_raises():
     with pytest.raises(ValueError, match="valid mask"):
         losses.pla_generator_loss(np.zeros((1, 2, 3)), np.zeros((1, 2, 3)),
                                   np.ones((1, 3, 2)))
+
+
+@pytest.mark.parametrize("bad", [19, -1])
+def test_cross_entropy_rejects_a_label_outside_the_classes(bad):
+    logits = np.zeros((1, 2, 2, 19), np.float32)
+    labels = np.array([[[0, 255], [3, bad]]], np.int32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        losses.segmentation_cross_entropy(logits, labels)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        tf.function(losses.segmentation_cross_entropy)(logits, labels)
