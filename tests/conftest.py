@@ -11,6 +11,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+# The package first: it sets TensorFlow's CPU options (oneDNN) before TF
+# loads, so the tests run the kernels `python -m tf_pixintra.train` runs, and
+# the worker processes some tests start (which inherit the environment) run
+# the same kernels as this process.
+import tf_pixintra  # noqa: E402,F401  pylint: disable=wrong-import-position
 import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 _cpus = tf.config.list_physical_devices("CPU")
