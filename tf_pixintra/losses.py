@@ -180,9 +180,9 @@ def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
     with tf.control_dependencies([check]):
         # -log softmax(z)_y = logsumexp(z) - z_y. The same value as
         # tf.nn.sparse_softmax_cross_entropy_with_logits (up to float
-        # rounding), from ops that run 1.4x faster on the CPU than that
-        # kernel (forward + backward on 128x256x19 logits); the gradient is
-        # softmax(z) - onehot(y) either way.
+        # rounding) without that kernel, 10% of a tiny supervised step's CPU
+        # time in a profile (benchmarks/BENCHMARKS.md, "TF vs PyTorch"); the
+        # gradient is softmax(z) - onehot(y) either way.
         picked = tf.reduce_sum(tf.one_hot(safe, num_classes) * logits, -1)
         ce = tf.reduce_logsumexp(logits, -1) - picked
     return _masked_mean(ce, valid)
