@@ -4,22 +4,29 @@ The whole ToyScapes pipeline (inter -> pseudo -> intra -> eval -> export)
 runs in this process with --run_dir=ram://..., writes every stage's files
 there (nothing on local disk besides the input data), and the same command
 again finds every stage finished. ram:// lives in the process, so the run
-is in-process (train.run), not a subprocess.
+is in-process (train.run), not a subprocess. The TFLite export, left out of
+that run for time, has its own test here.
 """
 
+import glob
 import json
 import os
+import tempfile
 import uuid
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 
+import export_helpers as H
 from tf_pixintra import config as config_lib
+from tf_pixintra import export as export_lib
 from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import train
 from tf_pixintra.data import tfrecords
+from tf_pixintra.export_tflite import LiteRTSegmenter
 from tf_pixintra.stages import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,3 +113,36 @@ def test_whole_pipeline_on_ram_run_dir_then_the_same_command_skips(
     again = train.run(config)
     assert again == rows
     assert sorted(set(written)) == [".lock", "comparison.png"]
+
+
+def test_tflite_export_to_a_ram_directory_runs_in_litert(tmp_path):
+    """export_model with a ram:// out_dir: the SavedModel and the fp32 and
+    int8 TFLite models land there (the converter reads its batch-1 source
+    from a local scratch directory), nothing is left on local disk, and
+    the models read back from ram:// segment the hand-made block images
+    of the palette model as the block classes."""
+
+    out_dir = f"ram://export-{uuid.uuid4().hex[:8]}/export"
+    blocks = [H.block_image(300 + i) for i in range(3)]
+    scratch = os.path.join(tempfile.gettempdir(), "tflite_source.*.tmp")
+    scratch_before = set(glob.glob(scratch))
+    result = export_lib.export_model(
+        H.palette_model(), out_dir, version=1, input_size=H.INPUT_SIZE,
+        representative_images=[b[0] for b in blocks],
+        variants=("fp32", "int8"), warmup=False)
+    assert set(glob.glob(scratch)) <= scratch_before   # removed when done
+    assert not os.path.exists("ram:")
+    assert tf.io.gfile.exists(f"{result['saved_model']}/saved_model.pb")
+    labels = read_json(f"{out_dir}/labels.json")
+    assert labels["tflite"] == {"fp32": "tflite/pixintra_fp32.tflite",
+                                "int8": "tflite/pixintra_int8.tflite"}
+    for variant, path in result["tflite"].items():
+        assert path.startswith(out_dir), path
+        segmenter = LiteRTSegmenter(path)
+        for image, truth, _ in blocks:
+            predicted = segmenter(image)["labels"]
+            inside = truth != 255
+            # Large-margin hand-weighted classifier: every block interior
+            # pixel gets its block's class, fp32 and int8 alike.
+            np.testing.assert_array_equal(predicted[inside], truth[inside],
+                                          err_msg=variant)
