@@ -323,3 +323,15 @@ def test_ias_default_parameters_and_cap():
     state = sd.InstanceAdaptiveSelector.from_dict(
         json.loads(json.dumps(ias.to_dict())))
     np.testing.assert_array_equal(state.theta, ias.theta)
+
+
+@pytest.mark.parametrize("cls, state", [
+    (sd.ClassThresholds, sd.PropCounter(3, (0.5,)).to_dict()),
+    (sd.PropCounter, sd.ClassThresholds(3).to_dict()),
+    (sd.InstanceAdaptiveSelector, {"format": "tf_pixintra.InstanceAdaptive"
+                                             "Selector/0"}),
+])
+def test_from_dict_refuses_another_class_or_version(cls, state):
+    with pytest.raises(ValueError, match=f"not an? {cls.__name__} state: "
+                                         "format="):
+        cls.from_dict(state)

@@ -45,6 +45,13 @@ def _check_probs(probs, num_classes=None, name="probs"):
     return probs.astype(np.float32, copy=False)
 
 
+def _check_format(state, expected, what):
+    """Refuses a to_dict state of another class or format version."""
+    if state.get("format") != expected:
+        raise ValueError(f"not {what} state: format={state.get('format')!r}, "
+                         f"expected {expected!r}")
+
+
 def _check_alpha(alpha, name="alpha"):
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:          # also rejects NaN
@@ -176,10 +183,7 @@ class ClassThresholds:
     @classmethod
     def from_dict(cls, state):
         """Inverse of to_dict."""
-        if state.get("format") != _DICT_FORMAT_THRESHOLDS:
-            raise ValueError(f"not a ClassThresholds state: format="
-                             f"{state.get('format')!r}, expected "
-                             f"{_DICT_FORMAT_THRESHOLDS!r}")
+        _check_format(state, _DICT_FORMAT_THRESHOLDS, "a ClassThresholds")
         obj = cls(state["num_classes"], state["bins"])
         index = np.asarray(state["index"], np.int64)
         count = np.asarray(state["count"], np.int64)
@@ -335,10 +339,7 @@ class PropCounter:
     @classmethod
     def from_dict(cls, state):
         """Inverse of to_dict."""
-        if state.get("format") != _DICT_FORMAT_PROP:
-            raise ValueError(f"not a PropCounter state: format="
-                             f"{state.get('format')!r}, expected "
-                             f"{_DICT_FORMAT_PROP!r}")
+        _check_format(state, _DICT_FORMAT_PROP, "a PropCounter")
         obj = cls(state["num_classes"], state["alphas"])
         obj.easy = int(state["easy"])
         obj.total = int(state["total"])
@@ -496,10 +497,7 @@ class InstanceAdaptiveSelector:
     @classmethod
     def from_dict(cls, state):
         """Inverse of to_dict."""
-        if state.get("format") != _DICT_FORMAT_IAS:
-            raise ValueError(f"not an InstanceAdaptiveSelector state: format="
-                             f"{state.get('format')!r}, expected "
-                             f"{_DICT_FORMAT_IAS!r}")
+        _check_format(state, _DICT_FORMAT_IAS, "an InstanceAdaptiveSelector")
         obj = cls(state["num_classes"], state["alpha"], state["gamma"],
                   state["beta"], state["cap"])
         obj.theta = np.asarray(state["theta"], np.float64)
