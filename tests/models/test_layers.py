@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tolerances as T
 from tf_pixintra.models import ResizeLike
+from tf_pixintra.models import build_deeplab_v2
+from tf_pixintra.models import layers
+from tf_pixintra.models.layers import DilatedConv2D
 
 
 def test_resize_like_bilinear_half_pixel_values():
@@ -83,3 +87,109 @@ def test_leaky_relu_config_round_trip_and_bad_slope():
     assert clone.negative_slope == 0.2 and clone.name == "act"
     with pytest.raises(ValueError, match="negative_slope"):
         LeakyReLU(negative_slope=-0.1)
+
+
+# -- DilatedConv2D ----------------------------------------------------------
+
+def _conv_and_grads(layer, x, weights_out):
+    """layer(x), d/dx and d/dkernel of sum(layer(x) * weights_out)."""
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * weights_out)
+    dx, dk = tape.gradient(loss, [x, layer.kernel])
+    return y.numpy(), dx.numpy(), dk.numpy()
+
+
+def _float64_copy(layer, kernel):
+    """A float64 keras Conv2D with `layer`'s settings and `kernel`."""
+    ref = keras.layers.Conv2D(layer.filters, layer.kernel_size,
+                              padding=layer.padding, use_bias=False,
+                              dilation_rate=layer.dilation_rate,
+                              dtype="float64")
+    ref.build((None, None, None, layer.kernel.shape[2]))
+    ref.kernel.assign(kernel)
+    return ref
+
+
+@pytest.mark.parametrize("dilation", [2, 6])
+def test_dilated_conv_values_and_both_gradients(dilation):
+    """Against the exact result (float64, 53-bit: exact to far below the
+    float32 bound), within Higham's gamma(n) * sum|terms| for each sum:
+    an output sums 9 Cin products, an input gradient 9 Cout, a kernel
+    gradient B H W. The |terms| sums are the same convolution and
+    gradients on |x|, |kernel|, |weights_out|."""
+    rng = np.random.default_rng(dilation)
+    x = rng.normal(size=(2, 9, 13, 5)).astype(np.float32)
+    layer = DilatedConv2D(4, 3, padding="same", dilation_rate=dilation,
+                          use_bias=False)
+    layer.build(x.shape)
+    kernel = rng.normal(size=layer.kernel.shape).astype(np.float32)
+    layer.kernel.assign(kernel)
+    w_out = rng.normal(size=(2, 9, 13, 4)).astype(np.float32)
+    got = _conv_and_grads(layer, x, w_out)
+    exact = _conv_and_grads(_float64_copy(layer, kernel.astype(np.float64)),
+                            x.astype(np.float64), w_out.astype(np.float64))
+    abs_sums = _conv_and_grads(
+        _float64_copy(layer, np.abs(kernel).astype(np.float64)),
+        np.abs(x).astype(np.float64), np.abs(w_out).astype(np.float64))
+    for name, g, e, a, n in zip(("output", "d/dx", "d/dkernel"), got, exact,
+                                abs_sums, (9 * 5, 9 * 4, 2 * 9 * 13)):
+        # Flushed subnormals: below TINY per rounding.
+        bound = T.sum_bound(n, a) + n * T.TINY
+        assert np.all(np.abs(g - e) <= bound), name
+
+
+def _op_types(model, x):
+    """Op types of a traced forward + backward pass of `model` on `x`."""
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = tf.add_n([tf.reduce_sum(o) for o in tf.nest.flatten(outputs)])
+        return tape.gradient(loss, model.trainable_variables)
+    graph = step.get_concrete_function().graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_deeplab_dilated_convs_run_without_space_to_batch():
+    """With oneDNN on (the package's default; conftest imports it before
+    TF), every dilated conv of G and both its gradients are single ops:
+    no SpaceToBatchND / BatchToSpaceND copies. Where TF runs without
+    oneDNN they are Keras' SpaceToBatch convs (the fallback)."""
+    g = build_deeplab_v2(19, depth=18, width=0.125, bn_mode="frozen", seed=0)
+    dilated = [layer for layer in g.layers
+               if isinstance(layer, keras.layers.Conv2D)
+               and max(layer.dilation_rate) > 1]
+    assert dilated and all(isinstance(layer, DilatedConv2D) for layer in dilated)
+    ops = _op_types(g, tf.zeros((1, 32, 64, 3)))
+    assert ("SpaceToBatchND" in ops) == (not layers.onednn_enabled())
+
+
+def test_dilated_conv_falls_back_to_keras_without_onednn(monkeypatch):
+    """Without oneDNN (or with float16 compute) the layer is Keras' Conv2D:
+    the same ops and bit for bit the same values."""
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    layer = DilatedConv2D(2, 3, padding="same", dilation_rate=2)
+    plain = keras.layers.Conv2D(2, 3, padding="same", dilation_rate=2)
+    layer.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights(layer.get_weights())
+    monkeypatch.setattr(layers, "onednn_enabled", lambda: False)
+    model = keras.Sequential([keras.Input((8, 8, 3)), layer])
+    assert "SpaceToBatchND" in _op_types(model, x)
+    np.testing.assert_array_equal(layer(x).numpy(), plain(x).numpy())
+    half = DilatedConv2D(2, 3, padding="same", dilation_rate=2,
+                         dtype="mixed_float16")
+    monkeypatch.setattr(layers, "onednn_enabled", lambda: True)
+    half_model = keras.Sequential([keras.Input((8, 8, 3)), half])
+    assert "SpaceToBatchND" in _op_types(half_model, x)
+
+
+def test_dilated_conv_config_round_trip():
+    layer = DilatedConv2D(3, 3, padding="same", dilation_rate=4, name="d4")
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer))
+    assert isinstance(restored, DilatedConv2D)
+    assert restored.dilation_rate == (4, 4) and restored.name == "d4"

@@ -14,6 +14,7 @@ Head layers are named "head_main_*" / "head_aux_*"; `head_variables` and
 import keras
 
 from tf_pixintra.errors import ConfigError
+from tf_pixintra.models.layers import DilatedConv2D
 from tf_pixintra.models.resnet import layer_seed, resnet_features
 
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -29,7 +30,7 @@ def aspp_classifier(x, num_classes, prefix, seed):
     branches = []
     for d in ASPP_DILATIONS:
         name = f"{prefix}_d{d}"
-        branches.append(keras.layers.Conv2D(
+        branches.append(DilatedConv2D(
             num_classes, 3, padding="same", dilation_rate=d, use_bias=True,
             kernel_initializer=keras.initializers.RandomNormal(
                 0.0, 0.01, seed=layer_seed(seed, name)),

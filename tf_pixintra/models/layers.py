@@ -7,6 +7,8 @@ once `tf_pixintra.models` has been imported.
 
 import keras
 import tensorflow as tf
+# TF's runtime oneDNN switch (private; see `onednn_enabled`).
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=no-name-in-module
 
 _INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -91,3 +93,42 @@ def leaky_relu_output_grad(x, alpha):
         return y, grad
 
     return forward(x)
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    TF's own runtime answer (TF_ENABLE_ONEDNN_OPTS, read when TF loads, with
+    TF's default per CPU); `tf.sysconfig` has no public equivalent. False
+    if a TF release drops the private function.
+    """
+    check = getattr(_pywrap_util_port, "IsMklEnabled", None)
+    return bool(check and check())
+
+
+@keras.saving.register_keras_serializable(package="tf_pixintra")
+class DilatedConv2D(keras.layers.Conv2D):
+    """keras.layers.Conv2D whose dilated stride-1 conv is ONE Conv2D op.
+
+    Keras computes a dilated convolution through `tf.nn.convolution`, which
+    (off TPU) turns it into SpaceToBatchND -> dense conv -> BatchToSpaceND:
+    two extra copies of the activations each way, and at DeepLab-v2's
+    dilations (the ASPP's 6-24 on a stride-8 map) mostly padding. TF's
+    oneDNN kernels (tf_pixintra's default) take the dilation directly in
+    Conv2D and in both of its gradients, so this layer calls
+    `tf.nn.conv2d(..., dilations=...)` when oneDNN is on, the compute dtype
+    is float32 and the strides are 1. Otherwise (TF's Eigen CPU kernels
+    have no dilated filter gradient: "Current CPU implementations do not
+    yet support dilation rates larger than 1"; float16 / bfloat16 compute)
+    it is Keras' Conv2D. The same weights and the same convolution either
+    way; only the float rounding of the sums may differ.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if (max(self.dilation_rate) == 1 or max(self.strides) != 1
+                or self.data_format != "channels_last"
+                or inputs.dtype != tf.float32 or not onednn_enabled()):
+            return super().convolution_op(inputs, kernel)
+        return tf.nn.conv2d(inputs, kernel, strides=1,
+                            padding=self.padding.upper(),
+                            dilations=list(self.dilation_rate))

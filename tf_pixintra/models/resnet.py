@@ -41,6 +41,7 @@ import keras
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
+from tf_pixintra.models.layers import DilatedConv2D
 
 BN_MODES = choices.BN_MODES
 BN_EPSILON = 1e-5
@@ -86,7 +87,8 @@ def check_bn_mode(bn_mode):
 def _conv(x, filters, kernel_size, name, seed, strides=1, dilation=1,
           padding="valid"):
     """Bias-free conv with a seeded He-normal initializer."""
-    return keras.layers.Conv2D(
+    conv = DilatedConv2D if dilation > 1 else keras.layers.Conv2D
+    return conv(
         filters, kernel_size, strides=strides, padding=padding,
         dilation_rate=dilation, use_bias=False,
         kernel_initializer=keras.initializers.HeNormal(
