@@ -1,5 +1,9 @@
 """Tests of tf_pixintra.models.layers."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -193,3 +197,34 @@ def test_dilated_conv_config_round_trip():
         keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, DilatedConv2D)
     assert restored.dilation_rate == (4, 4) and restored.name == "d4"
+
+
+def test_saved_dilated_conv_serves_without_onednn(tmp_path):
+    """A SavedModel written with oneDNN's single-op dilated conv runs in a
+    TensorFlow without oneDNN (TF Serving builds, other CPUs): TF's Eigen
+    CPU kernels do the dilated forward pass (only its filter gradient is
+    missing there). Checked in a fresh process with TF_ENABLE_ONEDNN_OPTS=0
+    against the exact (float64) result within gamma(9 Cin) sum|terms|."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 10, 12, 3)).astype(np.float32)
+    layer = DilatedConv2D(4, 3, padding="same", dilation_rate=3,
+                          use_bias=False)
+    model = keras.Sequential([keras.Input((None, None, 3)), layer])
+    model.export(str(tmp_path / "saved"), verbose=False)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "from tensorflow.python.util import _pywrap_util_port as port\n"
+        "assert not port.IsMklEnabled()\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "np.save(sys.argv[3], m.serve(tf.constant(np.load(sys.argv[2]))).numpy())\n")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "saved"),
+                    str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                   env=env, check=True, timeout=300)
+    served = np.load(tmp_path / "y.npy")
+    kernel = layer.kernel.numpy().astype(np.float64)
+    exact = _float64_copy(layer, kernel)(x.astype(np.float64)).numpy()
+    abs_sum = _float64_copy(layer, np.abs(kernel))(
+        np.abs(x).astype(np.float64)).numpy()
+    assert np.all(np.abs(served - exact) <= T.sum_bound(27, abs_sum) + 27 * T.TINY)
