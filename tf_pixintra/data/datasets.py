@@ -85,6 +85,15 @@ _LAYOUTS = {
         description="Cityscapes layout: leftImg8bit/{split}/{city}/"
                     "*_leftImg8bit.png and gtFine/{split}/{city}/"
                     "*_gtFine_labelIds.png"),
+    # Not a training data set: the export's fidelity check also reads
+    # images/ + labels/ whose labels hold trainIds already.
+    "trainids": _Layout(
+        title="trainId", image_dir="images", label_dir="labels",
+        image_suffix=".png", label_suffix=".png", city_folders=False,
+        has_splits=False,
+        description="trainId layout: images/*.png and labels/*.png (8-bit "
+                    "trainId PNGs) with the same file names, or a "
+                    "Cityscapes root"),
 }
 
 
@@ -333,7 +342,7 @@ def _read_synthia_label_ids(path):
 
 
 def read_label_ids(path, dataset):
-    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes) or uint16 (SYNTHIA)."""
+    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes, trainids) or uint16 (SYNTHIA)."""
     path = os.fspath(path)
     _layout(dataset)
     if dataset == "synthia":
@@ -349,7 +358,8 @@ def read_label_ids(path, dataset):
 
 def read_label(path, dataset):
     """Reads a label file of `dataset` as uint8 trainIds [H, W] (255: ignore)."""
-    return labels_lib.to_train_ids(read_label_ids(path, dataset), dataset)
+    ids = read_label_ids(path, dataset)
+    return ids if dataset == "trainids" else labels_lib.to_train_ids(ids, dataset)
 
 
 def read_example(example, dataset):
