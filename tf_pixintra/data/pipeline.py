@@ -459,28 +459,32 @@ def _window_shuffle(dataset, window, seed):
     @_no_autograph
     def permute(w, batch):
         order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(batch[0])[0]),
+                tf.range(tf.shape(batch)[0]),
                 seed=tf.random.experimental.stateless_fold_in(base, w))
-        return tuple(tf.gather(column, order) for column in batch)
+        return tf.gather(batch, order)
 
     return dataset.batch(window).enumerate().map(permute).unbatch()
 
 
 def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None,
                          flip=False, batch_size=1, seed=0, shuffle=True, repeat=True,
-                         shuffle_buffer=64, cycle_length=8):
-    """Stage II stream from TFRecords written by `tfrecords.write_records`.
+                         shuffle_buffer=64, cycle_length=8, validate=True):
+    """Stage II stream from the TFRecords of the pseudo stage.
 
     Yields {"image": float32 [B,h,w,3], "pseudo_label": uint8 [B,h,w],
-    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. Every record is
-    validated (`tfrecords.decode_and_validate`: errors name the shard and
-    record). Shuffling: each epoch visits the shards in a stateless random
-    order, reads `cycle_length` of them interleaved, and permutes consecutive
-    windows of `shuffle_buffer` records (stateless, seeded by `seed`).
-    Without shuffle the records come in their original (write) order.
+    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. With `validate`
+    (records this run did not write, whose invariants `encode_example` did
+    not check), every record is checked first by `tfrecords.validate_records`
+    (DataError naming the shard, the record and the value); the stream
+    itself decodes without checks. Shuffling: each epoch visits the shards
+    in a stateless random order, reads `cycle_length` of them interleaved,
+    and permutes consecutive windows of `shuffle_buffer` records (stateless,
+    seeded by `seed`). Without shuffle the records come in their original
+    (write) order.
     """
     size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
-    index = tfrecords.read_index(index_path)
+    index = (tfrecords.validate_records if validate else tfrecords.read_index)(
+            index_path)
     if index["total"] < 1:
         raise ConfigError(f"{index_path}: the index lists no records")
     paths = tf.constant(index["paths"], tf.string)
@@ -492,7 +496,7 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
         shards = _epoch_order(num_shards, seed, shuffle, e).map(
                 _no_autograph(lambda i: paths[i]))
         return shards.interleave(
-                tfrecords.shard_records, cycle_length=cycle, block_length=1,
+                tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
                 num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
 
     records = _epochs(repeat).flat_map(one_epoch)
@@ -500,9 +504,8 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
         records = _window_shuffle(records, shuffle_buffer, seed)
 
     @_no_autograph
-    def element(position, record):
-        path, i, serialized = record
-        out = tfrecords.decode_and_validate(serialized, path, i)
+    def element(position, serialized):
+        out = tfrecords.decode_example(serialized)
         features = resize({key: out[key] for key in
                            ("image", "pseudo_label", "hard_mask", "z")}, size)
         features["image"] = caffe_preprocess(features["image"])
@@ -512,43 +515,3 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     dataset = records.enumerate().map(
             element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
     return _finish(dataset, batch_size)
-
-
-def eval_dataset(image_paths, label_paths, label_format, size, names=None):
-    """Evaluation stream, in file order, one image per element.
-
-    Yields {"image": float32 [1,h,w,3] resized to `size` (None: original
-    size) and Caffe-preprocessed, "label": uint8 [1,H,W] trainIds at the
-    label's original size, "name": string [1]}. `names` defaults to the image
-    file names without extension. With label_paths or label_format None the
-    elements have no "label".
-    """
-    size = _check_pair("size", size)
-    image_paths = [os.fspath(p) for p in image_paths]
-    if names is None:
-        names = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
-    columns = {"image": _as_paths(image_paths, "image_paths"),
-               "name": tf.constant(list(names), tf.string)}
-    labelled = label_paths is not None and label_format is not None
-    if labelled:
-        if label_format not in LABEL_FORMATS:
-            raise ConfigError(f"label_format {label_format!r}; expected one of "
-                              f"{LABEL_FORMATS} or None")
-        if len(label_paths) != len(image_paths):
-            raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
-        columns["label"] = _as_paths(label_paths, "label_paths")
-    if len(names) != len(image_paths):
-        raise ConfigError(f"{len(image_paths)} images but {len(names)} names")
-
-    @_no_autograph
-    def element(item):
-        image = resize({"image": _load_image(item["image"])}, size)["image"]
-        out = {"image": caffe_preprocess(image), "name": item["name"]}
-        if labelled:
-            out["label"] = decode_label(tf.io.read_file(item["label"]), label_format,
-                                        item["label"])
-        return out
-
-    dataset = tf.data.Dataset.from_tensor_slices(columns).map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return dataset.batch(1).prefetch(tf.data.AUTOTUNE).with_options(_options())
