@@ -154,30 +154,43 @@ def save_png(path, array, mode=None, palette=None):
 def test_cityscapes_grayscale_labels_through_lut(tmp_path):
     ids = np.array([[7, 8, 26, 0], [33, 255, 6, 24]], np.uint8)
     path = save_png(tmp_path / "l.png", ids)
-    out = pipeline.decode_label(tf.io.read_file(path), "cityscapes").numpy()
+    out = pipeline.load_label(path, "cityscapes").numpy()
     np.testing.assert_array_equal(out, [[0, 1, 13, 255], [18, 255, 255, 11]])
 
 
 def test_gta5_palette_labels_through_lut(tmp_path):
-    # TF expands palettes to RGB; the decoder must map colours back to ids.
-    # Entries 0..6 share black (all ignored), like GTA5's palette.
+    # TF would expand palettes to RGB; the ids are the palette indices.
+    # Entries 0..6 share black, like GTA5's palette.
     palette = [0, 0, 0] * 7 + [128, 64, 128, 244, 35, 232]
     palette += [(i * 37) % 256 for i in range(3 * 256 - len(palette))]
     palette[3 * 26:3 * 26 + 3] = [0, 0, 142]
     ids = np.array([[7, 8, 0, 3], [26, 6, 7, 8]], np.uint8)
     path = save_png(tmp_path / "p.png", ids, "P", palette)
     assert open(path, "rb").read()[25] == 3  # Colour type 3: palette.
-    out = pipeline.decode_label(tf.io.read_file(path), "gta5").numpy()
+    out = pipeline.load_label(path, "gta5").numpy()
     np.testing.assert_array_equal(out, [[0, 1, 255, 255], [13, 255, 0, 1]])
 
 
-def test_palette_colour_shared_by_two_classes_is_an_error(tmp_path):
+def test_palette_colour_shared_by_two_classes_is_read_by_index(tmp_path):
     palette = [0, 0, 0] * 256
     palette[3 * 7:3 * 7 + 3] = [9, 9, 9]
     palette[3 * 8:3 * 8 + 3] = [9, 9, 9]  # road and sidewalk: same colour.
-    path = save_png(tmp_path / "bad.png", np.array([[7, 0]], np.uint8), "P", palette)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bad.png"):
-        pipeline.decode_label(tf.io.read_file(path), "gta5", path)
+    path = save_png(tmp_path / "p.png", np.array([[7, 8]], np.uint8), "P", palette)
+    np.testing.assert_array_equal(pipeline.load_label(path, "gta5").numpy(), [[0, 1]])
+
+
+def streamed_label(path, label_format):
+    """`load_label` inside tf.data, as the training streams call it."""
+    dataset = tf.data.Dataset.from_tensors(path).map(
+            lambda p: pipeline.load_label(p, label_format))
+    return next(iter(dataset)).numpy()
+
+
+def test_a_bad_label_file_is_named(tmp_path):
+    path = save_png(tmp_path / "rgb.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"{path}: label PNG has mode RGB"):
+        streamed_label(path, "gta5")
 
 
 def test_synthia_16bit_labels_through_lut(tmp_path):
@@ -185,15 +198,14 @@ def test_synthia_16bit_labels_through_lut(tmp_path):
     junk = np.full_like(ids, 4000)  # Other channels must be ignored.
     png = tf.io.encode_png(np.stack([ids, junk, junk], -1)).numpy()
     (tmp_path / "s.png").write_bytes(png)
-    out = pipeline.decode_label(tf.io.read_file(str(tmp_path / "s.png")),
-                                "synthia").numpy()
+    out = streamed_label(str(tmp_path / "s.png"), "synthia")
     np.testing.assert_array_equal(out, [[0, 1, 3, 10], [255, 15, 255, 255]])
 
 
 def test_8bit_png_given_as_synthia_is_an_error(tmp_path):
     path = save_png(tmp_path / "eight.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="16-bit"):
-        pipeline.decode_label(tf.io.read_file(path), "synthia", path)
+        streamed_label(path, "synthia")
 
 
 # ------------------------------------------------------------ datasets
