@@ -362,6 +362,16 @@ def read_label(path, dataset):
     return ids if dataset == "trainids" else labels_lib.to_train_ids(ids, dataset)
 
 
+def check_label_size(example, label_shape, image_shape):
+    """DataError naming the label of `example` if its [H, W] is not the image's."""
+    (height, width), (label_h, label_w) = image_shape[:2], label_shape[:2]
+    if (label_h, label_w) != (height, width):
+        raise DataError(
+            f"{example.label_path}: label size {label_w}x{label_h} (WxH) "
+            f"differs from the size {width}x{height} of image "
+            f"{example.image_path}; expected equal sizes")
+
+
 def read_example(example, dataset):
     """Reads one Example: (uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None).
 
@@ -371,10 +381,5 @@ def read_example(example, dataset):
     if example.label_path is None:
         return image, None
     label = read_label(example.label_path, dataset)
-    if label.shape != image.shape[:2]:
-        raise DataError(
-            f"{example.label_path}: label size {label.shape[1]}x"
-            f"{label.shape[0]} (WxH) differs from the size "
-            f"{image.shape[1]}x{image.shape[0]} of image "
-            f"{example.image_path}; expected equal sizes")
+    check_label_size(example, label.shape, image.shape)
     return image, label
