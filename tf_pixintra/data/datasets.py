@@ -243,6 +243,17 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     return examples
 
 
+def _read_bytes(path, what):
+    """The bytes of file `path`; DataError naming it when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: {what} file does not exist") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from e
+
+
 def _open_decoded(path, what):
     """Opens `path` with pillow and decodes it fully (catches truncation)."""
     try:
@@ -288,13 +299,7 @@ def read_image(path):
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image file does not exist") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e.strerror})") from e
+    data = _read_bytes(path, "image")
     if not data:
         raise DataError(f"{path}: cannot decode image (empty file, 0 bytes); "
                         "expected a complete, readable image file")
@@ -321,11 +326,7 @@ def _read_synthia_label_ids(path):
     with tf.io.decode_png (TensorFlow is imported here, on first use, so that
     listing and the 8-bit readers stay free of the TensorFlow start-up cost).
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: label file does not exist") from e
+    data = _read_bytes(path, "label")
     bit_depth, _ = _png_header(path, data)
     if bit_depth != 16:
         raise DataError(f"{path}: SYNTHIA label has bit depth {bit_depth}; "
