@@ -72,10 +72,6 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 
 # ---------------------------------------------------------------- decoding
 
-# The project's one image decoder (see datasets.decode_image).
-decode_image = datasets.decode_image
-
-
 def _check_label_format(label_format):
     if label_format not in LABEL_FORMATS:
         raise ConfigError(f"label_format {label_format!r}; expected one of "
@@ -290,7 +286,7 @@ def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
 
 
 def _load_image(path):
-    return decode_image(tf.io.read_file(path))
+    return datasets.decode_image(tf.io.read_file(path))  # the one image decoder
 
 
 def _load_labelled(label_format, check_same_size):
