@@ -65,6 +65,9 @@ def test_png_bytes_image_and_feature_keys():
     assert feature["image/segmentation/z/encoded"].bytes_list.value[0][24] == 16
     out = tfrecords.decode_example(example.SerializeToString())
     np.testing.assert_array_equal(out["image"].numpy(), image)
+    with pytest.raises(DataError, match=f"{name}: not a PNG .*expected "
+                       "PNG-encoded RGB"):
+        tfrecords.encode_example(b"GIF89a" + bytes(40), pseudo, hard, z, name)
 
 
 @pytest.mark.parametrize("field, value, expected", [

@@ -21,6 +21,7 @@ tf_pixintra.errors.DataError naming the file and what was expected.
 
 import dataclasses
 import os
+import struct
 
 import numpy as np
 from PIL import Image
@@ -311,12 +312,17 @@ def read_image(path):
                         "image file") from None
 
 
-def _png_header(path, data):
-    """(bit depth, colour type) from the IHDR chunk of PNG bytes `data`."""
+def png_header(data, where, expected):
+    """(height, width, bit depth) from the IHDR chunk of PNG bytes `data`.
+
+    Raises DataError starting with `where` (a file or record name) when the
+    bytes are no PNG; `expected` says what should have been there.
+    """
     if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        raise DataError(f"{path}: not a PNG file (bad signature or IHDR "
-                        "chunk); expected a 16-bit SYNTHIA label PNG")
-    return data[24], data[25]
+        raise DataError(f"{where}: not a PNG (first bytes {bytes(data[:8])!r}, "
+                        f"no IHDR chunk after them); expected {expected}")
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width, data[24]
 
 
 def _read_synthia_label_ids(path):
@@ -327,7 +333,7 @@ def _read_synthia_label_ids(path):
     listing and the 8-bit readers stay free of the TensorFlow start-up cost).
     """
     data = _read_bytes(path, "label")
-    bit_depth, _ = _png_header(path, data)
+    _, _, bit_depth = png_header(data, path, "a 16-bit SYNTHIA label PNG")
     if bit_depth != 16:
         raise DataError(f"{path}: SYNTHIA label has bit depth {bit_depth}; "
                         "expected a 16-bit PNG with the class id in the first "

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import io_utils
+from tf_pixintra.data import datasets
 from tf_pixintra.data import labels
 from tf_pixintra.errors import DataError
 
@@ -57,7 +58,6 @@ KEY_LABEL_FORMAT = "image/segmentation/class/format"
 KEY_HARD_MASK = "image/segmentation/hard_mask/encoded"
 KEY_Z = "image/segmentation/z/encoded"
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
 _RECORD_FOOTER = 4  # uint32 masked CRC of the data.
 
@@ -75,15 +75,6 @@ def index_name(name):
 
 
 # ---------------------------------------------------------------- encoding
-
-def _png_size(png, filename):
-    """(height, width) from a PNG's IHDR chunk; DataError if not a PNG."""
-    if len(png) < 24 or png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
-        raise DataError(f"{filename}: image bytes are not a PNG (first bytes "
-                        f"{bytes(png[:8])!r}); expected PNG-encoded RGB")
-    width, height = struct.unpack(">II", png[16:24])
-    return height, width
-
 
 def check_maps(height, width, pseudo_label, hard_mask, z):
     """First violated record invariant as a sentence, or None.
@@ -165,7 +156,8 @@ def encode_example(image, pseudo_label, hard_mask, z, filename):
     """
     if isinstance(image, (bytes, bytearray)):
         image_png = bytes(image)
-        height, width = _png_size(image_png, filename)
+        height, width, _ = datasets.png_header(image_png, filename,
+                                               "PNG-encoded RGB")
     else:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
