@@ -19,6 +19,7 @@ from PIL import Image
 import export_helpers as H
 import tolerances as T
 from tf_pixintra import export as export_lib
+from tf_pixintra.data import datasets
 from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.export_tflite import (TFLiteConversionError,
                                        assert_builtin_only, format_fidelity,
@@ -463,6 +464,26 @@ def test_cli_exports_and_measures(tmp_path, capsys):
     assert fidelity["variants"]["fp32"]["agreement"] == pytest.approx(100.0)
     assert fidelity["variants"]["fp32"]["miou"] == pytest.approx(100.0)
     assert "fp32" in stdout and "agree" in stdout
+
+
+def test_measure_on_val_reads_the_data_set_layouts(tmp_path):
+    images = tmp_path / "leftImg8bit" / "val" / "aachen"
+    labels = tmp_path / "gtFine" / "val" / "aachen"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(
+        images / "aachen_1_leftImg8bit.png")
+    label = labels / "aachen_1_gtFine_labelIds.png"
+    Image.fromarray(np.array([[7, 26, 0], [7, 7, 7]], np.uint8)).save(label)
+    examples, layout = export_lib.evaluation_examples(str(tmp_path))
+    assert layout == "cityscapes" and [e.name for e in examples] == ["aachen_1"]
+    np.testing.assert_array_equal(  # labelIds -> trainIds
+        datasets.read_label(examples[0].label_path, layout), [[0, 13, 255], [0, 0, 0]])
+    label.unlink()
+    with pytest.raises(DataError, match=f"{label}: label file missing"):
+        export_lib.evaluation_examples(str(tmp_path))
+    with pytest.raises(DataError, match="missing folder .*images.*or a Cityscapes root"):
+        export_lib.evaluation_examples(str(tmp_path / "gtFine"))
 
 
 # ------------------------------------------------ input bounds (issue 17.9)

@@ -11,10 +11,10 @@ import os
 import pytest
 import tensorflow as tf
 
+import tfrecord_helpers as R
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
 from tf_pixintra import train
-from tf_pixintra.data import tfrecords
 from tf_pixintra.data import toyscapes
 from tf_pixintra.stages import common
 
@@ -47,7 +47,7 @@ def test_closing_table_of_a_finished_run_needs_no_write_access(tmp_path, monkeyp
                             {"stage": stage, "target_miou": 10.0 + i,
                              **EXTRA.get(stage[:6], {})})
         if stage.startswith("pseudo"):
-            tfrecords.write_records(str(run_dir / stage), "target", [], 1, {})
+            R.write_records(str(run_dir / stage), "target", [], 1, {})
     strategy = tf.distribute.get_strategy()
     first = train._run(config, strategy, True)   # writes config + summary.json
     before = snapshot(run_dir)

@@ -31,8 +31,10 @@ from absl import flags
 from absl import logging
 
 from tf_pixintra import io_utils
+from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as label_tables
 from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.evaluate import parse_size
 from tf_pixintra.export_contract import (MAX_INPUT_PIXELS, MODEL_NAME,
                                          SERVING_MAX_PIXELS)
 from tf_pixintra.export_savedmodel import (
@@ -77,8 +79,9 @@ def define_flags(flag_values=FLAGS):
                       "(needs tensorflow-serving-api).", flag_values=flag_values)
     flags.DEFINE_string("measure_on_val", None, "Data root for the fidelity "
                         "check: Cityscapes layout (leftImg8bit/<split>, gtFine/"
-                        "<split> labelIds) or images/ + labels/ (trainId PNGs "
-                        "with the same file stem).", flag_values=flag_values)
+                        "<split> labelIds) or images/*.png + labels/*.png "
+                        "(trainId PNGs with the same file names).",
+                        flag_values=flag_values)
     flags.DEFINE_string("measure_split", "val", "Split for the Cityscapes layout.", flag_values=flag_values)
     flags.DEFINE_integer("measure_limit", 50, "Images for the fidelity check "
                          "(0 = all).", flag_values=flag_values)
@@ -100,13 +103,6 @@ def define_flags(flag_values=FLAGS):
 
 
 # ---------------------------------------------------------------- images
-def read_image(path):
-    """uint8 RGB [H, W, 3] of an image file, read as training reads it."""
-    from tf_pixintra.data import datasets
-
-    return datasets.read_image(path)
-
-
 @contextlib.contextmanager
 def _pil_pixel_limit(max_pixels):
     """Pillow's decompression-bomb limit set to `max_pixels` (None: off)."""
@@ -145,12 +141,12 @@ def check_image_size(path, max_pixels, flag="--max_input_pixels"):
 
 
 def read_bounded_image(path, max_pixels=MAX_INPUT_PIXELS):
-    """`read_image` after the header check against `max_pixels`."""
+    """`datasets.read_image` after the header check against `max_pixels`."""
     check_image_size(path, max_pixels)
     from PIL import Image
 
     with _pil_pixel_limit(max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)):
-        return read_image(path)
+        return datasets.read_image(path)
 
 
 def _image_files(directory):
@@ -187,54 +183,13 @@ def representative_images(directory, count, input_size,
             for p in files]
 
 
-def evaluation_pairs(root, split="val"):
-    """[(image path, label path, label kind)] of a data root for the fidelity check.
-
-    Cityscapes layout -> kind "cityscapes" (labelIds); images/ + labels/ ->
-    kind "trainids".
-    """
-    images = sorted(glob.glob(os.path.join(
-            root, "leftImg8bit", split, "*", "*_leftImg8bit.png")))
-    if images:
-        pairs = []
-        for image in images:
-            label = image.replace(os.sep + "leftImg8bit" + os.sep,
-                                  os.sep + "gtFine" + os.sep)
-            label = label.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
-            if not os.path.isfile(label):
-                raise DataError(f"no label {label} for image {image}; expected "
-                                "the Cityscapes gtFine labelIds PNG")
-            pairs.append((image, label, "cityscapes"))
-        return pairs
-    image_dir, label_dir = os.path.join(root, "images"), os.path.join(root,
-                                                                       "labels")
-    if os.path.isdir(image_dir) and os.path.isdir(label_dir):
-        pairs = []
-        for image in _image_files(image_dir):
-            stem = os.path.splitext(os.path.relpath(image, image_dir))[0]
-            label = os.path.join(label_dir, stem + ".png")
-            if not os.path.isfile(label):
-                raise DataError(f"no label {label} for image {image}; expected "
-                                "a trainId PNG with the same file stem")
-            pairs.append((image, label, "trainids"))
-        return pairs
-    raise DataError(f"--measure_on_val {root!r}: found neither leftImg8bit/"
-                    f"{split}/*/*_leftImg8bit.png nor images/ + labels/; "
-                    "expected one of those layouts")
-
-
-def read_label(path, kind):
-    """uint8 trainIds [H, W] of a label PNG (`kind`: cityscapes / trainids)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        label = np.asarray(image)
-    if label.ndim != 2:
-        raise DataError(f"label {path} has shape {label.shape}; expected a "
-                        "single-channel PNG")
-    if kind == "cityscapes":
-        return label_tables.to_train_ids(label, "cityscapes")
-    return label.astype(np.uint8)
+def evaluation_examples(root, split="val"):
+    """(datasets.Example list, label layout) of a data root for the fidelity
+    check: the Cityscapes layout (labelIds) when ROOT/leftImg8bit exists,
+    else images/ + labels/ holding trainId PNGs (layout "trainids")."""
+    if os.path.isdir(os.path.join(root, "leftImg8bit")):
+        return datasets.list_examples("cityscapes", root, split), "cityscapes"
+    return datasets.list_examples("trainids", root, "all"), "trainids"
 
 
 # ---------------------------------------------------------------- export
@@ -373,13 +328,14 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
             "labels": labels_path}
 
 
-def checked_evaluation_pairs(root, split="val", limit=50,
-                             max_pixels=MAX_INPUT_PIXELS):
-    """Up to `limit` `evaluation_pairs`, every image's header checked."""
-    pairs = spread(evaluation_pairs(root, split), limit)
-    for image, _, _ in pairs:
-        check_image_size(image, max_pixels)
-    return pairs
+def checked_evaluation_examples(root, split="val", limit=50,
+                                max_pixels=MAX_INPUT_PIXELS):
+    """Up to `limit` `evaluation_examples`, every image's header checked."""
+    examples, layout = evaluation_examples(root, split)
+    examples = spread(examples, limit)
+    for example in examples:
+        check_image_size(example.image_path, max_pixels)
+    return examples, layout
 
 
 def measure_on_val(model, tflite_paths, root, input_size, split="val",
@@ -388,33 +344,25 @@ def measure_on_val(model, tflite_paths, root, input_size, split="val",
 
     An image above `max_pixels` (from its header) is a DataError.
     """
-    pairs = checked_evaluation_pairs(root, split, limit, max_pixels)
-    images = [read_bounded_image(image, max_pixels) for image, _, _ in pairs]
-    labels = [read_label(label, kind) for _, label, kind in pairs]
+    examples, layout = checked_evaluation_examples(root, split, limit, max_pixels)
+    images = [read_bounded_image(e.image_path, max_pixels) for e in examples]
+    labels = [datasets.read_label(e.label_path, layout) for e in examples]
     return measure_fidelity(model, tflite_paths, images, labels, input_size,
                             num_threads=num_threads)
-
-
-def _parse_size(text):
-    try:
-        height, width = (int(v) for v in text.split(","))
-    except ValueError as err:
-        raise ConfigError(f"--input_size {text!r}; expected H,W") from err
-    return height, width
 
 
 def run(flag_values):
     """Runs the exporter CLI with parsed `flag_values`."""
     if not flag_values.model or not flag_values.out:
         raise app.UsageError("--model and --out are required")
-    input_size = _parse_size(flag_values.input_size)
+    input_size = parse_size(flag_values.input_size)
     variants = [v for v in flag_values.variants if v]
     images = None
     max_pixels = flag_values.max_input_pixels
     if flag_values.measure_on_val:  # bad files are found before the export
-        checked_evaluation_pairs(flag_values.measure_on_val,
-                                 flag_values.measure_split,
-                                 flag_values.measure_limit, max_pixels)
+        checked_evaluation_examples(flag_values.measure_on_val,
+                                    flag_values.measure_split,
+                                    flag_values.measure_limit, max_pixels)
     if flag_values.representative_dir:
         images = representative_images(flag_values.representative_dir,
                                        flag_values.num_representative, input_size,

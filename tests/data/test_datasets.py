@@ -58,6 +58,15 @@ def test_gta5_lists_sorted_and_reads_palette_indices(tmp_path, fake_datasets):
     assert datasets.list_examples("gta5", tmp_path, "all") == examples
 
 
+def test_trainid_layout_reads_labels_unmapped(tmp_path, fake_datasets):
+    """The export's images/ + labels/ layout: labels hold trainIds already."""
+    train_ids = np.array([[0, 13, 18], [255, 7, 4]], np.uint8)
+    fake_datasets.write_example("gta5", tmp_path, "a", train_ids)
+    (example,) = datasets.list_examples("trainids", tmp_path, "all")
+    _, label = datasets.read_example(example, "trainids")
+    np.testing.assert_array_equal(label, train_ids)   # gta5 would map 13 -> 4
+
+
 def test_synthia_16bit_first_channel(tmp_path, fake_datasets):
     _, label_path, rgb = fake_datasets.write_example(
             "synthia", tmp_path, "0000001", SYNTHIA_IDS)

@@ -5,11 +5,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import tfrecord_helpers as R
 import tolerances as T
 from tf_pixintra import losses
 from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
-from tf_pixintra.errors import ConfigError
+from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR
 
 H, W = 16, 24
@@ -153,30 +154,43 @@ def save_png(path, array, mode=None, palette=None):
 def test_cityscapes_grayscale_labels_through_lut(tmp_path):
     ids = np.array([[7, 8, 26, 0], [33, 255, 6, 24]], np.uint8)
     path = save_png(tmp_path / "l.png", ids)
-    out = pipeline.decode_label(tf.io.read_file(path), "cityscapes").numpy()
+    out = pipeline.load_label(path, "cityscapes").numpy()
     np.testing.assert_array_equal(out, [[0, 1, 13, 255], [18, 255, 255, 11]])
 
 
 def test_gta5_palette_labels_through_lut(tmp_path):
-    # TF expands palettes to RGB; the decoder must map colours back to ids.
-    # Entries 0..6 share black (all ignored), like GTA5's palette.
+    # TF would expand palettes to RGB; the ids are the palette indices.
+    # Entries 0..6 share black, like GTA5's palette.
     palette = [0, 0, 0] * 7 + [128, 64, 128, 244, 35, 232]
     palette += [(i * 37) % 256 for i in range(3 * 256 - len(palette))]
     palette[3 * 26:3 * 26 + 3] = [0, 0, 142]
     ids = np.array([[7, 8, 0, 3], [26, 6, 7, 8]], np.uint8)
     path = save_png(tmp_path / "p.png", ids, "P", palette)
     assert open(path, "rb").read()[25] == 3  # Colour type 3: palette.
-    out = pipeline.decode_label(tf.io.read_file(path), "gta5").numpy()
+    out = pipeline.load_label(path, "gta5").numpy()
     np.testing.assert_array_equal(out, [[0, 1, 255, 255], [13, 255, 0, 1]])
 
 
-def test_palette_colour_shared_by_two_classes_is_an_error(tmp_path):
+def test_palette_colour_shared_by_two_classes_is_read_by_index(tmp_path):
     palette = [0, 0, 0] * 256
     palette[3 * 7:3 * 7 + 3] = [9, 9, 9]
     palette[3 * 8:3 * 8 + 3] = [9, 9, 9]  # road and sidewalk: same colour.
-    path = save_png(tmp_path / "bad.png", np.array([[7, 0]], np.uint8), "P", palette)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bad.png"):
-        pipeline.decode_label(tf.io.read_file(path), "gta5", path)
+    path = save_png(tmp_path / "p.png", np.array([[7, 8]], np.uint8), "P", palette)
+    np.testing.assert_array_equal(pipeline.load_label(path, "gta5").numpy(), [[0, 1]])
+
+
+def streamed_label(path, label_format):
+    """`load_label` inside tf.data, as the training streams call it."""
+    dataset = tf.data.Dataset.from_tensors(path).map(
+            lambda p: pipeline.load_label(p, label_format))
+    return next(iter(dataset)).numpy()
+
+
+def test_a_bad_label_file_is_named(tmp_path):
+    path = save_png(tmp_path / "rgb.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"{path}: label PNG has mode RGB"):
+        streamed_label(path, "gta5")
 
 
 def test_synthia_16bit_labels_through_lut(tmp_path):
@@ -184,15 +198,14 @@ def test_synthia_16bit_labels_through_lut(tmp_path):
     junk = np.full_like(ids, 4000)  # Other channels must be ignored.
     png = tf.io.encode_png(np.stack([ids, junk, junk], -1)).numpy()
     (tmp_path / "s.png").write_bytes(png)
-    out = pipeline.decode_label(tf.io.read_file(str(tmp_path / "s.png")),
-                                "synthia").numpy()
+    out = streamed_label(str(tmp_path / "s.png"), "synthia")
     np.testing.assert_array_equal(out, [[0, 1, 3, 10], [255, 15, 255, 255]])
 
 
 def test_8bit_png_given_as_synthia_is_an_error(tmp_path):
     path = save_png(tmp_path / "eight.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="16-bit"):
-        pipeline.decode_label(tf.io.read_file(path), "synthia", path)
+        streamed_label(path, "synthia")
 
 
 # ------------------------------------------------------------ datasets
@@ -266,16 +279,6 @@ def test_target_dataset_drops_the_last_partial_batch(files):
     assert out[0]["image"].shape == (2, 8, 12, 3)
 
 
-def test_eval_dataset_keeps_full_size_labels(files):
-    images, label_files = files
-    ds = pipeline.eval_dataset(images[:2], label_files[:2], "cityscapes", (8, 12))
-    out = batches(ds, 5)
-    assert len(out) == 2
-    assert out[1]["image"].shape == (1, 8, 12, 3)
-    assert out[1]["label"].shape == (1, H, W) and out[1]["label"].dtype == np.uint8
-    assert out[1]["name"].tolist() == [b"img1"]
-
-
 def test_bad_arguments_raise_config_error(files):
     images, label_files = files
     with pytest.raises(ConfigError, match="label_format"):
@@ -300,7 +303,7 @@ def write_pseudo_records(directory, n=5, num_shards=2):
         z = np.where(hard == 1, (cols + 1) / 32.0, 0.0)
         examples.append(tfrecords.encode_example(image.astype(np.uint8), pseudo, hard,
                                                  z, f"img{i}"))
-    return tfrecords.write_records(str(directory), "pl", examples, num_shards,
+    return R.write_records(str(directory), "pl", examples, num_shards,
                                    {"alpha": 0.85})
 
 
@@ -346,10 +349,12 @@ def test_pseudo_label_dataset_names_the_bad_record(tmp_path):
             tf.io.encode_png(np.zeros((H, W, 3), np.uint8)).numpy(),
             png(np.full((H, W), 40, np.uint8)), png(np.zeros((H, W), np.uint8)),
             png(np.zeros((H, W), np.uint16)), "bad", H, W)
-    index = tfrecords.write_records(str(tmp_path), "v", [good, good, good, bad], 2, {})
+    index = R.write_records(str(tmp_path), "v", [good, good, good, bad], 2, {})
+    with pytest.raises(DataError, match=r"v-00001-of-00002.tfrecord: record 1: "
+                       "pseudo_label has value 40"):
+        pipeline.pseudo_label_dataset(index, batch_size=1)
+    # validate=False (records this run wrote, checked by encode_example):
+    # the stream itself checks nothing.
     ds = pipeline.pseudo_label_dataset(index, batch_size=1, shuffle=False,
-                                       repeat=False)
-    with pytest.raises(tf.errors.InvalidArgumentError) as info:
-        batches(ds, 10)
-    message = str(info.value)
-    assert "v-00001-of-00002.tfrecord" in message and "[record:] [1]" in message
+                                       repeat=False, validate=False)
+    assert len(batches(ds, 10)) == 4

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfrecord_helpers as R
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
 from tf_pixintra import models
@@ -101,7 +102,7 @@ def read_records(ctx, name=pseudo_stage.RECORDS):
     index_path = os.path.join(stage_dir(ctx), tfrecords.index_name(name))
     tfrecords.validate_records(index_path)
     out = {}
-    for record in tfrecords.example_dataset(index_path, validate=False):
+    for record in R.example_dataset(index_path):
         key = record["filename"].numpy().decode()
         assert key not in out, f"{key} written twice"
         out[key] = {k: v.numpy() for k, v in record.items() if k != "filename"}

@@ -55,13 +55,9 @@ def check_labelled(example, dataset):
     of `dataset` (labels.KNOWN_LABEL_IDS). Raises DataError naming the label
     when its size differs from the image's.
     """
-    height, width = check_image(example)
+    image_shape = check_image(example)
     ids = datasets.read_label_ids(example.label_path, dataset)
-    if ids.shape != (height, width):
-        raise DataError(
-            f"{example.label_path}: label size {ids.shape[1]}x{ids.shape[0]} "
-            f"(WxH) differs from the size {width}x{height} of image "
-            f"{example.image_path}; expected equal sizes")
+    datasets.check_label_size(example, ids.shape, image_shape)
     counts = np.bincount(ids.ravel(), minlength=1)
     present = np.flatnonzero(counts)
     train = labels.to_train_ids(present, dataset)

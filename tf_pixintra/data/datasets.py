@@ -21,6 +21,7 @@ tf_pixintra.errors.DataError naming the file and what was expected.
 
 import dataclasses
 import os
+import struct
 
 import numpy as np
 from PIL import Image
@@ -85,6 +86,15 @@ _LAYOUTS = {
         description="Cityscapes layout: leftImg8bit/{split}/{city}/"
                     "*_leftImg8bit.png and gtFine/{split}/{city}/"
                     "*_gtFine_labelIds.png"),
+    # Not a training data set: the export's fidelity check also reads
+    # images/ + labels/ whose labels hold trainIds already.
+    "trainids": _Layout(
+        title="trainId", image_dir="images", label_dir="labels",
+        image_suffix=".png", label_suffix=".png", city_folders=False,
+        has_splits=False,
+        description="trainId layout: images/*.png and labels/*.png (8-bit "
+                    "trainId PNGs) with the same file names, or a "
+                    "Cityscapes root"),
 }
 
 
@@ -234,6 +244,17 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     return examples
 
 
+def _read_bytes(path, what):
+    """The bytes of file `path`; DataError naming it when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: {what} file does not exist") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from e
+
+
 def _open_decoded(path, what):
     """Opens `path` with pillow and decodes it fully (catches truncation)."""
     try:
@@ -279,13 +300,7 @@ def read_image(path):
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image file does not exist") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot read image ({e.strerror})") from e
+    data = _read_bytes(path, "image")
     if not data:
         raise DataError(f"{path}: cannot decode image (empty file, 0 bytes); "
                         "expected a complete, readable image file")
@@ -297,12 +312,17 @@ def read_image(path):
                         "image file") from None
 
 
-def _png_header(path, data):
-    """(bit depth, colour type) from the IHDR chunk of PNG bytes `data`."""
+def png_header(data, where, expected):
+    """(height, width, bit depth) from the IHDR chunk of PNG bytes `data`.
+
+    Raises DataError starting with `where` (a file or record name) when the
+    bytes are no PNG; `expected` says what should have been there.
+    """
     if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        raise DataError(f"{path}: not a PNG file (bad signature or IHDR "
-                        "chunk); expected a 16-bit SYNTHIA label PNG")
-    return data[24], data[25]
+        raise DataError(f"{where}: not a PNG (first bytes {bytes(data[:8])!r}, "
+                        f"no IHDR chunk after them); expected {expected}")
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width, data[24]
 
 
 def _read_synthia_label_ids(path):
@@ -312,12 +332,8 @@ def _read_synthia_label_ids(path):
     with tf.io.decode_png (TensorFlow is imported here, on first use, so that
     listing and the 8-bit readers stay free of the TensorFlow start-up cost).
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: label file does not exist") from e
-    bit_depth, _ = _png_header(path, data)
+    data = _read_bytes(path, "label")
+    _, _, bit_depth = png_header(data, path, "a 16-bit SYNTHIA label PNG")
     if bit_depth != 16:
         raise DataError(f"{path}: SYNTHIA label has bit depth {bit_depth}; "
                         "expected a 16-bit PNG with the class id in the first "
@@ -333,7 +349,7 @@ def _read_synthia_label_ids(path):
 
 
 def read_label_ids(path, dataset):
-    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes) or uint16 (SYNTHIA)."""
+    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes, trainids) or uint16 (SYNTHIA)."""
     path = os.fspath(path)
     _layout(dataset)
     if dataset == "synthia":
@@ -349,7 +365,18 @@ def read_label_ids(path, dataset):
 
 def read_label(path, dataset):
     """Reads a label file of `dataset` as uint8 trainIds [H, W] (255: ignore)."""
-    return labels_lib.to_train_ids(read_label_ids(path, dataset), dataset)
+    ids = read_label_ids(path, dataset)
+    return ids if dataset == "trainids" else labels_lib.to_train_ids(ids, dataset)
+
+
+def check_label_size(example, label_shape, image_shape):
+    """DataError naming the label of `example` if its [H, W] is not the image's."""
+    (height, width), (label_h, label_w) = image_shape[:2], label_shape[:2]
+    if (label_h, label_w) != (height, width):
+        raise DataError(
+            f"{example.label_path}: label size {label_w}x{label_h} (WxH) "
+            f"differs from the size {width}x{height} of image "
+            f"{example.image_path}; expected equal sizes")
 
 
 def read_example(example, dataset):
@@ -361,10 +388,5 @@ def read_example(example, dataset):
     if example.label_path is None:
         return image, None
     label = read_label(example.label_path, dataset)
-    if label.shape != image.shape[:2]:
-        raise DataError(
-            f"{example.label_path}: label size {label.shape[1]}x"
-            f"{label.shape[0]} (WxH) differs from the size "
-            f"{image.shape[1]}x{image.shape[0]} of image "
-            f"{example.image_path}; expected equal sizes")
+    check_label_size(example, label.shape, image.shape)
     return image, label

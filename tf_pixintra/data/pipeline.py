@@ -37,6 +37,7 @@ last partial batch.
 import numbers
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import choices
@@ -69,147 +70,30 @@ _WINDOW_STREAM = 3
 # skipping AutoGraph's source conversion makes building a pipeline faster.
 _no_autograph = tf.autograph.experimental.do_not_convert
 
-_CITYSCAPES_LUT = tf.constant(labels.CITYSCAPES_LUT)
-_SYNTHIA_LUT = tf.constant(labels.SYNTHIA_LUT)
-
-
 # ---------------------------------------------------------------- decoding
 
-# The project's one image decoder (see datasets.decode_image).
-decode_image = datasets.decode_image
-
-
-def _u32(contents, offset):
-    """Big-endian uint32 (as int32) at byte `offset` of a string tensor."""
-    return tf.io.decode_raw(tf.strings.substr(contents, offset, 4), tf.int32,
-                            little_endian=False)[0]
-
-
-def _png_header(contents, path):
-    """(bit depth, colour type) of a PNG; asserts the PNG signature."""
-    check = tf.debugging.Assert(
-            tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n"),
-            ["label file is not a PNG; expected a label-id PNG:", path])
-    with tf.control_dependencies([check]):
-        header = tf.io.decode_raw(tf.strings.substr(contents, 24, 2), tf.uint8)
-    return header[0], header[1]
-
-
-def _colour_keys(rgba):
-    """uint8 [..., 4] -> int32 [...] key of (r, g, b), alpha ignored.
-
-    A bitcast of the four bytes, masked with the bytes (255, 255, 255, 0):
-    cheaper than arithmetic and the same on either byte order.
-    """
-    mask = tf.bitcast(tf.constant([255, 255, 255, 0], tf.uint8), tf.int32)
-    return tf.bitwise.bitwise_and(tf.bitcast(rgba, tf.int32), mask)
-
-
-def _palette_keys(contents, path):
-    """Colours of a PNG's PLTE chunk as `_colour_keys`, [P]."""
-    n = tf.strings.length(contents)
-
-    def chunk_type(offset):
-        return tf.strings.substr(contents, tf.minimum(offset + 4, n - 4), 4)
-
-    def more(offset):
-        kind = chunk_type(offset)
-        return (offset + 12 <= n) & tf.not_equal(kind, "PLTE") & tf.not_equal(kind, "IDAT")
-
-    # max(length, 0): a corrupt length must not make the walk go backwards.
-    def step(offset):
-        return (offset + 12 + tf.maximum(_u32(contents, offset), 0),)
-
-    (offset,) = tf.while_loop(more, step, (tf.constant(8, tf.int32),))
-    found = tf.debugging.Assert(
-            tf.equal(chunk_type(offset), "PLTE"),
-            ["palette label PNG without a PLTE chunk before IDAT:", path])
-    with tf.control_dependencies([found]):
-        length = _u32(contents, offset)
-        rgb = tf.io.decode_raw(tf.strings.substr(contents, offset + 8, length), tf.uint8)
-    rgb = tf.reshape(rgb, [-1, 3])
-    return _colour_keys(tf.concat([rgb, tf.zeros_like(rgb[:, :1])], 1))
-
-
-def _palette_train_ids(contents, path):
-    """Palette label PNG -> uint8 trainIds [H, W] via its colours.
-
-    TensorFlow's PNG decoder expands palette images to RGB (it never returns
-    the palette indices), so the index of each pixel is recovered from the
-    file's own PLTE chunk: colour -> palette index -> CITYSCAPES_LUT. Two
-    palette entries of the same colour are harmless when they map to the same
-    trainId (GTA5's palette repeats black for ignored ids only); a pixel of a
-    colour shared by entries with different trainIds raises an error.
-    """
-    keys = _palette_keys(contents, path)
-    train = tf.cast(tf.gather(_CITYSCAPES_LUT, tf.range(tf.shape(keys)[0])), tf.int32)
-    order = tf.argsort(keys, stable=True)
-    sorted_keys = tf.gather(keys, order)
-    sorted_train = tf.gather(train, order)
-    # Entries sharing a colour form a group; a group with two trainIds is
-    # ambiguous and gets the out-of-range marker 256.
-    new_group = tf.concat([[True], sorted_keys[1:] != sorted_keys[:-1]], 0)
-    group = tf.cumsum(tf.cast(new_group, tf.int32)) - 1
-    num_groups = group[-1] + 1
-    ambiguous = tf.gather(
-            tf.math.unsorted_segment_max(sorted_train, group, num_groups)
-            != tf.math.unsorted_segment_min(sorted_train, group, num_groups), group)
-    sorted_train = tf.where(ambiguous, 256, sorted_train)
-
-    pixel_keys = _colour_keys(tf.io.decode_png(contents, channels=4))
-    # Per pixel only: unique (hash) and one gather; the colour -> trainId
-    # search runs on the few distinct colours.
-    colours, pixel_colour = tf.unique(tf.reshape(pixel_keys, [-1]))
-    pos = tf.minimum(tf.searchsorted(sorted_keys, colours, side="left"),
-                     tf.shape(sorted_keys)[0] - 1)
-    colour_train = tf.where(tf.equal(tf.gather(sorted_keys, pos), colours),
-                            tf.gather(sorted_train, pos), labels.IGNORE_LABEL)
-    check = tf.debugging.Assert(
-            tf.reduce_max(colour_train) < 256,
-            ["palette label PNG uses a colour shared by palette entries of "
-             "different classes; cannot recover the label ids:", path])
-    with tf.control_dependencies([check]):
-        ids = tf.gather(tf.cast(colour_train, tf.uint8), pixel_colour)
-    return tf.reshape(ids, tf.shape(pixel_keys))
-
-
-def _gray_train_ids(contents, path, bit_depth, color_type):
-    """8-bit grayscale label-id PNG -> uint8 trainIds [H, W]."""
-    check = tf.debugging.Assert(
-            (bit_depth == 8) & ((color_type == 0) | (color_type == 4)),
-            ["expected an 8-bit grayscale or palette label-id PNG; got bit depth",
-             bit_depth, "colour type", color_type, "in", path])
-    with tf.control_dependencies([check]):
-        ids = tf.io.decode_png(contents, channels=1)[..., 0]
-    return tf.gather(_CITYSCAPES_LUT, tf.cast(ids, tf.int32))
-
-
-def decode_label(contents, label_format, path=""):
-    """Label PNG bytes -> uint8 trainIds [H, W] (255 = ignore).
-
-    "cityscapes" / "gta5": 8-bit label-id PNG (grayscale, or palette as GTA5
-    ships them) mapped with CITYSCAPES_LUT. "synthia": 16-bit PNG, class id
-    in the first channel, mapped with SYNTHIA_LUT. `path` only serves the
-    error messages.
-    """
-    bit_depth, color_type = _png_header(contents, path)
-    if label_format in ("cityscapes", "gta5"):
-        ids = tf.cond(tf.equal(color_type, 3),
-                      lambda: _palette_train_ids(contents, path),
-                      lambda: _gray_train_ids(contents, path, bit_depth, color_type))
-    elif label_format == "synthia":
-        check = tf.debugging.Assert(
-                tf.equal(bit_depth, 16),
-                ["expected a 16-bit SYNTHIA label PNG; got bit depth", bit_depth,
-                 "in", path])
-        with tf.control_dependencies([check]):
-            raw = tf.io.decode_png(contents, channels=0, dtype=tf.uint16)[..., 0]
-        ids = tf.gather(_SYNTHIA_LUT, tf.cast(raw, tf.int32))
-    else:
+def _check_label_format(label_format):
+    if label_format not in LABEL_FORMATS:
         raise ConfigError(f"label_format {label_format!r}; expected one of "
-                          f"{LABEL_FORMATS} or None")
-    ids.set_shape([None, None])
-    return ids
+                          f"{LABEL_FORMATS}")
+
+
+def load_label(path, label_format):
+    """Label file `path` (string tensor) -> uint8 trainIds [H, W] (255: ignore).
+
+    The file is read by the project's one label reader, `datasets.read_label`
+    (pillow returns the palette indices of GTA5's labels, which TensorFlow's
+    PNG decoder expands to colours), inside tf.numpy_function: the input
+    pipeline is under 1% of a paper-size step. A bad file fails with
+    InvalidArgumentError carrying the reader's message, which names the file.
+    """
+    _check_label_format(label_format)
+    label = tf.numpy_function(
+            # `p`: bytes in a graph, a 0-d array when called eagerly.
+            lambda p: datasets.read_label(os.fsdecode(np.asarray(p).item()), label_format),
+            [path], tf.uint8, stateful=False)
+    label.set_shape([None, None])
+    return label
 
 
 # ---------------------------------------------------------------- geometry
@@ -402,14 +286,13 @@ def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
 
 
 def _load_image(path):
-    return decode_image(tf.io.read_file(path))
+    return datasets.decode_image(tf.io.read_file(path))  # the one image decoder
 
 
 def _load_labelled(label_format, check_same_size):
     def load(paths):
         image = _load_image(paths["image"])
-        label = decode_label(tf.io.read_file(paths["label"]), label_format,
-                             paths["label"])
+        label = load_label(paths["label"], label_format)
         if check_same_size:
             check = tf.debugging.Assert(
                     tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label))),
@@ -429,11 +312,9 @@ def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
 
     Images are resized to `size` (H, W) bilinearly and labels with nearest
     neighbour, then `augment`ed; images are Caffe-preprocessed (BGR - mean).
-    label_format: "cityscapes", "gta5" or "synthia" (see `decode_label`).
+    label_format: "cityscapes", "gta5" or "synthia" (see `load_label`).
     """
-    if label_format not in LABEL_FORMATS:
-        raise ConfigError(f"label_format {label_format!r}; expected one of "
-                          f"{LABEL_FORMATS}")
+    _check_label_format(label_format)
     if len(image_paths) != len(label_paths):
         raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
     columns = {"image": _as_paths(image_paths, "image_paths"),
@@ -459,28 +340,32 @@ def _window_shuffle(dataset, window, seed):
     @_no_autograph
     def permute(w, batch):
         order = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.shape(batch[0])[0]),
+                tf.range(tf.shape(batch)[0]),
                 seed=tf.random.experimental.stateless_fold_in(base, w))
-        return tuple(tf.gather(column, order) for column in batch)
+        return tf.gather(batch, order)
 
     return dataset.batch(window).enumerate().map(permute).unbatch()
 
 
 def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None,
                          flip=False, batch_size=1, seed=0, shuffle=True, repeat=True,
-                         shuffle_buffer=64, cycle_length=8):
-    """Stage II stream from TFRecords written by `tfrecords.write_records`.
+                         shuffle_buffer=64, cycle_length=8, validate=True):
+    """Stage II stream from the TFRecords of the pseudo stage.
 
     Yields {"image": float32 [B,h,w,3], "pseudo_label": uint8 [B,h,w],
-    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. Every record is
-    validated (`tfrecords.decode_and_validate`: errors name the shard and
-    record). Shuffling: each epoch visits the shards in a stateless random
-    order, reads `cycle_length` of them interleaved, and permutes consecutive
-    windows of `shuffle_buffer` records (stateless, seeded by `seed`).
-    Without shuffle the records come in their original (write) order.
+    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. With `validate`
+    (records this run did not write, whose invariants `encode_example` did
+    not check), every record is checked first by `tfrecords.validate_records`
+    (DataError naming the shard, the record and the value); the stream
+    itself decodes without checks. Shuffling: each epoch visits the shards
+    in a stateless random order, reads `cycle_length` of them interleaved,
+    and permutes consecutive windows of `shuffle_buffer` records (stateless,
+    seeded by `seed`). Without shuffle the records come in their original
+    (write) order.
     """
     size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
-    index = tfrecords.read_index(index_path)
+    index = (tfrecords.validate_records if validate else tfrecords.read_index)(
+            index_path)
     if index["total"] < 1:
         raise ConfigError(f"{index_path}: the index lists no records")
     paths = tf.constant(index["paths"], tf.string)
@@ -492,7 +377,7 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
         shards = _epoch_order(num_shards, seed, shuffle, e).map(
                 _no_autograph(lambda i: paths[i]))
         return shards.interleave(
-                tfrecords.shard_records, cycle_length=cycle, block_length=1,
+                tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
                 num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
 
     records = _epochs(repeat).flat_map(one_epoch)
@@ -500,9 +385,8 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
         records = _window_shuffle(records, shuffle_buffer, seed)
 
     @_no_autograph
-    def element(position, record):
-        path, i, serialized = record
-        out = tfrecords.decode_and_validate(serialized, path, i)
+    def element(position, serialized):
+        out = tfrecords.decode_example(serialized)
         features = resize({key: out[key] for key in
                            ("image", "pseudo_label", "hard_mask", "z")}, size)
         features["image"] = caffe_preprocess(features["image"])
@@ -512,43 +396,3 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     dataset = records.enumerate().map(
             element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
     return _finish(dataset, batch_size)
-
-
-def eval_dataset(image_paths, label_paths, label_format, size, names=None):
-    """Evaluation stream, in file order, one image per element.
-
-    Yields {"image": float32 [1,h,w,3] resized to `size` (None: original
-    size) and Caffe-preprocessed, "label": uint8 [1,H,W] trainIds at the
-    label's original size, "name": string [1]}. `names` defaults to the image
-    file names without extension. With label_paths or label_format None the
-    elements have no "label".
-    """
-    size = _check_pair("size", size)
-    image_paths = [os.fspath(p) for p in image_paths]
-    if names is None:
-        names = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
-    columns = {"image": _as_paths(image_paths, "image_paths"),
-               "name": tf.constant(list(names), tf.string)}
-    labelled = label_paths is not None and label_format is not None
-    if labelled:
-        if label_format not in LABEL_FORMATS:
-            raise ConfigError(f"label_format {label_format!r}; expected one of "
-                              f"{LABEL_FORMATS} or None")
-        if len(label_paths) != len(image_paths):
-            raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
-        columns["label"] = _as_paths(label_paths, "label_paths")
-    if len(names) != len(image_paths):
-        raise ConfigError(f"{len(image_paths)} images but {len(names)} names")
-
-    @_no_autograph
-    def element(item):
-        image = resize({"image": _load_image(item["image"])}, size)["image"]
-        out = {"image": caffe_preprocess(image), "name": item["name"]}
-        if labelled:
-            out["label"] = decode_label(tf.io.read_file(item["label"]), label_format,
-                                        item["label"])
-        return out
-
-    dataset = tf.data.Dataset.from_tensor_slices(columns).map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return dataset.batch(1).prefetch(tf.data.AUTOTUNE).with_options(_options())

@@ -17,18 +17,19 @@ the TF Model Garden segmentation convention plus two parallel maps:
 Z is quantised to 16 bits: a decoded value differs from the stored float32 by
 at most 0.5/65535 (7.63e-6) plus float32 rounding (< 1e-7), so by < 7.8e-6.
 
-Files: `NAME-00000-of-000NN.tfrecord` shards, each written to a temporary
-name and renamed when complete (several processes may each write their own
-shard with `write_shard`), and `NAME-index.json` listing the shards, their
-record counts and byte sizes, the total and the writer's settings
-(`write_index`). `write_records` does both in one process.
+Files: `NAME-00000-of-000NN.tfrecord` shards, written by `writers` (each to
+a temporary name, renamed when complete; several processes may each write
+their own shard), and `NAME-index.json` listing the shards, their record
+counts and byte sizes, the total and the writer's settings (`write_index`).
 
-Reading: `read_index` checks that every listed shard exists and has the
-recorded size (a missing or truncated shard raises DataError naming the file);
-`decode_and_validate` decodes one record in TF ops and asserts the record's
-invariants with messages naming the shard file and the record number;
-`validate_records` does the same checks from Python and raises DataError for
-the first bad record.
+Validation: `encode_example` refuses a record that breaks an invariant
+(`check_maps`), so records are checked as they are written. `read_index`
+checks that every listed shard exists and has the recorded size (a missing
+or truncated shard raises DataError naming the file); `validate_records`,
+the one offline validator, checks every record of an index (records this
+run did not write) and raises DataError naming the shard file, the record
+and the bad value. `decode_example` decodes without checks: the training
+stream reads records that were validated one way or the other.
 """
 
 import contextlib
@@ -38,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import io_utils
+from tf_pixintra.data import datasets
 from tf_pixintra.data import labels
 from tf_pixintra.errors import DataError
 
@@ -56,10 +58,6 @@ KEY_LABEL_FORMAT = "image/segmentation/class/format"
 KEY_HARD_MASK = "image/segmentation/hard_mask/encoded"
 KEY_Z = "image/segmentation/z/encoded"
 
-# Functions given to tf.data are plain TF code: skip AutoGraph conversion.
-_no_autograph = tf.autograph.experimental.do_not_convert
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
 _RECORD_FOOTER = 4  # uint32 masked CRC of the data.
 
@@ -77,15 +75,6 @@ def index_name(name):
 
 
 # ---------------------------------------------------------------- encoding
-
-def _png_size(png, filename):
-    """(height, width) from a PNG's IHDR chunk; DataError if not a PNG."""
-    if len(png) < 24 or png[:8] != _PNG_SIGNATURE or png[12:16] != b"IHDR":
-        raise DataError(f"{filename}: image bytes are not a PNG (first bytes "
-                        f"{bytes(png[:8])!r}); expected PNG-encoded RGB")
-    width, height = struct.unpack(">II", png[16:24])
-    return height, width
-
 
 def check_maps(height, width, pseudo_label, hard_mask, z):
     """First violated record invariant as a sentence, or None.
@@ -167,7 +156,8 @@ def encode_example(image, pseudo_label, hard_mask, z, filename):
     """
     if isinstance(image, (bytes, bytearray)):
         image_png = bytes(image)
-        height, width = _png_size(image_png, filename)
+        height, width, _ = datasets.png_header(image_png, filename,
+                                               "PNG-encoded RGB")
     else:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -205,7 +195,7 @@ def decode_example(serialized):
 
     Keys: image uint8 [H, W, 3], pseudo_label uint8 [H, W], hard_mask uint8
     [H, W], z float32 [H, W], filename string, height int64, width int64.
-    No checks; see `decode_and_validate`.
+    No checks (see the module docstring).
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     image = tf.io.decode_png(parsed[KEY_IMAGE], channels=3)
@@ -223,82 +213,6 @@ def decode_example(serialized):
     }
 
 
-def _assert_all(checks, where):
-    """One tf.debugging.Assert over (ok, rule, value) checks.
-
-    The error message shows the first broken rule, its value (a string
-    tensor), then `where`. One Assert per stage keeps the traced graph small.
-    """
-    oks = tf.stack([ok for ok, _, _ in checks])
-    first = tf.argmax(tf.cast(tf.logical_not(oks), tf.int32))
-    rule = tf.gather(tf.constant([rule for _, rule, _ in checks]), first)
-    value = tf.gather(tf.stack([value for _, _, value in checks]), first)
-    return tf.debugging.Assert(tf.reduce_all(oks),
-                               ["invalid record:", rule, "value:", value] + where)
-
-
-def _shape_string(tensor):
-    return tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator="x")
-
-
-def decode_and_validate(serialized, shard_path, record_index):
-    """`decode_example` plus asserts of every record invariant (TF ops).
-
-    Checked in three stages (each only runs if the previous one passed):
-    the four PNGs are present and are PNGs and Z is 16-bit; the image and
-    the maps are [image/height, image/width]; pseudo labels are < 19 or 255,
-    the hard mask is 0/1, Z is in [0, 1] and pseudo labels are 255 where the
-    mask is 1. A failure raises tf.errors.InvalidArgumentError whose message
-    holds the rule broken, the value at fault, the shard path and the record
-    number (0-based, within the shard): "... [shard:] [PATH] [record:] [N]".
-    """
-    where = ["shard:", shard_path, "record:", record_index]
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    keys = (KEY_IMAGE, KEY_LABEL, KEY_HARD_MASK, KEY_Z)
-    header = [(tf.equal(tf.strings.substr(parsed[key], 0, 8, unit="BYTE"),
-                        _PNG_SIGNATURE)
-               & (tf.strings.length(parsed[key]) >= 26),
-               f"{key} must be a PNG", tf.strings.substr(parsed[key], 0, 8))
-              for key in keys]
-    z_depth = tf.cast(tf.io.decode_raw(
-            tf.strings.substr(tf.strings.join([parsed[KEY_Z], b"\0" * 26]), 24, 1),
-            tf.uint8)[0], tf.int32)
-    header.append((tf.equal(z_depth, 16), "z PNG must be 16-bit (bit depth)",
-                   tf.strings.as_string(z_depth)))
-    with tf.control_dependencies([_assert_all(header, where)]):
-        out = decode_example(serialized)
-    expected = tf.stack([out["height"], out["width"]])
-    shapes = [(tf.reduce_all(tf.equal(tf.shape(out[key], out_type=tf.int64)[:2],
-                                      expected)),
-               f"{key} height/width differ from image/height, image/width "
-               "(value: the map's shape, then the header)",
-               tf.strings.join([_shape_string(out[key]), " vs ",
-                                tf.strings.reduce_join(tf.strings.as_string(expected),
-                                                       separator="x")]))
-              for key in ("image", "pseudo_label", "hard_mask", "z")]
-    with tf.control_dependencies([_assert_all(shapes, where)]):
-        pl = tf.cast(out["pseudo_label"], tf.int32)
-        hm = tf.cast(out["hard_mask"], tf.int32)
-        z = out["z"]
-    bad_pl = (pl >= labels.NUM_CLASSES) & (pl != labels.IGNORE_LABEL)
-    bad_hm = (hm != 0) & (hm != 1)
-    labelled_hard = (hm == 1) & (pl != labels.IGNORE_LABEL)
-    values = [
-        (tf.logical_not(tf.reduce_any(bad_pl)),
-         "pseudo_label values must be < 19 or 255",
-         tf.strings.as_string(tf.reduce_max(tf.where(bad_pl, pl, 0)))),
-        (tf.logical_not(tf.reduce_any(bad_hm)), "hard_mask values must be 0 or 1",
-         tf.strings.as_string(tf.reduce_max(hm))),
-        (tf.reduce_all((z >= 0.0) & (z <= 1.0)), "z values must be in [0, 1]",
-         tf.strings.as_string(tf.reduce_max(z))),
-        (tf.logical_not(tf.reduce_any(labelled_hard)),
-         "pseudo_label must be 255 where hard_mask == 1",
-         tf.strings.as_string(tf.reduce_max(tf.where(labelled_hard, pl, 0)))),
-    ]
-    with tf.control_dependencies([_assert_all(values, where)]):
-        return {key: tf.identity(value) for key, value in out.items()}
-
-
 # ---------------------------------------------------------------- writing
 
 def _serialize(example, where):
@@ -310,24 +224,24 @@ def _serialize(example, where):
                     f"got {type(example).__name__}")
 
 
-def write_shard(out_dir, name, shard_index, num_shards, examples):
-    """Writes one shard `NAME-iiiii-of-nnnnn.tfrecord` atomically.
+@contextlib.contextmanager
+def writers(paths):
+    """{key: write(example)} for TFRecord files {key: path}, as a context.
 
-    `examples` is an iterable of tf.train.Example (or serialized bytes). The
-    shard is written under a temporary name and renamed when the iterable is
-    exhausted; if it raises, no file is left under the shard's name.
-    Returns {"file": path, "num_records": n, "num_bytes": size}.
+    `write` takes a tf.train.Example (serialised with deterministic=True, so
+    every process writes the same bytes) or serialized bytes. Each file is
+    written under a temporary name and renamed when the block ends; if it
+    raises, no file is left under any of the names.
     """
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} not in [0, {num_shards})")
-    path = io_utils.join(out_dir, shard_name(name, shard_index, num_shards))
-    count = 0
-    with io_utils.atomic_path(path) as tmp:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for example in examples:
-                writer.write(_serialize(example, path))
-                count += 1
-    return {"file": path, "num_records": count, "num_bytes": io_utils.getsize(path)}
+    with contextlib.ExitStack() as stack:
+        out = {}
+        for key, path in paths.items():
+            tmp = stack.enter_context(io_utils.atomic_path(path))
+            writer = tf.io.TFRecordWriter(tmp)
+            stack.callback(writer.close)  # closed before its rename (LIFO)
+            out[key] = (lambda example, writer=writer, path=path:
+                        writer.write(_serialize(example, path)))
+        yield out
 
 
 def count_records(path):
@@ -388,30 +302,6 @@ def write_index(out_dir, name, num_shards, settings):
     return path
 
 
-def write_records(out_dir, name, examples, num_shards, settings):
-    """Writes `examples` round-robin over `num_shards` shards, then the index.
-
-    Example i goes to shard i % num_shards, so reading the shards interleaved
-    one record at a time gives back the original order. All shards are
-    written under temporary names and renamed only when every example has
-    been written. Returns the index path.
-    """
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    paths = [io_utils.join(out_dir, shard_name(name, i, num_shards))
-             for i in range(num_shards)]
-    with contextlib.ExitStack() as stack:
-        writers = []
-        for path in paths:
-            tmp = stack.enter_context(io_utils.atomic_path(path))
-            writer = tf.io.TFRecordWriter(tmp)
-            stack.callback(writer.close)  # closed before its rename (LIFO)
-            writers.append(writer)
-        for i, example in enumerate(examples):
-            writers[i % num_shards].write(_serialize(example, paths[i % num_shards]))
-    return write_index(out_dir, name, num_shards, settings)
-
-
 # ---------------------------------------------------------------- reading
 
 def read_index(index_path, check_files=True):
@@ -448,26 +338,6 @@ def read_index(index_path, check_files=True):
                                 f"{shard['num_bytes']}; the file is truncated or was "
                                 "replaced (re-write the shard and its index)")
     return index
-
-
-def shard_records(shard_path):
-    """tf.data of (shard_path, record_index, serialized) for one shard file."""
-    return tf.data.TFRecordDataset(shard_path).enumerate().map(
-            _no_autograph(lambda i, record: (shard_path, i, record)))
-
-
-def example_dataset(index_path, validate=True):
-    """Decoded records of all shards, shard after shard, in file order.
-
-    Elements are `decode_example` dicts. With validate, every record is
-    checked by `decode_and_validate` (errors name the shard and record).
-    """
-    index = read_index(index_path)
-    decode = decode_and_validate if validate else (lambda r, p, i: decode_example(r))
-    paths = tf.data.Dataset.from_tensor_slices(tf.constant(index["paths"], tf.string))
-    return paths.flat_map(_no_autograph(shard_records)).map(
-            _no_autograph(lambda path, i, record: decode(record, path, i)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def validate_records(index_path):

@@ -48,10 +48,13 @@ def _records(ctx, round_index, name, batch_size, seed):
     except DataError as e:
         raise DataError(f"{e}. To recover, {advice}") from None
     check_shard_counts(index, round_index)
+    # Records of this run's finished pseudo stage were checked as written;
+    # others are checked by the offline validator before training.
+    written_here = common.completed(io_utils.parent(index)) is not None
     return pipeline.pseudo_label_dataset(
         index, size=data.target_size, crop_size=data.crop_size or None,
         scale_range=data.scale_range or None, flip=data.flip,
-        batch_size=batch_size, seed=seed)
+        batch_size=batch_size, seed=seed, validate=not written_here)
 
 
 def check_shard_counts(index_path, round_index):

@@ -41,7 +41,6 @@ Pictures: pass 2 also writes `preview_NNN.png` for the first
 Z heat map, the layout of the paper's Fig. 2; tf_pixintra.previews).
 """
 
-import contextlib
 import io
 import os
 
@@ -267,12 +266,7 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
     size = tuple(config.data.target_size)
     counter = subdomains.PropCounter(config.model.num_classes,
                                      config.pseudo.alpha_sweep)
-    with contextlib.ExitStack() as stack:
-        writers = {}
-        for name in names:
-            tmp = stack.enter_context(io_utils.atomic_path(paths[name]))
-            writers[name] = tf.io.TFRecordWriter(tmp)
-            stack.callback(writers[name].close)  # closed before the rename
+    with tfrecords.writers(paths) as write:
         for index, example in _progress(
                 _shard_images(examples, shard, num_shards), stage_dir, 2, shard,
                 num_shards):
@@ -288,12 +282,8 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
                 counter.update(hard, label)
                 if image is None:
                     image = training_image(example.image_path, size)
-                # deterministic: the feature map in sorted key order, so
-                # every process writes the same bytes (else the order can
-                # differ from one process to the next).
-                writers[name].write(tfrecords.encode_example(
-                    image, label, hard, z, example.name).SerializeToString(
-                        deterministic=True))
+                write[name](tfrecords.encode_example(image, label, hard, z,
+                                                     example.name))
                 if index < config.pseudo.num_preview_images:
                     _write_preview(stage_dir, index, image, picked)
     io_utils.write_json(done_file, counter.to_dict())
