@@ -7,7 +7,6 @@ skipped when the command is run again; an interrupted one resumes from its
 last checkpoint. Ends by printing the target mIoU of every stage.
 """
 
-import os
 import sys
 
 from absl import app
@@ -213,11 +212,9 @@ def main(argv):
     except KeyboardInterrupt:
         print("interrupted: the checkpoint is saved; run the same command to "
               "resume", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        # tf.data's multi-device iterator threads can block interpreter
-        # shutdown after an interrupted fit(); everything is on disk already.
-        os._exit(130)  # pylint: disable=protected-access
+        # Lazy: compat imports TensorFlow, which flag errors do not wait for.
+        from tf_pixintra import compat  # pylint: disable=import-outside-toplevel
+        compat.exit_now(130)
     print(format_summary(rows))
     return 0
 

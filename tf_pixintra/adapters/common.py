@@ -9,8 +9,8 @@ replica scaling, loss scaling, L2 and head learning-rate rules live here once.
 import keras
 import tensorflow as tf
 
+from tf_pixintra import compat
 from tf_pixintra.adapters import diagnostics
-from tf_pixintra.adapters import optimizers as opt_lib
 from tf_pixintra.models import head_variables
 
 
@@ -44,14 +44,7 @@ def replica_share(labels=None, ignore_label=255):
     return tf.stop_gradient(local / tf.maximum(total, 1.0))
 
 
-def in_multi_worker_mode(strategy=None):
-    """True under a MultiWorkerMirroredStrategy that spans several workers."""
-    strategy = strategy or tf.distribute.get_strategy()
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
-
-
-class AdversarialAdapter(keras.Model):
+class AdversarialAdapter(compat.PrebuiltModel):
     """Base of the Stage I and Stage II adapters (custom `train_step`)."""
 
     def __init__(self, generator, d_main, d_aux, *, weight_decay=5e-4,
@@ -68,9 +61,6 @@ class AdversarialAdapter(keras.Model):
         self._head_ids = {id(v) for v in head_variables(generator)}
         self._trackers = {}
         self._diagnostics = []
-        # The sub-models are built already; without this, fit() would try to
-        # build the adapter by calling it on a training batch (a dict).
-        self.built = True
 
     # -- set-up -------------------------------------------------------------
     def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None,
@@ -230,33 +220,11 @@ class AdversarialAdapter(keras.Model):
             logs[name] = tracker.result()
         for name in self._diagnostics:
             logs[name] = self._trackers[name].result()
-        logs["lr_g"] = opt_lib.current_learning_rate(self.g_optimizer)
+        # The scheduled rates at the current iteration (Keras evaluates them).
+        logs["lr_g"] = self.g_optimizer.learning_rate
         if self.d_main_optimizer is not None:
-            logs["lr_d"] = opt_lib.current_learning_rate(self.d_main_optimizer)
-        if in_multi_worker_mode():
-            # Workaround, keras-team/keras#20585 (Keras 3 under multi-worker
-            # MWMS; the error is tensorflow/tensorflow#72388): across workers
-            # Keras reduces each logged value with strategy.reduce(MEAN,
-            # axis=0), which fails on a scalar ("Invalid reduction dimension
-            # 0"); a batch axis of 1 makes it the mean over the replicas.
-            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
-        return logs
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Skipped under multi-worker training (nothing to build).
-
-        Workaround, keras-team/keras#20585 (Keras 3 under multi-worker MWMS)
-        and #20329 (dict inputs): before training, Keras 3 pulls a batch and
-        reduces it across replicas to build the model symbolically; across
-        workers that reduction fails on a dict batch ("Attempt to convert a
-        value ({...}) with an unsupported type"). The adapter is built in
-        __init__, its optimizers in compile, and it compiles no loss or
-        metric, so there is nothing to build.
-        """
-        if in_multi_worker_mode(self.distribute_strategy):
-            return None
-        return super()._maybe_symbolic_build(iterator=iterator,
-                                             data_batch=data_batch)
+            logs["lr_d"] = self.d_main_optimizer.learning_rate
+        return compat.reducible_logs(logs)
 
     def get_config(self):
         return {

@@ -46,9 +46,3 @@ def _maybe_loss_scale(opt, mixed_precision):
         return keras.optimizers.LossScaleOptimizer(opt, name=opt.name + "_ls")
     return opt
 
-
-def current_learning_rate(opt):
-    """The learning rate the optimizer uses at its current iteration."""
-    inner = getattr(opt, "inner_optimizer", opt)
-    lr = inner.learning_rate
-    return lr(inner.iterations) if callable(lr) else lr

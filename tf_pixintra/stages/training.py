@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_pixintra import compat
 from tf_pixintra import io_utils
 from tf_pixintra import runtime
-from tf_pixintra.adapters import common as adapter_common
 from tf_pixintra.errors import DataError
 from tf_pixintra.errors import TrainingDiverged
 from tf_pixintra.stages.stop_signal import StopSignal
@@ -77,7 +77,7 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
         """
         local = self.stop is not None and self.stop.requested
         strategy = self.model.distribute_strategy
-        if not adapter_common.in_multi_worker_mode(strategy):
+        if not compat.in_multi_worker_mode(strategy):
             return local
         if self._agree is None:
             self._agree = agreement_fn(strategy)
