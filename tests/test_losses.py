@@ -243,12 +243,59 @@ def test_per_pixel_losses_are_batch_means():
 
 
 # ---------------------------------------------- literal Eq. 6 / Eq. 8
+# The paper's printed forms, per image and averaged over the batch; not
+# used for training (tf_pixintra.losses, module docstring).
+_pixel_pair = losses._pixel_pair  # pylint: disable=protected-access
+
+
+def _per_image_sum(x):
+    """Sum over every axis but the first: [B,...] -> [B]."""
+    return tf.reduce_sum(x, axis=tf.range(1, tf.rank(x)))
+
+
+def _masked_log_sum(log_values, mask):
+    """Per image log(sum_hw mask * exp(log_values)), computed stably; -inf
+    when the mask is empty (the literal loss is then infinite)."""
+    neg_inf = tf.fill(tf.shape(log_values), -math.inf)
+    terms = tf.where(mask > 0, log_values + tf.math.log(mask), neg_inf)
+    return tf.reduce_logsumexp(terms, axis=tf.range(1, tf.rank(terms)))
+
+
+def pla_discriminator_loss_literal(d_logits, hard_mask):
+    """Eq. 6: ``-log(sum D o M) - log(sum (1-D) o (1-M))``; +inf when an
+    image has no hard or no easy pixel."""
+    d, m = _pixel_pair(d_logits, hard_mask)
+    log_d = -tf.nn.softplus(-d)          # log sigmoid(d)
+    log_1md = -tf.nn.softplus(d)         # log(1 - sigmoid(d))
+    return tf.reduce_mean(-_masked_log_sum(log_d, m)
+                          - _masked_log_sum(log_1md, 1.0 - m))
+
+
+def pla_generator_loss_literal(d_logits, hard_mask):
+    """Eq. 6 (G): ``-log(sum (1 - D) o M)``; +inf when an image has no hard
+    pixel."""
+    d, m = _pixel_pair(d_logits, hard_mask)
+    return tf.reduce_mean(-_masked_log_sum(-tf.nn.softplus(d), m))
+
+
+def cts_discriminator_loss_literal(d_logits, z):
+    """Eq. 8 (D): ``||D - Z||_F^2``."""
+    d, zz = _pixel_pair(d_logits, z)
+    return tf.reduce_mean(_per_image_sum(tf.square(tf.sigmoid(d) - zz)))
+
+
+def cts_generator_loss_literal(d_logits, hard_mask):
+    """Eq. 8 (G): ``||D o M||_F^2``."""
+    d, m = _pixel_pair(d_logits, hard_mask)
+    return tf.reduce_mean(_per_image_sum(tf.square(tf.sigmoid(d) * m)))
+
+
 def test_literal_cts_is_hw_times_per_pixel():
     d = np.array([[[LOG3, 0.0]]], np.float32)
     z = np.array([[[0.5, 0.0]]], np.float32)
-    assert float(losses.cts_discriminator_loss_literal(d, z)) == \
+    assert float(cts_discriminator_loss_literal(d, z)) == \
         approx(0.3125)                        # 2 * 0.15625
-    assert float(losses.cts_generator_loss_literal(d, M2)) == \
+    assert float(cts_generator_loss_literal(d, M2)) == \
         approx(0.5625)                        # .75^2
     rng = np.random.default_rng(1)
     d = rng.normal(size=(3, 5, 7, 1)).astype(np.float32)
@@ -257,19 +304,19 @@ def test_literal_cts_is_hw_times_per_pixel():
     # Sums of 3 x 5 x 7 non-negative terms (a sigmoid, a product, a square
     # each) against their mean times hw: relative gamma(105 + 3 + T) each.
     rel = T.across(T.gamma(3 * hw + 3 + T.TRANSCENDENTAL_ULPS))
-    assert float(losses.cts_generator_loss_literal(d, m)) == pytest.approx(
+    assert float(cts_generator_loss_literal(d, m)) == pytest.approx(
         hw * float(losses.cts_generator_loss(d, m)), rel=rel)
-    assert float(losses.cts_discriminator_loss_literal(d, m)) == \
+    assert float(cts_discriminator_loss_literal(d, m)) == \
         pytest.approx(hw * float(losses.cts_discriminator_loss(d, m)),
                       rel=rel)
 
 
 def test_literal_pla_one_pixel_per_subdomain_is_hw_times_per_pixel():
     # D literal: -log .75 - log .25 = 1.67397643 = 2 * 0.83698822
-    assert float(losses.pla_discriminator_loss_literal(D2, M2)) == \
+    assert float(pla_discriminator_loss_literal(D2, M2)) == \
         approx(1.6739764335716716)
     # G literal: -log(1 - .75) = 1.38629436 = 2 * 0.69314718
-    assert float(losses.pla_generator_loss_literal(D2, M2)) == \
+    assert float(pla_generator_loss_literal(D2, M2)) == \
         approx(NEG_LOG_025)
 
 
@@ -279,7 +326,7 @@ def test_literal_pla_generator_with_n_equal_hard_pixels():
     # in general literal = -log n + (HW / n) * per-pixel.
     d = np.zeros((1, 2, 2), np.float32)
     m = np.array([[[1, 1], [0, 0]]], np.uint8)
-    lit = float(losses.pla_generator_loss_literal(d, m))
+    lit = float(pla_generator_loss_literal(d, m))
     per = float(losses.pla_generator_loss(d, m))
     assert lit == approx(0.0)
     assert per == approx(0.34657359027997264)
@@ -289,8 +336,8 @@ def test_literal_pla_generator_with_n_equal_hard_pixels():
 def test_literal_pla_infinite_on_empty_subdomain_per_pixel_finite():
     d = np.zeros((1, 2, 2), np.float32)
     m = np.zeros((1, 2, 2), np.uint8)      # no hard pixel
-    assert math.isinf(float(losses.pla_generator_loss_literal(d, m)))
-    assert math.isinf(float(losses.pla_discriminator_loss_literal(d, m)))
+    assert math.isinf(float(pla_generator_loss_literal(d, m)))
+    assert math.isinf(float(pla_discriminator_loss_literal(d, m)))
     assert float(losses.pla_generator_loss(d, m)) == 0.0
     assert float(losses.pla_discriminator_loss(d, m)) == \
         approx(LOG2)

@@ -42,10 +42,9 @@ BCE forms), whereas the literal log-of-sum is infinite when a subdomain is
 empty (no hard pixel in an image) and its gradient concentrates on a few
 pixels; (3) the AdaptSegNet family, whose beta = 1e-3 / 2e-4 the paper
 reuses, tuned those weights with per-pixel mean BCE losses. The literal
-forms are kept below (``*_literal``) for comparison and tests: literal CTS =
-HW x per-pixel CTS; literal PLA equals HW x per-pixel PLA when each
-subdomain holds exactly one pixel. Literal forms are per image, averaged
-over the batch.
+forms, per image and averaged over the batch, are in tests/test_losses.py:
+literal CTS = HW x per-pixel CTS; literal PLA equals HW x per-pixel PLA when
+each subdomain holds exactly one pixel.
 """
 
 import math
@@ -138,21 +137,6 @@ def _labels_and_mask(labels, ignore_label):
     valid = tf.not_equal(labels, ignore_label)
     safe = tf.where(valid, labels, tf.zeros_like(labels))
     return safe, tf.cast(valid, tf.float32)
-
-
-def _per_image_sum(x):
-    """Sum over every axis but the first: [B,...] -> [B]."""
-    return tf.reduce_sum(x, axis=tf.range(1, tf.rank(x)))
-
-
-def _masked_log_sum(log_values, mask):
-    """Per image log(sum_hw mask * exp(log_values)), computed stably.
-
-    -inf when the mask is empty (the literal loss is then infinite).
-    """
-    neg_inf = tf.fill(tf.shape(log_values), -math.inf)
-    terms = tf.where(mask > 0, log_values + tf.math.log(mask), neg_inf)
-    return tf.reduce_logsumexp(terms, axis=tf.range(1, tf.rank(terms)))
 
 
 # ------------------------------------------------------- segmentation (CE)
@@ -311,45 +295,3 @@ def cts_generator_loss(d_logits, hard_mask, valid=None):
     """
     d, m = _pixel_pair(d_logits, hard_mask)
     return _pixel_mean(tf.square(tf.sigmoid(d) * m), _valid_weights(valid, d))
-
-
-# ------------------------------------ literal forms, for comparison only
-def pla_discriminator_loss_literal(d_logits, hard_mask):
-    """Eq. 6 as printed: ``-log(sum D o M) - log(sum (1-D) o (1-M))``.
-
-    Per image, averaged over the batch; +inf when an image has no hard or
-    no easy pixel. Not used for training (see the module docstring).
-    """
-    d, m = _pixel_pair(d_logits, hard_mask)
-    log_d = -tf.nn.softplus(-d)          # log sigmoid(d)
-    log_1md = -tf.nn.softplus(d)         # log(1 - sigmoid(d))
-    per_image = (-_masked_log_sum(log_d, m)
-                 - _masked_log_sum(log_1md, 1.0 - m))
-    return tf.reduce_mean(per_image)
-
-
-def pla_generator_loss_literal(d_logits, hard_mask):
-    """Eq. 6 (G) as printed: ``-log(sum (1 - D) o M)``, per image, batch mean.
-
-    +inf when an image has no hard pixel.
-    """
-    d, m = _pixel_pair(d_logits, hard_mask)
-    return tf.reduce_mean(-_masked_log_sum(-tf.nn.softplus(d), m))
-
-
-def cts_discriminator_loss_literal(d_logits, z):
-    """Eq. 8 (D) as printed: ``||D - Z||_F^2`` per image, batch mean.
-
-    Equals H*W times ``cts_discriminator_loss``.
-    """
-    d, zz = _pixel_pair(d_logits, z)
-    return tf.reduce_mean(_per_image_sum(tf.square(tf.sigmoid(d) - zz)))
-
-
-def cts_generator_loss_literal(d_logits, hard_mask):
-    """Eq. 8 (G) as printed: ``||D o M||_F^2`` per image, batch mean.
-
-    Equals H*W times ``cts_generator_loss``.
-    """
-    d, m = _pixel_pair(d_logits, hard_mask)
-    return tf.reduce_mean(_per_image_sum(tf.square(tf.sigmoid(d) * m)))
