@@ -1,5 +1,6 @@
 """Flag validation: bad values stop before any work starts, with a clear message."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -53,6 +54,29 @@ def test_invalid_values_are_refused(args, message):
     with pytest.raises(ConfigError, match=None) as info:
         toy(*args)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("model", {"bn_mode": "sync"}, "--bn_mode='sync': expected one of frozen, train"),
+    ("run", {"round": 3}, "--round=3: expected one of 1, 2"),
+    ("run", {"pipeline": ("inter", "train")}, "--pipeline: unknown value(s) 'train'"),
+    ("intra", {"method": "gan"}, "--intra_method='gan': expected one of pla,"),
+    ("model", {"width": 0}, "--width=0: expected > 0"),
+])
+def test_validate_checks_configs_made_in_code(section, change, message):
+    """Enumerated values set without flags are refused by the same check."""
+    config = toy()
+    bad = dataclasses.replace(config, **{section: dataclasses.replace(
+        getattr(config, section), **change)})
+    with pytest.raises(ConfigError) as info:
+        config_lib.validate(bad)
+    assert message in str(info.value)
+
+
+def test_each_section_validates_its_own_fields():
+    config_lib.ModelConfig().validate()
+    with pytest.raises(ConfigError, match="--momentum=1.0"):
+        config_lib.OptimConfig(momentum=1.0).validate()
 
 
 def test_multi_worker_gives_each_worker_one_pseudo_shard():

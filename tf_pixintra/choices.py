@@ -1,8 +1,11 @@
-"""The allowed values of every enumerated setting, each defined once.
+"""The allowed values of every enumerated setting, each defined once, and
+the one check of a value against them.
 
 Flags (tf_pixintra.config, the CLIs) and the modules that check their
 arguments import these tuples, so a new value is added in one place.
 """
+
+from tf_pixintra.errors import ConfigError
 
 # Data set layouts (labelled source, the Cityscapes-style target, stats and
 # evaluation); also the label formats of the input pipeline.
@@ -28,3 +31,10 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # Export.
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
+
+
+def check(name, value, allowed):
+    """ConfigError "name=value: expected one of ..." unless value is allowed."""
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected one of "
+                          f"{', '.join(map(str, allowed))}")

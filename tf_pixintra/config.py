@@ -6,6 +6,7 @@ before any work starts. Everything downstream takes the dataclasses.
 """
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -49,6 +50,26 @@ class DataConfig:
     toyscapes_image_size: tuple = (128, 256)
     toyscapes_variant: str = "standard"   # standard | shadows (positive control)
 
+    def validate(self):
+        """Sizes, scales, ToyScapes settings (the roots: `validate`)."""
+        for name in ("source_size", "target_size", "eval_size"):
+            _check_size(name, getattr(self, name))
+        if self.crop_size:
+            _check_size("crop_size", self.crop_size)
+        if self.scale_range:
+            _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <=
+                   self.scale_range[1], f"--scale_range={self.scale_range}: "
+                   "expected lo,hi with 0 < lo <= hi")
+        _check(self.eval_scales and all(s > 0 for s in self.eval_scales),
+               f"--eval_scales={self.eval_scales}: expected positive scales")
+        if self.toyscapes:
+            _check(bool(self.toyscapes_dir), "--toyscapes needs --toyscapes_dir")
+            _check(len(self.toyscapes_counts) == 3 and
+                   min(self.toyscapes_counts) > 0,
+                   f"--toyscapes_counts={self.toyscapes_counts}: expected "
+                   "three positive counts (source, target train, target val)")
+            _check_size("toyscapes_image_size", self.toyscapes_image_size)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -61,6 +82,16 @@ class ModelConfig:
     backbone_weights: str = ""
     ndf: int = 64
 
+    def validate(self):
+        _check(self.width > 0, f"--width={self.width}: expected > 0")
+        _check(self.num_classes == 19, f"--num_classes={self.num_classes}: "
+               "the label tables define 19 Cityscapes trainIds")
+        if self.backbone_weights:
+            _check(os.path.isfile(self.backbone_weights),
+                   f"--backbone_weights={self.backbone_weights!r}: no such file")
+            _check(self.depth in (50, 101) and self.width == 1.0,
+                   "--backbone_weights needs --depth 50 or 101 and --width 1")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -72,6 +103,14 @@ class OptimConfig:
     lr_d: float = 1e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.99
+
+    def validate(self):
+        _check_rate("lr_d", self.lr_d)
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               f"--weight_decay={self.weight_decay}: expected a finite value "
+               ">= 0")
+        _check(0.0 <= self.momentum < 1.0,
+               f"--momentum={self.momentum}: expected a value in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +127,15 @@ class InterConfig:
     flip: bool = False                    # AdaptSegNet does not mirror here
     model: str = ""                       # --inter_model: replaces Stage I
 
+    def validate(self):
+        _check_training("inter", self)
+        if self.model:   # the stages it replaces: `validate`
+            _check(self.model.endswith(".keras"), f"--inter_model="
+                   f"{self.model!r}: expected a .keras file (convert a PyTorch "
+                   ".pth with python -m tf_pixintra.import_torch)")
+            _check(io_utils.isfile(self.model),
+                   f"--inter_model={self.model!r}: no such file")
+
 
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:
@@ -102,6 +150,23 @@ class PseudoConfig:
     num_shards: int = 1
     shard_index: int = -1                 # -1 = every shard in this process
     num_preview_images: int = 8           # Fig. 2-style PNGs per pseudo stage
+
+    def validate(self):
+        _check(0.0 <= self.alpha <= 1.0,
+               f"--alpha={self.alpha}: expected a value in [0, 1]")
+        for a in self.alpha_sweep:
+            _check(0.0 <= a <= 1.0, f"--alpha_sweep: {a} is outside [0, 1]")
+        _check(0.0 < self.threshold_cap <= 1.0,
+               f"--threshold_cap={self.threshold_cap}: expected (0, 1]")
+        _check(0.0 <= self.intrada_lambda <= 1.0,
+               f"--intrada_lambda={self.intrada_lambda}: expected [0, 1]")
+        _check(self.num_preview_images >= 0, f"--num_preview_images="
+               f"{self.num_preview_images}: expected >= 0")
+        _check(self.num_shards >= 1,
+               f"--num_shards={self.num_shards}: expected >= 1")
+        _check(-1 <= self.shard_index < self.num_shards,
+               f"--shard_index={self.shard_index}: expected -1 "
+               f"or 0..{self.num_shards - 1}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +184,12 @@ class IntraConfig:
     kld_lambda: float = 0.1               # used from round two on
     d_output_stride: int = 32             # Stage II D's output grid: H/s x W/s
     lr_d: float = 0.0                     # Stage II D learning rate; 0 = --lr_d
+
+    def validate(self):
+        _check_training("intra", self)
+        _check(math.isfinite(self.lr_d) and self.lr_d >= 0,
+               f"--intra_lr_d={self.lr_d}: expected a finite learning rate "
+               "> 0, or 0 for --lr_d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +218,20 @@ class RunConfig:
     num_representative: int = 16
     intra_diag_every: int = 50            # Stage II gradient-share diagnostic
     deterministic: bool = False           # TF op determinism + global seeds
+
+    def validate(self):
+        _check(self.devices >= 0, f"--devices={self.devices}: expected >= 0")
+        _check(self.checkpoint_every > 0,
+               f"--checkpoint_every={self.checkpoint_every}: expected > 0")
+        for name in ("stop_grace_secs", "peer_wait_secs"):
+            value = getattr(self, name)
+            _check(math.isfinite(value) and value > 0,
+                   f"--{name}={value}: expected > 0")
+        for name in ("eval_every", "log_every", "image_every",
+                     "num_summary_images", "intra_diag_every"):
+            _check(getattr(self, name) >= 0,
+                   f"--{name}={getattr(self, name)}: expected >= 0")
+        _check(bool(self.run_dir), "--run_dir is empty")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,18 +291,21 @@ def _jsonable(obj):
 _RENAMED = {"verbose": "keras_verbose"}
 _OLD_NAMES = {"verbose": "keras_verbose"}   # old flag -> new flag
 
-# Enumerated flags and their allowed values (one definition: choices).
-_ENUMS = {
+# Flags with a fixed set of values (one definition: choices), checked once
+# by `validate`; the string ones are also enum flags.
+_CHOICES = {
     "stage": STAGES, "source_dataset": choices.DATASETS,
     "toyscapes_variant": choices.TOYSCAPES_VARIANTS,
-    "bn_mode": choices.BN_MODES, "inter_variant": choices.INTER_VARIANTS,
-    "selector": choices.SELECTORS, "intra_method": choices.INTRA_METHODS,
-    "intra_init": choices.INTRA_INITS, "strategy": choices.STRATEGIES,
-    "mixed_precision": choices.PRECISIONS,
+    "depth": choices.DEPTHS, "bn_mode": choices.BN_MODES,
+    "inter_variant": choices.INTER_VARIANTS, "selector": choices.SELECTORS,
+    "intra_method": choices.INTRA_METHODS, "intra_init": choices.INTRA_INITS,
+    "intra_d_output_stride": choices.D_OUTPUT_STRIDES, "round": (1, 2),
+    "strategy": choices.STRATEGIES, "mixed_precision": choices.PRECISIONS,
+    "keras_verbose": (0, 1, 2),
 }
 # List flags whose items are enumerated.
-_LIST_ENUMS = {"pipeline": PIPELINE_STAGES,
-               "export_tflite": choices.TFLITE_VARIANTS}
+_LIST_CHOICES = {"pipeline": PIPELINE_STAGES,
+                 "export_tflite": choices.TFLITE_VARIANTS}
 
 
 def _flag_name(section, field):
@@ -330,8 +418,8 @@ def define_flags(flag_values=flags.FLAGS):
             default = field.default
             help_text = _HELP.get(name) or flag_help.HELP.get(name) or \
                 _HELP.get(field.name, f"{section}.{field.name}")
-            if name in _ENUMS:
-                flags.DEFINE_enum(name, default, _ENUMS[name], help_text,
+            if isinstance(default, str) and name in _CHOICES:
+                flags.DEFINE_enum(name, default, _CHOICES[name], help_text,
                                   flag_values=flag_values)
             elif isinstance(default, bool):
                 flags.DEFINE_bool(name, default, help_text,
@@ -345,9 +433,10 @@ def define_flags(flag_values=flags.FLAGS):
             elif isinstance(default, tuple):
                 flags.DEFINE_list(name, [str(v) for v in default], help_text,
                                   flag_values=flag_values)
-                if name in _LIST_ENUMS:
+                if name in _LIST_CHOICES:
                     flags.register_validator(
-                        name, _list_enum_checker(name, _LIST_ENUMS[name]),
+                        name, functools.partial(_check_items, name,
+                                                error=flags.ValidationError),
                         flag_values=flag_values)
             else:
                 flags.DEFINE_string(name, default, help_text,
@@ -367,15 +456,14 @@ def _renamed(value, old, new):
     return True
 
 
-def _list_enum_checker(name, allowed):
-    def check(values):
-        bad = [v for v in values if v not in allowed]
-        if bad:
-            raise flags.ValidationError(
-                f"--{name}: unknown value(s) {', '.join(map(repr, bad))}; "
-                f"expected some of {', '.join(allowed)}")
-        return True
-    return check
+def _check_items(name, values, error=ConfigError):
+    """Every item of list flag `name` is one of its choices."""
+    allowed = _LIST_CHOICES[name]
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise error(f"--{name}: unknown value(s) {', '.join(map(repr, bad))}; "
+                    f"expected some of {', '.join(allowed)}")
+    return True
 
 
 def grouped_help(flag_values=flags.FLAGS):
@@ -425,166 +513,65 @@ def _check(cond, message):
         raise ConfigError(message)
 
 
-def _check_size(name, size, allow_empty=False):
-    if allow_empty and not size:
-        return
+def _check_size(name, size):
     _check(len(size) == 2 and all(s > 0 for s in size),
            f"--{name}={','.join(map(str, size))}: expected two positive "
            "integers H,W")
 
 
+def _check_rate(name, value):
+    _check(math.isfinite(value) and value > 0,
+           f"--{name}={value}: expected a finite learning rate > 0")
+
+
+def _check_training(name, stage_cfg):
+    """A training stage's learning rate, steps and batch size."""
+    _check_rate(f"{name}_lr_g", stage_cfg.lr_g)
+    _check(stage_cfg.steps >= 0,
+           f"--{name}_steps={stage_cfg.steps}: expected >= 0")
+    _check(stage_cfg.batch_size >= 1,
+           f"--{name}_batch_size={stage_cfg.batch_size}: expected >= 1")
+
+
+def _check_choices(section, section_cfg):
+    """Each enumerated field of a section holds one of its values."""
+    for field in dataclasses.fields(section_cfg):
+        name = _flag_name(section, field.name)
+        value = getattr(section_cfg, field.name)
+        if name in _CHOICES:
+            choices.check(f"--{name}", value, _CHOICES[name])
+        elif name in _LIST_CHOICES:
+            _check_items(name, value)
+
+
 def validate(config):
-    """Raises ConfigError on any invalid value. Called before work starts."""
-    d, m, r = config.data, config.model, config.run
-    _check(r.stage in STAGES,
-           f"--stage={r.stage!r}: unknown stage; expected one of {STAGES}")
-    for s in r.pipeline:
-        _check(s in PIPELINE_STAGES, f"--pipeline: unknown stage {s!r}; "
-               f"expected some of {PIPELINE_STAGES}")
-    _check(r.round in (1, 2), f"--round={r.round}: expected 1 or 2")
-    _check(r.strategy in choices.STRATEGIES,
-           f"--strategy={r.strategy!r}: expected one_device, mirrored or "
-           "multi_worker")
-    _check(r.mixed_precision in choices.PRECISIONS,
-           f"--mixed_precision={r.mixed_precision!r}: expected float32, "
-           "mixed_float16 or mixed_bfloat16")
-    _check(r.devices >= 0, f"--devices={r.devices}: expected >= 0")
-    _check(r.verbose in (0, 1, 2),
-           f"--keras_verbose={r.verbose}: expected 0, 1 or 2")
-    _check(r.checkpoint_every > 0,
-           f"--checkpoint_every={r.checkpoint_every}: expected > 0")
-    _check(math.isfinite(r.stop_grace_secs) and r.stop_grace_secs > 0,
-           f"--stop_grace_secs={r.stop_grace_secs}: expected > 0")
-    _check(math.isfinite(r.peer_wait_secs) and r.peer_wait_secs > 0,
-           f"--peer_wait_secs={r.peer_wait_secs}: expected > 0")
-    _check_optim(config)
-    for name in ("eval_every", "log_every", "image_every",
-                 "num_summary_images", "intra_diag_every"):
-        _check(getattr(r, name) >= 0,
-               f"--{name}={getattr(r, name)}: expected >= 0")
-    _check(bool(r.run_dir), "--run_dir is empty")
-    for t in r.export_tflite:
-        _check(t in choices.TFLITE_VARIANTS,
-               f"--export_tflite: unknown variant {t!r}")
-    _check(0.0 <= config.pseudo.alpha <= 1.0,
-           f"--alpha={config.pseudo.alpha}: expected a value in [0, 1]")
-    for a in config.pseudo.alpha_sweep:
-        _check(0.0 <= a <= 1.0, f"--alpha_sweep: {a} is outside [0, 1]")
-    _check(0.0 < config.pseudo.threshold_cap <= 1.0,
-           f"--threshold_cap={config.pseudo.threshold_cap}: expected (0, 1]")
-    _check(0.0 <= config.pseudo.intrada_lambda <= 1.0,
-           f"--intrada_lambda={config.pseudo.intrada_lambda}: expected [0, 1]")
-    _check(config.pseudo.selector in choices.SELECTORS,
-           f"--selector={config.pseudo.selector!r}: expected "
-           "class_thresholds, ias or intrada")
-    _check(config.pseudo.num_preview_images >= 0,
-           f"--num_preview_images={config.pseudo.num_preview_images}: "
-           "expected >= 0")
-    _check(config.pseudo.num_shards >= 1,
-           f"--num_shards={config.pseudo.num_shards}: expected >= 1")
-    _check(-1 <= config.pseudo.shard_index < config.pseudo.num_shards,
-           f"--shard_index={config.pseudo.shard_index}: expected -1 "
-           f"or 0..{config.pseudo.num_shards - 1}")
-    _check(config.intra.method in choices.INTRA_METHODS,
-           f"--intra_method={config.intra.method!r}: expected pla, cts, "
-           "intrada or none")
-    _check((config.pseudo.selector == "intrada") ==
-           (config.intra.method == "intrada"),
-           f"--selector={config.pseudo.selector!r} and --intra_method="
-           f"{config.intra.method!r}: the IntraDA baseline needs both set to "
-           "intrada (and the pixel-level methods neither)")
-    _check(config.intra.d_output_stride in choices.D_OUTPUT_STRIDES,
-           f"--intra_d_output_stride={config.intra.d_output_stride}: expected "
-           f"one of {choices.D_OUTPUT_STRIDES}")
-    _check(config.intra.init in choices.INTRA_INITS,
-           f"--intra_init={config.intra.init!r}: expected fresh or inter")
-    _check(config.inter.variant in choices.INTER_VARIANTS,
-           f"--inter_variant={config.inter.variant!r}: expected adaptsegnet "
-           "or advent")
-    _check(m.depth in choices.DEPTHS,
-           f"--depth={m.depth}: expected 18, 34, 50 or 101")
-    _check(m.width > 0, f"--width={m.width}: expected > 0")
-    _check(m.bn_mode in choices.BN_MODES,
-           f"--bn_mode={m.bn_mode!r}: expected frozen or train")
-    _check(m.num_classes == 19, f"--num_classes={m.num_classes}: the label "
-           "tables define 19 Cityscapes trainIds")
-    if m.backbone_weights:
-        _check(os.path.isfile(m.backbone_weights),
-               f"--backbone_weights={m.backbone_weights!r}: no such file")
-        _check(m.depth in (50, 101) and m.width == 1.0,
-               "--backbone_weights needs --depth 50 or 101 and --width 1")
-    _check_inter_model(config)
-    for stage_cfg, name in ((config.inter, "inter"), (config.intra, "intra")):
-        _check(stage_cfg.steps >= 0, f"--{name}_steps={stage_cfg.steps}: "
-               "expected >= 0")
-        _check(stage_cfg.batch_size >= 1,
-               f"--{name}_batch_size={stage_cfg.batch_size}: expected >= 1")
-    _check(d.source_dataset in choices.DATASETS,
-           f"--source_dataset={d.source_dataset!r}: expected gta5, synthia "
-           "or cityscapes (an oracle trained on target labels)")
-    _check_size("source_size", d.source_size)
-    _check_size("target_size", d.target_size)
-    _check_size("eval_size", d.eval_size)
-    _check_size("crop_size", d.crop_size, allow_empty=True)
-    if d.scale_range:
-        _check(len(d.scale_range) == 2 and 0 < d.scale_range[0] <=
-               d.scale_range[1], f"--scale_range={d.scale_range}: expected "
-               "lo,hi with 0 < lo <= hi")
-    _check(d.eval_scales and all(s > 0 for s in d.eval_scales),
-           f"--eval_scales={d.eval_scales}: expected positive scales")
-    if d.toyscapes:
-        _check(bool(d.toyscapes_dir), "--toyscapes needs --toyscapes_dir")
-        _check(len(d.toyscapes_counts) == 3 and min(d.toyscapes_counts) > 0,
-               f"--toyscapes_counts={d.toyscapes_counts}: expected three "
-               "positive counts (source, target train, target val)")
-        _check_size("toyscapes_image_size", d.toyscapes_image_size)
-        _check(d.toyscapes_variant in choices.TOYSCAPES_VARIANTS,
-               f"--toyscapes_variant={d.toyscapes_variant!r}: expected "
-               "standard or shadows")
-    else:
-        _check_roots(config)
+    """Raises ConfigError on any invalid value. Called before work starts.
 
-
-def _check_optim(config):
-    """Learning rates finite and > 0, weight decay >= 0, momentum in [0, 1)."""
-    o = config.optim
-    for name, value in (("inter_lr_g", config.inter.lr_g),
-                        ("intra_lr_g", config.intra.lr_g), ("lr_d", o.lr_d)):
-        _check(math.isfinite(value) and value > 0,
-               f"--{name}={value}: expected a finite learning rate > 0")
-    _check(math.isfinite(config.intra.lr_d) and config.intra.lr_d >= 0,
-           f"--intra_lr_d={config.intra.lr_d}: expected a finite learning rate "
-           "> 0, or 0 for --lr_d")
-    _check(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
-           f"--weight_decay={o.weight_decay}: expected a finite value >= 0")
-    _check(0.0 <= o.momentum < 1.0,
-           f"--momentum={o.momentum}: expected a value in [0, 1)")
-
-
-def _check_inter_model(config):
-    """--inter_model: an existing .keras file, and no Stage I to run."""
-    path = config.inter.model
-    if not path:
-        return
-    _check(path.endswith(".keras"), f"--inter_model={path!r}: expected a "
-           ".keras file (convert a PyTorch .pth with python -m "
-           "tf_pixintra.import_torch)")
-    _check(io_utils.isfile(path), f"--inter_model={path!r}: no such file")
-    stages = config.run.pipeline if config.run.stage == "all" else (
-        config.run.stage,)
+    Each section checks its own fields (`validate` of its class); this adds
+    the enumerated values and what spans sections.
+    """
+    for section, _ in _SECTIONS:
+        _check_choices(section, getattr(config, section))
+        getattr(config, section).validate()
+    selector, method = config.pseudo.selector, config.intra.method
+    _check((selector == "intrada") == (method == "intrada"),
+           f"--selector={selector!r} and --intra_method={method!r}: the "
+           "IntraDA baseline needs both set to intrada (and the pixel-level "
+           "methods neither)")
+    r = config.run
+    stages = r.pipeline if r.stage == "all" else (r.stage,)
+    flag = "pipeline" if r.stage == "all" else "stage"
     for stage in ("inter", "source_only"):
-        _check(stage not in stages, f"--inter_model={path!r} replaces Stage "
-               f"I, but --{'pipeline' if config.run.stage == 'all' else 'stage'}"
-               f" runs {stage!r}; leave it out")
+        _check(not config.inter.model or stage not in stages,
+               f"--inter_model={config.inter.model!r} replaces Stage I, but "
+               f"--{flag} runs {stage!r}; leave it out")
+    if not config.data.toyscapes:
+        _check_roots(config.data, stages)
 
 
-def _check_roots(config):
-    """Data roots must exist (ToyScapes is generated instead)."""
-    d = config.data
-    stages = config.run.pipeline if config.run.stage == "all" else (
-        config.run.stage,)
-    needs_source = any(s in ("source_only", "inter") for s in stages)
-    if needs_source:
+def _check_roots(d, stages):
+    """The data roots the stages read must exist (not for ToyScapes)."""
+    if any(s in ("source_only", "inter") for s in stages):
         _check(bool(d.source_root), "--source_root is empty (or use --toyscapes)")
         _check(os.path.isdir(d.source_root),
                f"--source_root={d.source_root!r}: no such directory")

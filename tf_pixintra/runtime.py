@@ -12,6 +12,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
 
 _configured = {}
@@ -34,6 +35,7 @@ def split_cpu(num_devices):
 
 def make_strategy(strategy="one_device", devices=0):
     """The tf.distribute strategy named by --strategy / --devices."""
+    choices.check("--strategy", strategy, choices.STRATEGIES)
     if strategy == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("--strategy=multi_worker needs TF_CONFIG "
@@ -52,9 +54,6 @@ def make_strategy(strategy="one_device", devices=0):
         # step on a 2-core CPU (benchmarks/fit_strategy.py; BENCHMARKS.md,
         # "Train step cost").
         return tf.distribute.get_strategy()
-    if strategy != "mirrored":
-        raise ConfigError(f"--strategy={strategy!r}: expected one_device, "
-                          "mirrored or multi_worker")
     if gpus:
         names = [f"/gpu:{i}" for i in range(len(gpus))]
         if devices:

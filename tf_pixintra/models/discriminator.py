@@ -21,7 +21,7 @@ share of the image (the receptive field shrinks).
 
 import keras
 
-from tf_pixintra.choices import D_OUTPUT_STRIDES
+from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.models.layers import LeakyReLU
 from tf_pixintra.models.layers import ResizeLike
@@ -63,9 +63,7 @@ def build_discriminator(num_classes, ndf=64, pixel_level=False, seed=None,
         raise ConfigError(f"num_classes={num_classes!r}; expected an int >= 1")
     if not (isinstance(ndf, int) and ndf >= 1):
         raise ConfigError(f"ndf={ndf!r}; expected an int >= 1")
-    if output_stride not in D_OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride={output_stride!r}; expected one of "
-                          f"{D_OUTPUT_STRIDES}")
+    choices.check("output_stride", output_stride, choices.D_OUTPUT_STRIDES)
     strides = [2 if 2 ** (i + 1) <= output_stride else 1 for i in range(5)]
     inputs = keras.Input(shape=(None, None, num_classes), dtype="float32",
                          name="probs")

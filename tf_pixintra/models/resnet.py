@@ -43,7 +43,6 @@ from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.models.layers import DilatedConv2D
 
-BN_MODES = choices.BN_MODES
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
@@ -76,12 +75,6 @@ def layer_seed(seed, name):
     if seed is None:
         return None
     return zlib.crc32(f"{int(seed)}:{name}".encode("utf-8")) & 0x7FFFFFFF
-
-
-def check_bn_mode(bn_mode):
-    """Raise ConfigError unless `bn_mode` is "frozen" or "train"."""
-    if bn_mode not in BN_MODES:
-        raise ConfigError(f"bn_mode={bn_mode!r}; expected one of {BN_MODES}")
 
 
 def _conv(x, filters, kernel_size, name, seed, strides=1, dilation=1,
@@ -170,13 +163,10 @@ def resnet_features(inputs, depth=101, width=1.0, bn_mode="frozen",
     "layer{L}_block{B}_{conv1,bn1,...,down_conv,down_bn,add,out}" (1-based);
     `tf_pixintra.models.weights` relies on them.
     """
-    if depth not in RESNET_LAYOUTS:
-        raise ConfigError(
-            f"ResNet depth={depth!r}; expected one of "
-            f"{sorted(RESNET_LAYOUTS)}")
+    choices.check("ResNet depth", depth, choices.DEPTHS)
     if not width > 0:
         raise ConfigError(f"ResNet width={width!r}; expected a number > 0")
-    check_bn_mode(bn_mode)
+    choices.check("bn_mode", bn_mode, choices.BN_MODES)
     kind, blocks = RESNET_LAYOUTS[depth]
     block_fn = bottleneck_block if kind == "bottleneck" else basic_block
     x = stem(inputs, width, bn_mode, seed)
