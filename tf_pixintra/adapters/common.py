@@ -12,6 +12,7 @@ import tensorflow as tf
 from tf_pixintra import compat
 from tf_pixintra.adapters import diagnostics
 from tf_pixintra.models import head_variables
+from tf_pixintra.models import split_outputs
 
 
 def upsample(logits, size):
@@ -47,9 +48,10 @@ def replica_share(labels=None, ignore_label=255):
 class AdversarialAdapter(compat.PrebuiltModel):
     """Base of the Stage I and Stage II adapters (custom `train_step`)."""
 
-    def __init__(self, generator, d_main, d_aux, *, weight_decay=5e-4,
-                 head_lr_mult=10.0, diag_every=0, **kwargs):
+    def __init__(self, generator, d_main, d_aux, *, lambda_seg_aux=0.1,
+                 weight_decay=5e-4, head_lr_mult=10.0, diag_every=0, **kwargs):
         super().__init__(**kwargs)
+        self.lambda_seg_aux = float(lambda_seg_aux)
         # Every `diag_every` G steps, measure the adversarial share of G's
         # gradient (one extra backward pass); 0 = never.
         self.diag_every = int(diag_every)
@@ -86,9 +88,21 @@ class AdversarialAdapter(compat.PrebuiltModel):
             self._trackers[name] = keras.metrics.Mean(name=name)
         return self._trackers[name]
 
-    def declare_trackers(self, names):
+    def declare_trackers(self, names, d_diagnostics=()):
+        """The trackers of `names`; for an adversarial adapter also those of
+        the adversarial and D losses, of each D's AUC and `d_diagnostics`
+        [(name of a D's suffix, make)], and of the gradient share."""
+        if self.adversarial:
+            names = [*names, "loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         for name in names:
             self.tracker(name)
+        for suffix, disc in (("", self.d_main), ("_aux", self.d_aux)):
+            if self.adversarial and disc is not None:
+                for name_of, make in ((diagnostics.auc_name, diagnostics.make_auc),
+                                      *d_diagnostics):
+                    self.diagnostic(name_of(suffix), make)
+        if self.measures_gradient_share:
+            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
 
     def diagnostic(self, name, make):
         """A diagnostic metric (adapters.diagnostics), created on first use.
@@ -145,6 +159,22 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return objects
 
     # -- updates ------------------------------------------------------------
+    def segmentation_pass(self, images, labels, loss):
+        """G on `images` (inside G's tape): its main and aux logits at the
+        input size, `loss` of each head (the logged values), their sum (main
+        + lambda_seg_aux x aux) weighted by `replica_share(labels)`, the share.
+        """
+        size = tf.shape(images)[1:3]
+        main, aux = split_outputs(self.generator(images, training=True))
+        main, aux = upsample(main, size), upsample(aux, size)
+        share = replica_share(labels)
+        values = {"loss_seg": loss(main, labels)}
+        total = share * values["loss_seg"]
+        if aux is not None:
+            values["loss_seg_aux"] = loss(aux, labels)
+            total += share * self.lambda_seg_aux * values["loss_seg_aux"]
+        return (main, aux), values, total, share
+
     def l2_penalty(self):
         """0.5 * wd * sum(w^2) over G's trainable variables (coupled L2)."""
         if not self.weight_decay:
@@ -231,6 +261,7 @@ class AdversarialAdapter(compat.PrebuiltModel):
             "generator": keras.saving.serialize_keras_object(self.generator),
             "d_main": keras.saving.serialize_keras_object(self.d_main),
             "d_aux": keras.saving.serialize_keras_object(self.d_aux),
+            "lambda_seg_aux": self.lambda_seg_aux,
             "weight_decay": self.weight_decay,
             "head_lr_mult": self.head_lr_mult,
             "diag_every": self.diag_every,

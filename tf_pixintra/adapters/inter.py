@@ -32,9 +32,6 @@ from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import upsample
 from tf_pixintra.models import split_outputs
 
-VARIANTS = ("source_only",) + choices.INTER_VARIANTS
-
-
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class InterDomainAdapter(AdversarialAdapter):
     """keras.Model whose `fit` runs Stage I.
@@ -44,26 +41,15 @@ class InterDomainAdapter(AdversarialAdapter):
     """
 
     def __init__(self, generator, d_main=None, d_aux=None, *,
-                 variant="adaptsegnet", lambda_seg_aux=0.1,
-                 lambda_adv_main=1e-3, lambda_adv_aux=2e-4, **kwargs):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r}: expected one of {VARIANTS}")
+                 variant="adaptsegnet", lambda_adv_main=1e-3,
+                 lambda_adv_aux=2e-4, **kwargs):
+        choices.check("variant", variant,
+                      ("source_only",) + choices.INTER_VARIANTS)
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.variant = variant
-        self.lambda_seg_aux = float(lambda_seg_aux)
         self.lambda_adv_main = float(lambda_adv_main)
         self.lambda_adv_aux = float(lambda_adv_aux)
-        names = ["loss_seg", "loss_seg_aux"]
-        if self.adversarial:
-            names += ["loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
-        self.declare_trackers(names)
-        if self.adversarial:
-            for suffix, disc in (("", d_main), ("_aux", d_aux)):
-                if disc is not None:
-                    self.diagnostic(diagnostics.auc_name(suffix),
-                                    diagnostics.make_auc)
-        if self.measures_gradient_share:
-            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
+        self.declare_trackers(["loss_seg", "loss_seg_aux"])
 
     @property
     def adversarial(self):
@@ -78,19 +64,11 @@ class InterDomainAdapter(AdversarialAdapter):
 
     def train_step(self, data):
         xs, ys, xt = data["source_image"], data["source_label"], data["target_image"]
-        size_s, size_t = tf.shape(xs)[1:3], tf.shape(xt)[1:3]
-        adversarial = 0.0
+        size_t = tf.shape(xt)[1:3]
+        adversarial, share = 0.0, replica_share()
         with self.generator_tape() as tape:
-            main_s, aux_s = split_outputs(self.generator(xs, training=True))
-            main_s, aux_s = upsample(main_s, size_s), upsample(aux_s, size_s)
-            share, share_labelled = replica_share(), replica_share(ys)
-            loss_seg = losses.segmentation_cross_entropy(main_s, ys)
-            values = {"loss_seg": loss_seg}
-            total = share_labelled * loss_seg
-            if aux_s is not None:
-                loss_seg_aux = losses.segmentation_cross_entropy(aux_s, ys)
-                values["loss_seg_aux"] = loss_seg_aux
-                total += share_labelled * self.lambda_seg_aux * loss_seg_aux
+            (main_s, aux_s), values, total, _ = self.segmentation_pass(
+                xs, ys, losses.segmentation_cross_entropy)
             if self.adversarial:
                 main_t, aux_t = split_outputs(self.generator(xt, training=True))
                 maps_s = [self.discriminator_input(main_s)]
@@ -153,7 +131,6 @@ class InterDomainAdapter(AdversarialAdapter):
 
     def get_config(self):
         config = super().get_config()
-        config.update(variant=self.variant, lambda_seg_aux=self.lambda_seg_aux,
-                      lambda_adv_main=self.lambda_adv_main,
+        config.update(variant=self.variant, lambda_adv_main=self.lambda_adv_main,
                       lambda_adv_aux=self.lambda_adv_aux)
         return config

@@ -29,11 +29,6 @@ from tf_pixintra import losses
 from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
-from tf_pixintra.adapters.common import upsample
-from tf_pixintra.models import split_outputs
-
-# The image-level "intrada" baseline trains with InterDomainAdapter.
-METHODS = tuple(m for m in choices.INTRA_METHODS if m != "intrada")
 
 _D_LOSS = {"pla": (losses.pla_discriminator_loss, "hard_mask"),
            "cts": (losses.cts_discriminator_loss, "z")}
@@ -50,57 +45,35 @@ class PixelIntraAdapter(AdversarialAdapter):
     """
 
     def __init__(self, generator, d_main=None, d_aux=None, *, method="cts",
-                 lambda_seg_aux=0.1, beta_main=1e-3, beta_aux=2e-4,
-                 kld_lambda=0.0, **kwargs):
-        if method not in METHODS:
-            raise ValueError(f"method={method!r}: expected one of {METHODS}")
+                 beta_main=1e-3, beta_aux=2e-4, kld_lambda=0.0, **kwargs):
+        # The image-level "intrada" baseline trains with InterDomainAdapter.
+        choices.check("method", method,
+                      tuple(m for m in choices.INTRA_METHODS if m != "intrada"))
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.method = method
-        self.lambda_seg_aux = float(lambda_seg_aux)
         self.beta_main = float(beta_main)
         self.beta_aux = float(beta_aux)
         self.kld_lambda = float(kld_lambda)
-        names = ["loss_seg", "loss_seg_aux"]
-        if self.kld_lambda:
-            names.append("loss_kld")
-        if self.adversarial:
-            names += ["loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
-        self.declare_trackers(names)
-        if self.adversarial:
-            for suffix, disc in (("", d_main), ("_aux", d_aux)):
-                if disc is not None:
-                    self.diagnostic(diagnostics.auc_name(suffix),
-                                    diagnostics.make_auc)
-                    if method == "cts":
-                        self.diagnostic(diagnostics.zcorr_name(suffix),
-                                        diagnostics.StreamingPearson)
-        if self.measures_gradient_share:
-            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
+        names = ["loss_seg", "loss_seg_aux"] + (
+            ["loss_kld"] if self.kld_lambda else [])
+        zcorr = [(diagnostics.zcorr_name, diagnostics.StreamingPearson)]
+        self.declare_trackers(names, zcorr if method == "cts" else ())
 
     @property
     def adversarial(self):
         return self.method != "none"
 
     def train_step(self, data):
-        x, labels = data["image"], data["pseudo_label"]
-        size = tf.shape(x)[1:3]
+        labels = data["pseudo_label"]
         # M in {0, 1} and the real (not padded) pixels.
         mask, valid = losses.hard_mask_and_valid(data["hard_mask"])
         adversarial = 0.0
         with self.generator_tape() as tape:
-            main, aux = split_outputs(self.generator(x, training=True))
-            main, aux = upsample(main, size), upsample(aux, size)
-            share_labelled = replica_share(labels)
-            loss_seg = losses.partial_cross_entropy(main, labels)
-            values = {"loss_seg": loss_seg}
-            total = share_labelled * loss_seg
+            (main, aux), values, total, share_labelled = self.segmentation_pass(
+                data["image"], labels, losses.partial_cross_entropy)
             heads = [(main, self.d_main, self.beta_main, "")]
-            if aux is not None:
-                loss_seg_aux = losses.partial_cross_entropy(aux, labels)
-                values["loss_seg_aux"] = loss_seg_aux
-                total += share_labelled * self.lambda_seg_aux * loss_seg_aux
-                if self.d_aux is not None:
-                    heads.append((aux, self.d_aux, self.beta_aux, "_aux"))
+            if aux is not None and self.d_aux is not None:
+                heads.append((aux, self.d_aux, self.beta_aux, "_aux"))
             if self.kld_lambda:
                 loss_kld = losses.kld_regularizer(main, labels)
                 values["loss_kld"] = loss_kld
@@ -159,7 +132,7 @@ class PixelIntraAdapter(AdversarialAdapter):
 
     def get_config(self):
         config = super().get_config()
-        config.update(method=self.method, lambda_seg_aux=self.lambda_seg_aux,
-                      beta_main=self.beta_main, beta_aux=self.beta_aux,
+        config.update(method=self.method, beta_main=self.beta_main,
+                      beta_aux=self.beta_aux,
                       kld_lambda=self.kld_lambda)
         return config
