@@ -57,7 +57,6 @@ RESNET_LAYOUTS = {
 LAYER_STRIDES = (1, 2, 1, 1)
 LAYER_DILATIONS = (1, 1, 2, 4)
 BASE_PLANES = (64, 128, 256, 512)
-EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
 def scaled_channels(channels, width):
