@@ -27,7 +27,7 @@ DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval",
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data sets are and how they are fed."""
-    source_dataset: str = "gta5"          # gta5 | synthia | cityscapes (oracle)
+    source_dataset: str = "gta5"          # cityscapes: the oracle
     source_root: str = ""
     source_list: str = ""
     target_root: str = ""                 # Cityscapes layout
@@ -48,7 +48,7 @@ class DataConfig:
     toyscapes_seed: int = 0
     toyscapes_counts: tuple = (400, 400, 100)   # source, target train, val
     toyscapes_image_size: tuple = (128, 256)
-    toyscapes_variant: str = "standard"   # standard | shadows (positive control)
+    toyscapes_variant: str = "standard"   # shadows: the positive control
 
     def validate(self):
         """Sizes, scales, ToyScapes settings (the roots: `validate`)."""
@@ -77,7 +77,7 @@ class ModelConfig:
     num_classes: int = 19
     depth: int = 101
     width: float = 1.0
-    bn_mode: str = "frozen"               # frozen | train
+    bn_mode: str = "frozen"
     multi_level: bool = True
     backbone_weights: str = ""
     ndf: int = 64
@@ -116,7 +116,7 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True)
 class InterConfig:
     """Stage I (Sec 3.1, Eq. 1) and the source-only baseline."""
-    variant: str = "adaptsegnet"          # adaptsegnet | advent
+    variant: str = "adaptsegnet"
     steps: int = 120000
     schedule_steps: int = 250000          # poly horizon; 0 = steps
     batch_size: int = 1
@@ -140,7 +140,7 @@ class InterConfig:
 @dataclasses.dataclass(frozen=True)
 class PseudoConfig:
     """Pixel-level subdomain separation (Sec 4.1, Eq. 2-4, 7)."""
-    selector: str = "class_thresholds"    # class_thresholds | ias | intrada
+    selector: str = "class_thresholds"
     alpha: float = 0.85
     alpha_sweep: tuple = (0.7, 0.85, 1.0)
     threshold_cap: float = 0.9
@@ -172,8 +172,8 @@ class PseudoConfig:
 @dataclasses.dataclass(frozen=True)
 class IntraConfig:
     """Stage II (Sec 4.2, Eq. 5-9) and round two with KLD."""
-    method: str = "cts"                   # pla | cts | intrada | none
-    init: str = "fresh"                   # fresh | inter
+    method: str = "cts"
+    init: str = "fresh"
     steps: int = 120000
     schedule_steps: int = 250000
     batch_size: int = 4
@@ -200,9 +200,9 @@ class RunConfig:
     round: int = 1
     run_dir: str = "runs/default"
     seed: int = 0
-    strategy: str = "one_device"          # one_device | mirrored | multi_worker
+    strategy: str = "one_device"
     devices: int = 0                      # mirrored: 0 = every visible device
-    mixed_precision: str = "float32"      # float32 | mixed_float16 | mixed_bfloat16
+    mixed_precision: str = "float32"
     jit_compile: bool = False
     checkpoint_every: int = 1000
     stop_grace_secs: float = 60.0         # SIGTERM: time to finish the step
@@ -327,16 +327,16 @@ _HELP = {
     "pipeline": "Stages of --stage=all, in order. 'pseudo' and 'intra' count "
                 "rounds: the n-th pseudo/intra is round n (round >= 2 adds KLD).",
     "round": "Round of a single --stage=pseudo or --stage=intra (1 or 2).",
-    "strategy": "one_device | mirrored | multi_worker (TF_CONFIG names the "
-                "workers). Batch sizes are GLOBAL: each of R replicas gets "
+    "strategy": "Device strategy; multi_worker: TF_CONFIG names the "
+                "workers. Batch sizes are GLOBAL: each of R replicas gets "
                 "batch_size / R examples.",
     "devices": "mirrored: number of devices; on a CPU-only machine the CPU is "
                "split into this many logical devices. 0 = all visible.",
     "jit_compile": "Compile train steps with XLA. Off by default: XLA fails "
                    "under MirroredStrategy on CPU.",
-    "mixed_precision": "float32 | mixed_float16 | mixed_bfloat16. Logits and "
-                       "discriminator outputs stay float32; float16 wraps every "
-                       "optimizer in a LossScaleOptimizer.",
+    "mixed_precision": "Compute precision. Logits and discriminator outputs "
+                       "stay float32; float16 wraps every optimizer in a "
+                       "LossScaleOptimizer.",
     "alpha": "Eq. 2 scaling of the class thresholds, in [0, 1].",
     "selector": "Pseudo-label selector: class_thresholds (Eq. 2-3), ias "
                 "(IAST instance-adaptive thresholds) or intrada (image-level "
