@@ -410,6 +410,10 @@ _HELP = {
 }
 
 
+_DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
+           (float, flags.DEFINE_float), (str, flags.DEFINE_string))
+
+
 def define_flags(flag_values=flags.FLAGS):
     """Declares every training flag (call once, from the entry module)."""
     for section, cls in _SECTIONS:
@@ -421,15 +425,6 @@ def define_flags(flag_values=flags.FLAGS):
             if isinstance(default, str) and name in _CHOICES:
                 flags.DEFINE_enum(name, default, _CHOICES[name], help_text,
                                   flag_values=flag_values)
-            elif isinstance(default, bool):
-                flags.DEFINE_bool(name, default, help_text,
-                                   flag_values=flag_values)
-            elif isinstance(default, int):
-                flags.DEFINE_integer(name, default, help_text,
-                                   flag_values=flag_values)
-            elif isinstance(default, float):
-                flags.DEFINE_float(name, default, help_text,
-                                   flag_values=flag_values)
             elif isinstance(default, tuple):
                 flags.DEFINE_list(name, [str(v) for v in default], help_text,
                                   flag_values=flag_values)
@@ -438,9 +433,10 @@ def define_flags(flag_values=flags.FLAGS):
                         name, functools.partial(_check_items, name,
                                                 error=flags.ValidationError),
                         flag_values=flag_values)
-            else:
-                flags.DEFINE_string(name, default, help_text,
-                                   flag_values=flag_values)
+            else:   # bool before int: a bool is an int
+                define = next(define for kind, define in _DEFINE
+                              if isinstance(default, kind))
+                define(name, default, help_text, flag_values=flag_values)
     for old, new in _OLD_NAMES.items():
         flags.DEFINE_string(old, None, f"Renamed: use --{new}.",
                             flag_values=flag_values)
