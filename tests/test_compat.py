@@ -6,6 +6,9 @@ Where the problem shows only across worker processes, the test reproduces
 the piece of Keras or TensorFlow that fails there, in this process.
 """
 
+import os
+import platform
+
 import keras
 import pytest
 import tensorflow as tf
@@ -101,3 +104,16 @@ def test_keras_reduces_logged_scalars_across_workers_on_axis_0():
         compat.reducible_logs(logs, TwoWorkers()), TwoWorkers(), "auto")
     assert float(reduced["loss"]) == 0.5
     assert compat.reducible_logs(logs) is logs   # one process: unchanged
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="TF's oneDNN CPU kernels: x86-64 builds")
+def test_onednn_enabled_reads_tensorflows_runtime_switch():
+    """The package turns oneDNN on (tf_pixintra/__init__.py, imported before
+    TF by conftest), and `onednn_enabled` must see it through TF's private
+    switch: if a TF release drops or renames it, this fails instead of the
+    dilated convs silently falling back to SpaceToBatch (models.layers).
+    A process with TF_ENABLE_ONEDNN_OPTS=0 sees False
+    (tests/models/test_layers.py, the SavedModel served without oneDNN)."""
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    assert compat.onednn_enabled()

@@ -10,6 +10,8 @@ import sys
 
 import keras
 import tensorflow as tf
+# TF's runtime oneDNN switch (private; see `onednn_enabled`).
+from tensorflow.python.util import _pywrap_util_port  # pylint: disable=no-name-in-module
 
 
 def in_multi_worker_mode(strategy=None):
@@ -77,3 +79,14 @@ def exit_now(status):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # pylint: disable=protected-access
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    TF's own runtime answer (TF_ENABLE_ONEDNN_OPTS, read when TF loads, with
+    TF's default per CPU); `tf.sysconfig` has no public equivalent. False
+    if a TF release drops the private function.
+    """
+    check = getattr(_pywrap_util_port, "IsMklEnabled", None)
+    return bool(check and check())

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tolerances as T
 from tf_pixintra.models import ResizeLike
 from tf_pixintra.models import build_deeplab_v2
-from tf_pixintra.models import layers
+from tf_pixintra import compat
 from tf_pixintra.models.layers import DilatedConv2D
 
 
@@ -168,7 +168,7 @@ def test_deeplab_dilated_convs_run_without_space_to_batch():
                and max(layer.dilation_rate) > 1]
     assert dilated and all(isinstance(layer, DilatedConv2D) for layer in dilated)
     ops = _op_types(g, tf.zeros((1, 32, 64, 3)))
-    assert ("SpaceToBatchND" in ops) == (not layers.onednn_enabled())
+    assert ("SpaceToBatchND" in ops) == (not compat.onednn_enabled())
 
 
 def test_dilated_conv_falls_back_to_keras_without_onednn(monkeypatch):
@@ -180,13 +180,13 @@ def test_dilated_conv_falls_back_to_keras_without_onednn(monkeypatch):
     layer.build(x.shape)
     plain.build(x.shape)
     plain.set_weights(layer.get_weights())
-    monkeypatch.setattr(layers, "onednn_enabled", lambda: False)
+    monkeypatch.setattr(compat, "onednn_enabled", lambda: False)
     model = keras.Sequential([keras.Input((8, 8, 3)), layer])
     assert "SpaceToBatchND" in _op_types(model, x)
     np.testing.assert_array_equal(layer(x).numpy(), plain(x).numpy())
     half = DilatedConv2D(2, 3, padding="same", dilation_rate=2,
                          dtype="mixed_float16")
-    monkeypatch.setattr(layers, "onednn_enabled", lambda: True)
+    monkeypatch.setattr(compat, "onednn_enabled", lambda: True)
     half_model = keras.Sequential([keras.Input((8, 8, 3)), half])
     assert "SpaceToBatchND" in _op_types(half_model, x)
 

@@ -7,8 +7,8 @@ once `tf_pixintra.models` has been imported.
 
 import keras
 import tensorflow as tf
-# TF's runtime oneDNN switch (private; see `onednn_enabled`).
-from tensorflow.python.util import _pywrap_util_port  # pylint: disable=no-name-in-module
+
+from tf_pixintra import compat
 
 _INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -95,17 +95,6 @@ def leaky_relu_output_grad(x, alpha):
     return forward(x)
 
 
-def onednn_enabled():
-    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
-
-    TF's own runtime answer (TF_ENABLE_ONEDNN_OPTS, read when TF loads, with
-    TF's default per CPU); `tf.sysconfig` has no public equivalent. False
-    if a TF release drops the private function.
-    """
-    check = getattr(_pywrap_util_port, "IsMklEnabled", None)
-    return bool(check and check())
-
-
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class DilatedConv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D whose dilated stride-1 conv is ONE Conv2D op.
@@ -127,7 +116,7 @@ class DilatedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if (max(self.dilation_rate) == 1 or max(self.strides) != 1
                 or self.data_format != "channels_last"
-                or inputs.dtype != tf.float32 or not onednn_enabled()):
+                or inputs.dtype != tf.float32 or not compat.onednn_enabled()):
             return super().convolution_op(inputs, kernel)
         return tf.nn.conv2d(inputs, kernel, strides=1,
                             padding=self.padding.upper(),
