@@ -79,8 +79,8 @@ def define_flags(flag_values=FLAGS):
                       "(needs tensorflow-serving-api).", flag_values=flag_values)
     flags.DEFINE_string("measure_on_val", None, "Data root for the fidelity "
                         "check: Cityscapes layout (leftImg8bit/<split>, gtFine/"
-                        "<split> labelIds) or images/*.png + labels/*.png "
-                        "(trainId PNGs with the same file names).",
+                        "<split> labelIds) or images/ (png, jpg, jpeg, bmp) + "
+                        "labels/*.png (trainId PNGs with the same file stems).",
                         flag_values=flag_values)
     flags.DEFINE_string("measure_split", "val", "Split for the Cityscapes layout.", flag_values=flag_values)
     flags.DEFINE_integer("measure_limit", 50, "Images for the fidelity check "

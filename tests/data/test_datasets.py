@@ -1,5 +1,7 @@
 """Tests for tf_pixintra.data.datasets: layouts, label decoding, bad input."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,6 +67,23 @@ def test_trainid_layout_reads_labels_unmapped(tmp_path, fake_datasets):
     (example,) = datasets.list_examples("trainids", tmp_path, "all")
     _, label = datasets.read_example(example, "trainids")
     np.testing.assert_array_equal(label, train_ids)   # gta5 would map 13 -> 4
+
+
+def test_trainid_layout_takes_jpeg_and_bmp_images(tmp_path):
+    """The export's images/ + labels/ layout lists .png, .jpg, .jpeg and
+    .bmp images (as the export did before it used this reader), each with
+    the trainId PNG of its stem."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for stem, ext in (("a", ".jpg"), ("b", ".bmp"), ("c", ".png"),
+                      ("d", ".jpeg")):
+        Image.new("RGB", (4, 3)).save(tmp_path / "images" / (stem + ext))
+        Image.new("L", (4, 3)).save(tmp_path / "labels" / (stem + ".png"))
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    examples = datasets.list_examples("trainids", tmp_path, "all")
+    assert [e.name for e in examples] == ["a", "b", "c", "d"]
+    assert [os.path.basename(e.label_path) for e in examples] == [
+        "a.png", "b.png", "c.png", "d.png"]
 
 
 def test_synthia_16bit_first_channel(tmp_path, fake_datasets):

@@ -58,7 +58,7 @@ class _Layout:
     title: str
     image_dir: str  # relative to the root; "{split}" is filled in
     label_dir: str
-    image_suffix: str
+    image_suffix: str | tuple  # a tuple: any of these endings
     label_suffix: str
     city_folders: bool  # images sit one folder deeper (Cityscapes cities)
     has_splits: bool
@@ -90,11 +90,11 @@ _LAYOUTS = {
     # images/ + labels/ whose labels hold trainIds already.
     "trainids": _Layout(
         title="trainId", image_dir="images", label_dir="labels",
-        image_suffix=".png", label_suffix=".png", city_folders=False,
-        has_splits=False,
-        description="trainId layout: images/*.png and labels/*.png (8-bit "
-                    "trainId PNGs) with the same file names, or a "
-                    "Cityscapes root"),
+        image_suffix=(".png", ".jpg", ".jpeg", ".bmp"), label_suffix=".png",
+        city_folders=False, has_splits=False,
+        description="trainId layout: images/*.png|jpg|jpeg|bmp and "
+                    "labels/*.png (8-bit trainId PNGs) with the same file "
+                    "stems, or a Cityscapes root"),
 }
 
 
@@ -222,12 +222,15 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
         names = _relative_image_names(layout, image_dir)
         source = f"{image_dir}"
     if not names:
-        raise DataError(f"{source}: no images found; expected files named "
-                        f"*{layout.image_suffix} in the {layout.description}")
+        raise DataError(f"{source}: no images found; expected image files "
+                        f"in the {layout.description}")
 
     examples, missing = [], []
     for relative in names:
-        stem = os.path.basename(relative)[:-len(layout.image_suffix)]
+        name = os.path.basename(relative)
+        suffixes = layout.image_suffix if isinstance(
+            layout.image_suffix, tuple) else (layout.image_suffix,)
+        stem = name[:-len(next(x for x in suffixes if name.endswith(x)))]
         image_path = os.path.join(image_dir, relative)
         label_path = os.path.join(label_dir, os.path.dirname(relative),
                                   stem + layout.label_suffix)
