@@ -50,8 +50,11 @@ def predict_logits(model, image_bgr, output_size=None):
 
 
 def _scaled_size(size, scale):
-    """(round(h * scale), round(w * scale)), at least 1 x 1, as an int32 tensor."""
-    size = tf.cast(size, tf.float32) * scale
+    """(round(h * scale), round(w * scale)), at least 1 x 1, as an int32 tensor.
+
+    In float64 and half to even: Python's round(h * scale), exactly.
+    """
+    size = tf.cast(size, tf.float64) * scale
     return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
 
 

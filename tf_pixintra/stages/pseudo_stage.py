@@ -49,15 +49,15 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
+from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import previews
 from tf_pixintra import progress
 from tf_pixintra import subdomains
 from tf_pixintra.data import datasets
 from tf_pixintra.data import tfrecords
-from tf_pixintra.models import caffe_preprocess
-from tf_pixintra.models import main_output
 from tf_pixintra.errors import DataError
+from tf_pixintra.models import main_output
 from tf_pixintra.stages import common
 from tf_pixintra.stages import peers
 
@@ -87,32 +87,12 @@ def model_for_round(ctx, round_index):
 def make_predictor(model, size, scales, flip):
     """image uint8 [H,W,3] -> fused probabilities at output stride, float16.
 
-    For each scale s (and its mirror when flip), the image is resized to
-    s * size, the main head's logits are resized to the stride-8 grid of
-    `size` and turned into probabilities; the probabilities are averaged.
+    `inference.predict_probs_batch` at input `size`, its output resized to
+    the network's output grid for `size` (stride 8) instead of the image's.
     """
-    size = tuple(int(v) for v in size)
-    grid = output_grid(model, size)
-
-    @tf.function(reduce_retracing=True)
-    def predict(image):
-        total = 0.0
-        count = 0
-        for scale in scales:
-            scaled = [max(1, int(round(v * scale))) for v in size]
-            x = caffe_preprocess(tf.image.resize(image[None], scaled))
-            variants = [x, tf.reverse(x, axis=[2])] if flip else [x]
-            for j, xin in enumerate(variants):
-                out = model(xin, training=False)
-                logits = main_output(out)
-                logits = tf.cast(logits, tf.float32)
-                if j == 1:
-                    logits = tf.reverse(logits, axis=[2])
-                probs = tf.nn.softmax(tf.image.resize(logits, grid), axis=-1)
-                total += probs
-                count += 1
-        return tf.cast(total[0] / count, tf.float16)
-    return predict
+    predict = inference.make_predict_fn(model, size, scales, flip)
+    grid = tf.constant(output_grid(model, tuple(int(v) for v in size)), tf.int32)
+    return lambda image: tf.cast(predict(image[None], grid)[0], tf.float16)
 
 
 def output_grid(model, size):
