@@ -150,6 +150,7 @@ def child_stage(args):
     import tracemalloc
     wall0 = time.perf_counter()
     from tf_pixintra import config as config_lib
+    from tf_pixintra import run_layout
     from tf_pixintra import subdomains
     from tf_pixintra.data import datasets, tfrecords
     from tf_pixintra.stages import common, pseudo_stage, sources
@@ -240,7 +241,7 @@ def child_stage(args):
     metrics = pseudo_stage.run(ctx, 1)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     assert metrics is not None
-    index = os.path.join(args.run_dir, pseudo_stage.stage_name(1),
+    index = os.path.join(args.run_dir, run_layout.stage_dir_name("pseudo", 1),
                          tfrecords.index_name(pseudo_stage.RECORDS))
     total_records = tfrecords.read_index(index)["total"]
     assert total_records == args.num_images, total_records
@@ -274,6 +275,7 @@ def child_bare(args):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     from tf_pixintra.data import datasets
+    from tf_pixintra import run_layout
     from tf_pixintra.models import caffe_preprocess
     from tf_pixintra.stages import common
 
@@ -281,7 +283,7 @@ def child_bare(args):
                                       require_labels=False)
     start, cpu_start = time.perf_counter(), cpu_seconds()
     model = common.load_generator(os.path.join(args.run_dir, "inter",
-                                               common.MODEL_FILE))
+                                               run_layout.MODEL_FILE))
 
     @tf.function(reduce_retracing=True)
     def label(image):

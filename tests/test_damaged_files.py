@@ -11,6 +11,7 @@ from tf_pixintra import config as config_lib
 from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import models
+from tf_pixintra import run_layout
 from tf_pixintra import train
 from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.stages import common
@@ -64,7 +65,7 @@ def make_config(run_dir, inter_batch=1, intra_batch=4, **run):
 
 def test_empty_config_json_is_named_and_its_advice_works(tmp_path):
     config = make_config(tmp_path)
-    path = tmp_path / train.CONFIG_FILE
+    path = tmp_path / run_layout.CONFIG_FILE
     path.write_text("")
     with pytest.raises(DataError) as info:
         train.check_run_dir(config)
@@ -81,7 +82,7 @@ def test_truncated_metrics_json_is_named(tmp_path):
     text = json.dumps({"stage": "eval", "target_miou": 12.5}, indent=2)
     path.write_text(text[:len(text) // 2])
     with pytest.raises(DataError) as info:
-        common.completed(str(tmp_path))
+        run_layout.completed(str(tmp_path))
     assert str(info.value).startswith(f"{path}: damaged JSON file (")
     assert "delete it and run the same command" in str(info.value)
     path.write_bytes(b"\xff\xfe{}")

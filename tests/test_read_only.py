@@ -14,9 +14,9 @@ import tensorflow as tf
 import tfrecord_helpers as R
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra import train
 from tf_pixintra.data import toyscapes
-from tf_pixintra.stages import common
 
 STAGES = ("inter", "pseudo_r1", "intra_r1", "pseudo_r2", "intra_r2", "eval",
           "export")
@@ -43,7 +43,7 @@ def test_closing_table_of_a_finished_run_needs_no_write_access(tmp_path, monkeyp
         intra=config_lib.IntraConfig(), run=config_lib.RunConfig(run_dir=str(run_dir)))
     for i, stage in enumerate(STAGES):     # a finished run, as the stages leave it
         os.makedirs(run_dir / stage)
-        io_utils.write_json(str(run_dir / stage / common.METRICS_FILE),
+        io_utils.write_json(str(run_dir / stage / run_layout.METRICS_FILE),
                             {"stage": stage, "target_miou": 10.0 + i,
                              **EXTRA.get(stage[:6], {})})
         if stage.startswith("pseudo"):

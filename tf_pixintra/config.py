@@ -15,11 +15,12 @@ from absl import flags
 from tf_pixintra import choices
 from tf_pixintra import flag_help
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.export_contract import MODEL_NAME
 
-STAGES = ("all", "source_only", "inter", "pseudo", "intra", "eval", "export")
-PIPELINE_STAGES = ("source_only", "inter", "pseudo", "intra", "eval", "export")
+PIPELINE_STAGES = tuple(run_layout.STAGES)
+STAGES = ("all", *PIPELINE_STAGES)
 DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval",
                     "export")
 
@@ -561,6 +562,14 @@ def validate(config):
         _check(not config.inter.model or stage not in stages,
                f"--inter_model={config.inter.model!r} replaces Stage I, but "
                f"--{flag} runs {stage!r}; leave it out")
+    for stage, round_index in run_layout.plan(r):
+        needs_model = stage == "pseudo" or (
+            stage == "intra" and config.intra.init == "inter")
+        _check(not needs_model or config.inter.model
+               or run_layout.model_source(r.pipeline, round_index),
+               f"--pipeline={','.join(r.pipeline)}: no model makes round "
+               f"{round_index}'s pseudo labels; put inter or source_only "
+               "before its pseudo, or set --inter_model")
     if not config.data.toyscapes:
         _check_roots(config.data, stages)
 

@@ -50,6 +50,7 @@ from tf_pixintra.data.labels import (CLASS_NAMES, EVAL_SUBSETS, NUM_CLASSES, col
 from tf_pixintra.errors import ConfigError, DataError
 from tf_pixintra.io_utils import atomic_path, read_json, write_json
 from tf_pixintra.metrics import ConfusionMatrix
+from tf_pixintra.run_layout import RUN_FILE
 
 DATASETS = choices.DATASETS
 PREDICTION_FORMATS = ("labelids", "trainids")
@@ -57,7 +58,6 @@ DEFAULT_SIZE = (512, 1024)
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 # Keys of run.json (or of its "config" entry) that may hold the eval size.
 SIZE_KEYS = ("eval_size", "target_size", "size")
-RUN_FILE = "run.json"
 
 
 def _inference():

@@ -27,12 +27,11 @@ from tf_pixintra.io_utils import inside
 from tf_pixintra.io_utils import read_json
 from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import caffe_preprocess
+from tf_pixintra.run_layout import MODEL_FILE
+from tf_pixintra.run_layout import RUN_FILE
 
 # Multi-scale test scales of CRST (with flip).
 CRST_SCALES = (0.9, 1.0, 1.2)
-
-MODEL_FILE = "model.keras"
-RUN_FILE = "run.json"
 
 
 def predict_logits(model, image_bgr, output_size=None):
@@ -181,7 +180,6 @@ def resolve_model_path(path):
 def load_model(path):
     """Loads the Keras model named by `path` (see `resolve_model_path`).
 
-    Imports tf_pixintra.models first so its custom layers are registered.
     The model is loaded uncompiled (for inference).
     """
     return load_keras_file(resolve_model_path(path))
@@ -193,8 +191,7 @@ def load_keras_file(model_file, advice=""):
     Keras reports a truncated file as "File not found" and a corrupt one as
     BadZipFile; both become one line naming the file, plus `advice`.
     """
-    import tf_pixintra.models  # noqa: F401  (registers custom layers)
-    try:
+    try:   # importing tf_pixintra.models (above) registered the custom layers
         return keras.saving.load_model(model_file, compile=False)
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
         if not io_utils.isfile(model_file):

@@ -7,6 +7,7 @@ skipped when the command is run again; an interrupted one resumes from its
 last checkpoint. Ends by printing the target mIoU of every stage.
 """
 
+import importlib
 import sys
 
 from absl import app
@@ -15,16 +16,19 @@ from absl import logging
 
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra import run_lock
+from tf_pixintra import visualize
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.errors import TrainingDiverged
+from tf_pixintra.stages import peers
+from tf_pixintra.stages import sources
 
 FLAGS = flags.FLAGS
 config_lib.define_flags()
 
-CONFIG_FILE = "config.json"
 COMPARISON_IMAGES = 4      # target val rows of comparison.png
 
 
@@ -33,7 +37,7 @@ def check_run_dir(config, write=True):
 
     With `write`, a run directory without config.json gets this config's.
     """
-    path = io_utils.join(config.run.run_dir, CONFIG_FILE)
+    path = io_utils.join(config.run.run_dir, run_layout.CONFIG_FILE)
     wanted = config.experiment_dict()
     if io_utils.exists(path):
         try:
@@ -64,37 +68,16 @@ def _differences(a, b, prefix=""):
     return out
 
 
-def stage_plan(config):
-    """[(stage, round)] to run, in order."""
-    if config.run.stage != "all":
-        return [(config.run.stage, config.run.round)]
-    plan, rounds = [], {"pseudo": 0, "intra": 0}
-    for stage in config.run.pipeline:
-        if stage in rounds:
-            rounds[stage] += 1
-            plan.append((stage, rounds[stage]))
-        else:
-            plan.append((stage, 1))
-    return plan
-
-
 def run_stage(ctx, stage, round_index):
-    """Runs one stage; returns (row name, metrics or None)."""
-    # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import eval_stage
-    from tf_pixintra.stages import export_stage
-    from tf_pixintra.stages import inter_stage
-    from tf_pixintra.stages import intra_stage
-    from tf_pixintra.stages import pseudo_stage
-    if stage in ("source_only", "inter"):
-        return stage, inter_stage.run(ctx, stage)
-    if stage == "pseudo":
-        return pseudo_stage.stage_name(round_index), pseudo_stage.run(ctx, round_index)
-    if stage == "intra":
-        return intra_stage.stage_name(round_index), intra_stage.run(ctx, round_index)
-    if stage == "eval":
-        return "eval", eval_stage.run(ctx)
-    return "export", export_stage.run(ctx)
+    """Runs one stage (run_layout.STAGES); returns (row name, metrics or None).
+
+    The stage modules load TensorFlow: imported when a run gets here, so
+    --help and flag errors answer without it.
+    """
+    spec = run_layout.STAGES[stage]
+    module = importlib.import_module(f"tf_pixintra.stages.{spec.module}")
+    return (run_layout.stage_dir_name(stage, round_index),
+            module.run(ctx, round_index if spec.rounds else stage))
 
 
 def format_summary(rows):
@@ -121,6 +104,7 @@ def format_summary(rows):
 
 def run(config):
     """Runs the configured stages; returns [(stage name, metrics)]."""
+    # Lazy, as in `run_stage`: TensorFlow loads when a run starts.
     from tf_pixintra import runtime  # pylint: disable=import-outside-toplevel
     if config.run.deterministic:
         runtime.set_deterministic(config.run.seed)
@@ -144,37 +128,35 @@ def _run(config, strategy, is_chief, worker=(0, 1)):
     `worker` is (index, count) of this process among the multi-worker
     workers; with count > 1 the pseudo stage gets one shard per worker.
     """
+    # Lazy, as in `run_stage`: TensorFlow loads when a run starts.
     from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import peers  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import sources  # pylint: disable=import-outside-toplevel
     task_index, num_workers = worker
     if num_workers > 1:
         config = config_lib.shard_over_workers(config, task_index, num_workers)
     check_run_dir(config, write=False)
-    plan = stage_plan(config)
+    plan = run_layout.plan(config.run)
     config_lib.check_batch_sizes(config, plan, strategy.num_replicas_in_sync)
-    need_source = any(s in ("source_only", "inter") for s, _ in plan)
+    need_source = any(run_layout.STAGES[s].stage_one for s, _ in plan)
     srcs = sources.resolve(config.data, need_source)
-    if common.pending_stages(config.run.run_dir, plan):
+    if run_layout.pending_stages(config.run.run_dir, plan):
         sources.check(srcs, config.run.run_dir if is_chief else None)
     check_run_dir(config)   # written once the sources have passed
     ctx = common.Context(config, config.run.run_dir, strategy, srcs, is_chief,
                          task_index, num_workers)
-    rows = []
-    for number, (stage, round_index) in enumerate(plan):
-        if number and not is_chief:
+    rows = []   # (row name = stage directory, metrics)
+    for stage, round_index in plan:
+        if rows and not is_chief:
             # Multi-worker: the stage may read what the chief alone writes
             # at the end of the one before (its model.keras, say).
-            peers.chief_result(ctx, io_utils.join(
-                config.run.run_dir, common.stage_dir_name(*plan[number - 1])))
+            peers.chief_result(ctx, io_utils.join(config.run.run_dir, rows[-1][0]))
         logging.info("stage %s (round %d)", stage, round_index)
         name, metrics = run_stage(ctx, stage, round_index)
         rows.append((name, metrics))
         if metrics is None:
             break
-    summary = io_utils.join(config.run.run_dir, "summary.json")
-    if is_chief and _json_or_none(summary) != {name: m for name, m in rows}:
-        io_utils.write_json(summary, {name: m for name, m in rows})
+    summary = io_utils.join(config.run.run_dir, run_layout.SUMMARY_FILE)
+    if is_chief and _json_or_none(summary) != dict(rows):
+        io_utils.write_json(summary, dict(rows))
     if (config.run.stage == "all" and is_chief and rows
             and rows[-1][1] is not None and srcs.target_val):
         rows.append(("comparison", comparison_picture(config.run.run_dir)))
@@ -183,10 +165,9 @@ def _run(config, strategy, is_chief, worker=(0, 1)):
 
 def comparison_picture(run_dir):
     """Writes <run_dir>/comparison.png (tf_pixintra.visualize); its row."""
-    from tf_pixintra import visualize  # pylint: disable=import-outside-toplevel
     if not visualize.trained_stages(run_dir):
         return {"stage": "comparison", "file": "(no trained stage)"}
-    out = io_utils.join(run_dir, visualize.OUT_FILE)
+    out = io_utils.join(run_dir, run_layout.COMPARISON_FILE)
     visualize.write_comparison(run_dir, out, COMPARISON_IMAGES)
     return {"stage": "comparison", "file": out}
 

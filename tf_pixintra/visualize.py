@@ -21,17 +21,20 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
 from tf_pixintra import previews
+from tf_pixintra import run_layout
+from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import CLASS_NAMES
 from tf_pixintra.data.labels import colorize
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
+from tf_pixintra.stages import sources
 
 STAGES = ("source_only", "inter", "intra_r1", "intra_r2")
 STAGE_COLORS = {"source_only": (140, 140, 140), "inter": (66, 133, 244),
                 "intra_r1": (244, 160, 0), "intra_r2": (52, 168, 83)}
-OUT_FILE = "comparison.png"
 CHART_HEIGHT = 150      # pixels of the bar area (IoU 0..100)
 LABEL_HEIGHT = 70       # pixels under the bars for the class names
 WHITE, GRID, TEXT = (255, 255, 255), (215, 215, 215), (20, 20, 20)
@@ -39,12 +42,11 @@ WHITE, GRID, TEXT = (255, 255, 255), (215, 215, 215), (20, 20, 20)
 
 def trained_stages(run_dir):
     """[(stage, model path, metrics)] of the stages that finished training."""
-    from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
     out = []
     for stage in STAGES:
         stage_dir = io_utils.join(run_dir, stage)
-        model = io_utils.join(stage_dir, common.MODEL_FILE)
-        metrics = common.completed(stage_dir)
+        model = io_utils.join(stage_dir, run_layout.MODEL_FILE)
+        metrics = run_layout.completed(stage_dir)
         if metrics is not None and io_utils.isfile(model):
             out.append((stage, model, metrics))
     return out
@@ -52,8 +54,7 @@ def trained_stages(run_dir):
 
 def data_config(run_dir):
     """The DataConfig of the run (from its config.json)."""
-    from tf_pixintra import config as config_lib  # pylint: disable=import-outside-toplevel
-    path = io_utils.join(run_dir, "config.json")
+    path = io_utils.join(run_dir, run_layout.CONFIG_FILE)
     if not io_utils.isfile(path):
         raise ConfigError(f"--run_dir={run_dir!r}: no config.json; not a run "
                           "directory of tf_pixintra.train")
@@ -69,8 +70,9 @@ def data_config(run_dir):
 
 def prediction_rows(stages, examples, eval_size):
     """[[image, ground truth, prediction per stage] as RGB arrays] per image."""
+    # Lazy: TensorFlow loads only to predict; --help and the errors about
+    # the run directory need Pillow alone.
     from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.data import datasets  # pylint: disable=import-outside-toplevel
     rows = []
     for example in examples:
         image, label = datasets.read_example(example, "cityscapes")
@@ -154,7 +156,6 @@ def comparison(run_dir, num_images=4):
         raise ConfigError(f"--run_dir={run_dir!r}: no trained stage (none of "
                           f"{', '.join(STAGES)} has model.keras and "
                           "metrics.json)")
-    from tf_pixintra.stages import sources  # pylint: disable=import-outside-toplevel
     examples = list(sources.resolve(data, need_source=False).target_val)
     if not examples:
         raise DataError(f"{run_dir}: the target has no labelled val images "

@@ -8,11 +8,11 @@ import pytest
 from absl import flags
 
 from tf_pixintra import config as config_lib
+from tf_pixintra import run_layout
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import DataError
 from tf_pixintra.models import build_deeplab_v2
 from tf_pixintra.stages import common
-from tf_pixintra.stages import pseudo_stage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -36,13 +36,15 @@ def test_inter_model_replaces_stage_one(inter_keras, tmp_path):
     config = parse(f"--inter_model={inter_keras}",
                    "--pipeline=pseudo,intra,pseudo,intra,eval,export")
     assert config.inter.model == inter_keras
-    ctx = common.Context(config, str(tmp_path), None, None)
-    assert pseudo_stage.model_for_round(ctx, 1) == inter_keras
-    assert pseudo_stage.model_for_round(ctx, 2) == os.path.join(
-        str(tmp_path), "intra_r1", "model.keras")
-    plain = common.Context(parse(), str(tmp_path), None, None)
-    assert pseudo_stage.model_for_round(plain, 1) == os.path.join(
-        str(tmp_path), "inter", "model.keras")
+    run_dir = str(tmp_path)
+    assert run_layout.model_for_round(config, run_dir, 1) == inter_keras
+    assert run_layout.model_for_round(config, run_dir, 2) == os.path.join(
+        run_dir, "intra_r1", "model.keras")
+    assert run_layout.model_for_round(parse(), run_dir, 1) == os.path.join(
+        run_dir, "inter", "model.keras")
+    # A single --stage=pseudo --round=1 takes it in place of the pipeline's inter.
+    single = parse(f"--inter_model={inter_keras}", "--stage=pseudo")
+    assert run_layout.model_for_round(single, run_dir, 1) == inter_keras
 
 
 @pytest.mark.parametrize("args,message", [

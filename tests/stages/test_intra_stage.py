@@ -8,9 +8,9 @@ import tensorflow as tf
 
 import tfrecord_helpers as R
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import DataError
-from tf_pixintra.stages import common
 from tf_pixintra.stages import intra_stage
 from tf_pixintra.stages import pseudo_stage
 
@@ -39,7 +39,7 @@ def test_records_this_run_did_not_write_are_validated_before_training(tmp_path):
     """Pseudo labels of an unfinished pseudo stage (placed there by hand, say)
     go through the offline validator: a bad record is named before Stage II
     starts. Those of this run's finished stage were checked as written."""
-    stage = tmp_path / pseudo_stage.stage_name(1)
+    stage = tmp_path / run_layout.stage_dir_name("pseudo", 1)
     stage.mkdir()
     shape = (4, 6)
     maps = (np.zeros(shape + (3,), np.uint8), np.zeros(shape, np.uint8),
@@ -56,5 +56,5 @@ def test_records_this_run_did_not_write_are_validated_before_training(tmp_path):
     with pytest.raises(DataError, match=r"target-00000-of-00001.tfrecord: "
                        "record 1: pseudo_label has value 40"):
         intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 1, 0)
-    io_utils.write_json(str(stage / common.METRICS_FILE), {"stage": "pseudo_r1"})
+    io_utils.write_json(str(stage / run_layout.METRICS_FILE), {"stage": "pseudo_r1"})
     intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 1, 0)

@@ -11,6 +11,7 @@ import types
 import pytest
 
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.stages import common
 from tf_pixintra.stages import eval_stage
@@ -99,7 +100,7 @@ def test_a_non_chief_waits_for_the_chief_instead_of_repeating_the_stage(
     chief_metrics = {"stage": name, "model": "inter/model.keras"}
 
     def chief_finishes():
-        io_utils.write_json(os.path.join(tmp_path, name, common.METRICS_FILE),
+        io_utils.write_json(os.path.join(tmp_path, name, run_layout.METRICS_FILE),
                             chief_metrics)
     fake = FakeClock({3.0: chief_finishes})
     monkeypatch.setattr(peers.time, "monotonic", fake.clock)

@@ -36,6 +36,7 @@ import tfrecord_helpers as R
 from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils
 from tf_pixintra import models
+from tf_pixintra import run_layout
 from tf_pixintra import subdomains
 from tf_pixintra.errors import PeerTimeout
 from tf_pixintra.data import datasets
@@ -69,12 +70,14 @@ def bench(tmp_path_factory):
     return {"root": root, "data_dir": data_dir, "model_path": model_path}
 
 
-def make_context(bench, name, **pseudo):
-    """A Context whose run directory holds the tiny model as inter/model.keras."""
+def make_context(bench, name, model_stage="inter",
+                 pipeline=config_lib.DEFAULT_PIPELINE, **pseudo):
+    """A Context whose run directory holds the tiny model as
+    <model_stage>/model.keras."""
     run_dir = str(bench["root"] / name)
-    os.makedirs(os.path.join(run_dir, "inter"), exist_ok=True)
+    os.makedirs(os.path.join(run_dir, model_stage), exist_ok=True)
     shutil.copy(bench["model_path"],
-                os.path.join(run_dir, "inter", common.MODEL_FILE))
+                os.path.join(run_dir, model_stage, run_layout.MODEL_FILE))
     pseudo.setdefault("alpha", ALPHA)
     pseudo.setdefault("alpha_sweep", SWEEP)
     method = "intrada" if pseudo.get("selector") == "intrada" else "cts"
@@ -87,14 +90,15 @@ def make_context(bench, name, **pseudo):
         optim=config_lib.OptimConfig(), inter=config_lib.InterConfig(),
         pseudo=config_lib.PseudoConfig(**pseudo),
         intra=config_lib.IntraConfig(method=method),
-        run=config_lib.RunConfig(run_dir=run_dir))
+        run=config_lib.RunConfig(run_dir=run_dir, pipeline=pipeline))
     config_lib.validate(config)
     return common.Context(config, run_dir, None,
                           sources.resolve(config.data, need_source=False))
 
 
 def stage_dir(ctx, round_index=1):
-    return os.path.join(ctx.run_dir, pseudo_stage.stage_name(round_index))
+    return os.path.join(ctx.run_dir,
+                        run_layout.stage_dir_name("pseudo", round_index))
 
 
 def read_records(ctx, name=pseudo_stage.RECORDS):
@@ -313,7 +317,7 @@ def test_records_and_summary_follow_eq_2_3_4_7(reference):
         assert summary["alpha_sweep"][str(alpha)] == pytest.approx(n / total,
                                                                    abs=1e-12)
     assert reference["metrics"]["prop"] == summary["prop"]
-    assert common.completed(stage_dir(ctx)) == reference["metrics"]
+    assert run_layout.completed(stage_dir(ctx)) == reference["metrics"]
     assert not os.path.exists(os.path.join(stage_dir(ctx), pseudo_stage.CACHE_DIR))
 
 
@@ -460,6 +464,16 @@ def test_resume_redoes_only_the_missing_shard(bench, reference, monkeypatch):
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert summary_of(ctx) == reference["summary"]
     assert_same_records(read_records(ctx), reference["records"])
+
+
+def test_self_training_from_the_source_only_model(bench, reference):
+    """--pipeline=source_only,pseudo,intra: round one labels with the
+    source-only model (here the same tiny model, so the same records)."""
+    ctx = make_context(bench, "self_training", model_stage="source_only",
+                       pipeline=("source_only", "pseudo", "intra"))
+    assert pseudo_stage.run(ctx, 1) == reference["metrics"]
+    assert_same_records(read_records(ctx), reference["records"])
+    assert not os.path.exists(os.path.join(ctx.run_dir, "inter"))
 
 
 def test_ias_selector_records(bench, reference):

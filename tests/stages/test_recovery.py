@@ -20,6 +20,7 @@ from absl import logging
 from adapter_fixtures import compile_tiny, tiny_discriminators, tiny_generator
 from tf_pixintra import config as config_lib
 from tf_pixintra import models
+from tf_pixintra import run_layout
 from tf_pixintra import train
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.data import toyscapes
@@ -62,7 +63,7 @@ def pseudo_context(data, name):
     root, model_path = data
     run_dir = root / name
     os.makedirs(run_dir / "inter")
-    shutil.copy(model_path, run_dir / "inter" / common.MODEL_FILE)
+    shutil.copy(model_path, run_dir / "inter" / run_layout.MODEL_FILE)
     config = make_config(root, run_dir)
     return common.Context(config, str(run_dir), None,
                           sources.resolve(config.data, need_source=False))
@@ -146,7 +147,7 @@ def test_first_run_on_a_wrong_root_writes_no_config(data, tmp_path):
     strategy = tf.distribute.get_strategy()
     with pytest.raises(DataError, match="missing folder .*empty"):
         train._run(wrong, strategy, True)
-    assert not os.path.exists(run_dir / train.CONFIG_FILE)
+    assert not os.path.exists(run_dir / run_layout.CONFIG_FILE)
 
     # The corrected command is not refused (here its only stage is finished,
     # so nothing trains) and records its config.
@@ -155,6 +156,6 @@ def test_first_run_on_a_wrong_root_writes_no_config(data, tmp_path):
     right = config_lib.dataclasses.replace(
         right, run=config_lib.dataclasses.replace(right.run, stage="inter"))
     os.makedirs(run_dir / "inter")
-    (run_dir / "inter" / common.METRICS_FILE).write_text('{"stage": "inter"}')
+    (run_dir / "inter" / run_layout.METRICS_FILE).write_text('{"stage": "inter"}')
     assert train._run(right, strategy, True) == [("inter", {"stage": "inter"})]
-    assert json.load(open(run_dir / train.CONFIG_FILE)) == right.experiment_dict()
+    assert json.load(open(run_dir / run_layout.CONFIG_FILE)) == right.experiment_dict()

@@ -3,16 +3,22 @@
 import dataclasses
 
 import keras
+import tensorflow as tf
 from absl import logging
 
+from tf_pixintra import evaluate
+from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import models
+from tf_pixintra import run_layout
+from tf_pixintra import torch_reader
 from tf_pixintra.adapters import optimizers as opt_lib
+from tf_pixintra.config import Config
 from tf_pixintra.errors import DataError
-
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.keras"
-RUN_FILE = "run.json"
+from tf_pixintra.models import torch_weights
+from tf_pixintra.stages import summaries
+from tf_pixintra.stages import training
+from tf_pixintra.stages.sources import Sources
 
 
 @dataclasses.dataclass
@@ -21,12 +27,13 @@ class Context:
 
     `num_workers` > 1 under --strategy=multi_worker: the workers share the
     pseudo, eval and export stages (`peers`); `task_index` is this worker's
-    place among them (0 = the chief).
+    place among them (0 = the chief). The strategy is None in tests that
+    run no training stage.
     """
-    config: object
+    config: Config
     run_dir: str
-    strategy: object
-    sources: object
+    strategy: tf.distribute.Strategy | None
+    sources: Sources | None
     is_chief: bool = True
     task_index: int = 0
     num_workers: int = 1
@@ -37,40 +44,13 @@ class Context:
         return path
 
 
-def completed(stage_dir):
-    """The stage's metrics when it has finished, else None."""
-    path = io_utils.join(stage_dir, METRICS_FILE)
-    if not io_utils.exists(path):
-        return None
-    try:
-        return io_utils.read_json(path)
-    except DataError as e:
-        raise DataError(f"{e}. It marks the stage finished; to recover, "
-                        "delete it and run the same command: the stage runs "
-                        "again (a training stage from its last checkpoint)") from None
-
-
-def stage_dir_name(stage, round_index):
-    """The sub-directory of the run directory that a planned stage writes."""
-    if stage in ("pseudo", "intra"):
-        return f"{stage}_r{round_index}"
-    return stage
-
-
-def pending_stages(run_dir, plan):
-    """Directory names of the stages of `plan` that have not finished."""
-    names = [stage_dir_name(stage, round_index) for stage, round_index in plan]
-    return [name for name in names
-            if not io_utils.exists(io_utils.join(run_dir, name, METRICS_FILE))]
-
-
 def finish(ctx, stage_dir, metrics, model_path=None):
     """Writes metrics.json last (it marks the stage complete) and run.json."""
     if not ctx.is_chief:
         return metrics
-    io_utils.write_json(io_utils.join(stage_dir, METRICS_FILE), metrics)
+    io_utils.write_json(io_utils.join(stage_dir, run_layout.METRICS_FILE), metrics)
     if model_path is not None:
-        run_file = io_utils.join(ctx.run_dir, RUN_FILE)
+        run_file = io_utils.join(ctx.run_dir, run_layout.RUN_FILE)
         run = io_utils.read_json(run_file) if io_utils.exists(run_file) else {}
         run["model"] = io_utils.relpath(model_path, ctx.run_dir)
         run["eval_size"] = list(ctx.config.data.eval_size)
@@ -112,11 +92,8 @@ def _with_torch_backbone(generator, path):
     part (`Scale.`) and its own classifier `layer5` (valeoai/ADVENT,
     advent/scripts/train.py; wasidennis/AdaptSegNet,
     train_gta2cityscapes_multi.py; liyunsheng13/BDL, model/deeplab.py).
-    torch is imported only here, and only for a .pth file.
+    torch is imported only for a .pth file (torch_reader).
     """
-    # pylint: disable=import-outside-toplevel
-    from tf_pixintra import torch_reader
-    from tf_pixintra.models import torch_weights
     state = torch_reader.read_state_dict(path)
     summary = torch_weights.load_torch_state(generator, state, "backbone",
                                              source=path)
@@ -189,8 +166,8 @@ def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
 
 def save_generator(generator, stage_dir):
     """Saves G as <stage_dir>/model.keras (temporary name, then renamed)."""
-    path = io_utils.join(stage_dir, MODEL_FILE)
-    tmp = io_utils.join(stage_dir, ".partial." + MODEL_FILE)
+    path = io_utils.join(stage_dir, run_layout.MODEL_FILE)
+    tmp = io_utils.join(stage_dir, ".partial." + run_layout.MODEL_FILE)
     generator.save(tmp)   # Keras writes a scheme:// path through tf.io.gfile
     io_utils.rename(tmp, path)
     return path
@@ -201,14 +178,13 @@ def load_generator(path):
     if not io_utils.exists(path):
         raise FileNotFoundError(
             f"{path}: no model; run the stage that writes it first")
-    from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
     return inference.load_keras_file(path, redo_advice(io_utils.parent(path)))
 
 
 def redo_advice(stage_dir):
     """How to make a training stage write its model.keras and metrics again."""
-    metrics = io_utils.join(stage_dir, METRICS_FILE)
-    if io_utils.isdir(io_utils.join(stage_dir, "checkpoints")):
+    metrics = io_utils.join(stage_dir, run_layout.METRICS_FILE)
+    if io_utils.isdir(io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR)):
         return (f"To recover, delete it and {metrics}, then run the same "
                 "command: the stage restores its last checkpoint and saves "
                 "the model again")
@@ -220,7 +196,6 @@ def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
     """Target-val mIoU (19 classes) of `generator`, or None without labels."""
     if not ctx.sources.target_val:
         return None
-    from tf_pixintra import evaluate  # pylint: disable=import-outside-toplevel
     return evaluate.evaluate_model(
         generator, list(ctx.sources.target_val), "cityscapes",
         size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip,
@@ -233,8 +208,6 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     `metrics` holds the stage's own fields; the final logs, the periodic
     evaluations and the target-val mIoU are added here.
     """
-    from tf_pixintra.stages import summaries  # pylint: disable=import-outside-toplevel
-    from tf_pixintra.stages import training  # pylint: disable=import-outside-toplevel
     config, generator = ctx.config, adapter.generator
     callbacks = []
     if ctx.is_chief:
@@ -251,7 +224,8 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
             board.write_evaluation(step, result)
         return result
     logs, history = training.fit(
-        adapter, make_dataset, steps, io_utils.join(stage_dir, "checkpoints"),
+        adapter, make_dataset, steps,
+        io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR),
         checkpoint_every=config.run.checkpoint_every,
         eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
@@ -261,7 +235,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
         stop_grace_s=config.run.stop_grace_secs)
     # Every multi-worker task holds the same weights: only the chief writes.
     model_path = (save_generator(generator, stage_dir) if ctx.is_chief
-                  else io_utils.join(stage_dir, MODEL_FILE))
+                  else io_utils.join(stage_dir, run_layout.MODEL_FILE))
     result = evaluate_target(ctx, generator)
     if board is not None and result is not None and not (
             history and history[-1]["step"] == steps):  # else written already

@@ -4,6 +4,7 @@ from absl import logging
 
 from tf_pixintra import inference
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra import tables
 from tf_pixintra.stages import common
 from tf_pixintra.stages import peers
@@ -14,13 +15,13 @@ def newest_model(ctx):
     return inference.resolve_model_path(ctx.run_dir)
 
 
-def run(ctx):
+def run(ctx, name="eval"):
     """Scores the newest model; writes metrics.json and a per-class table.
 
     Multi-worker: the chief scores it; the other workers wait for its result.
     """
-    stage_dir = ctx.stage_dir("eval")
-    done = common.completed(stage_dir)
+    stage_dir = ctx.stage_dir(name)
+    done = run_layout.completed(stage_dir)
     if done is not None:
         return done
     if not ctx.is_chief:
@@ -28,7 +29,7 @@ def run(ctx):
     data = ctx.config.data
     model_path = newest_model(ctx)
     logging.info("eval: scoring %s on target val", model_path)
-    metrics = {"stage": "eval", "model": io_utils.relpath(model_path, ctx.run_dir),
+    metrics = {"stage": name, "model": io_utils.relpath(model_path, ctx.run_dir),
                "scales": list(data.eval_scales), "flip": data.eval_flip}
     result = common.evaluate_target(ctx, common.load_generator(model_path),
                                     scales=data.eval_scales, flip=data.eval_flip)

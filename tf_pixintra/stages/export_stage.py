@@ -1,6 +1,8 @@
 """The `export` stage: SavedModel (TF Serving layout) and TFLite variants."""
 
+from tf_pixintra import export
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.data import datasets
 from tf_pixintra.stages import common
 from tf_pixintra.stages import eval_stage
@@ -13,19 +15,17 @@ def representative(ctx, count):
     count <= 0."""
     if count <= 0:
         return []
-    from tf_pixintra import export  # pylint: disable=import-outside-toplevel
     return [datasets.read_image(e.image_path)
             for e in export.spread(list(ctx.sources.target_train), count)]
 
 
-def run(ctx):
+def run(ctx, name="export"):
     """Exports the newest model under <run_dir>/export.
 
     Multi-worker: the chief exports it; the other workers wait for its result.
     """
-    from tf_pixintra import export  # pylint: disable=import-outside-toplevel
-    stage_dir = ctx.stage_dir("export")
-    done = common.completed(stage_dir)
+    stage_dir = ctx.stage_dir(name)
+    done = run_layout.completed(stage_dir)
     if done is not None:
         return done
     if not ctx.is_chief:
@@ -37,7 +37,7 @@ def run(ctx):
         version=run.export_version, input_size=tuple(ctx.config.data.target_size),
         representative_images=representative(ctx, run.num_representative),
         variants=tuple(run.export_tflite))
-    metrics = {"stage": "export",
+    metrics = {"stage": name,
                "model": io_utils.relpath(model_path, ctx.run_dir),
                "saved_model": io_utils.relpath(paths["saved_model"], ctx.run_dir),
                "tflite": {k: io_utils.relpath(v, ctx.run_dir)

@@ -8,6 +8,7 @@ wasidennis/AdaptSegNet, README.md and train_gta2cityscapes_multi.py).
 
 import tensorflow as tf
 
+from tf_pixintra import run_layout
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.data import pipeline
 from tf_pixintra.stages import common
@@ -61,7 +62,7 @@ def build_adapter(ctx, variant, seed):
 def run(ctx, name):
     """Runs Stage I (`name` = "inter") or the source-only baseline."""
     stage_dir = ctx.stage_dir(name)
-    done = common.completed(stage_dir)
+    done = run_layout.completed(stage_dir)
     if done is not None:
         return done
     cfg, seed = ctx.config.inter, ctx.config.run.seed

@@ -20,24 +20,21 @@ import tensorflow as tf
 
 from tf_pixintra import io_utils
 from tf_pixintra import losses
+from tf_pixintra import run_layout
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.adapters.intra import PixelIntraAdapter
 from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import DataError
-from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
 from tf_pixintra.stages import pseudo_stage
 
 
-def stage_name(round_index):
-    return f"intra_r{round_index}"
-
-
 def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
-    index = io_utils.join(ctx.run_dir, pseudo_stage.stage_name(round_index),
-                         tfrecords.index_name(name))
+    index = io_utils.join(ctx.run_dir,
+                          run_layout.stage_dir_name("pseudo", round_index),
+                          tfrecords.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
               "(it re-makes missing or damaged pseudo-label files), then this "
               "command again")
@@ -50,7 +47,7 @@ def _records(ctx, round_index, name, batch_size, seed):
     check_shard_counts(index, round_index)
     # Records of this run's finished pseudo stage were checked as written;
     # others are checked by the offline validator before training.
-    written_here = common.completed(io_utils.parent(index)) is not None
+    written_here = run_layout.completed(io_utils.parent(index)) is not None
     return pipeline.pseudo_label_dataset(
         index, size=data.target_size, crop_size=data.crop_size or None,
         scale_range=data.scale_range or None, flip=data.flip,
@@ -108,8 +105,8 @@ def _initial_generator(ctx, round_index):
     config = ctx.config
     generator = common.build_generator(config.model, config.run.seed + round_index)
     if config.intra.init == "inter":
-        previous = common.load_generator(
-            pseudo_stage.model_for_round(ctx, round_index))
+        previous = common.load_generator(run_layout.model_for_round(
+            config, ctx.run_dir, round_index))
         common.copy_generator_weights(previous, generator)
     return generator
 
@@ -138,9 +135,9 @@ def _adapter(ctx, generator, round_index):
 
 def run(ctx, round_index):
     """Runs Stage II round `round_index`; returns its metrics."""
-    name = stage_name(round_index)
+    name = run_layout.stage_dir_name("intra", round_index)
     stage_dir = ctx.stage_dir(name)
-    done = common.completed(stage_dir)
+    done = run_layout.completed(stage_dir)
     if done is not None:
         return done
     config, cfg = ctx.config, ctx.config.intra

@@ -16,8 +16,8 @@ import time
 from absl import logging
 
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.errors import PeerTimeout
-from tf_pixintra.stages import common
 
 FIRST_POLL_SECS = 0.2    # the first polls come quickly (a short stage) ...
 MAX_POLL_SECS = 1.0      # ... then every second (a file test is cheap)
@@ -75,6 +75,6 @@ def chief_result(ctx, stage_dir, ready=None):
     """A non-chief's share of a chief-only stage: waits for its metrics.json
     (and `ready`, as for `wait_for`) and returns the metrics."""
     name = os.path.basename(stage_dir.rstrip("/"))
-    wait_for(ctx, [io_utils.join(stage_dir, common.METRICS_FILE)],
+    wait_for(ctx, [io_utils.join(stage_dir, run_layout.METRICS_FILE)],
              f"the chief's {name} stage", ready)
-    return common.completed(stage_dir)
+    return run_layout.completed(stage_dir)

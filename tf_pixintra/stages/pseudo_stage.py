@@ -53,6 +53,7 @@ from tf_pixintra import inference
 from tf_pixintra import io_utils
 from tf_pixintra import previews
 from tf_pixintra import progress
+from tf_pixintra import run_layout
 from tf_pixintra import subdomains
 from tf_pixintra.data import datasets
 from tf_pixintra.data import tfrecords
@@ -66,22 +67,6 @@ SUMMARY_FILE = "summary.json"
 CACHE_DIR = "cache"
 PNG_COMPRESSION = 1          # zlib level of the record images
 PREVIEW_FILE = "preview_{:03d}.png"   # by target image index
-
-
-def stage_name(round_index):
-    return f"pseudo_r{round_index}"
-
-
-def model_for_round(ctx, round_index):
-    """The model whose predictions make round `round_index`'s pseudo labels.
-
-    Round one uses Stage I's model, or --inter_model when it is set (an
-    imported PyTorch INTER model, say).
-    """
-    if round_index == 1 and ctx.config.inter.model:
-        return ctx.config.inter.model
-    name = "inter" if round_index == 1 else f"intra_r{round_index - 1}"
-    return io_utils.join(ctx.run_dir, name, common.MODEL_FILE)
 
 
 def make_predictor(model, size, scales, flip):
@@ -285,8 +270,8 @@ def run(ctx, round_index):
     (see the module docstring). Multi-worker, a finished stage whose files
     are damaged is re-made by the chief alone while the others wait.
     """
-    stage_dir = ctx.stage_dir(stage_name(round_index))
-    done = common.completed(stage_dir)
+    stage_dir = ctx.stage_dir(run_layout.stage_dir_name("pseudo", round_index))
+    done = run_layout.completed(stage_dir)
     together = peers.shared(ctx)
     if done is not None and together and not ctx.is_chief:
         return _chief_summary(ctx, stage_dir)
@@ -391,7 +376,8 @@ def _lazy_predictor(ctx, round_index):
     def get():
         if not made:
             config = ctx.config
-            model = common.load_generator(model_for_round(ctx, round_index))
+            model = common.load_generator(run_layout.model_for_round(
+                config, ctx.run_dir, round_index))
             made.append(make_predictor(model, config.data.target_size,
                                        config.pseudo.pseudo_scales,
                                        config.pseudo.pseudo_flip))
@@ -433,9 +419,9 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
     }
     io_utils.write_json(io_utils.join(stage_dir, SUMMARY_FILE), summary)
     _drop_cache(stage_dir)
-    metrics = {"stage": stage_name(round_index), "prop": summary["prop"],
-               "alpha": cfg.alpha, "selector": cfg.selector,
-               "alpha_sweep": sweep}
+    metrics = {"stage": run_layout.stage_dir_name("pseudo", round_index),
+               "prop": summary["prop"], "alpha": cfg.alpha,
+               "selector": cfg.selector, "alpha_sweep": sweep}
     return common.finish(ctx, stage_dir, metrics)
 
 

@@ -4,7 +4,10 @@ import dataclasses
 import os
 
 from tf_pixintra import io_utils
+from tf_pixintra.data import checks
 from tf_pixintra.data import datasets
+from tf_pixintra.data import toyscapes
+from tf_pixintra.run_layout import CHECK_RECORD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +24,6 @@ def resolve(data_cfg, need_source=True):
     source_root, target_root = data_cfg.source_root, data_cfg.target_root
     source_dataset = data_cfg.source_dataset
     if data_cfg.toyscapes:
-        from tf_pixintra.data import toyscapes  # pylint: disable=import-outside-toplevel
         n_src, n_tgt, n_val = data_cfg.toyscapes_counts
         h, w = data_cfg.toyscapes_image_size
         paths = toyscapes.ensure_toyscapes(
@@ -52,9 +54,6 @@ def resolve(data_cfg, need_source=True):
     return Sources(source_dataset, source, target_train, target_val)
 
 
-CHECK_RECORD = "sources_checked.json"
-
-
 def check(srcs, run_dir=None, workers=None):
     """Decodes and checks every file of the run's lists (data/checks.py).
 
@@ -63,7 +62,6 @@ def check(srcs, run_dir=None, workers=None):
     labelled pixel; warns per label file about values no label id has.
     Lists that passed before are remembered in <run_dir>/sources_checked.json.
     """
-    from tf_pixintra.data import checks  # pylint: disable=import-outside-toplevel
     entries = [
         checks.ListToCheck("source", srcs.source_dataset, srcs.source, True),
         checks.ListToCheck("target_train", "cityscapes", srcs.target_train, False),
