@@ -16,6 +16,7 @@ from tf_pixintra.adapters import optimizers as opt_lib
 from tf_pixintra.config import Config
 from tf_pixintra.errors import DataError
 from tf_pixintra.models import torch_weights
+from tf_pixintra.stages import peers
 from tf_pixintra.stages import summaries
 from tf_pixintra.stages import training
 from tf_pixintra.stages.sources import Sources
@@ -57,6 +58,26 @@ def finish(ctx, stage_dir, metrics, model_path=None):
         run["input_size"] = list(ctx.config.data.target_size)
         io_utils.write_json(run_file, run)
     return metrics
+
+
+def run_on_newest_model(ctx, name, work):
+    """A stage of the newest model (the one run.json names), done by the chief.
+
+    Returns the finished stage's metrics, else (chief) runs
+    `work(ctx, stage_dir, model_path, model relative to the run directory)`
+    and finishes with the metrics it returns; the other workers of a
+    multi-worker run wait for the chief's instead.
+    """
+    stage_dir = ctx.stage_dir(name)
+    done = run_layout.completed(stage_dir)
+    if done is not None:
+        return done
+    if not ctx.is_chief:
+        return peers.chief_result(ctx, stage_dir)
+    model_path = inference.resolve_model_path(ctx.run_dir)
+    model = io_utils.relpath(model_path, ctx.run_dir)
+    return finish(ctx, stage_dir, {"stage": name, "model": model,
+                                   **work(ctx, stage_dir, model_path, model)})
 
 
 def build_generator(model_cfg, seed, name="generator"):
@@ -137,17 +158,13 @@ def copy_generator_weights(source, target):
 
 def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
     """(D_main, D_aux); D_aux is None for a single-level generator."""
-    d_main = models.build_discriminator(
-        model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
-        seed=None if seed is None else seed + 101, name="d_main",
-        output_stride=output_stride)
-    d_aux = None
-    if model_cfg.multi_level:
-        d_aux = models.build_discriminator(
+    def build(name, seed_offset):
+        return models.build_discriminator(
             model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
-            seed=None if seed is None else seed + 202, name="d_aux",
+            seed=None if seed is None else seed + seed_offset, name=name,
             output_stride=output_stride)
-    return d_main, d_aux
+    return (build("d_main", 101),
+            build("d_aux", 202) if model_cfg.multi_level else None)
 
 
 def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):

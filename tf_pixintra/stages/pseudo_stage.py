@@ -41,6 +41,7 @@ Pictures: pass 2 also writes `preview_NNN.png` for the first
 Z heat map, the layout of the paper's Fig. 2; tf_pixintra.previews).
 """
 
+import functools
 import io
 import os
 
@@ -150,13 +151,8 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     entropy = {}
     for index, example in _progress(_shard_images(examples, shard, num_shards),
                                     stage_dir, 1, shard, num_shards):
-        path = _cache_path(stage_dir, index)
-        if io_utils.exists(path):
-            low = io_utils.load_npy(path)
-        else:
-            low = predictor()(datasets.read_image(example.image_path)).numpy()
-            io_utils.save_npy(path, low)
-        probs = full_resolution(low, size)
+        probs = full_resolution(_cached_prediction(
+            stage_dir, index, example, predictor, save=True), size)
         thresholds.update(probs)
         if with_entropy:
             entropy[str(index)] = float(subdomains.image_entropy_scores(probs))
@@ -361,27 +357,28 @@ def _outputs_intact(ctx, stage_dir):
     return intact
 
 
-def _cached_prediction(stage_dir, index, example, predictor):
-    """The cached stride-8 prediction of an image; predicted again if gone."""
+def _cached_prediction(stage_dir, index, example, predictor, save=False):
+    """The cached stride-8 prediction of an image; predicted (and with
+    `save` cached) if it is not there."""
     path = _cache_path(stage_dir, index)
     if io_utils.exists(path):
         return io_utils.load_npy(path)
-    return predictor()(datasets.read_image(example.image_path)).numpy()
+    low = predictor()(datasets.read_image(example.image_path)).numpy()
+    if save:
+        io_utils.save_npy(path, low)
+    return low
 
 
 def _lazy_predictor(ctx, round_index):
     """() -> predictor; loads the model on first use (not when resuming pass 2)."""
-    made = []
+    config = ctx.config
 
+    @functools.cache
     def get():
-        if not made:
-            config = ctx.config
-            model = common.load_generator(run_layout.model_for_round(
-                config, ctx.run_dir, round_index))
-            made.append(make_predictor(model, config.data.target_size,
-                                       config.pseudo.pseudo_scales,
-                                       config.pseudo.pseudo_flip))
-        return made[0]
+        model = common.load_generator(run_layout.model_for_round(
+            config, ctx.run_dir, round_index))
+        return make_predictor(model, config.data.target_size,
+                              config.pseudo.pseudo_scales, config.pseudo.pseudo_flip)
     return get
 
 
@@ -418,16 +415,11 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
         "num_images": len(ctx.sources.target_train),
     }
     io_utils.write_json(io_utils.join(stage_dir, SUMMARY_FILE), summary)
-    _drop_cache(stage_dir)
+    io_utils.rmtree(io_utils.join(stage_dir, CACHE_DIR))   # and temporaries there
     metrics = {"stage": run_layout.stage_dir_name("pseudo", round_index),
                "prop": summary["prop"], "alpha": cfg.alpha,
                "selector": cfg.selector, "alpha_sweep": sweep}
     return common.finish(ctx, stage_dir, metrics)
-
-
-def _drop_cache(stage_dir):
-    """Deletes the cached predictions (and any temporary file left there)."""
-    io_utils.rmtree(io_utils.join(stage_dir, CACHE_DIR))
 
 
 def _progress(items, stage_dir, pass_index, shard, num_shards):

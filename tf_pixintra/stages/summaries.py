@@ -119,10 +119,10 @@ class TrainingSummaries(keras.callbacks.Callback):
 
     def predictions(self):
         """trainIds [h,w] of G for each panel image."""
-        out_size = tf.constant(self.size, tf.int32)
-        return [np.argmax(self._predict(tf.convert_to_tensor(image[None]),
-                                        out_size)[0].numpy(), axis=-1)
-                .astype(np.uint8) for image, _ in self.panels]
+        return [inference.predict_labels(self.generator, image,
+                                         output_size=self.size,
+                                         predict_fn=self._predict)
+                for image, _ in self.panels]
 
     def write_images(self, step):
         strips = [prediction_strip(image, pred, label) for (image, label), pred
