@@ -126,6 +126,7 @@ class KnownLosses(AdversarialAdapter):
     G (one 1x1 convolution to 19 classes) gets a zero update, so the
     optimizer counts steps as in training.
     """
+    adversarial = False   # no D: declare_trackers adds no D trackers
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
