@@ -62,6 +62,25 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
 
 
 @pytest.mark.e2e
+def test_self_training_from_the_source_only_model(tmp_path):
+    """--pipeline=source_only,pseudo,intra: round one's pseudo labels, and
+    the smoke config's --intra_init=inter weights, come from the source-only
+    model (no Stage I directory to read them from)."""
+    run_dir = tmp_path / "run"
+    result = train(f"--run_dir={run_dir}", f"--toyscapes_dir={tmp_path / 'data'}",
+                   "--pipeline=source_only,pseudo,intra", "--inter_steps=2",
+                   "--intra_steps=2", "--checkpoint_every=2", "--log_every=0",
+                   "--image_every=0", "--alpha_sweep=0.85")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == [
+        "intra_r1", "pseudo_r1", "source_only"]
+    for stage in ("source_only", "pseudo_r1", "intra_r1"):
+        assert (run_dir / stage / "metrics.json").is_file(), stage
+    assert json.loads((run_dir / "run.json").read_text())["model"] == \
+        "intra_r1/model.keras"
+
+
+@pytest.mark.e2e
 def test_stage_one_reads_gta5_and_cityscapes_layouts_from_given_roots(tmp_path):
     """--source_root/--target_root (not --toyscapes): the real readers' path."""
     from tf_pixintra.data import toyscapes  # pylint: disable=import-outside-toplevel
