@@ -25,17 +25,14 @@ def stage_dataset(ctx, batch_size, seed, adversarial):
             label_format=ctx.sources.source_dataset, size=data.source_size,
             flip=flip, batch_size=batch_size, seed=seed)
         if adversarial:
-            target = pipeline.target_dataset(
+            pairs = tf.data.Dataset.zip((source, pipeline.target_dataset(
                 [e.image_path for e in tgt], size=data.target_size,
-                flip=flip, batch_size=batch_size, seed=seed + 1)
-            ds = tf.data.Dataset.zip((source, target)).map(
-                lambda s, t: {"source_image": s["image"],
-                              "source_label": s["label"],
-                              "target_image": t["image"]})
-        else:
-            ds = source.map(lambda s: {"source_image": s["image"],
-                                       "source_label": s["label"],
-                                       "target_image": s["image"]})
+                flip=flip, batch_size=batch_size, seed=seed + 1)))
+        else:   # no D: the source images stand in for the unused target side
+            pairs = source.map(lambda s: (s, s))
+        ds = pairs.map(lambda s, t: {"source_image": s["image"],
+                                     "source_label": s["label"],
+                                     "target_image": t["image"]})
         return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
     return make_dataset
 
