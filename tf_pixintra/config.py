@@ -556,13 +556,11 @@ def validate(config):
            "IntraDA baseline needs both set to intrada (and the pixel-level "
            "methods neither)")
     r = config.run
-    stages = r.pipeline if r.stage == "all" else (r.stage,)
     flag = "pipeline" if r.stage == "all" else "stage"
-    for stage in ("inter", "source_only"):
-        _check(not config.inter.model or stage not in stages,
+    for stage, round_index in run_layout.plan(r):
+        _check(not config.inter.model or not run_layout.STAGES[stage].stage_one,
                f"--inter_model={config.inter.model!r} replaces Stage I, but "
                f"--{flag} runs {stage!r}; leave it out")
-    for stage, round_index in run_layout.plan(r):
         needs_model = stage == "pseudo" or (
             stage == "intra" and config.intra.init == "inter")
         _check(not needs_model or config.inter.model
@@ -571,12 +569,12 @@ def validate(config):
                f"{round_index}'s pseudo labels; put inter or source_only "
                "before its pseudo, or set --inter_model")
     if not config.data.toyscapes:
-        _check_roots(config.data, stages)
+        _check_roots(config.data, [stage for stage, _ in run_layout.plan(r)])
 
 
 def _check_roots(d, stages):
     """The data roots the stages read must exist (not for ToyScapes)."""
-    if any(s in ("source_only", "inter") for s in stages):
+    if any(run_layout.STAGES[s].stage_one for s in stages):
         _check(bool(d.source_root), "--source_root is empty (or use --toyscapes)")
         _check(os.path.isdir(d.source_root),
                f"--source_root={d.source_root!r}: no such directory")
