@@ -30,8 +30,8 @@ class Stage:
     run(ctx, round_index) if it has rounds, else run(ctx, name)."""
     name: str
     module: str
-    rounds: bool = False   # the n-th in --pipeline is round n, in <name>_r<n>/
-    trains: bool = False   # writes a model.keras
+    rounds: bool = False      # the n-th in --pipeline is round n, in <name>_r<n>/
+    trains: bool = False      # writes a model.keras
     stage_one: bool = False   # Stage I; --inter_model stands in for its model
 
 
@@ -84,8 +84,7 @@ def model_for_round(config, run_dir, round_index):
     --inter_model stands in for Stage I's (and is all a pipeline without
     Stage I has)."""
     source = model_source(config.run.pipeline, round_index)
-    if config.inter.model and (source is None
-                               or STAGES[source[0]].stage_one):
+    if config.inter.model and (source is None or STAGES[source[0]].stage_one):
         return config.inter.model
     return io_utils.join(run_dir, stage_dir_name(*source), MODEL_FILE)
 
