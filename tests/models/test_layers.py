@@ -12,6 +12,8 @@ import tensorflow as tf
 import tolerances as T
 from tf_pixintra.models import ResizeLike
 from tf_pixintra.models import build_deeplab_v2
+from tf_pixintra.models.deeplab_v2 import ASPP_DILATIONS, HEAD_PREFIX
+from tf_pixintra.models.deeplab_v2 import aspp_classifier
 from tf_pixintra import compat
 from tf_pixintra.models.layers import DilatedConv2D
 
@@ -157,17 +159,25 @@ def _op_types(model, x):
     return {op.type for op in graph.get_operations()}
 
 
-def test_deeplab_dilated_convs_run_without_space_to_batch():
-    """With oneDNN on (the package's default; conftest imports it before
-    TF), every dilated conv of G and both its gradients are single ops:
-    no SpaceToBatchND / BatchToSpaceND copies. Where TF runs without
-    oneDNN they are Keras' SpaceToBatch convs (the fallback)."""
+def test_deeplab_aspp_convs_run_without_space_to_batch():
+    """G's ASPP branches (dilations 6-24) are DilatedConv2D, the backbone's
+    dilated convs (2, 4) Keras' Conv2D: at ResNet-101 sizes oneDNN's
+    direct dilated conv was the slower one there (benchmarks/BENCHMARKS.md).
+    With oneDNN on (the package's default; conftest imports it before TF)
+    the ASPP classifier and both its gradients have no SpaceToBatchND /
+    BatchToSpaceND copies; where TF runs without oneDNN they are Keras'
+    SpaceToBatch convs (the fallback)."""
     g = build_deeplab_v2(19, depth=18, width=0.125, bn_mode="frozen", seed=0)
-    dilated = [layer for layer in g.layers
+    dilated = {layer.name: layer for layer in g.layers
                if isinstance(layer, keras.layers.Conv2D)
-               and max(layer.dilation_rate) > 1]
-    assert dilated and all(isinstance(layer, DilatedConv2D) for layer in dilated)
-    ops = _op_types(g, tf.zeros((1, 32, 64, 3)))
+               and max(layer.dilation_rate) > 1}
+    aspp = {n for n in dilated if n.startswith(HEAD_PREFIX)}
+    assert len(aspp) == 2 * len(ASPP_DILATIONS)
+    assert all(isinstance(dilated[n], DilatedConv2D) == (n in aspp)
+               for n in dilated)
+    features = keras.Input((None, None, 16))
+    head = keras.Model(features, aspp_classifier(features, 19, "h", seed=0))
+    ops = _op_types(head, tf.zeros((1, 8, 16, 16)))
     assert ("SpaceToBatchND" in ops) == (not compat.onednn_enabled())
 
 

@@ -41,7 +41,6 @@ import keras
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.models.layers import DilatedConv2D
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -79,8 +78,7 @@ def layer_seed(seed, name):
 def _conv(x, filters, kernel_size, name, seed, strides=1, dilation=1,
           padding="valid"):
     """Bias-free conv with a seeded He-normal initializer."""
-    conv = DilatedConv2D if dilation > 1 else keras.layers.Conv2D
-    return conv(
+    return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding,
         dilation_rate=dilation, use_bias=False,
         kernel_initializer=keras.initializers.HeNormal(
