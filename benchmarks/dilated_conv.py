@@ -26,11 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # pylint: disable=wrong-import-position
 import tf_pixintra  # noqa: E402,F401  (oneDNN on before TF loads)
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_pixintra import compat  # noqa: E402
 from tf_pixintra import io_utils  # noqa: E402
 from tf_pixintra import models  # noqa: E402
+from tf_pixintra.models.deeplab_v2 import HEAD_PREFIX  # noqa: E402
 
 from benchmarks.step_common import CONFIGS  # noqa: E402
 from benchmarks.step_common import NUM_CLASSES  # noqa: E402
@@ -47,11 +49,11 @@ def dilated_shapes(cfg):
                                 seed=0)
     shapes = collections.Counter()
     for layer in g.layers:
-        if (isinstance(layer, tf.keras.layers.Conv2D)
+        if (isinstance(layer, keras.layers.Conv2D)
                 and max(layer.dilation_rate) > 1):
             shapes[(int(layer.kernel.shape[2]), layer.filters,
                     layer.dilation_rate[0],
-                    layer.name.startswith(models.deeplab_v2.HEAD_PREFIX))] += 1
+                    layer.name.startswith(HEAD_PREFIX))] += 1
     return shapes
 
 

@@ -13,7 +13,7 @@ import tolerances as T
 from tf_pixintra.models import ResizeLike
 from tf_pixintra.models import build_deeplab_v2
 from tf_pixintra.models.deeplab_v2 import ASPP_DILATIONS, HEAD_PREFIX
-from tf_pixintra.models.deeplab_v2 import aspp_classifier
+from tf_pixintra.models import resnet
 from tf_pixintra import compat
 from tf_pixintra.models.layers import DilatedConv2D
 
@@ -159,25 +159,34 @@ def _op_types(model, x):
     return {op.type for op in graph.get_operations()}
 
 
-def test_deeplab_aspp_convs_run_without_space_to_batch():
-    """G's ASPP branches (dilations 6-24) are DilatedConv2D, the backbone's
-    dilated convs (2, 4) Keras' Conv2D: at ResNet-101 sizes oneDNN's
-    direct dilated conv was the slower one there (benchmarks/BENCHMARKS.md).
-    With oneDNN on (the package's default; conftest imports it before TF)
-    the ASPP classifier and both its gradients have no SpaceToBatchND /
-    BatchToSpaceND copies; where TF runs without oneDNN they are Keras'
-    SpaceToBatch convs (the fallback)."""
-    g = build_deeplab_v2(19, depth=18, width=0.125, bn_mode="frozen", seed=0)
+@pytest.mark.parametrize("width", [0.125, 1.0])
+def test_which_dilated_convs_of_g_are_single_ops(width):
+    """G's ASPP branches (dilations 6-24) are DilatedConv2D, and so are the
+    backbone's dilated convs of at most NATIVE_DILATION_MAX_FILTERS filters;
+    wider ones (ResNet-101's 256 and 512) are Keras' Conv2D, where oneDNN's
+    direct dilated conv was the slower one (benchmarks/dilated_conv.py)."""
+    g = build_deeplab_v2(19, depth=18, width=width, bn_mode="frozen", seed=0)
     dilated = {layer.name: layer for layer in g.layers
                if isinstance(layer, keras.layers.Conv2D)
                and max(layer.dilation_rate) > 1}
     aspp = {n for n in dilated if n.startswith(HEAD_PREFIX)}
     assert len(aspp) == 2 * len(ASPP_DILATIONS)
-    assert all(isinstance(dilated[n], DilatedConv2D) == (n in aspp)
-               for n in dilated)
-    features = keras.Input((None, None, 16))
-    head = keras.Model(features, aspp_classifier(features, 19, "h", seed=0))
-    ops = _op_types(head, tf.zeros((1, 8, 16, 16)))
+    for name, layer in dilated.items():
+        native = (name in aspp
+                  or layer.filters <= resnet.NATIVE_DILATION_MAX_FILTERS)
+        assert isinstance(layer, DilatedConv2D) == native, name
+    backbone = [layer.filters for n, layer in dilated.items() if n not in aspp]
+    # Both kinds occur: width 0.125 has 32-64 filters, width 1.0 256-512.
+    assert (max(backbone) <= resnet.NATIVE_DILATION_MAX_FILTERS) == (width < 1)
+
+
+def test_g_with_onednn_has_no_space_to_batch():
+    """With oneDNN on (the package's default; conftest imports it before TF)
+    the tiny G's dilated convs and both their gradients have no
+    SpaceToBatchND / BatchToSpaceND copies; where TF runs without oneDNN
+    they are Keras' SpaceToBatch convs (the fallback)."""
+    g = build_deeplab_v2(19, depth=18, width=0.125, bn_mode="frozen", seed=0)
+    ops = _op_types(g, tf.zeros((1, 32, 64, 3)))
     assert ("SpaceToBatchND" in ops) == (not compat.onednn_enabled())
 
 

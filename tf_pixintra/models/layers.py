@@ -111,10 +111,9 @@ class DilatedConv2D(keras.layers.Conv2D):
     yet support dilation rates larger than 1"; float16 / bfloat16 compute)
     it is Keras' Conv2D. The same weights and the same convolution either
     way; only the float rounding of the sums may differ. DeepLab-v2 uses it
-    for the ASPP branches only: there it is faster at every size measured,
-    while for the backbone's dilation-2/4 convs at ResNet-101 sizes oneDNN's
-    direct dilated conv is the slower one (benchmarks/BENCHMARKS.md, "TF vs
-    PyTorch").
+    for the ASPP branches and for backbone convs of at most
+    resnet.NATIVE_DILATION_MAX_FILTERS filters; ResNet-101's wider ones are
+    faster as Keras' SpaceToBatch convs (benchmarks/dilated_conv.py).
     """
 
     def convolution_op(self, inputs, kernel):

@@ -41,6 +41,7 @@ import keras
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
+from tf_pixintra.models.layers import DilatedConv2D
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -75,10 +76,19 @@ def layer_seed(seed, name):
     return zlib.crc32(f"{int(seed)}:{name}".encode("utf-8")) & 0x7FFFFFFF
 
 
+# Dilated backbone convs narrower than this run as one oneDNN op
+# (layers.DilatedConv2D), wider ones as Keras' SpaceToBatch conv: per
+# benchmarks/dilated_conv.py the single op is the faster one at 64-128
+# filters (the tiny configs) and the slower one at 256-512 (ResNet-101).
+NATIVE_DILATION_MAX_FILTERS = 255
+
+
 def _conv(x, filters, kernel_size, name, seed, strides=1, dilation=1,
           padding="valid"):
     """Bias-free conv with a seeded He-normal initializer."""
-    return keras.layers.Conv2D(
+    native = 1 < dilation and filters <= NATIVE_DILATION_MAX_FILTERS
+    conv = DilatedConv2D if native else keras.layers.Conv2D
+    return conv(
         filters, kernel_size, strides=strides, padding=padding,
         dilation_rate=dilation, use_bias=False,
         kernel_initializer=keras.initializers.HeNormal(
