@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 # pylint: disable=wrong-import-position
+from tf_pixintra.adapters.common import AdversarialAdapter  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.adapters.intra import PixelIntraAdapter  # noqa: E402
 
@@ -66,8 +67,9 @@ def steps():
 def test_constants_are_the_tf_adapters_defaults():
     inter = inspect.signature(InterDomainAdapter).parameters
     intra = inspect.signature(PixelIntraAdapter).parameters
-    assert torch_step.LAMBDA_SEG_AUX == inter["lambda_seg_aux"].default
-    assert torch_step.LAMBDA_SEG_AUX == intra["lambda_seg_aux"].default
+    # Both adapters take lambda_seg_aux from their base.
+    base = inspect.signature(AdversarialAdapter).parameters
+    assert torch_step.LAMBDA_SEG_AUX == base["lambda_seg_aux"].default
     assert torch_step.LAMBDA_ADV_MAIN == inter["lambda_adv_main"].default
     assert torch_step.LAMBDA_ADV_AUX == inter["lambda_adv_aux"].default
     assert torch_step.BETA_MAIN == intra["beta_main"].default
