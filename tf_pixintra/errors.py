@@ -1,4 +1,8 @@
-"""Project-wide exception types."""
+"""Project-wide exception types, and how the command-line tools report them."""
+
+import sys
+
+from absl import app
 
 
 class DataError(ValueError):
@@ -16,3 +20,21 @@ class TrainingDiverged(ValueError):
 class PeerTimeout(RuntimeError):
     """A multi-worker peer's files did not appear in time. The message names
     the waiting worker and the missing files."""
+
+
+def cli_main(argv, run, flag_values, status,
+             errors=(ConfigError, DataError)):
+    """The body of a CLI's absl `main`: runs `run(flag_values)`.
+
+    Extra positional arguments are a usage error; one of `errors` (bad
+    input or settings) is one line on stderr and exit status `status`
+    instead of a traceback. Returns the exit status.
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(flag_values)
+    except errors as err:
+        sys.stderr.write(f"error: {err}\n")
+        return status
+    return 0

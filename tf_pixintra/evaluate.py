@@ -34,7 +34,6 @@ trainids reads the 19 trainIds (255 or any other value: a miss).
 
 import math
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
@@ -47,7 +46,7 @@ from tf_pixintra import tables
 from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import (CLASS_NAMES, EVAL_SUBSETS, NUM_CLASSES, colorize,
                                      to_train_ids, train_ids_to_label_ids)
-from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.errors import ConfigError, DataError, cli_main
 from tf_pixintra.io_utils import atomic_path, read_json, write_json
 from tf_pixintra.metrics import ConfusionMatrix
 from tf_pixintra.run_layout import RUN_FILE
@@ -382,15 +381,8 @@ def cli(argv):
 
 
 def main(argv):
-    """absl entry point."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        run(flags.FLAGS)
-    except (ConfigError, DataError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 1
-    return 0
+    """absl entry point; a bad file or setting is exit status 1."""
+    return cli_main(argv, run, flags.FLAGS, status=1)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import contextlib
 import glob
 import os
 import re
-import sys
 
 import numpy as np
 from absl import app
@@ -33,7 +32,7 @@ from absl import logging
 from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as label_tables
-from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.errors import ConfigError, DataError, cli_main
 from tf_pixintra.evaluate import parse_size
 from tf_pixintra.export_contract import (MAX_INPUT_PIXELS, MODEL_NAME,
                                          SERVING_MAX_PIXELS)
@@ -389,14 +388,8 @@ def run(flag_values):
 
 def main(argv):
     """absl entry: a bad file or setting is one line on stderr, exit status 2."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        run(FLAGS)
-    except (ConfigError, DataError, TFLiteConversionError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    return 0
+    return cli_main(argv, run, FLAGS, status=2,
+                    errors=(ConfigError, DataError, TFLiteConversionError))
 
 
 if __name__ == "__main__":
