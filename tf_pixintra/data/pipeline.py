@@ -72,12 +72,6 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 
 # ---------------------------------------------------------------- decoding
 
-def _check_label_format(label_format):
-    if label_format not in LABEL_FORMATS:
-        raise ConfigError(f"label_format {label_format!r}; expected one of "
-                          f"{LABEL_FORMATS}")
-
-
 def load_label(path, label_format):
     """Label file `path` (string tensor) -> uint8 trainIds [H, W] (255: ignore).
 
@@ -87,7 +81,7 @@ def load_label(path, label_format):
     pipeline is under 1% of a paper-size step. A bad file fails with
     InvalidArgumentError carrying the reader's message, which names the file.
     """
-    _check_label_format(label_format)
+    choices.check("label_format", label_format, LABEL_FORMATS)
     label = tf.numpy_function(
             # `p`: bytes in a graph, a 0-d array when called eagerly.
             lambda p: datasets.read_label(os.fsdecode(np.asarray(p).item()), label_format),
@@ -314,7 +308,7 @@ def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
     neighbour, then `augment`ed; images are Caffe-preprocessed (BGR - mean).
     label_format: "cityscapes", "gta5" or "synthia" (see `load_label`).
     """
-    _check_label_format(label_format)
+    choices.check("label_format", label_format, LABEL_FORMATS)
     if len(image_paths) != len(label_paths):
         raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
     columns = {"image": _as_paths(image_paths, "image_paths"),
