@@ -98,7 +98,9 @@ def main(argv=None):
     if not compat.onednn_enabled():
         parser.error("oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0?): TF's own CPU "
                      "kernels cannot run the native form's filter gradient")
-    name = args.config if args.config != "both" else "tiny"
+    if args.config == "both":
+        parser.error("--config both: give one config per run")
+    name = args.config
     cfg = CONFIGS[name]
     rounds, warmup = (args.steps or 10), (1 if args.warmup < 0 else args.warmup)
     rows = []
