@@ -17,7 +17,6 @@ TF's own CPU kernels have no dilated filter gradient.
 """
 
 import collections
-import json
 import os
 import statistics
 import time

@@ -242,7 +242,7 @@ def child_stage(args):
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     assert metrics is not None
     index = os.path.join(args.run_dir, run_layout.stage_dir_name("pseudo", 1),
-                         tfrecords.index_name(pseudo_stage.RECORDS))
+                         run_layout.index_name(run_layout.RECORDS))
     total_records = tfrecords.read_index(index)["total"]
     assert total_records == args.num_images, total_records
     pass1_rss = [r for p, r in marks if p == "pass1"]

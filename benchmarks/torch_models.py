@@ -33,12 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tf_pixintra import choices
+
 DILATIONS = (6, 12, 18, 24)
-# depth -> (block kind, blocks per layer), as tf_pixintra.models.resnet.
-LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
-           50: ("bottleneck", (3, 4, 6, 3)),
-           101: ("bottleneck", (3, 4, 23, 3))}
-BN_MODES = ("train", "frozen")
 
 
 def scaled(channels, width):
@@ -126,8 +123,7 @@ class DeepLabV2(nn.Module):
                  heads="multi", branches=4, block="bottleneck",
                  bn_mode="train"):
         super().__init__()
-        if bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode={bn_mode!r}; expected one of {BN_MODES}")
+        choices.check("bn_mode", bn_mode, choices.BN_MODES)
         self.bn_mode = bn_mode
         block = BLOCKS[block]
         stem = scaled(64, width)
@@ -198,7 +194,7 @@ def deeplab_v2(num_classes, depth=101, width=1.0, bn_mode="frozen", seed=0):
     Initialised as there (not the same draws): He-normal backbone convs,
     heads N(0, 0.01) with zero biases, BN gamma 1, beta 0, statistics 0 / 1.
     """
-    kind, blocks = LAYOUTS[depth]
+    kind, blocks = choices.RESNET_LAYOUTS[depth]
     torch.manual_seed(seed)
     model = DeepLabV2(num_classes, blocks, width, "multi", block=kind,
                       bn_mode=bn_mode)

@@ -16,7 +16,6 @@ ToyScapes benchmark, predicts every target image of a split, and prints:
 """
 
 import argparse
-import json
 import os
 
 import numpy as np

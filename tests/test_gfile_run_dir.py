@@ -24,6 +24,7 @@ from tf_pixintra import config as config_lib
 from tf_pixintra import export as export_lib
 from tf_pixintra import inference
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra import train
 from tf_pixintra.data import tfrecords
 from tf_pixintra.export_tflite import LiteRTSegmenter
@@ -85,7 +86,7 @@ def test_whole_pipeline_on_ram_run_dir_then_the_same_command_skips(
     assert not gfile.exists(f"{run_dir}/.lock")     # released at the end
     assert not gfile.exists(f"{run_dir}/pseudo_r1/cache")   # dropped when done
     index = tfrecords.validate_records(
-        f"{run_dir}/pseudo_r1/{tfrecords.index_name('target')}")
+        f"{run_dir}/pseudo_r1/{run_layout.index_name('target')}")
     assert index["total"] == 4
     for stage in ("inter", "intra_r1"):
         assert tf.train.latest_checkpoint(f"{run_dir}/{stage}/checkpoints")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

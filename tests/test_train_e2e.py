@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from tf_pixintra import run_layout
 from tf_pixintra.data import tfrecords
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         == [f"preview_{i:03d}.png" for i in range(8)]
     for round_dir in ("pseudo_r1", "pseudo_r2"):
         index = tfrecords.validate_records(
-            str(run_dir / round_dir / tfrecords.index_name("target")))
+            str(run_dir / round_dir / run_layout.index_name("target")))
         assert index["total"] == 24
         summary = json.loads((run_dir / round_dir / "summary.json").read_text())
         assert 0.0 < summary["prop"] <= 1.0

@@ -8,12 +8,13 @@ validator.
 import tensorflow as tf
 
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.data import tfrecords
 
 
 def write_shard(out_dir, name, shard_index, num_shards, examples):
     """Writes one shard of `examples` with `tfrecords.writers`; returns its path."""
-    path = io_utils.join(out_dir, tfrecords.shard_name(name, shard_index, num_shards))
+    path = io_utils.join(out_dir, run_layout.shard_name(name, shard_index, num_shards))
     with tfrecords.writers({0: path}) as write:
         for example in examples:
             write[0](example)
@@ -24,7 +25,7 @@ def write_records(out_dir, name, examples, num_shards, settings):
     """Writes `examples` round robin (example i to shard i % num_shards), then
     the index; returns the index path. Nothing is renamed into place unless
     every example was written."""
-    paths = {i: io_utils.join(out_dir, tfrecords.shard_name(name, i, num_shards))
+    paths = {i: io_utils.join(out_dir, run_layout.shard_name(name, i, num_shards))
              for i in range(num_shards)}
     with tfrecords.writers(paths) as write:
         for i, example in enumerate(examples):

@@ -14,7 +14,14 @@ TOYSCAPES_VARIANTS = ("standard", "shadows")
 
 # Networks.
 BN_MODES = ("frozen", "train")
-DEPTHS = (18, 34, 50, 101)
+# ResNet depth -> (block kind, blocks per layer) (He et al. 2016, Table 1).
+RESNET_LAYOUTS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+}
+DEPTHS = tuple(RESNET_LAYOUTS)
 # Output strides of the FC discriminator (32: the paper's five stride-2 convs).
 D_OUTPUT_STRIDES = (2, 4, 8, 16, 32)
 

@@ -578,7 +578,7 @@ def _check_roots(d, stages):
         _check(bool(d.source_root), "--source_root is empty (or use --toyscapes)")
         _check(os.path.isdir(d.source_root),
                f"--source_root={d.source_root!r}: no such directory")
-    if any(s != "export" for s in stages):
+    if any(run_layout.STAGES[s].reads_target for s in stages):
         _check(bool(d.target_root), "--target_root is empty (or use --toyscapes)")
         _check(os.path.isdir(d.target_root),
                f"--target_root={d.target_root!r}: no such directory")
@@ -614,12 +614,11 @@ def check_batch_sizes(config, plan, num_replicas):
 
     `plan` is [(stage, round)]; ConfigError names the flag and both values.
     """
-    stages = {stage for stage, _ in plan}
-    for name, stage_cfg, used in (
-            ("inter", config.inter, stages & {"source_only", "inter"}),
-            ("intra", config.intra, stages & {"intra"})):
-        _check(not used or stage_cfg.batch_size % num_replicas == 0,
-               f"--{name}_batch_size={stage_cfg.batch_size} does not divide "
+    sections = {run_layout.STAGES[stage].section for stage, _ in plan}
+    for name in sorted(sections - {""}):
+        batch_size = getattr(config, name).batch_size
+        _check(batch_size % num_replicas == 0,
+               f"--{name}_batch_size={batch_size} does not divide "
                f"over {num_replicas} replicas (--strategy="
                f"{config.run.strategy}, --devices={config.run.devices}); "
                f"expected a multiple of {num_replicas} (batch sizes are global)")

@@ -6,6 +6,9 @@ scoring path and --help read it).
               <stage>/  source_only, inter, pseudo_r<n>, intra_r<n>, eval,
                         export; metrics.json (written last: finished),
                         model.keras and checkpoints/ (training stages)
+              pseudo_r<n>/  <set>-<k>-of-<N>.tfrecord shards, <set>-index.json,
+                        summary.json, preview_<i>.png; while it runs
+                        pass<p>-<k>-of-<N>.json and cache/
 """
 
 import collections
@@ -22,6 +25,28 @@ CHECK_RECORD = "sources_checked.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
+# Inside pseudo_r<n>/. The record set Stage II reads (IntraDA's selector
+# writes "easy" and "hard" instead); predictions kept between the two
+# passes (deleted at the end); the previews, by target image index.
+RECORDS = "target"
+CACHE_DIR = "cache"
+PREVIEW_FILE = "preview_{:03d}.png"
+
+
+def shard_name(name, shard, num_shards):
+    """`NAME-00003-of-00008.tfrecord`: shard 3 of 8 of record set NAME."""
+    return f"{name}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def index_name(name):
+    """`NAME-index.json`: the shards of record set NAME and their counts."""
+    return f"{name}-index.json"
+
+
+def pass_name(pass_number, shard, num_shards):
+    """`pass1-00003-of-00008.json`: written last by a pseudo shard's pass,
+    it marks that pass done."""
+    return f"pass{pass_number}-{shard:05d}-of-{num_shards:05d}.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +58,19 @@ class Stage:
     rounds: bool = False      # the n-th in --pipeline is round n, in <name>_r<n>/
     trains: bool = False      # writes a model.keras
     stage_one: bool = False   # Stage I; --inter_model stands in for its model
+    section: str = ""         # training: the config section of its batch size
+    reads_target: bool = True  # needs --target_root (unless ToyScapes)
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("source_only", "inter_stage", trains=True, stage_one=True),
-    Stage("inter", "inter_stage", trains=True, stage_one=True),
+    Stage("source_only", "inter_stage", trains=True, stage_one=True,
+          section="inter"),
+    Stage("inter", "inter_stage", trains=True, stage_one=True,
+          section="inter"),
     Stage("pseudo", "pseudo_stage", rounds=True),
-    Stage("intra", "intra_stage", rounds=True, trains=True),
+    Stage("intra", "intra_stage", rounds=True, trains=True, section="intra"),
     Stage("eval", "eval_stage"),
-    Stage("export", "export_stage"),
+    Stage("export", "export_stage", reads_target=False),
 )}
 
 

@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from tf_pixintra import evaluate
 from tf_pixintra import export
 from tf_pixintra import inference
+from tf_pixintra import run_layout
 from tf_pixintra.data import checks
 from tf_pixintra.data import datasets
 from tf_pixintra.data import pipeline
@@ -145,7 +145,7 @@ def test_index_and_run_json_paths_stay_inside_their_run_dir(tmp_path):
     stage = tmp_path / "run" / "pseudo_r1"
     stage.mkdir(parents=True)
     (tmp_path / "run" / "x.tfrecord").write_bytes(b"")
-    index = stage / tfrecords.index_name("target")
+    index = stage / run_layout.index_name("target")
     index.write_text(json.dumps({"name": "target", "num_shards": 1, "total": 0,
                                  "shards": [{"file": "../x.tfrecord"}]}))
     with pytest.raises(DataError, match="leaves") as info:

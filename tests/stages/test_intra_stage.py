@@ -12,7 +12,6 @@ from tf_pixintra import run_layout
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import intra_stage
-from tf_pixintra.stages import pseudo_stage
 
 
 def test_intrada_batch_marks_the_padding_of_both_sides():
@@ -48,13 +47,13 @@ def test_records_this_run_did_not_write_are_validated_before_training(tmp_path):
     bad = tfrecords.encode_example(*maps, "bad")
     bad.features.feature[tfrecords.KEY_LABEL].bytes_list.value[0] = (
         tf.io.encode_png(np.full(shape + (1,), 40, np.uint8)).numpy())
-    R.write_records(str(stage), pseudo_stage.RECORDS, [good, bad], 1, {})
+    R.write_records(str(stage), run_layout.RECORDS, [good, bad], 1, {})
     data = types.SimpleNamespace(target_size=shape, crop_size=(), scale_range=(),
                                  flip=False)
     ctx = types.SimpleNamespace(run_dir=str(tmp_path),
                                 config=types.SimpleNamespace(data=data))
     with pytest.raises(DataError, match=r"target-00000-of-00001.tfrecord: "
                        "record 1: pseudo_label has value 40"):
-        intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 1, 0)
+        intra_stage._records(ctx, 1, run_layout.RECORDS, 1, 0)
     io_utils.write_json(str(stage / run_layout.METRICS_FILE), {"stage": "pseudo_r1"})
-    intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 1, 0)
+    intra_stage._records(ctx, 1, run_layout.RECORDS, 1, 0)

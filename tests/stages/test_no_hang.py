@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tf_pixintra.data import tfrecords
+from tf_pixintra import run_layout
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import intra_stage
 
@@ -26,7 +26,7 @@ def write_index(directory, shards):
         (directory / name).write_bytes(data)
         entries.append({"file": name, "num_records": claimed,
                         "num_bytes": len(data)})
-    index = directory / tfrecords.index_name("target")
+    index = directory / run_layout.index_name("target")
     index.write_text(json.dumps({
         "version": 1, "name": "target", "num_shards": len(entries),
         "shards": entries, "total": sum(e["num_records"] for e in entries),

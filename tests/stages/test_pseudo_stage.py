@@ -101,9 +101,9 @@ def stage_dir(ctx, round_index=1):
                         run_layout.stage_dir_name("pseudo", round_index))
 
 
-def read_records(ctx, name=pseudo_stage.RECORDS):
+def read_records(ctx, name=run_layout.RECORDS):
     """{filename: decoded record as numpy} after validating every record."""
-    index_path = os.path.join(stage_dir(ctx), tfrecords.index_name(name))
+    index_path = os.path.join(stage_dir(ctx), run_layout.index_name(name))
     tfrecords.validate_records(index_path)
     out = {}
     for record in R.example_dataset(index_path):
@@ -115,7 +115,7 @@ def read_records(ctx, name=pseudo_stage.RECORDS):
 
 def summary_of(ctx):
     return io_utils.read_json(os.path.join(stage_dir(ctx),
-                                           pseudo_stage.SUMMARY_FILE))
+                                           run_layout.SUMMARY_FILE))
 
 
 def images_of(ctx):
@@ -318,7 +318,7 @@ def test_records_and_summary_follow_eq_2_3_4_7(reference):
                                                                    abs=1e-12)
     assert reference["metrics"]["prop"] == summary["prop"]
     assert run_layout.completed(stage_dir(ctx)) == reference["metrics"]
-    assert not os.path.exists(os.path.join(stage_dir(ctx), pseudo_stage.CACHE_DIR))
+    assert not os.path.exists(os.path.join(stage_dir(ctx), run_layout.CACHE_DIR))
 
 
 def test_previews_show_the_records_in_fig_2_layout(reference):
@@ -332,7 +332,7 @@ def test_previews_show_the_records_in_fig_2_layout(reference):
     height, width = TRAIN_SIZE
     for index, name in enumerate(names):
         path = os.path.join(stage_dir(ctx),
-                            pseudo_stage.PREVIEW_FILE.format(index))
+                            run_layout.PREVIEW_FILE.format(index))
         picture = np.asarray(Image.open(path).convert("RGB"))
         record = records[name]
         want = [record["image"], colorize(record["pseudo_label"]),
@@ -351,7 +351,7 @@ def test_previews_show_the_records_in_fig_2_layout(reference):
                     record["z"]).astype(int))
                 assert diff.max() <= 1
     assert not os.path.exists(os.path.join(
-        stage_dir(ctx), pseudo_stage.PREVIEW_FILE.format(NUM_IMAGES)))
+        stage_dir(ctx), run_layout.PREVIEW_FILE.format(NUM_IMAGES)))
 
 
 def test_two_shard_processes_match_one_process(bench, reference):
@@ -368,7 +368,7 @@ def test_two_shard_processes_match_one_process(bench, reference):
     assert pseudo_stage.run(ctx1, 1) == metrics  # complete: nothing redone
     summary = summary_of(ctx0)
     assert summary == reference["summary"]
-    index = tfrecords.read_index(os.path.join(out, tfrecords.index_name("target")))
+    index = tfrecords.read_index(os.path.join(out, run_layout.index_name("target")))
     assert [s["num_records"] for s in index["shards"]] == [3, 3]
     assert_same_records(read_records(ctx0), reference["records"])
 
@@ -403,7 +403,7 @@ def test_two_multi_worker_tasks_share_the_stage(bench, reference):
         part = io_utils.read_json(os.path.join(out, f"pass1-0000{k}-of-00002.json"))
         assert part["worker"] == k
     assert summary_of(chief) == reference["summary"]
-    index = tfrecords.read_index(os.path.join(out, tfrecords.index_name("target")))
+    index = tfrecords.read_index(os.path.join(out, run_layout.index_name("target")))
     assert [s["num_records"] for s in index["shards"]] == [3, 3]
     assert_same_records(read_records(chief), reference["records"])
 
@@ -502,7 +502,7 @@ def test_ias_selector_records(bench, reference):
     assert metrics["selector"] == "ias"
     assert sorted(f for f in os.listdir(stage_dir(ctx))
                   if f.startswith("preview_")) == [
-        pseudo_stage.PREVIEW_FILE.format(i) for i in range(3)]
+        run_layout.PREVIEW_FILE.format(i) for i in range(3)]
     assert metrics["prop"] == pytest.approx(easy / total, abs=1e-12)
 
 

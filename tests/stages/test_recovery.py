@@ -24,7 +24,6 @@ from tf_pixintra import run_layout
 from tf_pixintra import train
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.data import toyscapes
-from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
 from tf_pixintra.stages import intra_stage
@@ -73,15 +72,15 @@ def test_deleted_index_and_truncated_shard_are_re_made_by_the_advice(data):
     ctx = pseudo_context(data, "pseudo")
     stage_dir = os.path.join(ctx.run_dir, "pseudo_r1")
     first = pseudo_stage.run(ctx, 1)
-    index = os.path.join(stage_dir, tfrecords.index_name(pseudo_stage.RECORDS))
-    shard = os.path.join(stage_dir, tfrecords.shard_name(pseudo_stage.RECORDS, 1, 2))
+    index = os.path.join(stage_dir, run_layout.index_name(run_layout.RECORDS))
+    shard = os.path.join(stage_dir, run_layout.shard_name(run_layout.RECORDS, 1, 2))
     original_index = json.load(open(index))
     original_shard = open(shard, "rb").read()
-    assert not os.path.exists(os.path.join(stage_dir, pseudo_stage.CACHE_DIR))
+    assert not os.path.exists(os.path.join(stage_dir, run_layout.CACHE_DIR))
 
     os.remove(index)
     with pytest.raises(FileNotFoundError) as info:
-        intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 2, 0)
+        intra_stage._records(ctx, 1, run_layout.RECORDS, 2, 0)
     assert "run the same command with --stage=pseudo --round=1" in str(info.value)
     assert pseudo_stage.run(ctx, 1) == first          # following the advice
     assert json.load(open(index)) == original_index
@@ -89,14 +88,14 @@ def test_deleted_index_and_truncated_shard_are_re_made_by_the_advice(data):
     with open(shard, "wb") as f:
         f.write(original_shard[:-100])
     with pytest.raises(DataError) as info:
-        intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 2, 0)
+        intra_stage._records(ctx, 1, run_layout.RECORDS, 2, 0)
     message = str(info.value)
     assert message.startswith(f"{shard}: shard has {len(original_shard) - 100} bytes")
     assert "run the same command with --stage=pseudo --round=1" in message
     assert pseudo_stage.run(ctx, 1) == first          # following the advice
     assert open(shard, "rb").read() == original_shard
     assert json.load(open(index)) == original_index
-    intra_stage._records(ctx, 1, pseudo_stage.RECORDS, 2, 0)   # readable again
+    intra_stage._records(ctx, 1, run_layout.RECORDS, 2, 0)   # readable again
 
 
 def new_adapter():

@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import io_utils
+from tf_pixintra import run_layout
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels
 from tf_pixintra.errors import DataError
@@ -60,18 +61,6 @@ KEY_Z = "image/segmentation/z/encoded"
 
 _RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
 _RECORD_FOOTER = 4  # uint32 masked CRC of the data.
-
-
-# ---------------------------------------------------------------- naming
-
-def shard_name(name, shard_index, num_shards):
-    """`NAME-00003-of-00008.tfrecord` (file name only)."""
-    return f"{name}-{shard_index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def index_name(name):
-    """`NAME-index.json` (file name only)."""
-    return f"{name}-index.json"
 
 
 # ---------------------------------------------------------------- encoding
@@ -279,7 +268,7 @@ def write_index(out_dir, name, num_shards, settings):
     "num_shards", "shards": [{"file", "num_records", "num_bytes"}],
     "total", "settings"} and is written atomically.
     """
-    files = [shard_name(name, i, num_shards) for i in range(num_shards)]
+    files = [run_layout.shard_name(name, i, num_shards) for i in range(num_shards)]
     missing = [f for f in files if not io_utils.isfile(io_utils.join(out_dir, f))]
     if missing:
         raise DataError(f"{out_dir}: missing shard(s) {', '.join(missing)}; expected "
@@ -297,7 +286,7 @@ def write_index(out_dir, name, num_shards, settings):
         "total": sum(s["num_records"] for s in shards),
         "settings": dict(settings or {}),
     }
-    path = io_utils.join(out_dir, index_name(name))
+    path = io_utils.join(out_dir, run_layout.index_name(name))
     io_utils.write_json(path, index)
     return path
 

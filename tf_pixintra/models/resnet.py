@@ -46,13 +46,6 @@ from tf_pixintra.models.layers import DilatedConv2D
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
-# depth -> (block kind, blocks per layer)
-RESNET_LAYOUTS = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-}
 # (stride, dilation) of layer1..layer4: output stride 8.
 LAYER_STRIDES = (1, 2, 1, 1)
 LAYER_DILATIONS = (1, 1, 2, 4)
@@ -174,7 +167,7 @@ def resnet_features(inputs, depth=101, width=1.0, bn_mode="frozen",
     if not width > 0:
         raise ConfigError(f"ResNet width={width!r}; expected a number > 0")
     choices.check("bn_mode", bn_mode, choices.BN_MODES)
-    kind, blocks = RESNET_LAYOUTS[depth]
+    kind, blocks = choices.RESNET_LAYOUTS[depth]
     block_fn = bottleneck_block if kind == "bottleneck" else basic_block
     x = stem(inputs, width, bn_mode, seed)
     features = {}

@@ -27,14 +27,13 @@ from tf_pixintra.data import pipeline
 from tf_pixintra.data import tfrecords
 from tf_pixintra.errors import DataError
 from tf_pixintra.stages import common
-from tf_pixintra.stages import pseudo_stage
 
 
 def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
     index = io_utils.join(ctx.run_dir,
                           run_layout.stage_dir_name("pseudo", round_index),
-                          tfrecords.index_name(name))
+                          run_layout.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
               "(it re-makes missing or damaged pseudo-label files), then this "
               "command again")
@@ -85,7 +84,7 @@ def _make_dataset(ctx, round_index, method, batch_size, seed):
             hard = _records(ctx, round_index, "hard", batch_size, seed + 1)
             ds = tf.data.Dataset.zip((easy, hard)).map(_intrada_batch)
         else:
-            ds = _records(ctx, round_index, pseudo_stage.RECORDS, batch_size, seed)
+            ds = _records(ctx, round_index, run_layout.RECORDS, batch_size, seed)
         return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
     return make_dataset
 

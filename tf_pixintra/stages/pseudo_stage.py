@@ -63,11 +63,7 @@ from tf_pixintra.models import main_output
 from tf_pixintra.stages import common
 from tf_pixintra.stages import peers
 
-RECORDS = "target"
-SUMMARY_FILE = "summary.json"
-CACHE_DIR = "cache"
 PNG_COMPRESSION = 1          # zlib level of the record images
-PREVIEW_FILE = "preview_{:03d}.png"   # by target image index
 
 
 def make_predictor(model, size, scales, flip):
@@ -122,15 +118,12 @@ def _shard_images(examples, shard, num_shards):
 
 
 def _cache_path(stage_dir, index):
-    return io_utils.join(stage_dir, CACHE_DIR, f"{index:06d}.npy")
+    return io_utils.join(stage_dir, run_layout.CACHE_DIR, f"{index:06d}.npy")
 
 
-def _pass1_path(stage_dir, shard, num_shards):
-    return io_utils.join(stage_dir, f"pass1-{shard:05d}-of-{num_shards:05d}.json")
-
-
-def _pass2_path(stage_dir, shard, num_shards):
-    return io_utils.join(stage_dir, f"pass2-{shard:05d}-of-{num_shards:05d}.json")
+def _pass_path(stage_dir, pass_number, shard, num_shards):
+    return io_utils.join(stage_dir,
+                         run_layout.pass_name(pass_number, shard, num_shards))
 
 
 def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
@@ -140,11 +133,11 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     predictions upsampled to the training size (exactly what pass 2
     separates) and, for the intrada selector, each image's entropy score.
     """
-    out = _pass1_path(stage_dir, shard, num_shards)
+    out = _pass_path(stage_dir, 1, shard, num_shards)
     if io_utils.exists(out):
         return
     cfg = ctx.config
-    io_utils.makedirs(io_utils.join(stage_dir, CACHE_DIR))
+    io_utils.makedirs(io_utils.join(stage_dir, run_layout.CACHE_DIR))
     size = tuple(cfg.data.target_size)
     with_entropy = cfg.pseudo.selector == "intrada"
     thresholds = subdomains.ClassThresholds(cfg.model.num_classes)
@@ -164,7 +157,7 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
 
 def _merge(stage_dir, num_shards, num_classes, cap):
     """Exact merge of every shard's pass-1 file; None until all exist."""
-    files = [_pass1_path(stage_dir, k, num_shards) for k in range(num_shards)]
+    files = [_pass_path(stage_dir, 1, k, num_shards) for k in range(num_shards)]
     if not all(io_utils.exists(path) for path in files):
         return None
     merged = subdomains.ClassThresholds(num_classes)
@@ -183,12 +176,12 @@ def _separators(ctx, thresholds, entropy, num_images):
     """
     cfg = ctx.config.pseudo
     if cfg.selector == "class_thresholds":
-        return {RECORDS: lambda i, p: subdomains.separate_pixels(
+        return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels(
             p, thresholds, cfg.alpha)}
     if cfg.selector == "ias":
         selector = subdomains.InstanceAdaptiveSelector(
             ctx.config.model.num_classes)
-        return {RECORDS: lambda i, p: subdomains.separate_pixels_with_thresholds(
+        return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels_with_thresholds(
             p, selector.thresholds_for(p))}
     scores = np.array([entropy[i] for i in range(num_images)])
     easy, _ = subdomains.rank_images_by_entropy(scores, cfg.intrada_lambda)
@@ -218,9 +211,9 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
     complete; the counts file, written last, marks the shard done.
     """
     names = list(separators)
-    paths = {name: io_utils.join(stage_dir, tfrecords.shard_name(
+    paths = {name: io_utils.join(stage_dir, run_layout.shard_name(
         name, shard, num_shards)) for name in names}
-    done_file = _pass2_path(stage_dir, shard, num_shards)
+    done_file = _pass_path(stage_dir, 2, shard, num_shards)
     if io_utils.exists(done_file) and all(map(io_utils.exists, paths.values())):
         return
     config = ctx.config
@@ -256,7 +249,7 @@ def _write_preview(stage_dir, index, image_png, picked):
     with Image.open(io.BytesIO(image_png)) as decoded:
         image = np.asarray(decoded.convert("RGB"))
     previews.save_png(previews.preview(image, label, hard, z),
-                      io_utils.join(stage_dir, PREVIEW_FILE.format(index)))
+                      io_utils.join(stage_dir, run_layout.PREVIEW_FILE.format(index)))
 
 
 def run(ctx, round_index):
@@ -282,7 +275,7 @@ def run(ctx, round_index):
     for shard in shards:
         _pass1(ctx, stage_dir, predictor, shard, cfg.num_shards, examples)
     if together:
-        peers.wait_for(ctx, [_pass1_path(stage_dir, k, cfg.num_shards)
+        peers.wait_for(ctx, [_pass_path(stage_dir, 1, k, cfg.num_shards)
                              for k in range(cfg.num_shards)],
                        "every shard's pass-1 statistics")
     merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes,
@@ -298,7 +291,7 @@ def run(ctx, round_index):
     if together and not ctx.is_chief:
         return _chief_summary(ctx, stage_dir)
     if together:
-        peers.wait_for(ctx, [_pass2_path(stage_dir, k, cfg.num_shards)
+        peers.wait_for(ctx, [_pass_path(stage_dir, 2, k, cfg.num_shards)
                              for k in range(cfg.num_shards)],
                        "every shard's pass 2")
     return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
@@ -311,7 +304,7 @@ def _chief_summary(ctx, stage_dir):
         for name in record_sets(ctx.config.pseudo.selector):
             try:
                 tfrecords.read_index(io_utils.join(stage_dir,
-                                                  tfrecords.index_name(name)))
+                                                  run_layout.index_name(name)))
             except DataError as e:
                 return str(e)
         return None
@@ -328,7 +321,7 @@ def _outputs_intact(ctx, stage_dir):
     intact = True
     num_shards = ctx.config.pseudo.num_shards
     for name in record_sets(ctx.config.pseudo.selector):
-        index_path = io_utils.join(stage_dir, tfrecords.index_name(name))
+        index_path = io_utils.join(stage_dir, run_layout.index_name(name))
         try:
             tfrecords.read_index(index_path)
             continue
@@ -342,7 +335,7 @@ def _outputs_intact(ctx, stage_dir):
         except DataError:
             recorded = {}
         for shard in range(num_shards):
-            path = io_utils.join(stage_dir, tfrecords.shard_name(name, shard, num_shards))
+            path = io_utils.join(stage_dir, run_layout.shard_name(name, shard, num_shards))
             if not io_utils.exists(path):
                 continue
             size = recorded.get(os.path.basename(path))
@@ -384,7 +377,7 @@ def _lazy_predictor(ctx, round_index):
 
 def record_sets(selector):
     """Names of the record sets a selector writes."""
-    return ("easy", "hard") if selector == "intrada" else (RECORDS,)
+    return ("easy", "hard") if selector == "intrada" else (run_layout.RECORDS,)
 
 
 def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
@@ -393,7 +386,7 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
     names = record_sets(cfg.selector)
     counter = subdomains.PropCounter(num_classes, cfg.alpha_sweep)
     for shard in range(cfg.num_shards):
-        done_file = _pass2_path(stage_dir, shard, cfg.num_shards)
+        done_file = _pass_path(stage_dir, 2, shard, cfg.num_shards)
         if not io_utils.exists(done_file):
             logging.info("pass 2 of shard %d missing; waiting for it", shard)
             return None
@@ -414,8 +407,8 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
         "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
         "num_images": len(ctx.sources.target_train),
     }
-    io_utils.write_json(io_utils.join(stage_dir, SUMMARY_FILE), summary)
-    io_utils.rmtree(io_utils.join(stage_dir, CACHE_DIR))   # and temporaries there
+    io_utils.write_json(io_utils.join(stage_dir, run_layout.SUMMARY_FILE), summary)
+    io_utils.rmtree(io_utils.join(stage_dir, run_layout.CACHE_DIR))   # and temporaries there
     metrics = {"stage": run_layout.stage_dir_name("pseudo", round_index),
                "prop": summary["prop"], "alpha": cfg.alpha,
                "selector": cfg.selector, "alpha_sweep": sweep}
