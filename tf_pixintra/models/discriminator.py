@@ -1,19 +1,14 @@
 """Fully-convolutional discriminator of AdaptSegNet (and PixIntraDA's PLA/CTS).
 
-Five 4x4 convs, stride 2, padding 1 (explicit ZeroPadding2D(1) + 'valid'
-conv, so 512x1024 -> 16x32; AdaptSegNet's model/discriminator.py), channels C -> ndf -> 2ndf -> 4ndf -> 8ndf -> 1,
-LeakyReLU(0.2) after the first four, no normalisation, with bias. Kernel
-init is PyTorch's default for convs (uniform, variance 1 / (3 fan_in)), biases
-zero. With 19 inputs and ndf 64 it has 2,781,121 weights. The LeakyReLU is
-`tf_pixintra.models.layers.LeakyReLU` (same function, gradient read from its
-output) so that grappler's conv + bias + LeakyReLU fusion applies in training.
+As AdaptSegNet's model/discriminator.py: five 4x4 convs, stride 2, padding 1
+(512x1024 -> 16x32), channels C -> ndf -> 2ndf -> 4ndf -> 8ndf -> 1,
+LeakyReLU(0.2) after the first four, no normalisation, with bias; kernel
+init PyTorch's default for convs (uniform, variance 1 / (3 fan_in)), biases
+zero. `layers.LeakyReLU` lets grappler fuse conv + bias + LeakyReLU.
 
-`output_stride` < 32 (not in the paper) keeps the first log2(output_stride)
-convs at stride 2 and makes the rest stride 1 with padding (1, 2), which
-keeps their input size: a benchmark at 1/8 of the paper's 512x1024 input
-(64x128) gets the paper's 16x32 output grid with output_stride=4. The
-weights are the same in number and shape; each later conv sees a smaller
-share of the image (the receptive field shrinks).
+`output_stride` < 32 (not in the paper) gives the last convs stride 1 with
+padding (1, 2), which keeps their input size: output_stride=4 on 64x128
+inputs gives the paper's 16x32 grid. Same weights; smaller receptive field.
 
 `pixel_level=True` bilinearly upsamples the logit map to the input's own
 (dynamic) spatial size (paper Sec 5.1, Eq. 6 and 8 are per-pixel).
@@ -28,7 +23,7 @@ from tf_pixintra.models.layers import ResizeLike
 from tf_pixintra.models.resnet import layer_seed
 
 
-def _conv4x4(x, filters, name, seed, stride=2):
+def _conv4x4(x, filters, name, seed, stride):
     # Stride 2: pad 1 on each side (H -> floor(H / 2)); stride 1: pad (1, 2),
     # so a 4x4 'valid' conv keeps the size.
     pad = 1 if stride == 2 else ((1, 2), (1, 2))
@@ -51,8 +46,8 @@ def build_discriminator(num_classes, ndf=64, pixel_level=False, seed=None,
       pixel_level: upsample the output to the input's spatial size.
       seed: int for reproducible initial weights, None for random.
       name: model name.
-      output_stride: 32 (the paper's D), 16, 8, 4 or 2: how many of the five
-        convs keep stride 2 (log2 of it); the others have stride 1.
+      output_stride: 32 (the paper's D), 16, 8, 4 or 2: the first
+        log2(output_stride) convs have stride 2, the others stride 1.
 
     Returns:
       keras.Model; input float32 [B, H, W, C] (softmax maps), H, W dynamic;

@@ -19,14 +19,13 @@ Heads (`arch`):
   DeepLab_resnet_pretrained_init-f81d91e8.pth): every head key (layer5,
   layer6, fc) is skipped; our heads keep their fresh initialisation.
 
-Key prefixes: `module.` (saved from nn.DataParallel) and `Scale.` (the
-DeepLab init, saved from Pytorch-Deeplab's MS_Deeplab wrapper, whose first
-key part the reference loaders drop) are removed, in any order and
-combination. `num_batches_tracked` counters (torch >= 0.4.1) are ignored.
-
-Layout: a torch conv weight [out, in, kh, kw] becomes a Keras kernel
-[kh, kw, in, out]; BN weight/bias/running_mean/running_var become
-gamma/beta/moving_mean/moving_variance (PyTorch eps 1e-5 = ours).
+Key prefixes `module.` (nn.DataParallel) and `Scale.` (the DeepLab init,
+saved from Pytorch-Deeplab's MS_Deeplab wrapper, whose first key part the
+reference loaders drop) are removed in any order and combination;
+`num_batches_tracked` counters (torch >= 0.4.1) are ignored. Torch conv
+weights [out, in, kh, kw] become Keras kernels [kh, kw, in, out]; BN
+weight/bias/running_mean/running_var become gamma/beta/moving_mean/
+moving_variance (PyTorch eps 1e-5 = ours).
 
 `head_branches=2` reproduces AdaptSegNet's Classifier_Module, whose forward
 returns inside its loop and so sums only conv2d_list.0 and .1: branches 2
@@ -36,12 +35,13 @@ and 3 are loaded as zeros, which makes our four-branch sum equal theirs.
 import numpy as np
 
 from tf_pixintra.errors import DataError
+from tf_pixintra.models.deeplab_v2 import ASPP_DILATIONS
+from tf_pixintra.models.resnet import bottleneck_prefixes
 
 ARCHS = ("multi", "single", "backbone")
 PREFIXES = ("module.", "Scale.")
 HEAD_KEYS = ("layer5", "layer6")
 _SKIPPED_IN_BACKBONE = ("layer5.", "layer6.", "fc.")
-ASPP_DILATIONS = (6, 12, 18, 24)
 _BN_FIELDS = (("weight", "gamma"), ("bias", "beta"),
               ("running_mean", "moving_mean"),
               ("running_var", "moving_variance"))
@@ -49,13 +49,8 @@ _BN_FIELDS = (("weight", "gamma"), ("bias", "beta"),
 
 def strip_prefixes(key):
     """`key` without leading `module.` / `Scale.` parts."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                changed = True
+    while key.startswith(PREFIXES):
+        key = key.split(".", 1)[1]
     return key
 
 
@@ -82,13 +77,13 @@ def head_map(arch, keys, multi_level, source):
         raise DataError(f"arch={arch!r}; expected one of {ARCHS}")
     if arch == "backbone":
         return {}
-    present = [h for h in HEAD_KEYS if any(k.startswith(h + ".") for k in keys)]
     if arch == "multi":
         if not multi_level:
             raise DataError("arch 'multi' needs a multi-level model")
         return {"layer5": "head_aux", "layer6": "head_main"}
     if multi_level:
         raise DataError("arch 'single' needs a single-level model")
+    present = [h for h in HEAD_KEYS if any(k.startswith(h + ".") for k in keys)]
     if len(present) == 2:
         raise DataError(
             f"{source}: holds both heads layer5 and layer6, a multi-level "
@@ -100,91 +95,76 @@ def _shape(value):
     return tuple(int(d) for d in value.shape)
 
 
+def _setter(variable, kernel=False, variance_shift=None, zero=False):
+    """assign(value): a numpy value of the torch layout into `variable`.
+
+    kernel: transpose a conv weight; variance_shift: add it, clip at 0;
+    zero: assign zeros of the value's shape.
+    """
+    def assign(value):
+        if kernel:
+            value = np.transpose(np.asarray(value, np.float32), (2, 3, 1, 0))
+        else:
+            value = np.asarray(value, np.float64)
+            if variance_shift is not None:
+                value = np.maximum(value + variance_shift, 0.0)
+        if zero:
+            value = np.zeros_like(value)
+        variable.assign(value.astype(np.float32))
+    return assign
+
+
 def torch_layout(model, arch="multi", head_keys=(), head_branches=4,
                  source="checkpoint"):
     """The state dict `model` needs: [(torch key, torch shape, setter)].
 
     `setter(value)` assigns a numpy value of the torch shape to the Keras
-    variable (transposing conv kernels). `head_keys` are the checkpoint's
-    keys (they decide whether a single head is named layer5 or layer6).
-    Entries come in PyTorch's state-dict order.
+    variable. `head_keys` are the checkpoint's keys (they decide whether a
+    single head is named layer5 or layer6). Entries come in PyTorch's
+    state-dict order.
     """
+    stages = bottleneck_prefixes(model, DataError,
+                                 "PyTorch DeepLab-v2 checkpoints")
     names = {layer.name for layer in model.layers}
-    if "stem_conv" not in names:
-        raise DataError(f"model {model.name!r} has no layer 'stem_conv'; "
-                        "expected a tf_pixintra DeepLab-v2")
-    multi_level = "head_aux_d6" in names
-    entries = []
     get = model.get_layer
+    entries = []
 
-    def conv(torch_name, layer_name):
+    def conv(torch_name, layer_name, zero=False):
         kernel = get(layer_name).kernel
-        kh, kw, cin, cout = (int(d) for d in kernel.shape)
+        kh, kw, cin, cout = _shape(kernel)
         entries.append((torch_name + ".weight", (cout, cin, kh, kw),
-                        _kernel_setter(kernel)))
+                        _setter(kernel, kernel=True, zero=zero)))
 
     def bn(torch_name, layer_name):
         layer = get(layer_name)
         for torch_field, attr in _BN_FIELDS:
             var = getattr(layer, attr)
-            value_fn = None
+            shift = None
             if attr == "moving_variance":
                 shift = 1e-5 - float(layer.epsilon)
-                value_fn = lambda v, s=shift: np.maximum(v + s, 0.0)  # noqa: E731
             entries.append((f"{torch_name}.{torch_field}", _shape(var),
-                            _vector_setter(var, value_fn)))
+                            _setter(var, variance_shift=shift)))
 
     conv("conv1", "stem_conv")
     bn("bn1", "stem_bn")
-    for layer_index in range(1, 5):
-        block = 0
-        while f"layer{layer_index}_block{block + 1}_conv1" in names:
-            ours = f"layer{layer_index}_block{block + 1}_"
+    for layer_index, prefixes in enumerate(stages, start=1):
+        for block, ours in enumerate(prefixes):
             theirs = f"layer{layer_index}.{block}."
-            if ours + "conv3" not in names:
-                raise DataError(
-                    f"model {model.name!r} layer {ours + 'conv1'!r} is in a "
-                    "basic block; PyTorch DeepLab-v2 checkpoints need "
-                    "bottleneck blocks (depth 50 or 101)")
             for k in (1, 2, 3):
                 conv(theirs + f"conv{k}", ours + f"conv{k}")
                 bn(theirs + f"bn{k}", ours + f"bn{k}")
             if ours + "down_conv" in names:
                 conv(theirs + "downsample.0", ours + "down_conv")
                 bn(theirs + "downsample.1", ours + "down_bn")
-            block += 1
-    heads = head_map(arch, head_keys, multi_level, source)
-    for torch_head in sorted(heads):
-        prefix = heads[torch_head]
+    heads = head_map(arch, head_keys, "head_aux_d6" in names, source)
+    for torch_head, prefix in sorted(heads.items()):
         for i, d in enumerate(ASPP_DILATIONS):
-            layer = get(f"{prefix}_d{d}")
             zero = i >= head_branches
-            kh, kw, cin, cout = (int(v) for v in layer.kernel.shape)
-            entries.append((f"{torch_head}.conv2d_list.{i}.weight",
-                            (cout, cin, kh, kw),
-                            _kernel_setter(layer.kernel, zero)))
+            conv(f"{torch_head}.conv2d_list.{i}", f"{prefix}_d{d}", zero)
+            bias = get(f"{prefix}_d{d}").bias
             entries.append((f"{torch_head}.conv2d_list.{i}.bias",
-                            _shape(layer.bias),
-                            _vector_setter(layer.bias, None, zero)))
+                            _shape(bias), _setter(bias, zero=zero)))
     return entries
-
-
-def _kernel_setter(variable, zero=False):
-    def assign(value):
-        kernel = np.transpose(np.asarray(value, np.float32), (2, 3, 1, 0))
-        variable.assign(np.zeros_like(kernel) if zero else kernel)
-    return assign
-
-
-def _vector_setter(variable, value_fn=None, zero=False):
-    def assign(value):
-        value = np.asarray(value, np.float64)
-        if value_fn is not None:
-            value = value_fn(value)
-        if zero:
-            value = np.zeros_like(value)
-        variable.assign(value.astype(np.float32))
-    return assign
 
 
 def check_state(entries, state, arch, source):
@@ -239,8 +219,7 @@ def load_torch_state(model, state, arch="multi", head_branches=4,
     for key, _, assign in entries:
         assign(state[key])
     used = {key for key, _, _ in entries}
-    names = {layer.name for layer in model.layers}
+    multi_level = any(layer.name == "head_aux_d6" for layer in model.layers)
     return {"tensors": len(entries),
             "skipped": sorted(k for k in state if k not in used),
-            "heads": head_map(arch, tuple(state), "head_aux_d6" in names,
-                              source)}
+            "heads": head_map(arch, tuple(state), multi_level, source)}
