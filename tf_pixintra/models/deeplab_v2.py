@@ -41,11 +41,10 @@ def build_deeplab_v2(num_classes, depth=101, width=1.0, multi_level=True,
     `bn_mode` ("frozen" / "train") and `seed` (int, or None for random) go to
     the ResNet (`resnet.py`); `multi_level` adds the layer3 head's logits.
 
-    Returns:
-      keras.Model; input float32 [B, H, W, 3] Caffe-preprocessed (BGR minus
-      mean), H, W dynamic; output float32 logits [B, h, w, num_classes] at
-      output stride 8 (512x1024 -> 65x129), not upsampled: the list
-      [main_logits, aux_logits] when multi_level, else main_logits alone.
+    Returns a keras.Model: input float32 [B, H, W, 3] Caffe-preprocessed,
+    H, W dynamic; output float32 logits [B, h, w, num_classes] at output
+    stride 8, not upsampled: [main_logits, aux_logits] when multi_level,
+    else main_logits alone.
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"num_classes={num_classes!r}; expected an int >= 1")

@@ -5,21 +5,13 @@ As AdaptSegNet's model/discriminator.py: five 4x4 convs, stride 2, padding 1
 LeakyReLU(0.2) after the first four, no normalisation, with bias; kernel
 init PyTorch's default for convs (uniform, variance 1 / (3 fan_in)), biases
 zero. `layers.LeakyReLU` lets grappler fuse conv + bias + LeakyReLU.
-
-`output_stride` < 32 (not in the paper) gives the last convs stride 1 with
-padding (1, 2), which keeps their input size: output_stride=4 on 64x128
-inputs gives the paper's 16x32 grid. Same weights; smaller receptive field.
-
-`pixel_level=True` bilinearly upsamples the logit map to the input's own
-(dynamic) spatial size (paper Sec 5.1, Eq. 6 and 8 are per-pixel).
 """
 
 import keras
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.models.layers import LeakyReLU
-from tf_pixintra.models.layers import ResizeLike
+from tf_pixintra.models.layers import LeakyReLU, ResizeLike
 from tf_pixintra.models.resnet import layer_seed
 
 
@@ -38,21 +30,19 @@ def _conv4x4(x, filters, name, seed, stride):
 
 def build_discriminator(num_classes, ndf=64, pixel_level=False, seed=None,
                         name="discriminator", output_stride=32):
-    """FC discriminator D.
+    """FC discriminator D, for `num_classes` input channels C.
 
-    Args:
-      num_classes: input channels C (the segmentation network's classes).
-      ndf: channels of the first conv (64 in the paper).
-      pixel_level: upsample the output to the input's spatial size.
-      seed: int for reproducible initial weights, None for random.
-      name: model name.
-      output_stride: 32 (the paper's D), 16, 8, 4 or 2: the first
-        log2(output_stride) convs have stride 2, the others stride 1.
+    `ndf`: channels of the first conv (64 in the paper); `seed`: int for
+    reproducible initial weights, None for random; `output_stride` 32 (the
+    paper's), 16, 8, 4 or 2 (not in the paper; same weights, smaller
+    receptive field): the first log2(output_stride) convs have stride 2, the
+    others stride 1, so output_stride=4 on 64x128 inputs gives the paper's
+    16x32 grid. `pixel_level` upsamples the logits bilinearly to the input
+    size (paper Sec 5.1, Eq. 6 and 8 are per-pixel).
 
-    Returns:
-      keras.Model; input float32 [B, H, W, C] (softmax maps), H, W dynamic;
-      output float32 logits [B, H/s, W/s, 1] for s = output_stride (floor
-      per stride-2 step), or [B, H, W, 1] when pixel_level.
+    Returns a keras.Model: input float32 [B, H, W, C] (softmax maps), H, W
+    dynamic; output float32 logits [B, H/s, W/s, 1] for s = output_stride
+    (floor per stride-2 step), or [B, H, W, 1] when `pixel_level`.
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"num_classes={num_classes!r}; expected an int >= 1")

@@ -16,10 +16,9 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 class ResizeLike(keras.layers.Layer):
     """`ResizeLike()([x, reference])`: x [B, h, w, C] -> [B, H, W, C].
 
-    H, W are the (dynamic) spatial size of `reference` [B, H, W, ...].
-    Bilinear uses the half-pixel convention of `tf.image.resize` (PyTorch's
-    `align_corners=False`). Paper Sec 5.1: the pixel-level discriminator's
-    map is upsampled to the input size.
+    H, W: the dynamic spatial size of `reference` (paper Sec 5.1: D's map is
+    upsampled to the input size). Bilinear is half-pixel, PyTorch's
+    `align_corners=False`.
     """
 
     def __init__(self, interpolation="bilinear", **kwargs):
@@ -49,12 +48,10 @@ class LeakyReLU(keras.layers.LeakyReLU):
     """keras.layers.LeakyReLU whose gradient reads the layer's OUTPUT.
 
     Bitwise the same values and gradients (slope >= 0: y > 0 exactly where
-    x > 0). Why: with TF's gradient reading the input, the conv + bias output
-    has a second reader, which oneDNN's grappler remapper ignores when it
-    fuses the LeakyRelu into the conv (`FindContractionWithActivation`,
-    tensorflow/core/grappler/optimizers/remapper.cc of tensorflow/tensorflow)
-    and then fails ("Mutation::Apply error: fanout '.../LeakyReluGrad' exist
-    for missing node '.../BiasAdd'"), dropping every rewrite of that pass.
+    x > 0). TF's gradient reads the input, a second reader of the conv + bias
+    output, which oneDNN's grappler remapper ignores when it fuses them
+    (`FindContractionWithActivation` in tensorflow/tensorflow,
+    tensorflow/core/grappler/optimizers/remapper.cc) and then fails (README).
     """
 
     def __init__(self, negative_slope=0.3, **kwargs):
@@ -65,36 +62,29 @@ class LeakyReLU(keras.layers.LeakyReLU):
                              "the output)")
 
     def call(self, inputs):
-        return leaky_relu_output_grad(inputs, self.negative_slope)
+        alpha = self.negative_slope
 
+        @tf.custom_gradient
+        def forward(x):
+            y = tf.nn.leaky_relu(x, alpha=alpha)
 
-def leaky_relu_output_grad(x, alpha):
-    """tf.nn.leaky_relu(x, alpha) with its gradient computed from the output."""
-
-    @tf.custom_gradient
-    def forward(x):
-        y = tf.nn.leaky_relu(x, alpha=alpha)
-
-        def grad(dy):
-            return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y,
-                                            alpha=alpha)
-        return y, grad
-
-    return forward(x)
+            def grad(dy):
+                return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y,
+                                                alpha=alpha)
+            return y, grad
+        return forward(inputs)
 
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class DilatedConv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D whose dilated stride-1 conv is ONE Conv2D op.
 
-    Keras runs a dilated conv as SpaceToBatchND -> conv -> BatchToSpaceND
-    (`tf.nn.convolution` off TPU). When oneDNN is on, the compute dtype is
-    float32 and the strides are 1, this layer calls `tf.nn.conv2d(...,
-    dilations=...)` instead, which oneDNN runs directly in Conv2D and both
-    its gradients; otherwise (TF's Eigen CPU kernels: "Current CPU
-    implementations do not yet support dilation rates larger than 1";
-    float16 / bfloat16) it is Keras' Conv2D. Same weights and convolution
-    either way; only the float rounding of the sums may differ.
+    Keras wraps a dilated conv in SpaceToBatchND / BatchToSpaceND. With
+    oneDNN on, float32 compute and strides 1 this layer calls
+    `tf.nn.conv2d(..., dilations=...)`, which oneDNN runs directly, gradients
+    included; otherwise (TF's Eigen CPU kernels have no dilated filter
+    gradient; float16 / bfloat16) it is Keras' Conv2D. Same weights and
+    convolution; only the float rounding of the sums may differ.
     """
 
     def convolution_op(self, inputs, kernel):

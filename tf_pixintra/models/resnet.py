@@ -1,27 +1,17 @@
 """Dilated Caffe-style ResNet backbone of DeepLab-v2 (depth 18/34/50/101).
 
-Layout as the DeepLab-v2 ResNet-101 of AdaptSegNet / ADVENT / BDL runs it:
-
-- stem: ZeroPadding 3 + 7x7/2 conv, BN, ReLU, then a 3x3/2 max pool
-  emulating PyTorch's `MaxPool2d(3, 2, padding=1, ceil_mode=True)`: zero
-  padding (1, 2) and a 'valid' pool, floor(H / 2) + 1 rows (256 -> 129).
-  keras.applications ResNets pool in floor mode; the two agree exactly when
-  the stem output size is odd (66x66 inputs -> 33 -> 17).
-- layer1 stride 1; layer2 stride 2; layer3 dilation 2; layer4 dilation 4
-  (3x3 padding = dilation). Output stride 8: 512x1024 -> 65x129.
-- bottleneck blocks (depth 50/101), Caffe style: the stride sits on the
-  FIRST 1x1 conv; basic blocks (depth 18/34) put it on the first 3x3 conv,
-  explicitly padded by 1 so that even sizes pad like PyTorch.
-- shortcut: 1x1 conv (stride of the block) + BN whenever the shape changes.
-- convs have no bias (torchvision / Caffe DeepLab); He-normal init.
+Laid out as the DeepLab-v2 ResNet-101 of AdaptSegNet / ADVENT / BDL: layer1
+stride 1, layer2 stride 2, layer3 dilation 2, layer4 dilation 4 (3x3 padding
+= dilation), output stride 8 (512x1024 -> 65x129). Caffe-style bottlenecks
+(depth 50/101) have the stride on the FIRST 1x1 conv, basic blocks (18/34)
+on the first 3x3. Convs have no bias (torchvision / Caffe); He-normal init.
 
 `bn_mode` "frozen" (default, pretrained backbones) builds every BN layer
-with `trainable=False`, which in Keras 3 also means inference mode: moving
-statistics used, never updated (Caffe DeepLab-v2's `use_global_stats`; the
-PyTorch references freeze gamma/beta but normalise with batch statistics).
-Caution: `model.trainable = True` later unfreezes every BN layer. "train":
-ordinary BN (momentum 0.9 = PyTorch's 0.1), for tiny models from scratch.
-BN epsilon is 1e-5 (PyTorch / Caffe).
+with `trainable=False`: in Keras 3 inference mode, statistics never updated
+(Caffe DeepLab-v2's `use_global_stats`; the PyTorch references normalise
+with batch statistics). Caution: `model.trainable = True` later unfreezes
+every BN layer. "train": ordinary BN (momentum 0.9 = PyTorch's 0.1), for
+tiny models from scratch. BN epsilon is 1e-5 (PyTorch / Caffe).
 
 `width` scales every channel count (rounded, at least 1) for tiny CPU
 configurations; the bottleneck expansion stays exactly 4.
@@ -38,10 +28,8 @@ from tf_pixintra.models.layers import DilatedConv2D
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
-# (stride, dilation) of layer1..layer4: output stride 8.
-LAYER_STRIDES = (1, 2, 1, 1)
-LAYER_DILATIONS = (1, 1, 2, 4)
-BASE_PLANES = (64, 128, 256, 512)
+# (planes, stride, dilation) of layer1..layer4: output stride 8.
+LAYERS = ((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))
 
 # Dilated backbone convs of at most this many filters run as one oneDNN op
 # (layers.DilatedConv2D), wider ones as Keras' SpaceToBatch conv, whichever
@@ -55,10 +43,7 @@ def scaled_channels(channels, width):
 
 
 def layer_seed(seed, name):
-    """Initializer seed of layer `name`: CRC32 of "seed:name", None if None.
-
-    Stable across processes and different for every layer.
-    """
+    """Initializer seed of layer `name`: CRC32 of "seed:name" (None if None)."""
     if seed is None:
         return None
     return zlib.crc32(f"{int(seed)}:{name}".encode("utf-8")) & 0x7FFFFFFF
@@ -122,12 +107,17 @@ def residual_block(x, kind, planes, strides, dilation, prefix, bn_mode, seed):
 
 
 def stem(x, width, bn_mode, seed):
-    """7x7/2 conv, BN, ReLU, 3x3/2 ceil-mode max pool (stride 4 in total)."""
+    """7x7/2 conv, BN, ReLU, 3x3/2 max pool (stride 4 in total).
+
+    The pool is PyTorch's `MaxPool2d(3, 2, padding=1, ceil_mode=True)`: zero
+    padding (1, 2), which is -inf padding after the ReLU, and floor(H / 2) + 1
+    rows (256 -> 129). keras.applications ResNets pool in floor mode; the two
+    agree when the stem output size is odd (66x66 inputs -> 33 -> 17).
+    """
     x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
     x = _conv(x, scaled_channels(64, width), 7, "stem_conv", seed, strides=2)
     x = _bn(x, "stem_bn", bn_mode)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    # Zero padding is -inf padding here: the input is post-ReLU (>= 0).
     x = keras.layers.ZeroPadding2D(((1, 2), (1, 2)), name="stem_pool_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, padding="valid",
                                      name="stem_pool")(x)
@@ -135,12 +125,10 @@ def stem(x, width, bn_mode, seed):
 
 def resnet_features(inputs, depth=101, width=1.0, bn_mode="frozen",
                     seed=None):
-    """Add the dilated ResNet to the graph of `inputs`; return its features.
-
-    Returns {"layer1": ..., "layer4": ...}, the four layer outputs (strides
-    4, 8, 8, 8). Layer names, which `weights` and `torch_weights` rely on:
-    "stem_*" and "layer{L}_block{B}_{conv1,bn1,...,down_conv,down_bn,add,out}"
-    (1-based).
+    """{"layer1": ..., "layer4": ...}: the ResNet's four layer outputs
+    (strides 4, 8, 8, 8) on `inputs`. Layer names (1-based; `weights` and
+    `torch_weights` rely on them): "stem_*" and
+    "layer{L}_block{B}_{conv1,bn1,...,down_conv,down_bn,add,out}".
     """
     choices.check("ResNet depth", depth, choices.DEPTHS)
     if not width > 0:
@@ -149,22 +137,20 @@ def resnet_features(inputs, depth=101, width=1.0, bn_mode="frozen",
     kind, blocks = choices.RESNET_LAYOUTS[depth]
     x = stem(inputs, width, bn_mode, seed)
     features = {}
-    for i, num_blocks in enumerate(blocks):
-        planes = scaled_channels(BASE_PLANES[i], width)
-        for b in range(num_blocks):
-            strides = LAYER_STRIDES[i] if b == 0 else 1
-            x = residual_block(x, kind, planes, strides, LAYER_DILATIONS[i],
-                               f"layer{i + 1}_block{b + 1}_", bn_mode, seed)
-        features[f"layer{i + 1}"] = x
+    for i, (num_blocks, (planes, stride, dilation)) in enumerate(
+            zip(blocks, LAYERS), start=1):
+        for b in range(1, num_blocks + 1):
+            x = residual_block(x, kind, scaled_channels(planes, width),
+                               stride if b == 1 else 1, dilation,
+                               f"layer{i}_block{b}_", bn_mode, seed)
+        features[f"layer{i}"] = x
     return features
 
 
 def bottleneck_prefixes(model, error, weights):
     """Layer-name prefixes of `model`'s blocks, a list for each of layer1..4.
 
-    Raises `error` if `model` is no tf_pixintra ResNet / DeepLab-v2 or has
-    basic blocks, which `weights` (the imported weights, for the message)
-    do not fit.
+    Raises `error` if `model` is no tf_pixintra ResNet or has basic blocks.
     """
     names = {layer.name for layer in model.layers}
     if "stem_conv" not in names:
@@ -186,11 +172,8 @@ def bottleneck_prefixes(model, error, weights):
 
 def build_resnet(depth=101, width=1.0, bn_mode="frozen", seed=None,
                  name="resnet"):
-    """Dilated Caffe-style ResNet as a keras.Model (no classifier).
-
-    Input: float32 [B, H, W, 3], Caffe-preprocessed, H and W dynamic.
-    Output: dict {"layer1": [B, h4, w4, C1], "layer2".."layer4": stride 8}.
-    """
+    """`resnet_features` as a keras.Model (no classifier); input float32
+    [B, H, W, 3], Caffe-preprocessed, H and W dynamic."""
     inputs = keras.Input(shape=(None, None, 3), dtype="float32", name="image")
     features = resnet_features(inputs, depth, width, bn_mode, seed)
     return keras.Model(inputs, features, name=name)

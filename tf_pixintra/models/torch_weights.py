@@ -10,26 +10,23 @@ CRST (yzou2/CRST, deeplab/model.py) names its modules
     layer{1..4}.0.downsample.0 / .1             projection conv / BN
     layer5, layer6 .conv2d_list.{0..3}          classifier heads (with bias)
 
-Heads (`arch`):
-- "multi" (AdaptSegNet, ADVENT, IntraDA): layer5 on layer3 = our aux head,
-  layer6 on layer4 = our main head.
-- "single" (BDL, CRST: layer5; ADVENT with MULTI_LEVEL False: layer6): the
-  one head on layer4 = our main head.
-- "backbone" (the DeepLab init checkpoints, e.g.
-  DeepLab_resnet_pretrained_init-f81d91e8.pth): every head key (layer5,
-  layer6, fc) is skipped; our heads keep their fresh initialisation.
+`arch` "multi" (AdaptSegNet, ADVENT, IntraDA): layer5 on layer3 = our aux
+head, layer6 on layer4 = our main head. "single" (BDL, CRST: layer5; ADVENT
+with MULTI_LEVEL False: layer6): the one head on layer4 = our main head.
+"backbone" (DeepLab init checkpoints, e.g.
+DeepLab_resnet_pretrained_init-f81d91e8.pth): the head keys (layer5, layer6,
+fc) are skipped; our heads keep their fresh initialisation.
 
-Key prefixes `module.` (nn.DataParallel) and `Scale.` (the DeepLab init,
-saved from Pytorch-Deeplab's MS_Deeplab wrapper, whose first key part the
-reference loaders drop) are removed in any order and combination;
-`num_batches_tracked` counters (torch >= 0.4.1) are ignored. Torch conv
-weights [out, in, kh, kw] become Keras kernels [kh, kw, in, out]; BN
-weight/bias/running_mean/running_var become gamma/beta/moving_mean/
-moving_variance (PyTorch eps 1e-5 = ours).
+Key prefixes `module.` (nn.DataParallel) and `Scale.` (Pytorch-Deeplab's
+MS_Deeplab wrapper of the DeepLab init, whose first key part the reference
+loaders drop) are removed in any combination; `num_batches_tracked`
+counters are ignored. Conv weights [out, in, kh, kw] become kernels [kh,
+kw, in, out]; BN weight/bias/running_mean/running_var become gamma/beta/
+moving_mean/moving_variance (PyTorch eps 1e-5 = ours).
 
 `head_branches=2` reproduces AdaptSegNet's Classifier_Module, whose forward
 returns inside its loop and so sums only conv2d_list.0 and .1: branches 2
-and 3 are loaded as zeros, which makes our four-branch sum equal theirs.
+and 3 are loaded as zeros.
 """
 
 import numpy as np
@@ -96,11 +93,7 @@ def _shape(value):
 
 
 def _setter(variable, kernel=False, variance_shift=None, zero=False):
-    """assign(value): a numpy value of the torch layout into `variable`.
-
-    kernel: transpose a conv weight; variance_shift: add it, clip at 0;
-    zero: assign zeros of the value's shape.
-    """
+    """assign(value): a numpy value of the torch layout into `variable`."""
     def assign(value):
         if kernel:
             value = np.transpose(np.asarray(value, np.float32), (2, 3, 1, 0))
@@ -118,10 +111,9 @@ def torch_layout(model, arch="multi", head_keys=(), head_branches=4,
                  source="checkpoint"):
     """The state dict `model` needs: [(torch key, torch shape, setter)].
 
-    `setter(value)` assigns a numpy value of the torch shape to the Keras
-    variable. `head_keys` are the checkpoint's keys (they decide whether a
-    single head is named layer5 or layer6). Entries come in PyTorch's
-    state-dict order.
+    `setter(value)` assigns a numpy value of the torch shape; the entries
+    come in PyTorch's state-dict order. `head_keys`, the checkpoint's keys,
+    tell whether a single head is named layer5 or layer6.
     """
     stages = bottleneck_prefixes(model, DataError,
                                  "PyTorch DeepLab-v2 checkpoints")
@@ -139,9 +131,8 @@ def torch_layout(model, arch="multi", head_keys=(), head_branches=4,
         layer = get(layer_name)
         for torch_field, attr in _BN_FIELDS:
             var = getattr(layer, attr)
-            shift = None
-            if attr == "moving_variance":
-                shift = 1e-5 - float(layer.epsilon)
+            shift = (1e-5 - float(layer.epsilon)
+                     if attr == "moving_variance" else None)
             entries.append((f"{torch_name}.{torch_field}", _shape(var),
                             _setter(var, variance_shift=shift)))
 
@@ -173,9 +164,7 @@ def check_state(entries, state, arch, source):
     Works on shapes only (`state` values need a `.shape`), so a torch model
     on the meta device can be checked without any weight in memory.
     """
-    wanted = {}
     for key, shape, _ in entries:
-        wanted[key] = shape
         if key not in state:
             raise DataError(f"{source}: missing key {key!r} (expected shape "
                             f"{shape}); --arch {arch}")
@@ -183,10 +172,10 @@ def check_state(entries, state, arch, source):
         if have != shape:
             raise DataError(f"{source}: key {key!r} has shape {have}, "
                             f"expected {shape}; --arch {arch}")
+    wanted = {key for key, _, _ in entries}
     for key in state:
-        if key in wanted:
-            continue
-        if arch == "backbone" and key.startswith(_SKIPPED_IN_BACKBONE):
+        if key in wanted or (arch == "backbone"
+                             and key.startswith(_SKIPPED_IN_BACKBONE)):
             continue
         raise DataError(f"{source}: unexpected key {key!r} (shape "
                         f"{_shape(state[key])}); --arch {arch} expects none")
@@ -196,20 +185,14 @@ def load_torch_state(model, state, arch="multi", head_branches=4,
                      source="checkpoint"):
     """Copy a PyTorch DeepLab-v2 state dict into `model`.
 
-    Args:
-      model: a `build_deeplab_v2` model with a bottleneck backbone (multi-level
-        for arch "multi", single-level for "single", either for "backbone").
-      state: {key: numpy array} as read by `tf_pixintra.torch_reader.read_state_dict`.
-      arch: "multi", "single" or "backbone" (backbone only, heads untouched).
-      head_branches: 4, or 2 for AdaptSegNet's two-branch classifier sum.
-      source: the file name used in error messages.
+    `model`: a `build_deeplab_v2` model with a bottleneck backbone
+    (multi-level for arch "multi", single-level for "single"); `state`:
+    {key: numpy array} (`torch_reader.read_state_dict`); `arch` and
+    `head_branches` (4 or 2): see the module docstring; `source`: the file
+    name for error messages (DataError, see `check_state`).
 
-    Returns:
-      {"tensors": n copied, "skipped": [keys not used (backbone heads)],
-       "heads": {torch head: our head}}.
-
-    Raises:
-      DataError: one line naming the first missing / mismatching / extra key.
+    Returns {"tensors": n copied, "skipped": [keys not used (backbone heads)],
+    "heads": {torch head: our head}}.
     """
     if head_branches not in (2, 4):
         raise DataError(f"head_branches={head_branches!r}; expected 4 or 2")

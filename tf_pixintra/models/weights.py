@@ -1,18 +1,15 @@
 """Import keras.applications ResNet50/101 weights into our dilated backbone.
 
 keras.applications ResNet50/101 (v1) are Caffe-style like ours but undilated,
-and their convs carry biases. The mapping comes from the Keras model's GRAPH,
-not its layer names: walking back from the output through the residual Add
-layers, the Add input whose path back to the block input holds three convs
-is the residual branch (conv1..conv3 in path order), one conv is the
-projection shortcut, none the identity. A projection starts a stage; the
-stem is the single conv before the first block.
+and their convs carry biases. The mapping comes from the Keras GRAPH, not its
+layer names: from the output back through the residual Adds, the Add input
+whose path to the block input holds three convs is the residual branch, one
+conv a projection shortcut (which starts a stage), none the identity.
 
 Each Keras conv must feed a BatchNormalization, into which its bias b folds
-exactly: BN(Wx + b) with moving mean m is BN(Wx) with moving mean m - b (in
-training the batch mean absorbs b). The moving variance gets
-eps_keras - eps_ours added (Keras' eps is 1.001e-5, ours 1e-5), so the
-inference-mode outputs are identical.
+exactly: BN(Wx + b) with moving mean m is BN(Wx) with moving mean m - b.
+The moving variance gets eps_keras - eps_ours (1.001e-5 - 1e-5) added, so
+the inference-mode outputs are identical.
 """
 
 import keras
@@ -25,17 +22,14 @@ from tf_pixintra.models.resnet import bottleneck_prefixes
 def _producer(tensor):
     """(operation, input tensors) that produced a KerasTensor."""
     history = tensor._keras_history
-    op = history.operation
-    node = op._inbound_nodes[history.node_index]
-    return op, list(node.input_tensors)
+    node = history.operation._inbound_nodes[history.node_index]
+    return history.operation, list(node.input_tensors)
 
 
 def _trace_back(tensor):
-    """Follow single-input layers back from `tensor`: (tensors, stop_op).
-
-    tensors: those visited, nearest first, the last one made by `stop_op`, a
-    layer with != 1 inputs (an Add, or the InputLayer).
-    """
+    """(tensors, stop_op): back from `tensor` through single-input layers,
+    nearest first, to `stop_op`, the layer with != 1 inputs that made the
+    last one (an Add, or the InputLayer)."""
     tensors = []
     while True:
         tensors.append(tensor)
@@ -158,20 +152,14 @@ def _copy_pair(keras_conv, keras_bn, our_conv, our_bn):
 def load_keras_resnet_weights(model, keras_resnet):
     """Copy every conv and BN weight of a keras.applications ResNet50/101.
 
-    Args:
-      model: a tf_pixintra model holding a depth-50/101, width-1 backbone
-        (`build_resnet` or `build_deeplab_v2`); heads are left untouched.
-      keras_resnet: `keras.applications.ResNet50` / `ResNet101` (v1), with or
-        without top, built by the caller (e.g. from a local weights file).
+    `model` holds a depth-50/101, width-1 backbone (`build_resnet` or
+    `build_deeplab_v2`; heads are left untouched); `keras_resnet` is
+    `keras.applications.ResNet50` / `ResNet101` (v1), with or without top.
 
-    Returns:
-      dict {"convs": n, "batch_norms": n, "biases_folded": n,
-      "tensors_copied": n}: ResNet50 gives 53 convs, 265 tensors; ResNet101
-      104 convs, 520 tensors.
-
-    Raises:
-      ConfigError: the block counts or any kernel / BN shape differ (naming
-        both layers), or `keras_resnet` is not a v1 ResNet.
+    Returns {"convs": n, "batch_norms": n, "biases_folded": n,
+    "tensors_copied": n}. Raises ConfigError if the block counts or any
+    kernel / BN shape differ (naming both layers), or `keras_resnet` is not
+    a v1 ResNet.
     """
     keras_stem, keras_stages = keras_resnet_structure(keras_resnet)
     our_stages = bottleneck_prefixes(model, ConfigError, "Keras ResNet weights")
@@ -198,10 +186,7 @@ def load_keras_resnet_weights(model, keras_resnet):
             if has_down:
                 pairs.append((block["shortcut"], (get(prefix + "down_conv"),
                                                   get(prefix + "down_bn"))))
-    copied = 0
-    folded = 0
-    for (keras_conv, keras_bn), (our_conv, our_bn) in pairs:
-        copied += _copy_pair(keras_conv, keras_bn, our_conv, our_bn)
-        folded += int(bool(keras_conv.use_bias))
+    copied = sum(_copy_pair(*keras_pair, *ours) for keras_pair, ours in pairs)
+    folded = sum(int(bool(conv.use_bias)) for (conv, _), _ in pairs)
     return {"convs": len(pairs), "batch_norms": len(pairs),
             "biases_folded": folded, "tensors_copied": copied}
