@@ -70,11 +70,8 @@ def backbone_variables(model):
 
 
 def split_outputs(outputs):
-    """(main, aux) logits of a DeepLab-v2 output; aux is None when single-level.
-
-    A multi-level model returns [main, aux] (Sec 5.1's two heads), a
-    single-level one the main logits alone.
-    """
+    """(main, aux) logits of a DeepLab-v2 output ([main, aux]: Sec 5.1's two
+    heads, or main alone); aux is None when single-level."""
     if isinstance(outputs, (list, tuple)):
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
     if isinstance(outputs, dict):

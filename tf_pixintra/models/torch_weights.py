@@ -52,10 +52,8 @@ def strip_prefixes(key):
 
 
 def normalize_state(state, source):
-    """{key: value} with prefixes removed and BN step counters dropped.
-
-    Raises DataError if two keys become equal once their prefixes are gone.
-    """
+    """{key: value} without key prefixes and BN step counters; DataError if
+    two keys become equal once their prefixes are gone."""
     out = {}
     for key, value in state.items():
         if key.endswith("num_batches_tracked"):
@@ -161,8 +159,7 @@ def torch_layout(model, arch="multi", head_keys=(), head_branches=4,
 def check_state(entries, state, arch, source):
     """Raise DataError naming the first missing, mismatching or extra key.
 
-    Works on shapes only (`state` values need a `.shape`), so a torch model
-    on the meta device can be checked without any weight in memory.
+    Reads shapes only, so a torch model on the meta device can be checked.
     """
     for key, shape, _ in entries:
         if key not in state:
