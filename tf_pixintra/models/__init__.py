@@ -12,15 +12,7 @@ from tf_pixintra.models.preprocessing import caffe_preprocess
 from tf_pixintra.models.resnet import build_resnet
 from tf_pixintra.models.weights import load_keras_resnet_weights
 
-__all__ = [
-    "ResizeLike",
-    "backbone_variables",
-    "build_deeplab_v2",
-    "build_discriminator",
-    "build_resnet",
-    "caffe_preprocess",
-    "head_variables",
-    "load_keras_resnet_weights",
-    "main_output",
-    "split_outputs",
-]
+__all__ = ["ResizeLike", "backbone_variables", "build_deeplab_v2",
+           "build_discriminator", "build_resnet", "caffe_preprocess",
+           "head_variables", "load_keras_resnet_weights", "main_output",
+           "split_outputs"]

@@ -1,14 +1,11 @@
 """Multi-level DeepLab-v2 segmentation network (the generator G).
 
-Dilated Caffe-style ResNet (`resnet.py`) with the DeepLab-v2 classifier
-("ASPP" of v2) on layer4 (main head) and, when multi-level, on layer3
-(auxiliary head), as in AdaptSegNet. Each head is four parallel 3x3 convs
-straight to `num_classes`, dilations 6/12/18/24 (padding = dilation), with
-bias, kernels N(0, 0.01), biases 0, and their outputs SUMMED (all four, as
-ADVENT/BDL/CRST; AdaptSegNet's code sums only two by a bug).
-
-Head layers are named "head_main_*" / "head_aux_*"; `head_variables` and
-`backbone_variables` split the trainable variables for the 10x head LR.
+Dilated ResNet (`resnet.py`) with the DeepLab-v2 classifier ("ASPP" of v2)
+on layer4 (main head) and, when multi-level, on layer3 (auxiliary head), as
+in AdaptSegNet. Each head SUMS four 3x3 convs to `num_classes`, dilations
+6/12/18/24 (padding = dilation), with bias, kernels N(0, 0.01), biases 0
+(all four, as ADVENT/BDL/CRST; AdaptSegNet's code sums only two by a bug).
+Head layers are named "head_main_*" / "head_aux_*".
 """
 
 import keras
@@ -22,11 +19,7 @@ HEAD_PREFIX = "head_"
 
 
 def aspp_classifier(x, num_classes, prefix, seed):
-    """DeepLab-v2 classifier: sum of four dilated 3x3 convs to `num_classes`.
-
-    The sum is cast to float32 by a final linear Activation (dtype float32),
-    so the logits are float32 even under a mixed-precision policy.
-    """
+    """Sum of four dilated 3x3 convs; float32 logits under any dtype policy."""
     branches = []
     for d in ASPP_DILATIONS:
         name = f"{prefix}_d{d}"
@@ -44,21 +37,14 @@ def build_deeplab_v2(num_classes, depth=101, width=1.0, multi_level=True,
                      bn_mode="frozen", seed=None, name="deeplab_v2"):
     """DeepLab-v2 with a dilated ResNet backbone (the paper's G).
 
-    Args:
-      num_classes: number of output classes (19 for Cityscapes).
-      depth: ResNet depth, 18, 34, 50 or 101.
-      width: channel multiplier (1.0 = the paper's network).
-      multi_level: also output the auxiliary layer3 head's logits.
-      bn_mode: "frozen" (BN in inference mode, not trained; for pretrained
-        weights) or "train" (ordinary BN; tiny models from scratch).
-      seed: int for reproducible initial weights, None for random.
-      name: model name.
+    `depth` (18/34/50/101), `width` (channel multiplier, 1.0 = the paper's),
+    `bn_mode` ("frozen" / "train") and `seed` (int, or None for random) go to
+    the ResNet (`resnet.py`); `multi_level` adds the layer3 head's logits.
 
-    Returns:
-      keras.Model; input float32 [B, H, W, 3] Caffe-preprocessed (BGR minus
-      mean), H, W dynamic; output float32 logits [B, h, w, num_classes] at
-      output stride 8 (512x1024 -> 65x129), not upsampled: the list
-      [main_logits, aux_logits] when multi_level, else main_logits alone.
+    Returns a keras.Model: input float32 [B, H, W, 3] Caffe-preprocessed,
+    H, W dynamic; output float32 logits [B, h, w, num_classes] at output
+    stride 8, not upsampled: [main_logits, aux_logits] when multi_level,
+    else main_logits alone.
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"num_classes={num_classes!r}; expected an int >= 1")
@@ -71,33 +57,21 @@ def build_deeplab_v2(num_classes, depth=101, width=1.0, multi_level=True,
     return keras.Model(inputs, [main, aux], name=name)
 
 
-def _is_head_layer(layer):
-    return layer.name.startswith(HEAD_PREFIX)
-
-
 def head_variables(model):
     """Trainable variables of the classifier heads (trained at 10x LR)."""
-    return [v for layer in model.layers if _is_head_layer(layer)
+    return [v for layer in model.layers if layer.name.startswith(HEAD_PREFIX)
             for v in layer.trainable_variables]
 
 
 def backbone_variables(model):
-    """Trainable variables of everything but the heads (base LR).
-
-    Together with `head_variables` it covers `model.trainable_variables`
-    exactly once.
-    """
+    """Trainable variables of everything but the heads (base LR)."""
     head_ids = {id(v) for v in head_variables(model)}
     return [v for v in model.trainable_variables if id(v) not in head_ids]
 
 
 def split_outputs(outputs):
-    """(main, aux) logits of a DeepLab-v2 output; aux is None when single-level.
-
-    A multi-level model returns [main, aux] (Sec 5.1's two heads), a
-    single-level one the main logits alone. The one place that knows this
-    convention: training, inference, pseudo labels and export all use it.
-    """
+    """(main, aux) logits of a DeepLab-v2 output ([main, aux]: Sec 5.1's two
+    heads, or main alone); aux is None when single-level."""
     if isinstance(outputs, (list, tuple)):
         return outputs[0], (outputs[1] if len(outputs) > 1 else None)
     if isinstance(outputs, dict):

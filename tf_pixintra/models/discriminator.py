@@ -1,34 +1,21 @@
 """Fully-convolutional discriminator of AdaptSegNet (and PixIntraDA's PLA/CTS).
 
-Five 4x4 convs, stride 2, padding 1 (explicit ZeroPadding2D(1) + 'valid'
-conv, so 512x1024 -> 16x32; AdaptSegNet's model/discriminator.py), channels C -> ndf -> 2ndf -> 4ndf -> 8ndf -> 1,
-LeakyReLU(0.2) after the first four, no normalisation, with bias. Kernel
-init is PyTorch's default for convs (uniform, variance 1 / (3 fan_in)), biases
-zero. With 19 inputs and ndf 64 it has 2,781,121 weights. The LeakyReLU is
-`tf_pixintra.models.layers.LeakyReLU` (same function, gradient read from its
-output) so that grappler's conv + bias + LeakyReLU fusion applies in training.
-
-`output_stride` < 32 (not in the paper) keeps the first log2(output_stride)
-convs at stride 2 and makes the rest stride 1 with padding (1, 2), which
-keeps their input size: a benchmark at 1/8 of the paper's 512x1024 input
-(64x128) gets the paper's 16x32 output grid with output_stride=4. The
-weights are the same in number and shape; each later conv sees a smaller
-share of the image (the receptive field shrinks).
-
-`pixel_level=True` bilinearly upsamples the logit map to the input's own
-(dynamic) spatial size (paper Sec 5.1, Eq. 6 and 8 are per-pixel).
+As AdaptSegNet's model/discriminator.py: five 4x4 convs, stride 2, padding 1
+(512x1024 -> 16x32), channels C -> ndf -> 2ndf -> 4ndf -> 8ndf -> 1,
+LeakyReLU(0.2) after the first four, no normalisation, with bias; kernel
+init PyTorch's default for convs (uniform, variance 1 / (3 fan_in)), biases
+zero. `layers.LeakyReLU` lets grappler fuse conv + bias + LeakyReLU.
 """
 
 import keras
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.models.layers import LeakyReLU
-from tf_pixintra.models.layers import ResizeLike
+from tf_pixintra.models.layers import LeakyReLU, ResizeLike
 from tf_pixintra.models.resnet import layer_seed
 
 
-def _conv4x4(x, filters, name, seed, stride=2):
+def _conv4x4(x, filters, name, seed, stride):
     # Stride 2: pad 1 on each side (H -> floor(H / 2)); stride 1: pad (1, 2),
     # so a 4x4 'valid' conv keeps the size.
     pad = 1 if stride == 2 else ((1, 2), (1, 2))
@@ -43,21 +30,19 @@ def _conv4x4(x, filters, name, seed, stride=2):
 
 def build_discriminator(num_classes, ndf=64, pixel_level=False, seed=None,
                         name="discriminator", output_stride=32):
-    """FC discriminator D.
+    """FC discriminator D, for `num_classes` input channels C.
 
-    Args:
-      num_classes: input channels C (the segmentation network's classes).
-      ndf: channels of the first conv (64 in the paper).
-      pixel_level: upsample the output to the input's spatial size.
-      seed: int for reproducible initial weights, None for random.
-      name: model name.
-      output_stride: 32 (the paper's D), 16, 8, 4 or 2: how many of the five
-        convs keep stride 2 (log2 of it); the others have stride 1.
+    `ndf`: channels of the first conv (64 in the paper); `seed`: int for
+    reproducible initial weights, None for random; `output_stride` 32 (the
+    paper's), 16, 8, 4 or 2 (not in the paper; same weights, smaller
+    receptive field): the first log2(output_stride) convs have stride 2, the
+    others stride 1, so output_stride=4 on 64x128 inputs gives the paper's
+    16x32 grid. `pixel_level` upsamples the logits bilinearly to the input
+    size (paper Sec 5.1, Eq. 6 and 8 are per-pixel).
 
-    Returns:
-      keras.Model; input float32 [B, H, W, C] (softmax maps), H, W dynamic;
-      output float32 logits [B, H/s, W/s, 1] for s = output_stride (floor
-      per stride-2 step), or [B, H, W, 1] when pixel_level.
+    Returns a keras.Model: input float32 [B, H, W, C] (softmax maps), H, W
+    dynamic; output float32 logits [B, H/s, W/s, 1] for s = output_stride
+    (floor per stride-2 step), or [B, H, W, 1] when `pixel_level`.
     """
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ConfigError(f"num_classes={num_classes!r}; expected an int >= 1")

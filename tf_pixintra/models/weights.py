@@ -1,44 +1,35 @@
 """Import keras.applications ResNet50/101 weights into our dilated backbone.
 
-keras.applications.ResNet50/101 (v1) are Caffe-style like ours (stride on the
-first 1x1 conv of a bottleneck, BGR Caffe preprocessing, same kernel shapes)
-but undilated, and their convs carry biases. The mapping is found from the
-Keras model's GRAPH, not its layer names: starting at its output we walk
-back through the residual Add layers; for each block the Add input whose path
-back to the block input holds three convs is the residual branch (conv1,
-conv2, conv3 in path order), a path with one conv is the projection shortcut,
-a path with none is the identity. Blocks with a projection shortcut start a
-stage. The stem is the single conv before the first block.
+keras.applications ResNet50/101 (v1) are Caffe-style like ours but undilated,
+and their convs carry biases. The mapping comes from the Keras GRAPH, not its
+layer names: from the output back through the residual Adds, the Add input
+whose path to the block input holds three convs is the residual branch, one
+conv a projection shortcut (which starts a stage), none the identity.
 
-Each Keras conv must feed a BatchNormalization directly. The conv bias is
-folded into that BN exactly: BN(Wx + b) with moving mean m equals
-BN(Wx) with moving mean m - b (in training mode the batch mean absorbs b
-anyway), so we copy kernel, gamma, beta, moving_mean - bias and
-moving_variance + eps_keras - eps_ours (Keras uses eps 1.001e-5, we 1e-5),
-which makes the inference-mode outputs identical.
+Each Keras conv must feed a BatchNormalization, into which its bias b folds
+exactly: BN(Wx + b) with moving mean m is BN(Wx) with moving mean m - b.
+The moving variance gets eps_keras - eps_ours (1.001e-5 - 1e-5) added, so
+the inference-mode outputs are identical.
 """
 
 import keras
 import numpy as np
 
 from tf_pixintra.errors import ConfigError
+from tf_pixintra.models.resnet import bottleneck_prefixes
 
 
 def _producer(tensor):
     """(operation, input tensors) that produced a KerasTensor."""
     history = tensor._keras_history
-    op = history.operation
-    node = op._inbound_nodes[history.node_index]
-    return op, list(node.input_tensors)
+    node = history.operation._inbound_nodes[history.node_index]
+    return history.operation, list(node.input_tensors)
 
 
 def _trace_back(tensor):
-    """Follow single-input layers back from `tensor`.
-
-    Returns (tensors, stop_op): the tensors visited, nearest first, the last
-    one produced by `stop_op`, a layer with != 1 inputs (an Add, or the
-    InputLayer).
-    """
+    """(tensors, stop_op): back from `tensor` through single-input layers,
+    nearest first, to `stop_op`, the layer with != 1 inputs that made the
+    last one (an Add, or the InputLayer)."""
     tensors = []
     while True:
         tensors.append(tensor)
@@ -67,11 +58,10 @@ def _conv_bn_pairs(tensors):
 
 
 def keras_resnet_structure(keras_resnet):
-    """Structure of a keras.applications ResNet (v1) found from its graph.
+    """(stem, stages) of a keras.applications ResNet (v1), from its graph.
 
-    Returns (stem, stages): stem is a (conv, bn) pair; stages a list of lists
-    of blocks, each block a dict {"branch": [(conv, bn)] * 3, "shortcut":
-    (conv, bn) or None}.
+    stem is a (conv, bn) pair; stages a list of lists of blocks, each block
+    {"branch": [(conv, bn)] * 3, "shortcut": (conv, bn) or None}.
     """
     tensors, op = _trace_back(keras_resnet.outputs[0])
     blocks = []
@@ -111,27 +101,6 @@ def keras_resnet_structure(keras_resnet):
             stages.append([])
         stages[-1].append(block)
     return stem[0], stages
-
-
-def _our_blocks(model):
-    """Our bottleneck blocks per layer: lists of layer-name prefixes."""
-    names = {layer.name for layer in model.layers}
-    if "stem_conv" not in names:
-        raise ConfigError(
-            f"model {model.name!r} has no layer 'stem_conv'; expected a "
-            "tf_pixintra ResNet / DeepLab-v2 model")
-    stages = []
-    for layer_index in range(1, 5):
-        prefixes = []
-        while f"layer{layer_index}_block{len(prefixes) + 1}_conv1" in names:
-            prefix = f"layer{layer_index}_block{len(prefixes) + 1}_"
-            if prefix + "conv3" not in names:
-                raise ConfigError(
-                    f"model {model.name!r} layer {prefix + 'conv1'!r} is in a "
-                    "basic block; Keras ResNet weights need depth 50 or 101")
-            prefixes.append(prefix)
-        stages.append(prefixes)
-    return stages
 
 
 def _copy_pair(keras_conv, keras_bn, our_conv, our_bn):
@@ -183,23 +152,17 @@ def _copy_pair(keras_conv, keras_bn, our_conv, our_bn):
 def load_keras_resnet_weights(model, keras_resnet):
     """Copy every conv and BN weight of a keras.applications ResNet50/101.
 
-    Args:
-      model: a tf_pixintra model holding a depth-50/101, width-1 backbone
-        (`build_resnet` or `build_deeplab_v2`); heads are left untouched.
-      keras_resnet: `keras.applications.ResNet50` / `ResNet101` (v1), with or
-        without top, built by the caller (e.g. from a local weights file).
+    `model` holds a depth-50/101, width-1 backbone (`build_resnet` or
+    `build_deeplab_v2`; heads are left untouched); `keras_resnet` is
+    `keras.applications.ResNet50` / `ResNet101` (v1), with or without top.
 
-    Returns:
-      dict {"convs": n, "batch_norms": n, "biases_folded": n,
-      "tensors_copied": n}: ResNet50 gives 53 convs, 265 tensors; ResNet101
-      104 convs, 520 tensors.
-
-    Raises:
-      ConfigError: the block counts or any kernel / BN shape differ (naming
-        both layers), or `keras_resnet` is not a v1 ResNet.
+    Returns {"convs": n, "batch_norms": n, "biases_folded": n,
+    "tensors_copied": n}. Raises ConfigError if the block counts or any
+    kernel / BN shape differ (naming both layers), or `keras_resnet` is not
+    a v1 ResNet.
     """
     keras_stem, keras_stages = keras_resnet_structure(keras_resnet)
-    our_stages = _our_blocks(model)
+    our_stages = bottleneck_prefixes(model, ConfigError, "Keras ResNet weights")
     keras_counts = [len(s) for s in keras_stages]
     our_counts = [len(s) for s in our_stages]
     if keras_counts != our_counts:
@@ -223,10 +186,7 @@ def load_keras_resnet_weights(model, keras_resnet):
             if has_down:
                 pairs.append((block["shortcut"], (get(prefix + "down_conv"),
                                                   get(prefix + "down_bn"))))
-    copied = 0
-    folded = 0
-    for (keras_conv, keras_bn), (our_conv, our_bn) in pairs:
-        copied += _copy_pair(keras_conv, keras_bn, our_conv, our_bn)
-        folded += int(bool(keras_conv.use_bias))
+    copied = sum(_copy_pair(*keras_pair, *ours) for keras_pair, ours in pairs)
+    folded = sum(int(bool(conv.use_bias)) for (conv, _), _ in pairs)
     return {"convs": len(pairs), "batch_norms": len(pairs),
             "biases_folded": folded, "tensors_copied": copied}
