@@ -1,8 +1,6 @@
-"""Flags -> frozen, validated config dataclasses. The only place flags are read.
+"""Flags -> frozen config dataclasses, validated once before any work starts.
 
-`define_flags()` declares every flag of `python -m tf_pixintra.train`;
-`from_flags(flags.FLAGS)` turns them into a `Config` and validates it once,
-before any work starts. Everything downstream takes the dataclasses.
+The only place the flags of `python -m tf_pixintra.train` are declared and read.
 """
 
 import dataclasses
@@ -258,25 +256,19 @@ class Config:
         for key in ("num_shards", "shard_index", "num_preview_images"):
             d["pseudo"].pop(key)
         d["data"].pop("max_eval_images")
+        # Settings added later are left out at the value that means what
+        # older runs did, so their run directories stay valid.
         if d["intra"]["d_output_stride"] == 32:
-            # The paper's D: run directories made before the setting stay valid.
             d["intra"].pop("d_output_stride")
         if not d["intra"]["lr_d"]:
-            d["intra"].pop("lr_d")   # --lr_d, as before the setting existed
+            d["intra"].pop("lr_d")
         if d["data"]["toyscapes_variant"] == "standard":
-            # Run directories made before the variants existed stay valid.
             d["data"].pop("toyscapes_variant")
-        # Run directories made before --inter_model and --inter_flip existed
-        # stay valid when these say what those runs did: Stage I trained
-        # (no imported model) and mirrored as --flip said.
         if not d["inter"]["model"]:
             d["inter"].pop("model")
         if d["inter"]["flip"] == d["data"]["flip"]:
             d["inter"].pop("flip")
         return _jsonable(d)
-
-    def to_dict(self):
-        return _jsonable(dataclasses.asdict(self))
 
 
 def _jsonable(obj):
@@ -287,10 +279,9 @@ def _jsonable(obj):
     return obj
 
 
-# Fields whose flag has another name. --verbose (Keras' fit output) sat next
-# to absl's --verbosity (the logging level): renamed.
+# Field (and old flag name) -> flag. --verbose (Keras' fit output) sat next to
+# absl's --verbosity (the logging level): renamed.
 _RENAMED = {"verbose": "keras_verbose"}
-_OLD_NAMES = {"verbose": "keras_verbose"}   # old flag -> new flag
 
 # Flags with a fixed set of values (one definition: choices), checked once
 # by `validate`; the string ones are also enum flags.
@@ -323,93 +314,6 @@ _SECTIONS = (("data", DataConfig), ("model", ModelConfig),
              ("pseudo", PseudoConfig), ("intra", IntraConfig),
              ("run", RunConfig))
 
-_HELP = {
-    "stage": "Stage to run: " + ", ".join(STAGES) + ". 'all' runs --pipeline.",
-    "pipeline": "Stages of --stage=all, in order. 'pseudo' and 'intra' count "
-                "rounds: the n-th pseudo/intra is round n (round >= 2 adds KLD).",
-    "round": "Round of a single --stage=pseudo or --stage=intra (1 or 2).",
-    "strategy": "Device strategy; multi_worker: TF_CONFIG names the "
-                "workers. Batch sizes are GLOBAL: each of R replicas gets "
-                "batch_size / R examples.",
-    "devices": "mirrored: number of devices; on a CPU-only machine the CPU is "
-               "split into this many logical devices. 0 = all visible.",
-    "jit_compile": "Compile train steps with XLA. Off by default: XLA fails "
-                   "under MirroredStrategy on CPU.",
-    "mixed_precision": "Compute precision. Logits and discriminator outputs "
-                       "stay float32; float16 wraps every optimizer in a "
-                       "LossScaleOptimizer.",
-    "alpha": "Eq. 2 scaling of the class thresholds, in [0, 1].",
-    "selector": "Pseudo-label selector: class_thresholds (Eq. 2-3), ias "
-                "(IAST instance-adaptive thresholds) or intrada (image-level "
-                "entropy ranking, the IntraDA baseline).",
-    "intra_method": "Stage II adversarial term: pla (Eq. 6), cts (Eq. 8), "
-                    "intrada (image-level baseline) or none (Eq. 5 only).",
-    "intra_init": "Stage II initialisation: fresh (ImageNet weights from "
-                  "--backbone_weights, or random) or inter (the Stage I model).",
-    "bn_mode": "frozen: BatchNorm in inference mode, affine frozen (Caffe "
-               "DeepLab, use with pretrained weights); train: ordinary BN.",
-    "backbone_weights": "Backbone initialisation: a keras.applications "
-                        "ResNet50/101 weights file (.h5 or .weights.h5), or a "
-                        "PyTorch DeepLab-v2 init (.pth, e.g. DeepLab_resnet_"
-                        "pretrained_init-f81d91e8.pth; needs torch): backbone "
-                        "only, the heads are freshly initialised.",
-    "flip": "Stage II: random horizontal flip (with the random scale and "
-            "crop). Stage I has its own --inter_flip.",
-    "inter_flip": "Stage I: random horizontal flip of source and target "
-                  "images (off: AdaptSegNet's training does not mirror).",
-    "inter_model": "A .keras generator (e.g. made by tf_pixintra.import_torch "
-                   "from a released PyTorch model) that replaces Stage I: "
-                   "round one's pseudo labels (and --intra_init=inter) use "
-                   "it. Leave 'inter' and 'source_only' out of --pipeline.",
-    "stop_grace_secs": "After SIGTERM/Ctrl-C, training stops at the end of "
-                       "the current step and saves a checkpoint; a step not "
-                       "done within this many seconds ends the process (the "
-                       "newest periodic checkpoint is then the resume point).",
-    "peer_wait_secs": "multi_worker: how long a worker waits for another "
-                      "worker's files (pass-1 statistics and pass-2 shards "
-                      "of the pseudo stage; the chief's pseudo summary, "
-                      "eval and export) before it stops with an error "
-                      "naming the missing files (a crashed peer); raise it "
-                      "when the chief's eval or export takes longer.",
-    "log_every": "Write the training losses and learning rates to TensorBoard "
-                 "(<stage>/tb, needs the tensorboard package) every N steps; "
-                 "0 = never.",
-    "image_every": "Write target images with G's prediction (and the ground "
-                   "truth when labelled) to TensorBoard every N steps and at "
-                   "the last step; 0 = never.",
-    "num_summary_images": "How many target images (val when labelled, else "
-                          "train) the TensorBoard image summaries show.",
-    "source_dataset": "Layout of the labelled source: gta5, synthia, or "
-                      "cityscapes (with --toyscapes: the target's own train "
-                      "labels, i.e. the oracle upper bound).",
-    "toyscapes": "Use the built-in ToyScapes benchmark (generated on first use "
-                 "in --toyscapes_dir) instead of --source_root/--target_root.",
-    "toyscapes_variant": "ToyScapes variant: standard, or shadows (positive "
-                         "control: soft cast shadows over parts of every "
-                         "target image, same scenes and labels; generated "
-                         "in <toyscapes_dir>_shadows).",
-    "intra_d_output_stride": "Stage II discriminators' output stride s: "
-                             "their logit grid is H/s x W/s before the "
-                             "upsampling to pixels. 32 = the paper's D "
-                             "(512x1024 -> 16x32); 16, 8, 4, 2 keep that many "
-                             "stride-2 convs (log2 s) and make the rest "
-                             "stride 1, e.g. 4 gives 16x32 at 64x128.",
-    "intra_lr_d": "Stage II discriminators' Adam learning rate; 0 (the "
-                  "default) = --lr_d, which Stage I's discriminators use.",
-    "intra_diag_every": "Stage II: every N steps measure the share of G's "
-                        "gradient norm that comes from the adversarial term "
-                        "(logged as diag_adv_grad_share; costs one extra "
-                        "backward pass of G on those steps); 0 = never. The "
-                        "discriminators' AUC is logged every step regardless.",
-    "deterministic": "Deterministic training: TF op determinism "
-                     "(tf.config.experimental.enable_op_determinism) and the "
-                     "Python/NumPy/TF global seeds set from --seed, so the "
-                     "same command on the same machine writes the same "
-                     "metrics.json. May be slower (deterministic kernels only; "
-                     "benchmarks/train_step.py --deterministic measures it); "
-                     "results may still differ across machines or TF builds.",
-}
-
 
 _DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
            (float, flags.DEFINE_float), (str, flags.DEFINE_string))
@@ -421,8 +325,7 @@ def define_flags(flag_values=flags.FLAGS):
         for field in dataclasses.fields(cls):
             name = _flag_name(section, field.name)
             default = field.default
-            help_text = _HELP.get(name) or flag_help.HELP.get(name) or \
-                _HELP.get(field.name, f"{section}.{field.name}")
+            help_text = flag_help.HELP[name]
             if isinstance(default, str) and name in _CHOICES:
                 flags.DEFINE_enum(name, default, _CHOICES[name], help_text,
                                   flag_values=flag_values)
@@ -438,7 +341,7 @@ def define_flags(flag_values=flags.FLAGS):
                 define = next(define for kind, define in _DEFINE
                               if isinstance(default, kind))
                 define(name, default, help_text, flag_values=flag_values)
-    for old, new in _OLD_NAMES.items():
+    for old, new in _RENAMED.items():
         flags.DEFINE_string(old, None, f"Renamed: use --{new}.",
                             flag_values=flag_values)
         flags.register_validator(
@@ -574,14 +477,11 @@ def validate(config):
 
 def _check_roots(d, stages):
     """The data roots the stages read must exist (not for ToyScapes)."""
-    if any(run_layout.STAGES[s].stage_one for s in stages):
-        _check(bool(d.source_root), "--source_root is empty (or use --toyscapes)")
-        _check(os.path.isdir(d.source_root),
-               f"--source_root={d.source_root!r}: no such directory")
-    if any(run_layout.STAGES[s].reads_target for s in stages):
-        _check(bool(d.target_root), "--target_root is empty (or use --toyscapes)")
-        _check(os.path.isdir(d.target_root),
-               f"--target_root={d.target_root!r}: no such directory")
+    for name, reads in (("source_root", "stage_one"), ("target_root", "reads_target")):
+        if any(getattr(run_layout.STAGES[s], reads) for s in stages):
+            path = getattr(d, name)
+            _check(bool(path), f"--{name} is empty (or use --toyscapes)")
+            _check(os.path.isdir(path), f"--{name}={path!r}: no such directory")
     for name in ("source_list", "target_list", "target_val_list"):
         path = getattr(d, name)
         if path:
