@@ -19,8 +19,7 @@ from tf_pixintra.export_contract import MODEL_NAME
 
 PIPELINE_STAGES = tuple(run_layout.STAGES)
 STAGES = ("all", *PIPELINE_STAGES)
-DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval",
-                    "export")
+DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval", "export")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +55,15 @@ class DataConfig:
         if self.crop_size:
             _check_size("crop_size", self.crop_size)
         if self.scale_range:
-            _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <=
-                   self.scale_range[1], f"--scale_range={self.scale_range}: "
-                   "expected lo,hi with 0 < lo <= hi")
+            _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+                   f"--scale_range={self.scale_range}: expected lo,hi with 0 < lo <= hi")
         _check(self.eval_scales and all(s > 0 for s in self.eval_scales),
                f"--eval_scales={self.eval_scales}: expected positive scales")
         if self.toyscapes:
             _check(bool(self.toyscapes_dir), "--toyscapes needs --toyscapes_dir")
-            _check(len(self.toyscapes_counts) == 3 and
-                   min(self.toyscapes_counts) > 0,
-                   f"--toyscapes_counts={self.toyscapes_counts}: expected "
-                   "three positive counts (source, target train, target val)")
+            _check(len(self.toyscapes_counts) == 3 and min(self.toyscapes_counts) > 0,
+                   f"--toyscapes_counts={self.toyscapes_counts}: expected three positive "
+                   "counts (source, target train, target val)")
             _check_size("toyscapes_image_size", self.toyscapes_image_size)
 
 
@@ -106,8 +103,7 @@ class OptimConfig:
     def validate(self):
         _check_rate("lr_d", self.lr_d)
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-               f"--weight_decay={self.weight_decay}: expected a finite value "
-               ">= 0")
+               f"--weight_decay={self.weight_decay}: expected a finite value >= 0")
         _check(0.0 <= self.momentum < 1.0,
                f"--momentum={self.momentum}: expected a value in [0, 1)")
 
@@ -129,11 +125,9 @@ class InterConfig:
     def validate(self):
         _check_training("inter", self)
         if self.model:   # the stages it replaces: `validate`
-            _check(self.model.endswith(".keras"), f"--inter_model="
-                   f"{self.model!r}: expected a .keras file (convert a PyTorch "
-                   ".pth with python -m tf_pixintra.import_torch)")
-            _check(io_utils.isfile(self.model),
-                   f"--inter_model={self.model!r}: no such file")
+            _check(self.model.endswith(".keras"), f"--inter_model={self.model!r}: expected a "
+                   ".keras file (convert a PyTorch .pth with python -m tf_pixintra.import_torch)")
+            _check(io_utils.isfile(self.model), f"--inter_model={self.model!r}: no such file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,21 +145,18 @@ class PseudoConfig:
     num_preview_images: int = 8           # Fig. 2-style PNGs per pseudo stage
 
     def validate(self):
-        _check(0.0 <= self.alpha <= 1.0,
-               f"--alpha={self.alpha}: expected a value in [0, 1]")
+        _check(0.0 <= self.alpha <= 1.0, f"--alpha={self.alpha}: expected a value in [0, 1]")
         for a in self.alpha_sweep:
             _check(0.0 <= a <= 1.0, f"--alpha_sweep: {a} is outside [0, 1]")
         _check(0.0 < self.threshold_cap <= 1.0,
                f"--threshold_cap={self.threshold_cap}: expected (0, 1]")
         _check(0.0 <= self.intrada_lambda <= 1.0,
                f"--intrada_lambda={self.intrada_lambda}: expected [0, 1]")
-        _check(self.num_preview_images >= 0, f"--num_preview_images="
-               f"{self.num_preview_images}: expected >= 0")
-        _check(self.num_shards >= 1,
-               f"--num_shards={self.num_shards}: expected >= 1")
+        _check(self.num_preview_images >= 0,
+               f"--num_preview_images={self.num_preview_images}: expected >= 0")
+        _check(self.num_shards >= 1, f"--num_shards={self.num_shards}: expected >= 1")
         _check(-1 <= self.shard_index < self.num_shards,
-               f"--shard_index={self.shard_index}: expected -1 "
-               f"or 0..{self.num_shards - 1}")
+               f"--shard_index={self.shard_index}: expected -1 or 0..{self.num_shards - 1}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,9 +177,8 @@ class IntraConfig:
 
     def validate(self):
         _check_training("intra", self)
-        _check(math.isfinite(self.lr_d) and self.lr_d >= 0,
-               f"--intra_lr_d={self.lr_d}: expected a finite learning rate "
-               "> 0, or 0 for --lr_d")
+        _check(math.isfinite(self.lr_d) and self.lr_d >= 0, f"--intra_lr_d={self.lr_d}: "
+               "expected a finite learning rate > 0, or 0 for --lr_d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,12 +214,10 @@ class RunConfig:
                f"--checkpoint_every={self.checkpoint_every}: expected > 0")
         for name in ("stop_grace_secs", "peer_wait_secs"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0,
-                   f"--{name}={value}: expected > 0")
-        for name in ("eval_every", "log_every", "image_every",
-                     "num_summary_images", "intra_diag_every"):
-            _check(getattr(self, name) >= 0,
-                   f"--{name}={getattr(self, name)}: expected >= 0")
+            _check(math.isfinite(value) and value > 0, f"--{name}={value}: expected > 0")
+        for name in ("eval_every", "log_every", "image_every", "num_summary_images",
+                     "intra_diag_every"):
+            _check(getattr(self, name) >= 0, f"--{name}={getattr(self, name)}: expected >= 0")
         _check(bool(self.run_dir), "--run_dir is empty")
 
 
@@ -251,8 +239,7 @@ class Config:
         out so a run can be resumed on other hardware or one stage at a time.
         """
         d = dataclasses.asdict(self)
-        run = d.pop("run")
-        d["seed"] = run["seed"]
+        d["seed"] = d.pop("run")["seed"]
         for key in ("num_shards", "shard_index", "num_preview_images"):
             d["pseudo"].pop(key)
         d["data"].pop("max_eval_images")
@@ -296,8 +283,7 @@ _CHOICES = {
     "keras_verbose": (0, 1, 2),
 }
 # List flags whose items are enumerated.
-_LIST_CHOICES = {"pipeline": PIPELINE_STAGES,
-                 "export_tflite": choices.TFLITE_VARIANTS}
+_LIST_CHOICES = {"pipeline": PIPELINE_STAGES, "export_tflite": choices.TFLITE_VARIANTS}
 
 
 def _flag_name(section, field):
@@ -309,10 +295,16 @@ def _flag_name(section, field):
     return field
 
 
-_SECTIONS = (("data", DataConfig), ("model", ModelConfig),
-             ("optim", OptimConfig), ("inter", InterConfig),
-             ("pseudo", PseudoConfig), ("intra", IntraConfig),
+_SECTIONS = (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig),
+             ("inter", InterConfig), ("pseudo", PseudoConfig), ("intra", IntraConfig),
              ("run", RunConfig))
+
+
+def _fields():
+    """(section, field, flag name) of every config field, in flag order."""
+    for section, cls in _SECTIONS:
+        for field in dataclasses.fields(cls):
+            yield section, field, _flag_name(section, field.name)
 
 
 _DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
@@ -321,38 +313,30 @@ _DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
 
 def define_flags(flag_values=flags.FLAGS):
     """Declares every training flag (call once, from the entry module)."""
-    for section, cls in _SECTIONS:
-        for field in dataclasses.fields(cls):
-            name = _flag_name(section, field.name)
-            default = field.default
-            help_text = flag_help.HELP[name]
-            if isinstance(default, str) and name in _CHOICES:
-                flags.DEFINE_enum(name, default, _CHOICES[name], help_text,
-                                  flag_values=flag_values)
-            elif isinstance(default, tuple):
-                flags.DEFINE_list(name, [str(v) for v in default], help_text,
-                                  flag_values=flag_values)
-                if name in _LIST_CHOICES:
-                    flags.register_validator(
-                        name, functools.partial(_check_items, name,
-                                                error=flags.ValidationError),
-                        flag_values=flag_values)
-            else:   # bool before int: a bool is an int
-                define = next(define for kind, define in _DEFINE
-                              if isinstance(default, kind))
-                define(name, default, help_text, flag_values=flag_values)
+    for _, field, name in _fields():
+        default, help_text = field.default, flag_help.HELP[name]
+        if isinstance(default, str) and name in _CHOICES:
+            flags.DEFINE_enum(name, default, _CHOICES[name], help_text, flag_values=flag_values)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                              flag_values=flag_values)
+            if name in _LIST_CHOICES:
+                flags.register_validator(
+                    name, functools.partial(_check_items, name, error=flags.ValidationError),
+                    flag_values=flag_values)
+        else:   # bool before int: a bool is an int
+            define = next(define for kind, define in _DEFINE if isinstance(default, kind))
+            define(name, default, help_text, flag_values=flag_values)
     for old, new in _RENAMED.items():
-        flags.DEFINE_string(old, None, f"Renamed: use --{new}.",
-                            flag_values=flag_values)
-        flags.register_validator(
-            old, lambda value, old=old, new=new: _renamed(value, old, new),
-            flag_values=flag_values)
+        flags.DEFINE_string(old, None, f"Renamed: use --{new}.", flag_values=flag_values)
+        flags.register_validator(old, functools.partial(_renamed, old=old, new=new),
+                                 flag_values=flag_values)
 
 
 def _renamed(value, old, new):
     if value is not None:
-        raise flags.ValidationError(f"--{old} was renamed --{new} (same "
-                                    "values); update the command or flagfile")
+        raise flags.ValidationError(
+            f"--{old} was renamed --{new} (same values); update the command or flagfile")
     return True
 
 
@@ -367,11 +351,8 @@ def _check_items(name, values, error=ConfigError):
 
 
 def grouped_help(flag_values=flags.FLAGS):
-    """The project's flags grouped by stage (python -m tf_pixintra.train
-    --helpshort)."""
-    names = [_flag_name(section, field.name) for section, cls in _SECTIONS
-             for field in dataclasses.fields(cls)]
-    return flag_help.grouped_help(flag_values, names)
+    """The project's flags grouped by stage (python -m tf_pixintra.train --helpshort)."""
+    return flag_help.grouped_help(flag_values, [name for _, _, name in _fields()])
 
 
 def _convert_tuple(name, values, default):
@@ -393,17 +374,13 @@ def _convert_tuple(name, values, default):
 
 def from_flags(flag_values):
     """Builds and validates a Config from parsed absl flag values."""
-    sections = {}
-    for section, cls in _SECTIONS:
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            name = _flag_name(section, field.name)
-            value = flag_values[name].value
-            if isinstance(field.default, tuple):
-                value = _convert_tuple(field.name, value, field.default)
-            kwargs[field.name] = value
-        sections[section] = cls(**kwargs)
-    config = Config(**sections)
+    kwargs = {section: {} for section, _ in _SECTIONS}
+    for section, field, name in _fields():
+        value = flag_values[name].value
+        if isinstance(field.default, tuple):
+            value = _convert_tuple(field.name, value, field.default)
+        kwargs[section][field.name] = value
+    config = Config(**{section: cls(**kwargs[section]) for section, cls in _SECTIONS})
     validate(config)
     return config
 
@@ -415,8 +392,7 @@ def _check(cond, message):
 
 def _check_size(name, size):
     _check(len(size) == 2 and all(s > 0 for s in size),
-           f"--{name}={','.join(map(str, size))}: expected two positive "
-           "integers H,W")
+           f"--{name}={','.join(map(str, size))}: expected two positive integers H,W")
 
 
 def _check_rate(name, value):
@@ -427,8 +403,7 @@ def _check_rate(name, value):
 def _check_training(name, stage_cfg):
     """A training stage's learning rate, steps and batch size."""
     _check_rate(f"{name}_lr_g", stage_cfg.lr_g)
-    _check(stage_cfg.steps >= 0,
-           f"--{name}_steps={stage_cfg.steps}: expected >= 0")
+    _check(stage_cfg.steps >= 0, f"--{name}_steps={stage_cfg.steps}: expected >= 0")
     _check(stage_cfg.batch_size >= 1,
            f"--{name}_batch_size={stage_cfg.batch_size}: expected >= 1")
 
@@ -455,22 +430,19 @@ def validate(config):
         getattr(config, section).validate()
     selector, method = config.pseudo.selector, config.intra.method
     _check((selector == "intrada") == (method == "intrada"),
-           f"--selector={selector!r} and --intra_method={method!r}: the "
-           "IntraDA baseline needs both set to intrada (and the pixel-level "
-           "methods neither)")
+           f"--selector={selector!r} and --intra_method={method!r}: the IntraDA baseline "
+           "needs both set to intrada (and the pixel-level methods neither)")
     r = config.run
     flag = "pipeline" if r.stage == "all" else "stage"
     for stage, round_index in run_layout.plan(r):
         _check(not config.inter.model or not run_layout.STAGES[stage].stage_one,
                f"--inter_model={config.inter.model!r} replaces Stage I, but "
                f"--{flag} runs {stage!r}; leave it out")
-        needs_model = stage == "pseudo" or (
-            stage == "intra" and config.intra.init == "inter")
+        needs_model = stage == "pseudo" or (stage == "intra" and config.intra.init == "inter")
         _check(not needs_model or config.inter.model
                or run_layout.model_source(r.pipeline, round_index),
-               f"--pipeline={','.join(r.pipeline)}: no model makes round "
-               f"{round_index}'s pseudo labels; put inter or source_only "
-               "before its pseudo, or set --inter_model")
+               f"--pipeline={','.join(r.pipeline)}: no model makes round {round_index}'s "
+               "pseudo labels; put inter or source_only before its pseudo, or set --inter_model")
     if not config.data.toyscapes:
         _check_roots(config.data, [stage for stage, _ in run_layout.plan(r)])
 
@@ -497,15 +469,13 @@ def shard_over_workers(config, task_index, num_workers):
     """
     p = config.pseudo
     _check(p.num_shards in (1, num_workers),
-           f"--num_shards={p.num_shards} contradicts the {num_workers} workers "
-           "of TF_CONFIG (--strategy=multi_worker gives one shard to each "
-           "worker); leave --num_shards out")
+           f"--num_shards={p.num_shards} contradicts the {num_workers} workers of TF_CONFIG "
+           "(--strategy=multi_worker gives one shard to each worker); leave --num_shards out")
     _check(p.shard_index in (-1, task_index),
-           f"--shard_index={p.shard_index} contradicts this worker's index "
-           f"{task_index} in TF_CONFIG (--strategy=multi_worker gives shard "
-           "k to worker k); leave --shard_index out")
-    pseudo = dataclasses.replace(p, num_shards=num_workers,
-                                 shard_index=task_index)
+           f"--shard_index={p.shard_index} contradicts this worker's index {task_index} in "
+           "TF_CONFIG (--strategy=multi_worker gives shard k to worker k); leave "
+           "--shard_index out")
+    pseudo = dataclasses.replace(p, num_shards=num_workers, shard_index=task_index)
     return dataclasses.replace(config, pseudo=pseudo)
 
 
@@ -518,7 +488,6 @@ def check_batch_sizes(config, plan, num_replicas):
     for name in sorted(sections - {""}):
         batch_size = getattr(config, name).batch_size
         _check(batch_size % num_replicas == 0,
-               f"--{name}_batch_size={batch_size} does not divide "
-               f"over {num_replicas} replicas (--strategy="
-               f"{config.run.strategy}, --devices={config.run.devices}); "
+               f"--{name}_batch_size={batch_size} does not divide over {num_replicas} replicas "
+               f"(--strategy={config.run.strategy}, --devices={config.run.devices}); "
                f"expected a multiple of {num_replicas} (batch sizes are global)")
