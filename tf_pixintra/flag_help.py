@@ -39,8 +39,8 @@ HELP = {
                         "integers).",
     "toyscapes_image_size": "ToyScapes image size H,W in pixels (two positive integers).",
     "toyscapes_variant": "ToyScapes variant: standard, or shadows (positive control: soft cast "
-                         "shadows over parts of every target image, same scenes and labels; "
-                         "generated in <toyscapes_dir>_shadows).",
+                         "shadows over parts of every target image, same scenes and labels; in "
+                         "<toyscapes_dir>_shadows).",
     # Model.
     "num_classes": "Number of classes; must be 19 (the Cityscapes trainIds).",
     "depth": "ResNet depth of G's backbone: 18, 34, 50 or 101 (the paper: 101).",
@@ -50,10 +50,10 @@ HELP = {
                "pretrained weights); train: ordinary BN.",
     "multi_level": "Two output heads (main on layer4, aux on layer3; AdaptSegNet's multi-level "
                    "training); false = main only.",
-    "backbone_weights": "Backbone initialisation: a keras.applications ResNet50/101 weights file "
-                        "(.h5 or .weights.h5), or a PyTorch DeepLab-v2 init (.pth, e.g. "
-                        "DeepLab_resnet_pretrained_init-f81d91e8.pth; needs torch): backbone "
-                        "only, the heads are freshly initialised.",
+    "backbone_weights": "Backbone initialisation (the heads start fresh): a keras.applications "
+                        "ResNet50/101 weights file (.h5 or .weights.h5) or a PyTorch DeepLab-v2 "
+                        "init (.pth, e.g. DeepLab_resnet_pretrained_init-f81d91e8.pth; needs "
+                        "torch).",
     "ndf": "Channels of the discriminators' first conv (>= 1, doubled per layer; paper: 64).",
     # Optimisers.
     "momentum": "SGD momentum of G, in [0, 1).",
@@ -75,13 +75,13 @@ HELP = {
     "inter_lambda_adv_main": "Stage I weight of Eq. 1's main adversarial term (>= 0; 1e-3).",
     "inter_lambda_adv_aux": "Stage I weight of the aux adversarial term (>= 0; 2e-4).",
     "inter_flip": "Stage I: random horizontal flip of source and target (AdaptSegNet: off).",
-    "inter_model": "A .keras generator (e.g. made by tf_pixintra.import_torch from a released "
-                   "PyTorch model) that replaces Stage I: round one's pseudo labels (and "
+    "inter_model": "A .keras generator (e.g. from tf_pixintra.import_torch of a released PyTorch "
+                   "model) that replaces Stage I: round one's pseudo labels (and "
                    "--intra_init=inter) use it. Leave 'inter' and 'source_only' out of "
                    "--pipeline.",
     # Pseudo labels.
     "selector": "Pseudo-label selector: class_thresholds (Eq. 2-3), ias (IAST instance-adaptive "
-                "thresholds) or intrada (image-level entropy ranking, the IntraDA baseline).",
+                "thresholds) or intrada (the IntraDA baseline's image-level entropy ranking).",
     "alpha": "Eq. 2 scaling of the class thresholds, in [0, 1].",
     "alpha_sweep": "Extra alphas (each in [0, 1]) whose Prop. (Eq. 4) the pseudo stage reports in "
                    "summary.json.",
@@ -93,8 +93,8 @@ HELP = {
     "num_shards": "Split the pseudo stage over this many workers (count, >= 1).",
     "shard_index": "This worker's shard 0..num_shards-1; -1 = all (or merge the workers' shards).",
     "num_preview_images": "The pseudo stage writes a Fig. 2-style PNG (image | pseudo label | "
-                          "hard mask M | Z heat map) of the first N target images into its "
-                          "directory (count, >= 0; 0 = none).",
+                          "hard mask M | Z heat map) of each of the first N target images (count, "
+                          ">= 0; 0 = none).",
     # Stage II.
     "intra_method": "Stage II adversarial term: pla (Eq. 6), cts (Eq. 8), intrada (baseline) or "
                     "none (Eq. 5 only).",
@@ -109,10 +109,10 @@ HELP = {
     "intra_beta_aux": "Stage II weight of the aux head's adversarial term (>= 0; 2e-4).",
     "intra_lambda_seg_aux": "Stage II weight of the aux head's partial cross-entropy (>= 0; 0.1).",
     "intra_kld_lambda": "Weight of the KLD regulariser from round two on (>= 0; 0.1).",
-    "intra_d_output_stride": "Stage II discriminators' output stride s: their logit grid is H/s x "
-                             "W/s before the upsampling to pixels. 32 = the paper's D (512x1024 "
-                             "-> 16x32); 16, 8, 4, 2 keep that many stride-2 convs (log2 s) and "
-                             "make the rest stride 1, e.g. 4 gives 16x32 at 64x128.",
+    "intra_d_output_stride": "Stage II discriminators' output stride s: logit grid H/s x W/s, "
+                             "then upsampled to pixels. 32 = the paper's D (512x1024 -> 16x32); "
+                             "16, 8, 4, 2 keep log2 s stride-2 convs and make the rest stride 1 "
+                             "(4: 16x32 at 64x128).",
     "intra_lr_d": "Stage II discriminators' Adam learning rate; 0 (default) = --lr_d, Stage I's "
                   "rate.",
     "flip": "Stage II: random horizontal flip (with random scale and crop); Stage I: "
@@ -138,20 +138,18 @@ HELP = {
                    "on CPU).",
     "deterministic": "Deterministic training: TF op determinism "
                      "(tf.config.experimental.enable_op_determinism) and the Python/NumPy/TF "
-                     "global seeds set from --seed, so the same command on the same machine "
-                     "writes the same metrics.json. May be slower (benchmarks/train_step.py "
-                     "--deterministic measures it); results may still differ across machines or "
-                     "TF builds.",
+                     "global seeds from --seed, so the same command on one machine writes the "
+                     "same metrics.json. Slower (benchmarks/train_step.py --deterministic "
+                     "measures it); may differ across machines or TF builds.",
     "checkpoint_every": "Save a checkpoint every N training steps (> 0); a killed stage resumes "
                         "from the newest.",
-    "stop_grace_secs": "After SIGTERM/Ctrl-C, training saves a checkpoint at the end of the "
-                       "current step; a step not done within this many seconds ends the process "
-                       "(it then resumes from the newest periodic checkpoint).",
-    "peer_wait_secs": "multi_worker: seconds a worker waits for another worker's files (the "
-                      "pseudo stage's pass-1 statistics and pass-2 shards; the chief's pseudo "
-                      "summary, eval and export) before it stops with an error naming the missing "
-                      "files (a crashed peer); raise it when the chief's eval or export takes "
-                      "longer.",
+    "stop_grace_secs": "After SIGTERM/Ctrl-C, training saves a checkpoint at the end of the step; "
+                       "a step not done within this many seconds ends the process (a rerun "
+                       "resumes from the newest periodic checkpoint).",
+    "peer_wait_secs": "multi_worker: seconds a worker waits for a peer's files (the pseudo "
+                      "stage's pass-1 statistics and pass-2 shards; the chief's pseudo summary, "
+                      "eval, export) before an error naming them (a crashed peer); raise it if "
+                      "the chief's eval or export takes longer.",
     "eval_every": "Evaluate target mIoU every N training steps; 0 = only at a stage's end.",
     "log_every": "Write the training losses and learning rates to TensorBoard (<stage>/tb, needs "
                  "the tensorboard package) every N steps; 0 = never.",
@@ -159,10 +157,9 @@ HELP = {
                    "TensorBoard every N steps and at the last; 0 = never.",
     "num_summary_images": "Target images (val when labelled, else train) in the TensorBoard image "
                           "summaries (count).",
-    "intra_diag_every": "Stage II: every N steps log the share of G's gradient norm that comes "
-                        "from the adversarial term (diag_adv_grad_share; one extra backward pass "
-                        "of G on those steps); 0 = never. The discriminators' AUC is logged every "
-                        "step regardless.",
+    "intra_diag_every": "Stage II: every N steps log the adversarial term's share of G's gradient "
+                        "norm (diag_adv_grad_share; one extra backward pass of G); 0 = never. The "
+                        "discriminators' AUC is logged every step regardless.",
     "keras_verbose": "Keras fit() output: 0 = silent, 1 = progress bar, 2 = one line per epoch "
                      "(log level: absl's --verbosity).",
 }

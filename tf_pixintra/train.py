@@ -38,10 +38,10 @@ def check_run_dir(config, write=True):
                             "recover, delete it and run the same command (it is written "
                             "again from the flags)") from None
         if have != wanted:
-            diffs = _differences(have, wanted)
+            diffs = ", ".join(_differences(have, wanted)[:8])
             raise ConfigError(f"--run_dir={config.run.run_dir!r} holds a run of another config "
-                              f"({path}); differing: {', '.join(diffs[:8])}. Use a new "
-                              "--run_dir, or the flags of that run.")
+                              f"({path}); differing: {diffs}. Use a new --run_dir, or the "
+                              "flags of that run.")
     elif write:
         io_utils.write_json(path, wanted)
 
@@ -58,10 +58,8 @@ def _differences(a, b, prefix=""):
 
 
 def run_stage(ctx, stage, round_index):
-    """Runs one stage (run_layout.STAGES); returns (row name, metrics or None).
-
-    Imported here: the stage modules load TensorFlow, which --help and flag errors skip.
-    """
+    """Runs one stage (run_layout.STAGES); returns (row name, metrics or None). Imported
+    here: the stage modules load TensorFlow, which --help and flag errors skip."""
     spec = run_layout.STAGES[stage]
     module = importlib.import_module(f"tf_pixintra.stages.{spec.module}")
     return (run_layout.stage_dir_name(stage, round_index),
