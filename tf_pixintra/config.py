@@ -357,12 +357,10 @@ def grouped_help(flag_values=flags.FLAGS):
 
 def _convert_tuple(name, values, default):
     """Converts a list flag to a tuple of the default's element type."""
-    if not default:
-        kind = float if name in ("scale_range",) else int
-    elif isinstance(default[0], str):
-        return tuple(values)
-    else:
+    if default:   # str items convert to themselves
         kind = type(default[0])
+    else:
+        kind = float if name == "scale_range" else int
     out = []
     for v in values:
         try:
