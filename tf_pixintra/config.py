@@ -233,11 +233,8 @@ class Config:
     run: RunConfig
 
     def experiment_dict(self):
-        """The fields that define the experiment (a run directory's identity).
-
-        Engineering choices (stage, devices, checkpoint cadence, ...) are left
-        out so a run can be resumed on other hardware or one stage at a time.
-        """
+        """The fields that define the experiment (a run directory's identity); engineering
+        choices are left out so a run can resume on other hardware or stage by stage."""
         d = dataclasses.asdict(self)
         d["seed"] = d.pop("run")["seed"]
         for key in ("num_shards", "shard_index", "num_preview_images"):
@@ -418,11 +415,8 @@ def _check_choices(section, section_cfg):
 
 
 def validate(config):
-    """Raises ConfigError on any invalid value. Called before work starts.
-
-    Each section checks its own fields (`validate` of its class); this adds
-    the enumerated values and what spans sections.
-    """
+    """Raises ConfigError on any invalid value: each section's own `validate`, the
+    enumerated values, and what spans sections. Called before work starts."""
     for section, _ in _SECTIONS:
         _check_choices(section, getattr(config, section))
         getattr(config, section).validate()
@@ -459,12 +453,8 @@ def _check_roots(d, stages):
 
 
 def shard_over_workers(config, task_index, num_workers):
-    """The config with the pseudo stage split over `num_workers` workers.
-
-    Under --strategy=multi_worker every worker does one shard: --num_shards
-    becomes the number of workers and --shard_index this worker's index. An
-    explicit value that says otherwise is a ConfigError naming both.
-    """
+    """The config with the pseudo stage split over the --strategy=multi_worker workers,
+    one shard each; explicit --num_shards / --shard_index that say otherwise: ConfigError."""
     p = config.pseudo
     _check(p.num_shards in (1, num_workers),
            f"--num_shards={p.num_shards} contradicts the {num_workers} workers of TF_CONFIG "
@@ -478,10 +468,8 @@ def shard_over_workers(config, task_index, num_workers):
 
 
 def check_batch_sizes(config, plan, num_replicas):
-    """Each training stage's global batch must split evenly over the replicas.
-
-    `plan` is [(stage, round)]; ConfigError names the flag and both values.
-    """
+    """Each training stage of `plan` ([(stage, round)]) must split its global batch evenly
+    over the replicas; ConfigError names the flag and both values."""
     sections = {run_layout.STAGES[stage].section for stage, _ in plan}
     for name in sorted(sections - {""}):
         batch_size = getattr(config, name).batch_size
