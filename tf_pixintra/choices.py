@@ -1,14 +1,9 @@
-"""The allowed values of every enumerated setting, each defined once, and
-the one check of a value against them.
-
-Flags (tf_pixintra.config, the CLIs) and the modules that check their
-arguments import these tuples, so a new value is added in one place.
-"""
+"""The allowed values of every enumerated setting, each defined once (flags and the
+modules that check their arguments import them), and the one check against them."""
 
 from tf_pixintra.errors import ConfigError
 
-# Data set layouts (labelled source, the Cityscapes-style target, stats and
-# evaluation); also the label formats of the input pipeline.
+# Data set layouts (source, target, stats, evaluation); also the pipeline's label formats.
 DATASETS = ("gta5", "synthia", "cityscapes")
 TOYSCAPES_VARIANTS = ("standard", "shadows")
 
@@ -32,11 +27,9 @@ SELECTORS = ("class_thresholds", "ias", "intrada")
 INTRA_METHODS = ("pla", "cts", "intrada", "none")
 INTRA_INITS = ("fresh", "inter")
 
-# Devices and numerics.
+# Devices, numerics, export.
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-# Export.
 TFLITE_VARIANTS = ("fp32", "fp16", "int8")
 
 

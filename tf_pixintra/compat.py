@@ -1,8 +1,7 @@
 """Workarounds for Keras 3 / TensorFlow problems, each with its upstream report.
 
-tests/test_compat.py shows that each problem still exists in the installed
-versions: when one of those tests fails after an upgrade, the workaround it
-names can go.
+tests/test_compat.py shows each problem still exists; when one fails after an upgrade,
+the workaround it names can go.
 """
 
 import os
@@ -17,10 +16,9 @@ from tensorflow.python.util import _pywrap_util_port  # pylint: disable=no-name-
 def in_multi_worker_mode(strategy=None):
     """True under a MultiWorkerMirroredStrategy that spans several workers.
 
-    TensorFlow has no public test for it; this is Keras' own
-    (`_collective_all_reduce_multi_worker`, keras/src/backend/tensorflow/
-    trainer.py), so the workarounds below apply exactly where Keras takes its
-    multi-worker branch (keras-team/keras#20585).
+    Keras' own test (`_collective_all_reduce_multi_worker`, keras/src/backend/tensorflow/
+    trainer.py; TF has no public one), so the workarounds below apply exactly where Keras
+    takes its multi-worker branch (keras-team/keras#20585).
     """
     strategy = strategy or tf.distribute.get_strategy()
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -30,10 +28,9 @@ def in_multi_worker_mode(strategy=None):
 def reducible_logs(logs, strategy=None):
     """A train step's logs in a form Keras can reduce across workers.
 
-    keras-team/keras#20585 (the error is tensorflow/tensorflow#72388): across
-    workers Keras reduces each logged value with strategy.reduce(MEAN,
-    axis=0), which fails on a scalar ("Invalid reduction dimension 0"); a
-    batch axis of 1 makes it the mean over the replicas.
+    keras-team/keras#20585 (the error is tensorflow/tensorflow#72388): across workers Keras
+    reduces each logged value with strategy.reduce(MEAN, axis=0), which fails on a scalar
+    ("Invalid reduction dimension 0"); a batch axis of 1 makes it the mean over replicas.
     """
     if not in_multi_worker_mode(strategy):
         return logs
@@ -43,17 +40,14 @@ def reducible_logs(logs, strategy=None):
 class PrebuiltModel(keras.Model):
     """A keras.Model built in __init__ that trains on dict batches.
 
-    keras-team/keras#20329 (dict inputs): fit() builds an unbuilt model by
-    calling it on a training batch, which fails when `call` takes one entry
-    of a dict batch; a model whose sub-models are built already marks
-    itself built.
+    keras-team/keras#20329 (dict inputs): fit() builds an unbuilt model by calling it on a
+    training batch, which fails when `call` takes one entry of a dict batch; a model whose
+    sub-models are built already marks itself built.
 
-    keras-team/keras#20585 (multi-worker MWMS) and #20329: even then, before
-    training Keras pulls a batch and reduces it across replicas; across
-    workers that reduction fails on a dict ("Attempt to convert a value
-    ({...}) with an unsupported type"). The model is built, its optimizers
-    are built in compile and it compiles no loss or metric, so the
-    symbolic build is skipped there.
+    keras-team/keras#20585 (multi-worker MWMS) and #20329: even then, before training Keras
+    reduces a batch across replicas, which across workers fails on a dict ("Attempt to
+    convert a value ({...}) with an unsupported type"). The model and its optimizers are
+    built and it compiles no loss or metric, so the symbolic build is skipped there.
     """
 
     def __init__(self, **kwargs):
@@ -70,11 +64,10 @@ class PrebuiltModel(keras.Model):
 def exit_now(status):
     """Flushes stdout and stderr and ends the process without shutdown.
 
-    After an interrupted fit(), tf.data's multi-device iterator threads can
-    block interpreter shutdown; call this only when everything is on disk.
-    No upstream report or minimal reproduction is known (a plain
-    MirroredStrategy fit interrupted from a callback exits normally), so
-    tests/test_compat.py has no test for it.
+    After an interrupted fit(), tf.data's multi-device iterator threads can block
+    interpreter shutdown; call this only when everything is on disk. No upstream report or
+    reproduction is known (a plain MirroredStrategy fit interrupted from a callback exits
+    normally), so tests/test_compat.py has no test for it.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -84,9 +77,8 @@ def exit_now(status):
 def onednn_enabled():
     """Whether TensorFlow runs its oneDNN CPU kernels in this process.
 
-    TF's own runtime answer (TF_ENABLE_ONEDNN_OPTS, read when TF loads, with
-    TF's default per CPU); `tf.sysconfig` has no public equivalent. False
-    if a TF release drops the private function.
+    TF's own runtime answer (TF_ENABLE_ONEDNN_OPTS, read when TF loads, with TF's default
+    per CPU; `tf.sysconfig` has none). False if a TF release drops the private function.
     """
     check = getattr(_pywrap_util_port, "IsMklEnabled", None)
     return bool(check and check())

@@ -1,8 +1,6 @@
-"""Flags -> frozen, validated config dataclasses. The only place flags are read.
+"""Flags -> frozen config dataclasses, validated once before any work starts.
 
-`define_flags()` declares every flag of `python -m tf_pixintra.train`;
-`from_flags(flags.FLAGS)` turns them into a `Config` and validates it once,
-before any work starts. Everything downstream takes the dataclasses.
+The only place the flags of `python -m tf_pixintra.train` are declared and read.
 """
 
 import dataclasses
@@ -21,8 +19,7 @@ from tf_pixintra.export_contract import MODEL_NAME
 
 PIPELINE_STAGES = tuple(run_layout.STAGES)
 STAGES = ("all", *PIPELINE_STAGES)
-DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval",
-                    "export")
+DEFAULT_PIPELINE = ("inter", "pseudo", "intra", "pseudo", "intra", "eval", "export")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +55,15 @@ class DataConfig:
         if self.crop_size:
             _check_size("crop_size", self.crop_size)
         if self.scale_range:
-            _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <=
-                   self.scale_range[1], f"--scale_range={self.scale_range}: "
-                   "expected lo,hi with 0 < lo <= hi")
+            _check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+                   f"--scale_range={self.scale_range}: expected lo,hi with 0 < lo <= hi")
         _check(self.eval_scales and all(s > 0 for s in self.eval_scales),
                f"--eval_scales={self.eval_scales}: expected positive scales")
         if self.toyscapes:
             _check(bool(self.toyscapes_dir), "--toyscapes needs --toyscapes_dir")
-            _check(len(self.toyscapes_counts) == 3 and
-                   min(self.toyscapes_counts) > 0,
-                   f"--toyscapes_counts={self.toyscapes_counts}: expected "
-                   "three positive counts (source, target train, target val)")
+            _check(len(self.toyscapes_counts) == 3 and min(self.toyscapes_counts) > 0,
+                   f"--toyscapes_counts={self.toyscapes_counts}: expected three positive "
+                   "counts (source, target train, target val)")
             _check_size("toyscapes_image_size", self.toyscapes_image_size)
 
 
@@ -108,8 +103,7 @@ class OptimConfig:
     def validate(self):
         _check_rate("lr_d", self.lr_d)
         _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-               f"--weight_decay={self.weight_decay}: expected a finite value "
-               ">= 0")
+               f"--weight_decay={self.weight_decay}: expected a finite value >= 0")
         _check(0.0 <= self.momentum < 1.0,
                f"--momentum={self.momentum}: expected a value in [0, 1)")
 
@@ -131,11 +125,9 @@ class InterConfig:
     def validate(self):
         _check_training("inter", self)
         if self.model:   # the stages it replaces: `validate`
-            _check(self.model.endswith(".keras"), f"--inter_model="
-                   f"{self.model!r}: expected a .keras file (convert a PyTorch "
-                   ".pth with python -m tf_pixintra.import_torch)")
-            _check(io_utils.isfile(self.model),
-                   f"--inter_model={self.model!r}: no such file")
+            _check(self.model.endswith(".keras"), f"--inter_model={self.model!r}: expected a "
+                   ".keras file (convert a PyTorch .pth with python -m tf_pixintra.import_torch)")
+            _check(io_utils.isfile(self.model), f"--inter_model={self.model!r}: no such file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,21 +145,18 @@ class PseudoConfig:
     num_preview_images: int = 8           # Fig. 2-style PNGs per pseudo stage
 
     def validate(self):
-        _check(0.0 <= self.alpha <= 1.0,
-               f"--alpha={self.alpha}: expected a value in [0, 1]")
+        _check(0.0 <= self.alpha <= 1.0, f"--alpha={self.alpha}: expected a value in [0, 1]")
         for a in self.alpha_sweep:
             _check(0.0 <= a <= 1.0, f"--alpha_sweep: {a} is outside [0, 1]")
         _check(0.0 < self.threshold_cap <= 1.0,
                f"--threshold_cap={self.threshold_cap}: expected (0, 1]")
         _check(0.0 <= self.intrada_lambda <= 1.0,
                f"--intrada_lambda={self.intrada_lambda}: expected [0, 1]")
-        _check(self.num_preview_images >= 0, f"--num_preview_images="
-               f"{self.num_preview_images}: expected >= 0")
-        _check(self.num_shards >= 1,
-               f"--num_shards={self.num_shards}: expected >= 1")
+        _check(self.num_preview_images >= 0,
+               f"--num_preview_images={self.num_preview_images}: expected >= 0")
+        _check(self.num_shards >= 1, f"--num_shards={self.num_shards}: expected >= 1")
         _check(-1 <= self.shard_index < self.num_shards,
-               f"--shard_index={self.shard_index}: expected -1 "
-               f"or 0..{self.num_shards - 1}")
+               f"--shard_index={self.shard_index}: expected -1 or 0..{self.num_shards - 1}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +177,8 @@ class IntraConfig:
 
     def validate(self):
         _check_training("intra", self)
-        _check(math.isfinite(self.lr_d) and self.lr_d >= 0,
-               f"--intra_lr_d={self.lr_d}: expected a finite learning rate "
-               "> 0, or 0 for --lr_d")
+        _check(math.isfinite(self.lr_d) and self.lr_d >= 0, f"--intra_lr_d={self.lr_d}: "
+               "expected a finite learning rate > 0, or 0 for --lr_d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,12 +214,10 @@ class RunConfig:
                f"--checkpoint_every={self.checkpoint_every}: expected > 0")
         for name in ("stop_grace_secs", "peer_wait_secs"):
             value = getattr(self, name)
-            _check(math.isfinite(value) and value > 0,
-                   f"--{name}={value}: expected > 0")
-        for name in ("eval_every", "log_every", "image_every",
-                     "num_summary_images", "intra_diag_every"):
-            _check(getattr(self, name) >= 0,
-                   f"--{name}={getattr(self, name)}: expected >= 0")
+            _check(math.isfinite(value) and value > 0, f"--{name}={value}: expected > 0")
+        for name in ("eval_every", "log_every", "image_every", "num_summary_images",
+                     "intra_diag_every"):
+            _check(getattr(self, name) >= 0, f"--{name}={getattr(self, name)}: expected >= 0")
         _check(bool(self.run_dir), "--run_dir is empty")
 
 
@@ -247,36 +233,26 @@ class Config:
     run: RunConfig
 
     def experiment_dict(self):
-        """The fields that define the experiment (a run directory's identity).
-
-        Engineering choices (stage, devices, checkpoint cadence, ...) are left
-        out so a run can be resumed on other hardware or one stage at a time.
-        """
+        """The fields that define the experiment (a run directory's identity); engineering
+        choices are left out so a run can resume on other hardware or stage by stage."""
         d = dataclasses.asdict(self)
-        run = d.pop("run")
-        d["seed"] = run["seed"]
+        d["seed"] = d.pop("run")["seed"]
         for key in ("num_shards", "shard_index", "num_preview_images"):
             d["pseudo"].pop(key)
         d["data"].pop("max_eval_images")
+        # Settings added later are left out at the value that means what
+        # older runs did, so their run directories stay valid.
         if d["intra"]["d_output_stride"] == 32:
-            # The paper's D: run directories made before the setting stay valid.
             d["intra"].pop("d_output_stride")
         if not d["intra"]["lr_d"]:
-            d["intra"].pop("lr_d")   # --lr_d, as before the setting existed
+            d["intra"].pop("lr_d")
         if d["data"]["toyscapes_variant"] == "standard":
-            # Run directories made before the variants existed stay valid.
             d["data"].pop("toyscapes_variant")
-        # Run directories made before --inter_model and --inter_flip existed
-        # stay valid when these say what those runs did: Stage I trained
-        # (no imported model) and mirrored as --flip said.
         if not d["inter"]["model"]:
             d["inter"].pop("model")
         if d["inter"]["flip"] == d["data"]["flip"]:
             d["inter"].pop("flip")
         return _jsonable(d)
-
-    def to_dict(self):
-        return _jsonable(dataclasses.asdict(self))
 
 
 def _jsonable(obj):
@@ -287,10 +263,9 @@ def _jsonable(obj):
     return obj
 
 
-# Fields whose flag has another name. --verbose (Keras' fit output) sat next
-# to absl's --verbosity (the logging level): renamed.
+# Field (and old flag name) -> flag. --verbose (Keras' fit output) sat next to
+# absl's --verbosity (the logging level): renamed.
 _RENAMED = {"verbose": "keras_verbose"}
-_OLD_NAMES = {"verbose": "keras_verbose"}   # old flag -> new flag
 
 # Flags with a fixed set of values (one definition: choices), checked once
 # by `validate`; the string ones are also enum flags.
@@ -305,8 +280,7 @@ _CHOICES = {
     "keras_verbose": (0, 1, 2),
 }
 # List flags whose items are enumerated.
-_LIST_CHOICES = {"pipeline": PIPELINE_STAGES,
-                 "export_tflite": choices.TFLITE_VARIANTS}
+_LIST_CHOICES = {"pipeline": PIPELINE_STAGES, "export_tflite": choices.TFLITE_VARIANTS}
 
 
 def _flag_name(section, field):
@@ -318,97 +292,16 @@ def _flag_name(section, field):
     return field
 
 
-_SECTIONS = (("data", DataConfig), ("model", ModelConfig),
-             ("optim", OptimConfig), ("inter", InterConfig),
-             ("pseudo", PseudoConfig), ("intra", IntraConfig),
+_SECTIONS = (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig),
+             ("inter", InterConfig), ("pseudo", PseudoConfig), ("intra", IntraConfig),
              ("run", RunConfig))
 
-_HELP = {
-    "stage": "Stage to run: " + ", ".join(STAGES) + ". 'all' runs --pipeline.",
-    "pipeline": "Stages of --stage=all, in order. 'pseudo' and 'intra' count "
-                "rounds: the n-th pseudo/intra is round n (round >= 2 adds KLD).",
-    "round": "Round of a single --stage=pseudo or --stage=intra (1 or 2).",
-    "strategy": "Device strategy; multi_worker: TF_CONFIG names the "
-                "workers. Batch sizes are GLOBAL: each of R replicas gets "
-                "batch_size / R examples.",
-    "devices": "mirrored: number of devices; on a CPU-only machine the CPU is "
-               "split into this many logical devices. 0 = all visible.",
-    "jit_compile": "Compile train steps with XLA. Off by default: XLA fails "
-                   "under MirroredStrategy on CPU.",
-    "mixed_precision": "Compute precision. Logits and discriminator outputs "
-                       "stay float32; float16 wraps every optimizer in a "
-                       "LossScaleOptimizer.",
-    "alpha": "Eq. 2 scaling of the class thresholds, in [0, 1].",
-    "selector": "Pseudo-label selector: class_thresholds (Eq. 2-3), ias "
-                "(IAST instance-adaptive thresholds) or intrada (image-level "
-                "entropy ranking, the IntraDA baseline).",
-    "intra_method": "Stage II adversarial term: pla (Eq. 6), cts (Eq. 8), "
-                    "intrada (image-level baseline) or none (Eq. 5 only).",
-    "intra_init": "Stage II initialisation: fresh (ImageNet weights from "
-                  "--backbone_weights, or random) or inter (the Stage I model).",
-    "bn_mode": "frozen: BatchNorm in inference mode, affine frozen (Caffe "
-               "DeepLab, use with pretrained weights); train: ordinary BN.",
-    "backbone_weights": "Backbone initialisation: a keras.applications "
-                        "ResNet50/101 weights file (.h5 or .weights.h5), or a "
-                        "PyTorch DeepLab-v2 init (.pth, e.g. DeepLab_resnet_"
-                        "pretrained_init-f81d91e8.pth; needs torch): backbone "
-                        "only, the heads are freshly initialised.",
-    "flip": "Stage II: random horizontal flip (with the random scale and "
-            "crop). Stage I has its own --inter_flip.",
-    "inter_flip": "Stage I: random horizontal flip of source and target "
-                  "images (off: AdaptSegNet's training does not mirror).",
-    "inter_model": "A .keras generator (e.g. made by tf_pixintra.import_torch "
-                   "from a released PyTorch model) that replaces Stage I: "
-                   "round one's pseudo labels (and --intra_init=inter) use "
-                   "it. Leave 'inter' and 'source_only' out of --pipeline.",
-    "stop_grace_secs": "After SIGTERM/Ctrl-C, training stops at the end of "
-                       "the current step and saves a checkpoint; a step not "
-                       "done within this many seconds ends the process (the "
-                       "newest periodic checkpoint is then the resume point).",
-    "peer_wait_secs": "multi_worker: how long a worker waits for another "
-                      "worker's files (pass-1 statistics and pass-2 shards "
-                      "of the pseudo stage; the chief's pseudo summary, "
-                      "eval and export) before it stops with an error "
-                      "naming the missing files (a crashed peer); raise it "
-                      "when the chief's eval or export takes longer.",
-    "log_every": "Write the training losses and learning rates to TensorBoard "
-                 "(<stage>/tb, needs the tensorboard package) every N steps; "
-                 "0 = never.",
-    "image_every": "Write target images with G's prediction (and the ground "
-                   "truth when labelled) to TensorBoard every N steps and at "
-                   "the last step; 0 = never.",
-    "num_summary_images": "How many target images (val when labelled, else "
-                          "train) the TensorBoard image summaries show.",
-    "source_dataset": "Layout of the labelled source: gta5, synthia, or "
-                      "cityscapes (with --toyscapes: the target's own train "
-                      "labels, i.e. the oracle upper bound).",
-    "toyscapes": "Use the built-in ToyScapes benchmark (generated on first use "
-                 "in --toyscapes_dir) instead of --source_root/--target_root.",
-    "toyscapes_variant": "ToyScapes variant: standard, or shadows (positive "
-                         "control: soft cast shadows over parts of every "
-                         "target image, same scenes and labels; generated "
-                         "in <toyscapes_dir>_shadows).",
-    "intra_d_output_stride": "Stage II discriminators' output stride s: "
-                             "their logit grid is H/s x W/s before the "
-                             "upsampling to pixels. 32 = the paper's D "
-                             "(512x1024 -> 16x32); 16, 8, 4, 2 keep that many "
-                             "stride-2 convs (log2 s) and make the rest "
-                             "stride 1, e.g. 4 gives 16x32 at 64x128.",
-    "intra_lr_d": "Stage II discriminators' Adam learning rate; 0 (the "
-                  "default) = --lr_d, which Stage I's discriminators use.",
-    "intra_diag_every": "Stage II: every N steps measure the share of G's "
-                        "gradient norm that comes from the adversarial term "
-                        "(logged as diag_adv_grad_share; costs one extra "
-                        "backward pass of G on those steps); 0 = never. The "
-                        "discriminators' AUC is logged every step regardless.",
-    "deterministic": "Deterministic training: TF op determinism "
-                     "(tf.config.experimental.enable_op_determinism) and the "
-                     "Python/NumPy/TF global seeds set from --seed, so the "
-                     "same command on the same machine writes the same "
-                     "metrics.json. May be slower (deterministic kernels only; "
-                     "benchmarks/train_step.py --deterministic measures it); "
-                     "results may still differ across machines or TF builds.",
-}
+
+def _fields():
+    """(section, field, flag name) of every config field, in flag order."""
+    for section, cls in _SECTIONS:
+        for field in dataclasses.fields(cls):
+            yield section, field, _flag_name(section, field.name)
 
 
 _DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
@@ -417,39 +310,30 @@ _DEFINE = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
 
 def define_flags(flag_values=flags.FLAGS):
     """Declares every training flag (call once, from the entry module)."""
-    for section, cls in _SECTIONS:
-        for field in dataclasses.fields(cls):
-            name = _flag_name(section, field.name)
-            default = field.default
-            help_text = _HELP.get(name) or flag_help.HELP.get(name) or \
-                _HELP.get(field.name, f"{section}.{field.name}")
-            if isinstance(default, str) and name in _CHOICES:
-                flags.DEFINE_enum(name, default, _CHOICES[name], help_text,
-                                  flag_values=flag_values)
-            elif isinstance(default, tuple):
-                flags.DEFINE_list(name, [str(v) for v in default], help_text,
-                                  flag_values=flag_values)
-                if name in _LIST_CHOICES:
-                    flags.register_validator(
-                        name, functools.partial(_check_items, name,
-                                                error=flags.ValidationError),
-                        flag_values=flag_values)
-            else:   # bool before int: a bool is an int
-                define = next(define for kind, define in _DEFINE
-                              if isinstance(default, kind))
-                define(name, default, help_text, flag_values=flag_values)
-    for old, new in _OLD_NAMES.items():
-        flags.DEFINE_string(old, None, f"Renamed: use --{new}.",
-                            flag_values=flag_values)
-        flags.register_validator(
-            old, lambda value, old=old, new=new: _renamed(value, old, new),
-            flag_values=flag_values)
+    for _, field, name in _fields():
+        default, help_text = field.default, flag_help.HELP[name]
+        if isinstance(default, str) and name in _CHOICES:
+            flags.DEFINE_enum(name, default, _CHOICES[name], help_text, flag_values=flag_values)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                              flag_values=flag_values)
+            if name in _LIST_CHOICES:
+                flags.register_validator(
+                    name, functools.partial(_check_items, name, error=flags.ValidationError),
+                    flag_values=flag_values)
+        else:   # bool before int: a bool is an int
+            define = next(define for kind, define in _DEFINE if isinstance(default, kind))
+            define(name, default, help_text, flag_values=flag_values)
+    for old, new in _RENAMED.items():
+        flags.DEFINE_string(old, None, f"Renamed: use --{new}.", flag_values=flag_values)
+        flags.register_validator(old, functools.partial(_renamed, old=old, new=new),
+                                 flag_values=flag_values)
 
 
 def _renamed(value, old, new):
     if value is not None:
-        raise flags.ValidationError(f"--{old} was renamed --{new} (same "
-                                    "values); update the command or flagfile")
+        raise flags.ValidationError(
+            f"--{old} was renamed --{new} (same values); update the command or flagfile")
     return True
 
 
@@ -464,21 +348,16 @@ def _check_items(name, values, error=ConfigError):
 
 
 def grouped_help(flag_values=flags.FLAGS):
-    """The project's flags grouped by stage (python -m tf_pixintra.train
-    --helpshort)."""
-    names = [_flag_name(section, field.name) for section, cls in _SECTIONS
-             for field in dataclasses.fields(cls)]
-    return flag_help.grouped_help(flag_values, names)
+    """The project's flags grouped by stage (python -m tf_pixintra.train --helpshort)."""
+    return flag_help.grouped_help(flag_values, [name for _, _, name in _fields()])
 
 
 def _convert_tuple(name, values, default):
     """Converts a list flag to a tuple of the default's element type."""
-    if not default:
-        kind = float if name in ("scale_range",) else int
-    elif isinstance(default[0], str):
-        return tuple(values)
-    else:
+    if default:   # str items convert to themselves
         kind = type(default[0])
+    else:
+        kind = float if name == "scale_range" else int
     out = []
     for v in values:
         try:
@@ -490,17 +369,13 @@ def _convert_tuple(name, values, default):
 
 def from_flags(flag_values):
     """Builds and validates a Config from parsed absl flag values."""
-    sections = {}
-    for section, cls in _SECTIONS:
-        kwargs = {}
-        for field in dataclasses.fields(cls):
-            name = _flag_name(section, field.name)
-            value = flag_values[name].value
-            if isinstance(field.default, tuple):
-                value = _convert_tuple(field.name, value, field.default)
-            kwargs[field.name] = value
-        sections[section] = cls(**kwargs)
-    config = Config(**sections)
+    kwargs = {section: {} for section, _ in _SECTIONS}
+    for section, field, name in _fields():
+        value = flag_values[name].value
+        if isinstance(field.default, tuple):
+            value = _convert_tuple(field.name, value, field.default)
+        kwargs[section][field.name] = value
+    config = Config(**{section: cls(**kwargs[section]) for section, cls in _SECTIONS})
     validate(config)
     return config
 
@@ -512,8 +387,7 @@ def _check(cond, message):
 
 def _check_size(name, size):
     _check(len(size) == 2 and all(s > 0 for s in size),
-           f"--{name}={','.join(map(str, size))}: expected two positive "
-           "integers H,W")
+           f"--{name}={','.join(map(str, size))}: expected two positive integers H,W")
 
 
 def _check_rate(name, value):
@@ -524,8 +398,7 @@ def _check_rate(name, value):
 def _check_training(name, stage_cfg):
     """A training stage's learning rate, steps and batch size."""
     _check_rate(f"{name}_lr_g", stage_cfg.lr_g)
-    _check(stage_cfg.steps >= 0,
-           f"--{name}_steps={stage_cfg.steps}: expected >= 0")
+    _check(stage_cfg.steps >= 0, f"--{name}_steps={stage_cfg.steps}: expected >= 0")
     _check(stage_cfg.batch_size >= 1,
            f"--{name}_batch_size={stage_cfg.batch_size}: expected >= 1")
 
@@ -542,46 +415,37 @@ def _check_choices(section, section_cfg):
 
 
 def validate(config):
-    """Raises ConfigError on any invalid value. Called before work starts.
-
-    Each section checks its own fields (`validate` of its class); this adds
-    the enumerated values and what spans sections.
-    """
+    """Raises ConfigError on any invalid value: each section's own `validate`, the
+    enumerated values, and what spans sections. Called before work starts."""
     for section, _ in _SECTIONS:
         _check_choices(section, getattr(config, section))
         getattr(config, section).validate()
     selector, method = config.pseudo.selector, config.intra.method
     _check((selector == "intrada") == (method == "intrada"),
-           f"--selector={selector!r} and --intra_method={method!r}: the "
-           "IntraDA baseline needs both set to intrada (and the pixel-level "
-           "methods neither)")
+           f"--selector={selector!r} and --intra_method={method!r}: the IntraDA baseline "
+           "needs both set to intrada (and the pixel-level methods neither)")
     r = config.run
     flag = "pipeline" if r.stage == "all" else "stage"
     for stage, round_index in run_layout.plan(r):
         _check(not config.inter.model or not run_layout.STAGES[stage].stage_one,
                f"--inter_model={config.inter.model!r} replaces Stage I, but "
                f"--{flag} runs {stage!r}; leave it out")
-        needs_model = stage == "pseudo" or (
-            stage == "intra" and config.intra.init == "inter")
+        needs_model = stage == "pseudo" or (stage == "intra" and config.intra.init == "inter")
         _check(not needs_model or config.inter.model
                or run_layout.model_source(r.pipeline, round_index),
-               f"--pipeline={','.join(r.pipeline)}: no model makes round "
-               f"{round_index}'s pseudo labels; put inter or source_only "
-               "before its pseudo, or set --inter_model")
+               f"--pipeline={','.join(r.pipeline)}: no model makes round {round_index}'s "
+               "pseudo labels; put inter or source_only before its pseudo, or set --inter_model")
     if not config.data.toyscapes:
         _check_roots(config.data, [stage for stage, _ in run_layout.plan(r)])
 
 
 def _check_roots(d, stages):
     """The data roots the stages read must exist (not for ToyScapes)."""
-    if any(run_layout.STAGES[s].stage_one for s in stages):
-        _check(bool(d.source_root), "--source_root is empty (or use --toyscapes)")
-        _check(os.path.isdir(d.source_root),
-               f"--source_root={d.source_root!r}: no such directory")
-    if any(run_layout.STAGES[s].reads_target for s in stages):
-        _check(bool(d.target_root), "--target_root is empty (or use --toyscapes)")
-        _check(os.path.isdir(d.target_root),
-               f"--target_root={d.target_root!r}: no such directory")
+    for name, reads in (("source_root", "stage_one"), ("target_root", "reads_target")):
+        if any(getattr(run_layout.STAGES[s], reads) for s in stages):
+            path = getattr(d, name)
+            _check(bool(path), f"--{name} is empty (or use --toyscapes)")
+            _check(os.path.isdir(path), f"--{name}={path!r}: no such directory")
     for name in ("source_list", "target_list", "target_val_list"):
         path = getattr(d, name)
         if path:
@@ -589,36 +453,27 @@ def _check_roots(d, stages):
 
 
 def shard_over_workers(config, task_index, num_workers):
-    """The config with the pseudo stage split over `num_workers` workers.
-
-    Under --strategy=multi_worker every worker does one shard: --num_shards
-    becomes the number of workers and --shard_index this worker's index. An
-    explicit value that says otherwise is a ConfigError naming both.
-    """
+    """The config with the pseudo stage split over the --strategy=multi_worker workers,
+    one shard each; explicit --num_shards / --shard_index that say otherwise: ConfigError."""
     p = config.pseudo
     _check(p.num_shards in (1, num_workers),
-           f"--num_shards={p.num_shards} contradicts the {num_workers} workers "
-           "of TF_CONFIG (--strategy=multi_worker gives one shard to each "
-           "worker); leave --num_shards out")
+           f"--num_shards={p.num_shards} contradicts the {num_workers} workers of TF_CONFIG "
+           "(--strategy=multi_worker gives one shard to each worker); leave --num_shards out")
     _check(p.shard_index in (-1, task_index),
-           f"--shard_index={p.shard_index} contradicts this worker's index "
-           f"{task_index} in TF_CONFIG (--strategy=multi_worker gives shard "
-           "k to worker k); leave --shard_index out")
-    pseudo = dataclasses.replace(p, num_shards=num_workers,
-                                 shard_index=task_index)
+           f"--shard_index={p.shard_index} contradicts this worker's index {task_index} in "
+           "TF_CONFIG (--strategy=multi_worker gives shard k to worker k); leave "
+           "--shard_index out")
+    pseudo = dataclasses.replace(p, num_shards=num_workers, shard_index=task_index)
     return dataclasses.replace(config, pseudo=pseudo)
 
 
 def check_batch_sizes(config, plan, num_replicas):
-    """Each training stage's global batch must split evenly over the replicas.
-
-    `plan` is [(stage, round)]; ConfigError names the flag and both values.
-    """
+    """Each training stage of `plan` ([(stage, round)]) must split its global batch evenly
+    over the replicas; ConfigError names the flag and both values."""
     sections = {run_layout.STAGES[stage].section for stage, _ in plan}
     for name in sorted(sections - {""}):
         batch_size = getattr(config, name).batch_size
         _check(batch_size % num_replicas == 0,
-               f"--{name}_batch_size={batch_size} does not divide "
-               f"over {num_replicas} replicas (--strategy="
-               f"{config.run.strategy}, --devices={config.run.devices}); "
+               f"--{name}_batch_size={batch_size} does not divide over {num_replicas} replicas "
+               f"(--strategy={config.run.strategy}, --devices={config.run.devices}); "
                f"expected a multiple of {num_replicas} (batch sizes are global)")

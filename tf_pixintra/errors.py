@@ -18,17 +18,13 @@ class TrainingDiverged(ValueError):
 
 
 class PeerTimeout(RuntimeError):
-    """A multi-worker peer's files did not appear in time. The message names
-    the waiting worker and the missing files."""
+    """A multi-worker peer's files did not appear in time (names the worker and the files)."""
 
 
-def cli_main(argv, run, flag_values, status,
-             errors=(ConfigError, DataError)):
-    """The body of a CLI's absl `main`: runs `run(flag_values)`.
+def cli_main(argv, run, flag_values, status, errors=(ConfigError, DataError)):
+    """The body of a CLI's absl `main`: runs `run(flag_values)`; returns the exit status.
 
-    Extra positional arguments are a usage error; one of `errors` (bad
-    input or settings) is one line on stderr and exit status `status`
-    instead of a traceback. Returns the exit status.
+    Extra arguments are a usage error; one of `errors` is one line on stderr and `status`.
     """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -1,11 +1,11 @@
-"""The run directory and the stage graph, free of TensorFlow (evaluate's
-scoring path and --help read it).
+"""The run directory and the stage graph, free of TensorFlow (evaluate's scoring path and
+--help read it).
 
-    <run_dir>/config.json, run.json (the newest model), summary.json,
-              comparison.png, sources_checked.json
-              <stage>/  source_only, inter, pseudo_r<n>, intra_r<n>, eval,
-                        export; metrics.json (written last: finished),
-                        model.keras and checkpoints/ (training stages)
+    <run_dir>/config.json, run.json (the newest model), summary.json, comparison.png,
+              sources_checked.json
+              <stage>/  source_only, inter, pseudo_r<n>, intra_r<n>, eval, export;
+                        metrics.json (written last: finished), model.keras and
+                        checkpoints/ (training stages)
               pseudo_r<n>/  <set>-<k>-of-<N>.tfrecord shards, <set>-index.json,
                         summary.json, preview_<i>.png; while it runs
                         pass<p>-<k>-of-<N>.json and cache/
@@ -25,9 +25,8 @@ CHECK_RECORD = "sources_checked.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
-# Inside pseudo_r<n>/. The record set Stage II reads (IntraDA's selector
-# writes "easy" and "hard" instead); predictions kept between the two
-# passes (deleted at the end); the previews, by target image index.
+# Inside pseudo_r<n>/: the record set Stage II reads (IntraDA's selector writes "easy" and
+# "hard" instead); predictions kept between the two passes; previews by target image index.
 RECORDS = "target"
 CACHE_DIR = "cache"
 PREVIEW_FILE = "preview_{:03d}.png"
@@ -44,15 +43,14 @@ def index_name(name):
 
 
 def pass_name(pass_number, shard, num_shards):
-    """`pass1-00003-of-00008.json`: written last by a pseudo shard's pass,
-    it marks that pass done."""
+    """`pass1-00003-of-00008.json`: written last by a pseudo shard's pass, marks it done."""
     return f"pass{pass_number}-{shard:05d}-of-{num_shards:05d}.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One kind of stage; tf_pixintra.stages.<module> runs it with
-    run(ctx, round_index) if it has rounds, else run(ctx, name)."""
+    """One kind of stage; tf_pixintra.stages.<module> runs it with run(ctx, round_index) if
+    it has rounds, else run(ctx, name)."""
     name: str
     module: str
     rounds: bool = False      # the n-th in --pipeline is round n, in <name>_r<n>/
@@ -63,10 +61,8 @@ class Stage:
 
 
 STAGES = {stage.name: stage for stage in (
-    Stage("source_only", "inter_stage", trains=True, stage_one=True,
-          section="inter"),
-    Stage("inter", "inter_stage", trains=True, stage_one=True,
-          section="inter"),
+    Stage("source_only", "inter_stage", trains=True, stage_one=True, section="inter"),
+    Stage("inter", "inter_stage", trains=True, stage_one=True, section="inter"),
     Stage("pseudo", "pseudo_stage", rounds=True),
     Stage("intra", "intra_stage", rounds=True, trains=True, section="intra"),
     Stage("eval", "eval_stage"),
@@ -96,9 +92,9 @@ def numbered(pipeline):
 
 
 def model_source(pipeline, round_index):
-    """(stage, round) whose model makes round `round_index`'s pseudo labels:
-    the last training stage before that round's pseudo stage in `pipeline`
-    (before its end for a round past the pipeline's); None if there is none."""
+    """(stage, round) whose model makes round `round_index`'s pseudo labels: the last
+    training stage before that round's pseudo stage in `pipeline` (before its end for a
+    round past the pipeline's); None if there is none."""
     source = None
     for step in numbered(pipeline):
         if step == ("pseudo", round_index):
@@ -109,9 +105,8 @@ def model_source(pipeline, round_index):
 
 
 def model_for_round(config, run_dir, round_index):
-    """Path of the model that makes round `round_index`'s pseudo labels;
-    --inter_model stands in for Stage I's (and is all a pipeline without
-    Stage I has)."""
+    """Path of the model that makes round `round_index`'s pseudo labels; --inter_model stands
+    in for Stage I's (and is all a pipeline without Stage I has)."""
     source = model_source(config.run.pipeline, round_index)
     if config.inter.model and (source is None or STAGES[source[0]].stage_one):
         return config.inter.model
@@ -126,13 +121,12 @@ def completed(stage_dir):
     try:
         return io_utils.read_json(path)
     except DataError as e:
-        raise DataError(f"{e}. It marks the stage finished; to recover, "
-                        "delete it and run the same command: the stage runs "
-                        "again (a training stage from its last checkpoint)") from None
+        raise DataError(f"{e}. It marks the stage finished; to recover, delete it and run the "
+                        "same command: the stage runs again (a training stage from its last "
+                        "checkpoint)") from None
 
 
 def pending_stages(run_dir, steps):
     """Directory names of the planned `steps` that have not finished."""
     names = [stage_dir_name(stage, round_index) for stage, round_index in steps]
-    return [name for name in names
-            if not io_utils.exists(io_utils.join(run_dir, name, METRICS_FILE))]
+    return [n for n in names if not io_utils.exists(io_utils.join(run_dir, n, METRICS_FILE))]

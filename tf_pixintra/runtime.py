@@ -1,9 +1,7 @@
 """Devices, tf.distribute strategies and mixed precision, set up once per process.
 
-Global batch semantics: every batch size in the configs is GLOBAL. With R
-replicas each replica gets batch_size / R examples, and each loss is divided
-by R before its gradient so the all-reduced (summed) gradients equal the
-gradient of the global mean.
+Batch sizes are GLOBAL: each of R replicas gets batch_size / R examples and divides each
+loss by R, so the all-reduced (summed) gradients are those of the global mean.
 """
 
 import json
@@ -14,8 +12,6 @@ import tensorflow as tf
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-
-_configured = {}
 
 
 def split_cpu(num_devices):
@@ -28,9 +24,8 @@ def split_cpu(num_devices):
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices)
     except RuntimeError as e:
-        raise ConfigError(
-            f"cannot split the CPU into {num_devices} devices after TensorFlow "
-            f"has initialised its devices ({e})") from None
+        raise ConfigError(f"cannot split the CPU into {num_devices} devices after TensorFlow "
+                          f"has initialised its devices ({e})") from None
 
 
 def make_strategy(strategy="one_device", devices=0):
@@ -43,16 +38,14 @@ def make_strategy(strategy="one_device", devices=0):
         try:
             json.loads(os.environ["TF_CONFIG"])
         except ValueError:
-            raise ConfigError("TF_CONFIG is not valid JSON: "
-                              f"{os.environ['TF_CONFIG']!r}") from None
+            raise ConfigError(
+                f"TF_CONFIG is not valid JSON: {os.environ['TF_CONFIG']!r}") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if strategy == "one_device":
-        # The default strategy, not OneDeviceStrategy: TF places the ops on
-        # the first GPU (else the CPU) either way, and a process whose first
-        # fit() runs under a OneDeviceStrategy trains 1.4-2.4x slower per
-        # step on a 2-core CPU (benchmarks/fit_strategy.py; BENCHMARKS.md,
-        # "Train step cost").
+        # The default strategy, not OneDeviceStrategy: TF places ops on the first GPU (else
+        # the CPU) either way, and a first fit() under OneDeviceStrategy trains slower per
+        # step (benchmarks/fit_strategy.py; BENCHMARKS.md, "Train step cost").
         return tf.distribute.get_strategy()
     if gpus:
         names = [f"/gpu:{i}" for i in range(len(gpus))]
@@ -68,16 +61,9 @@ def make_strategy(strategy="one_device", devices=0):
 
 
 def set_deterministic(seed):
-    """Makes training repeatable on one machine (the --deterministic flag).
-
-    Turns on TF op determinism (every op picks a deterministic kernel or
-    raises; reductions and scatter-adds then run in a fixed order, which is
-    slower) and sets the Python, NumPy and TF global seeds from `seed`. The
-    models, discriminators and input pipelines already draw from explicit
-    seeds (stateless augmentation, `deterministic=True` tf.data maps), so
-    the global seeds only fix whatever would otherwise draw from them.
-    Call before any op runs.
-    """
+    """Makes training repeatable on one machine (--deterministic): TF op determinism
+    (deterministic kernels, slower) and the Python, NumPy and TF global seeds from `seed`.
+    Call before any op runs."""
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
 
@@ -98,12 +84,8 @@ def worker_info(strategy):
 
 
 def worker_index(strategy):
-    """(index, count) of this process among the workers that share stages.
-
-    Under MultiWorkerMirroredStrategy `count` is the number of chief and
-    worker tasks in TF_CONFIG and `index` this task's place among them (the
-    chief first, then the workers by task index); otherwise (0, 1).
-    """
+    """(index, count) of this process among the chief and worker tasks of TF_CONFIG that
+    share stages (the chief first, then the workers by task index); otherwise (0, 1)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return 0, 1

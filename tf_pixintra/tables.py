@@ -1,9 +1,6 @@
-"""Per-class IoU tables in markdown, laid out like the paper's Tables 1 and 2.
-
-Table 1 (GTA5 -> Cityscapes) lists the 19 classes, Table 2 (SYNTHIA ->
-Cityscapes) the 13 classes of labels.TRAINIDS_13, each followed by mIoU.
-The 16-class SYNTHIA protocol adds an "mIoU*" column: the 13-class mean,
-as the SYNTHIA papers report it next to the 16-class one.
+"""Per-class IoU tables in markdown, laid out like the paper's Tables 1 (19 classes) and 2
+(SYNTHIA: labels.TRAINIDS_13), each followed by mIoU. The 16-class SYNTHIA protocol adds
+"mIoU*", the 13-class mean, as the SYNTHIA papers report it next to the 16-class one.
 """
 
 import math
@@ -41,10 +38,9 @@ def _cell(value):
 def per_class_table(rows, classes=19):
     """Markdown table: one row per (method name, iou dict), one decimal.
 
-    Each iou dict maps trainIds or class names (full or short) to IoU in %
-    (None / NaN / a missing key: shown as "-" and left out of the mean), as in
-    the "iou" entry of tf_pixintra.evaluate's result. The mIoU column is the
-    mean over the listed classes with a value; `classes` is 19, 16 or 13.
+    Each iou dict (tf_pixintra.evaluate's "iou") maps trainIds or class names (full or
+    short) to IoU in %; None, NaN or a missing key shows "-" and is left out of the mean.
+    mIoU: the mean over the listed classes with a value; `classes` is 19, 16 or 13.
     """
     if classes not in EVAL_SUBSETS:
         raise ValueError(f"classes must be one of {sorted(EVAL_SUBSETS)}, got {classes!r}")
@@ -52,8 +48,7 @@ def per_class_table(rows, classes=19):
     header = ["Method"] + [SHORT_NAMES[k] for k in class_ids] + ["mIoU"]
     if classes == 16:
         header.append("mIoU*")
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "---|" + "---:|" * (len(header) - 1)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for name, ious in rows:
         values = [_value(ious, k) for k in class_ids]
         cells = [str(name)] + [_cell(v) for v in values] + [_cell(_mean(values))]

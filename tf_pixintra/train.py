@@ -1,10 +1,7 @@
 """Entry point: python -m tf_pixintra.train --flagfile configs/<name>.cfg [--stage ...]
 
-Runs one stage, or (--stage=all) the whole pipeline
-    inter -> pseudo -> intra -> pseudo -> intra (KLD) -> eval -> export
-in one run directory, one sub-directory per stage. A finished stage is
-skipped when the command is run again; an interrupted one resumes from its
-last checkpoint. Ends by printing the target mIoU of every stage.
+Runs one stage or (--stage=all) --pipeline in one run directory; a rerun skips finished
+stages and resumes an interrupted one from its checkpoint. Prints each stage's target mIoU.
 """
 
 import importlib
@@ -19,10 +16,7 @@ from tf_pixintra import io_utils
 from tf_pixintra import run_layout
 from tf_pixintra import run_lock
 from tf_pixintra import visualize
-from tf_pixintra.errors import ConfigError
-from tf_pixintra.errors import DataError
-from tf_pixintra.errors import PeerTimeout
-from tf_pixintra.errors import TrainingDiverged
+from tf_pixintra.errors import ConfigError, DataError, PeerTimeout, TrainingDiverged, cli_main
 from tf_pixintra.stages import peers
 from tf_pixintra.stages import sources
 
@@ -33,26 +27,21 @@ COMPARISON_IMAGES = 4      # target val rows of comparison.png
 
 
 def check_run_dir(config, write=True):
-    """A run directory belongs to one experiment: refuse another config's.
-
-    With `write`, a run directory without config.json gets this config's.
-    """
+    """Refuses a run directory of another experiment; with `write`, records this one's."""
     path = io_utils.join(config.run.run_dir, run_layout.CONFIG_FILE)
     wanted = config.experiment_dict()
     if io_utils.exists(path):
         try:
             have = io_utils.read_json(path)
         except DataError as e:
-            raise DataError(f"{e}. It records the experiment of this run "
-                            "directory; to recover, delete it and run the "
-                            "same command (it is written again from the "
-                            "flags)") from None
+            raise DataError(f"{e}. It records the experiment of this run directory; to "
+                            "recover, delete it and run the same command (it is written "
+                            "again from the flags)") from None
         if have != wanted:
-            diffs = _differences(have, wanted)
-            raise ConfigError(
-                f"--run_dir={config.run.run_dir!r} holds a run of another "
-                f"config ({path}); differing: {', '.join(diffs[:8])}. Use a new "
-                "--run_dir, or the flags of that run.")
+            diffs = ", ".join(_differences(have, wanted)[:8])
+            raise ConfigError(f"--run_dir={config.run.run_dir!r} holds a run of another config "
+                              f"({path}); differing: {diffs}. Use a new --run_dir, or the "
+                              "flags of that run.")
     elif write:
         io_utils.write_json(path, wanted)
 
@@ -69,11 +58,8 @@ def _differences(a, b, prefix=""):
 
 
 def run_stage(ctx, stage, round_index):
-    """Runs one stage (run_layout.STAGES); returns (row name, metrics or None).
-
-    The stage modules load TensorFlow: imported when a run gets here, so
-    --help and flag errors answer without it.
-    """
+    """Runs one stage (run_layout.STAGES); returns (row name, metrics or None). Imported
+    here: the stage modules load TensorFlow, which --help and flag errors skip."""
     spec = run_layout.STAGES[stage]
     module = importlib.import_module(f"tf_pixintra.stages.{spec.module}")
     return (run_layout.stage_dir_name(stage, round_index),
@@ -123,11 +109,8 @@ def run(config):
 
 
 def _run(config, strategy, is_chief, worker=(0, 1)):
-    """`run` once the run directory is this process's.
-
-    `worker` is (index, count) of this process among the multi-worker
-    workers; with count > 1 the pseudo stage gets one shard per worker.
-    """
+    """`run` once the run directory is this process's. `worker`: (index, count) of this
+    process among the multi-worker workers, each of which then does one pseudo shard."""
     # Lazy, as in `run_stage`: TensorFlow loads when a run starts.
     from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
     task_index, num_workers = worker
@@ -136,8 +119,7 @@ def _run(config, strategy, is_chief, worker=(0, 1)):
     check_run_dir(config, write=False)
     plan = run_layout.plan(config.run)
     config_lib.check_batch_sizes(config, plan, strategy.num_replicas_in_sync)
-    need_source = any(run_layout.STAGES[s].stage_one for s, _ in plan)
-    srcs = sources.resolve(config.data, need_source)
+    srcs = sources.resolve(config.data, any(run_layout.STAGES[s].stage_one for s, _ in plan))
     if run_layout.pending_stages(config.run.run_dir, plan):
         sources.check(srcs, config.run.run_dir if is_chief else None)
     check_run_dir(config)   # written once the sources have passed
@@ -146,13 +128,11 @@ def _run(config, strategy, is_chief, worker=(0, 1)):
     rows = []   # (row name = stage directory, metrics)
     for stage, round_index in plan:
         if rows and not is_chief:
-            # Multi-worker: the stage may read what the chief alone writes
-            # at the end of the one before (its model.keras, say).
+            # The stage may read what the chief alone wrote (the last model.keras, say).
             peers.chief_result(ctx, io_utils.join(config.run.run_dir, rows[-1][0]))
         logging.info("stage %s (round %d)", stage, round_index)
-        name, metrics = run_stage(ctx, stage, round_index)
-        rows.append((name, metrics))
-        if metrics is None:
+        rows.append(run_stage(ctx, stage, round_index))
+        if rows[-1][1] is None:
             break
     summary = io_utils.join(config.run.run_dir, run_layout.SUMMARY_FILE)
     if is_chief and _json_or_none(summary) != dict(rows):
@@ -180,24 +160,20 @@ def _json_or_none(path):
         return None
 
 
+def _train(flag_values):
+    print(format_summary(run(config_lib.from_flags(flag_values))))
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = config_lib.from_flags(FLAGS)
-        rows = run(config)
-    except (ConfigError, DataError, FileNotFoundError, TrainingDiverged,
-            PeerTimeout) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli_main(argv, _train, FLAGS, status=2, errors=(
+            ConfigError, DataError, FileNotFoundError, TrainingDiverged, PeerTimeout))
     except KeyboardInterrupt:
         print("interrupted: the checkpoint is saved; run the same command to "
               "resume", file=sys.stderr)
         # Lazy: compat imports TensorFlow, which flag errors do not wait for.
         from tf_pixintra import compat  # pylint: disable=import-outside-toplevel
         compat.exit_now(130)
-    print(format_summary(rows))
-    return 0
 
 
 def parse_flags(argv):
