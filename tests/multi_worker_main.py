@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from adapter_fixtures import (compile_tiny, make_dataset_fn,  # noqa: E402
                               stage1_batches, tiny_discriminators,
                               tiny_generator, weights_of)
-from tf_pixintra import compat  # noqa: E402
 from tf_pixintra import runtime  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
 from tf_pixintra.stages import training  # noqa: E402
@@ -117,7 +116,8 @@ def main():
                        "iterations": int(keras.ops.convert_to_numpy(
                            adapter.g_optimizer.iterations)),
                        "seen_at_train_end": seen.seen}, f)
-        compat.exit_now(130)
+        sys.stdout.flush()
+        sys.exit(130)
     times["trained"] = time.monotonic() - T0
     np.savez(args.out + ".npz",
              *weights_of(adapter.generator, adapter.d_main, adapter.d_aux))

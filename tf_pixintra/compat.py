@@ -4,9 +4,6 @@ tests/test_compat.py shows each problem still exists; when one fails after an up
 the workaround it names can go.
 """
 
-import os
-import sys
-
 import keras
 import tensorflow as tf
 # TF's runtime oneDNN switch (private; see `onednn_enabled`).
@@ -59,19 +56,6 @@ class PrebuiltModel(keras.Model):
             return None
         return super()._maybe_symbolic_build(iterator=iterator,
                                              data_batch=data_batch)
-
-
-def exit_now(status):
-    """Flushes stdout and stderr and ends the process without shutdown.
-
-    After an interrupted fit(), tf.data's multi-device iterator threads can block
-    interpreter shutdown; call this only when everything is on disk. No upstream report or
-    reproduction is known (a plain MirroredStrategy fit interrupted from a callback exits
-    normally), so tests/test_compat.py has no test for it.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # pylint: disable=protected-access
 
 
 def onednn_enabled():

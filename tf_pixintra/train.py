@@ -171,9 +171,7 @@ def main(argv):
     except KeyboardInterrupt:
         print("interrupted: the checkpoint is saved; run the same command to "
               "resume", file=sys.stderr)
-        # Lazy: compat imports TensorFlow, which flag errors do not wait for.
-        from tf_pixintra import compat  # pylint: disable=import-outside-toplevel
-        compat.exit_now(130)
+        return 130
 
 
 def parse_flags(argv):
