@@ -135,26 +135,17 @@ def _describe(record):
             f"{record.get('mode', 'exclusive')}, refreshed {age:.0f} s ago")
 
 
-class _Heartbeat(threading.Thread):
-    """Rewrites the lock file's time every HEARTBEAT_SECS until stopped."""
-
-    def __init__(self, path, record):
-        super().__init__(daemon=True, name="run-lock-heartbeat")
-        self.path, self.record = path, record
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(HEARTBEAT_SECS):
-            try:
-                if not _is_mine(self.path, self.record):
-                    logging.error("the run lock %s was taken over by another "
-                                  "process", self.path)
-                    return
-                io_utils.write_json(self.path, {**self.record, "time": time.time()})
-            except Exception as e:  # pylint: disable=broad-except
-                # A passing network error: the next beat tries again.
-                logging.warning("could not refresh the run lock %s: %s",
-                                self.path, e)
+def _heartbeat(path, record, stop):
+    """Rewrites the lock file's time every HEARTBEAT_SECS until `stop` is set."""
+    while not stop.wait(HEARTBEAT_SECS):
+        try:
+            if not _is_mine(path, record):
+                logging.error("the run lock %s was taken over by another process", path)
+                return
+            io_utils.write_json(path, {**record, "time": time.time()})
+        except Exception as e:  # pylint: disable=broad-except
+            # A passing network error: the next beat tries again.
+            logging.warning("could not refresh the run lock %s: %s", path, e)
 
 
 def _is_mine(path, record):
@@ -177,21 +168,19 @@ def _hold_file(run_dir, shared):
     # Read back after a pause: a process that started at the same moment
     # and wrote over this file, or took the other kind of lock, wins.
     time.sleep(SETTLE_SECS)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, record, stop),
+                            daemon=True, name="run-lock-heartbeat")
     try:
         if not _is_mine(path, record):
             raise _in_use(run_dir, _describe(_read_record(path) or {}), path)
         _refuse_if_held(run_dir, shared, path)
-    except ConfigError:
-        if _is_mine(path, record):
-            io_utils.remove(path, missing_ok=True)
-        raise
-    beat = _Heartbeat(path, record)
-    beat.start()
-    try:
+        beat.start()
         yield not shared
     finally:
-        beat.stop.set()
-        beat.join()
+        stop.set()
+        if beat.is_alive():
+            beat.join()
         if _is_mine(path, record):
             io_utils.remove(path, missing_ok=True)
 
