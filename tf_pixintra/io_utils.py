@@ -42,10 +42,6 @@ def _gfile():
     return _tf().io.gfile
 
 
-def _not_found():
-    return _tf().errors.NotFoundError
-
-
 def is_url(path):
     """True for a path with a scheme (`gs://b/x`, `ram://x`): a gfile path."""
     return SCHEME_SEPARATOR in os.fspath(path)
@@ -102,18 +98,14 @@ def relpath(path, start):
 def inside(directory, relative, source):
     """`directory`/`relative`; DataError naming `source` (the file or list
     that gave `relative`) if it leaves `directory`."""
-    if os.path.isabs(relative) or is_url(relative):
-        leaves = True
-    elif is_url(directory):
-        _, rest = _split_url(absolute(directory))
-        base = posixpath.normpath("/" + rest)
+    if is_url(directory):
+        base = posixpath.normpath("/" + _split_url(absolute(directory))[1])
         path = posixpath.normpath(posixpath.join(base, relative))
-        leaves = posixpath.commonpath([base, path]) != base
     else:
         base = os.path.realpath(directory)
         path = os.path.realpath(os.path.join(directory, relative))
-        leaves = os.path.commonpath([base, path]) != base
-    if leaves:
+    if (os.path.isabs(relative) or is_url(relative)
+            or posixpath.commonpath([base, path]) != base):
         raise DataError(f"{source}: path {relative!r} leaves {directory}; "
                         "expected a path relative to it and inside it")
     return join(directory, relative)
@@ -139,7 +131,7 @@ def getsize(path):
         return os.path.getsize(path)
     try:
         return _gfile().stat(path).length
-    except _not_found():
+    except _tf().errors.NotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
 
 
@@ -148,15 +140,14 @@ def listdir(path):
     stores add); FileNotFoundError if it is missing."""
     if not is_url(path):
         return sorted(os.listdir(path))
-    gfile = _gfile()
-    if not gfile.isdir(path):
+    if not _gfile().isdir(path):
         raise FileNotFoundError(f"{path}: no such directory")
-    names = sorted({name.rstrip("/") for name in gfile.listdir(path)})
+    names = sorted({name.rstrip("/") for name in _gfile().listdir(path)})
     if os.fspath(path).startswith(RAM_SCHEME):
         # TF's ram:// lists by prefix ("assets" lists ".extra" of
         # "assets.extra"): keep the names that exist. (Its `exists` is true
         # for a prefix of a name too: no run directory name prefixes another.)
-        names = [n for n in names if gfile.exists(join(path, n))]
+        names = [n for n in names if _gfile().exists(join(path, n))]
     return names
 
 
@@ -165,15 +156,13 @@ def walk(path):
     editing the yielded dir names. A missing `path` yields nothing."""
     if not is_url(path):
         yield from os.walk(path)
-        return
-    if not _gfile().isdir(path):
-        return
-    dirs, files = [], []
-    for name in listdir(path):
-        (dirs if _gfile().isdir(join(path, name)) else files).append(name)
-    yield path, dirs, files
-    for name in dirs:
-        yield from walk(join(path, name))
+    elif _gfile().isdir(path):
+        dirs, files = [], []
+        for name in listdir(path):
+            (dirs if _gfile().isdir(join(path, name)) else files).append(name)
+        yield path, dirs, files
+        for name in dirs:
+            yield from walk(join(path, name))
 
 
 def glob(pattern):
@@ -192,12 +181,12 @@ def makedirs(path):
 
 
 def remove(path, missing_ok=False):
-    """Deletes one file."""
+    """Deletes one file; FileNotFoundError if missing, unless `missing_ok`."""
     try:
         if is_url(path):
             try:
                 _gfile().remove(path)
-            except _not_found():
+            except _tf().errors.NotFoundError:
                 raise FileNotFoundError(f"{path}: no such file") from None
         else:
             os.remove(path)
@@ -211,7 +200,7 @@ def rmtree(path):
     if not is_url(path):
         shutil.rmtree(path, ignore_errors=True)
     elif _gfile().exists(path):
-        with contextlib.suppress(_not_found()):
+        with contextlib.suppress(_tf().errors.NotFoundError):
             _gfile().rmtree(path)
 
 
@@ -259,7 +248,7 @@ def read_bytes(path):
     try:
         with _gfile().GFile(path, "rb") as f:
             return f.read()
-    except _not_found():
+    except _tf().errors.NotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
 
 
@@ -319,12 +308,9 @@ def atomic_path(path):
 
 @contextlib.contextmanager
 def atomic_dir(path):
-    """Yields a temporary directory path beside `path`; on success it
-    replaces the directory `path`.
-
-    A gfile URL has no directory rename (ram:// does not move the contents),
-    so the files are copied: `path` is whole once this returns.
-    """
+    """Yields a temporary directory path beside `path` that replaces the
+    directory `path` on success (a URL has no directory rename: the files are
+    copied, so `path` is whole once this returns)."""
     directory = parent(path)
     makedirs(directory)
     if is_url(path):
@@ -362,7 +348,6 @@ def local_scratch(directory, prefix):
 
 
 def write_bytes(path, data):
-    """Writes `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         with open_file(tmp, "wb") as f:
             f.write(data)
