@@ -110,10 +110,8 @@ class Progress:
     def bar(self, final=False):
         parts = [self.label, self._count_text()]
         if self.total:
-            done = min(BAR_WIDTH, BAR_WIDTH * self.count // self.total)
-            arrow = ">" if done < BAR_WIDTH else ""
-            parts.append("[" + "=" * done + arrow
-                         + "." * (BAR_WIDTH - done - len(arrow)) + "]")
+            done = "=" * (BAR_WIDTH * self.count // self.total) + ">"   # cut when full
+            parts.append("[" + done.ljust(BAR_WIDTH, ".")[:BAR_WIDTH] + "]")
             parts.append(f"{self._percent():3.0f}%")
         parts.append(format_rate(self.rate(), self.unit))
         if final:

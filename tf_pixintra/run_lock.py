@@ -53,9 +53,7 @@ def hold(run_dir, shared=False):
     """A context manager holding the run directory's lock; ConfigError when
     taken. Yields True when held exclusively; False, without a lock, for a
     run directory that cannot be written (nothing can write there)."""
-    if io_utils.is_url(run_dir):
-        return _hold_file(run_dir, shared)
-    return _hold_flock(run_dir, shared)
+    return (_hold_file if io_utils.is_url(run_dir) else _hold_flock)(run_dir, shared)
 
 
 def _in_use(run_dir, holder, path):
@@ -76,8 +74,7 @@ def _hold_flock(run_dir, shared):
         raise
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                        | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _in_use(run_dir, _holder(path), path) from None
         if not shared:
@@ -233,8 +230,7 @@ def remove_stray_temporaries(run_dir):
                 io_utils.remove(io_utils.join(root, name))
                 removed.append(io_utils.join(root, name))
     if removed:
-        logging.warning("removed %d temporary file(s) left by an interrupted "
-                        "run in %s: %s", len(removed), run_dir,
-                        ", ".join(io_utils.relpath(p, run_dir)
-                                  for p in removed[:5]))
+        logging.warning("removed %d temporary file(s) left by an interrupted run in %s: %s",
+                        len(removed), run_dir,
+                        ", ".join(io_utils.relpath(p, run_dir) for p in removed[:5]))
     return removed
