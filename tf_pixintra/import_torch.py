@@ -32,8 +32,7 @@ def define_flags(flag_values=flags.FLAGS):
                         "named layer5 or layer6).", flag_values=flag_values)
     flags.DEFINE_string("out", None, "Where to write the Keras model (.keras).",
                         flag_values=flag_values)
-    flags.DEFINE_integer("num_classes", 19, "Classes of the heads.",
-                         flag_values=flag_values)
+    flags.DEFINE_integer("num_classes", 19, "Classes of the heads.", flag_values=flag_values)
     flags.DEFINE_integer("head_branches", 4, "Classifier branches summed: 4 "
                          "(ADVENT, IntraDA, BDL, CRST) or 2 (AdaptSegNet's "
                          "released models: its Classifier_Module returns "

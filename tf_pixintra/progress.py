@@ -127,9 +127,8 @@ class Progress:
 
     def _draw(self, final=False):
         text = self.bar(final)
-        pad = " " * max(0, self._width - len(text))
+        self._write("\r" + text.ljust(self._width) + ("\n" if final else ""))
         self._width = len(text)
-        self._write("\r" + text + pad + ("\n" if final else ""))
 
     def update(self, n=1):
         """Counts `n` more items; redraws or prints a line when it is time."""
@@ -156,8 +155,7 @@ class Progress:
                 self._draw(final=True)
             elif self._width:
                 self._write("\n")
-        elif completed and (self._lines
-                            or self.elapsed() >= self.min_seconds):
+        elif completed and (self._lines or self.elapsed() >= self.min_seconds):
             self._write(self.final_line() + "\n")
 
     def __enter__(self):
@@ -165,7 +163,6 @@ class Progress:
 
     def __exit__(self, exc_type, exc, tb):
         self.close(completed=exc_type is None)
-        return False
 
 
 def track(iterable, label, total=None, **kwargs):

@@ -23,14 +23,6 @@ TORCH_MISSING = ("reading PyTorch checkpoints needs torch: pip install -r "
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def _import_torch():
-    try:
-        import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise DataError(TORCH_MISSING) from None
-    return torch
-
-
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
@@ -75,7 +67,10 @@ def read_state_dict(path):
     DataError, one line naming the file: torch missing, no such file, not a
     checkpoint, a pickle holding more than tensors, or not a state dict.
     """
-    torch = _import_torch()
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise DataError(TORCH_MISSING) from None
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     try:
