@@ -167,9 +167,7 @@ def walk(path):
 
 def glob(pattern):
     """Paths matching a pattern (`*` and `?`, no `**`), sorted."""
-    if is_url(pattern):
-        return sorted(_gfile().glob(pattern))
-    return sorted(glob_lib.glob(pattern))
+    return sorted(_gfile().glob(pattern) if is_url(pattern) else glob_lib.glob(pattern))
 
 
 def makedirs(path):

@@ -19,9 +19,6 @@ create-if-absent, so the file is read back `SETTLE_SECS` after writing: of
 two processes that start at once, the one whose file was overwritten is
 refused. That needs reads that see the last write (GCS and S3 do); it
 guards against mistakes, not against a race started on purpose.
-
-The exclusive holder is the only writer, so it removes what a killed writer
-left (`remove_stray_temporaries`).
 """
 
 import contextlib
@@ -162,9 +159,7 @@ def _hold_file(run_dir, shared):
     if not _write_lock(path, record):
         yield False     # read-only: nothing can write there
         return
-    # Read back after a pause: a process that started at the same moment
-    # and wrote over this file, or took the other kind of lock, wins.
-    time.sleep(SETTLE_SECS)
+    time.sleep(SETTLE_SECS)   # then read back: see the module docstring
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(path, record, stop),
                             daemon=True, name="run-lock-heartbeat")
