@@ -3,18 +3,11 @@
     python -m tf_pixintra.import_torch --checkpoint FILE.pth --arch multi|single \
         --out MODEL.keras [--num_classes 19] [--head_branches 4|2]
 
-`--arch multi`: AdaptSegNet / ADVENT / IntraDA two-head models (layer5 =
-aux head on layer3, layer6 = main head on layer4); `--arch single`: BDL /
-CRST one-head models (head named layer5, or layer6 in ADVENT's single-level
-model). The result is the generator `build_deeplab_v2` makes (frozen BN,
-ResNet-101 unless --depth/--width say otherwise), saved like every stage's
-`model.keras` (temporary name, renamed when complete), so `--inter_model`,
-`tf_pixintra.evaluate --model` and the exporter take it as it is.
-
-Bad input (no torch, a file that is not a checkpoint, a missing or
-mismatching key) prints one line naming the file and key and exits with 2.
-The file is read with torch.load(weights_only=True): see
-tf_pixintra/torch_reader.py.
+The result is the generator `build_deeplab_v2` makes (frozen BN), saved like
+every stage's `model.keras`, so `--inter_model`, `tf_pixintra.evaluate
+--model` and the exporter take it as it is. Bad input (no torch, not a
+checkpoint, a missing or mismatching key) prints one line naming the file
+and key and exits with 2.
 """
 
 import os
@@ -24,14 +17,14 @@ from absl import app
 from absl import flags
 
 from tf_pixintra import io_utils
+from tf_pixintra import torch_reader
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.errors import DataError
+from tf_pixintra.errors import cli_main
 
 ARCH_CHOICES = ("multi", "single")
 
 
 def define_flags(flag_values=flags.FLAGS):
-    """Declares the importer's flags on `flag_values`."""
     flags.DEFINE_string("checkpoint", None, "PyTorch .pth state dict to read.",
                         flag_values=flag_values)
     flags.DEFINE_string("arch", None, "multi (two heads: layer5 aux on layer3, "
@@ -39,17 +32,15 @@ def define_flags(flag_values=flags.FLAGS):
                         "named layer5 or layer6).", flag_values=flag_values)
     flags.DEFINE_string("out", None, "Where to write the Keras model (.keras).",
                         flag_values=flag_values)
-    flags.DEFINE_integer("num_classes", 19, "Classes of the heads.",
-                         flag_values=flag_values)
+    flags.DEFINE_integer("num_classes", 19, "Classes of the heads.", flag_values=flag_values)
     flags.DEFINE_integer("head_branches", 4, "Classifier branches summed: 4 "
                          "(ADVENT, IntraDA, BDL, CRST) or 2 (AdaptSegNet's "
                          "released models: its Classifier_Module returns "
                          "after the second branch).", flag_values=flag_values)
     flags.DEFINE_integer("depth", 101, "ResNet depth of the checkpoint (50 or "
                          "101).", flag_values=flag_values)
-    flags.DEFINE_float("width", 1.0, "Channel multiplier of the checkpoint "
-                       "(1.0 for every released model).",
-                       flag_values=flag_values)
+    flags.DEFINE_float("width", 1.0, "Channel multiplier of the checkpoint (1.0 for "
+                       "every released model).", flag_values=flag_values)
 
 
 def _check_flags(fv):
@@ -74,8 +65,7 @@ def save_model_atomically(model, path):
     """model.save to a temporary .keras name beside `path`, then rename."""
     directory = io_utils.parent(path)
     io_utils.makedirs(directory)
-    tmp = io_utils.join(directory, f".partial.{os.getpid()}."
-                        + os.path.basename(path))
+    tmp = io_utils.join(directory, f".partial.{os.getpid()}.{os.path.basename(path)}")
     try:
         model.save(tmp)
         io_utils.rename(tmp, path)
@@ -85,14 +75,11 @@ def save_model_atomically(model, path):
 
 def import_checkpoint(checkpoint, arch, out, num_classes=19, head_branches=4,
                       depth=101, width=1.0):
-    """Reads `checkpoint`, builds our generator, copies, saves to `out`.
-
-    Returns the summary of `load_torch_state` plus the output path.
-    """
-    # pylint: disable=import-outside-toplevel
-    from tf_pixintra import torch_reader
+    """Reads `checkpoint`, builds our generator, copies, saves to `out`;
+    returns the summary of `load_torch_state` plus the output path."""
     # Read (and refuse a bad file) before TensorFlow is imported: seconds.
     state = torch_reader.read_state_dict(checkpoint)
+    # pylint: disable=import-outside-toplevel
     from tf_pixintra.models import build_deeplab_v2
     from tf_pixintra.models import torch_weights
     model = build_deeplab_v2(num_classes, depth=depth, width=width,
@@ -105,7 +92,6 @@ def import_checkpoint(checkpoint, arch, out, num_classes=19, head_branches=4,
 
 
 def run(fv):
-    """Runs the import the parsed flags describe."""
     _check_flags(fv)
     summary = import_checkpoint(fv.checkpoint, fv.arch, fv.out, fv.num_classes,
                                 fv.head_branches, fv.depth, fv.width)
@@ -115,24 +101,9 @@ def run(fv):
     return summary
 
 
-def _run_reporting(fv, extra_args):
-    if extra_args:
-        print(f"error: unexpected arguments: {' '.join(extra_args)}",
-              file=sys.stderr)
-        return 2
-    try:
-        run(fv)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def cli(argv):
-    """Parses `argv` (argv[0] is the program name) on fresh flags and runs.
-
-    Returns the exit status (0, or 2 after one line on stderr).
-    """
+    """Parses `argv` (argv[0] is the program name) on fresh flags and runs;
+    returns the exit status (0, or 2 after one line on stderr)."""
     fv = flags.FlagValues()
     define_flags(fv)
     try:
@@ -140,12 +111,16 @@ def cli(argv):
     except flags.Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _run_reporting(fv, rest[1:])
+    return main(rest, fv)
 
 
-def main(argv):
-    """absl entry point: exit 2 with one line on bad input."""
-    return _run_reporting(flags.FLAGS, argv[1:])
+def main(argv, fv=flags.FLAGS):
+    """absl entry point: exit 2 with one line on bad input or extra arguments."""
+    try:
+        return cli_main(argv, run, fv, status=2)
+    except app.UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,19 +1,13 @@
 """Files of run directories: local paths or any `tf.io.gfile` URL.
 
-This is the one module that knows about file systems. A path with a scheme
-(`gs://bucket/run`, `s3://...`, `hdfs://...`, TF's in-memory `ram://...`)
-goes through `tf.io.gfile`; a local path through `os` and `open`, as before
-(same modes, same OSError errno values, `flock` in run_lock). So a run
-directory, and everything the stages write into it, may live on any file
-system TensorFlow can read and write, which is what lets the workers of a
-multi-worker job share one.
+The one module that knows about file systems. A path with a scheme
+(`gs://bucket/run`, TF's in-memory `ram://...`) goes through `tf.io.gfile`,
+so the workers of a multi-worker job can share a run directory; a local
+path through `os` and `open` (OSError errno values, `flock` in run_lock).
 
-Files are written atomically: under a temporary name in the same
-directory, renamed when complete. A killed process never leaves a
-half-written file under its final name, and an existing file is only
-replaced once the new one is whole. On an object store the rename is a
-server-side copy and delete: the final name still never holds a partial
-object.
+Files are written atomically: under a temporary name in the same directory,
+renamed when whole (on an object store, a server-side copy and delete), so
+a final name never holds a half-written file.
 """
 
 import builtins
@@ -38,19 +32,14 @@ RAM_SCHEME = "ram://"    # TF's in-memory file system (tests)
 
 
 def _tf():
-    """TensorFlow, imported on the first URL path only: the command-line
-    tools that never touch TF (evaluate --predictions, --help, the lock of a
-    local run directory) do not pay its start-up time."""
+    # Imported on the first URL path only: the tools that never touch TF
+    # (evaluate --predictions, --help, a local run's lock) skip its start-up.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     return tf
 
 
 def _gfile():
     return _tf().io.gfile
-
-
-def _not_found():
-    return _tf().errors.NotFoundError
 
 
 def is_url(path):
@@ -64,14 +53,12 @@ def _split_url(path):
 
 
 def refused_write(error):
-    """True if `error` says the file system does not let us write there
-    (read-only, or no permission): a local OSError or a gfile one."""
+    """True if `error` (an OSError or a gfile error) is a refused write:
+    read-only, or no permission."""
     if isinstance(error, OSError):
         return error.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
     return isinstance(error, _tf().errors.PermissionDeniedError)
 
-
-# ---------------------------------------------------------------- paths
 
 def join(path, *parts):
     """os.path.join; keeps `scheme://` of a URL intact."""
@@ -97,42 +84,32 @@ def parent(path):
 
 
 def relpath(path, start):
-    """os.path.relpath, also between two URLs of one file system (a URL
-    and a path of another file system: `path` itself)."""
+    """os.path.relpath, also between two URLs of one file system (across
+    file systems: `path` itself)."""
     if not (is_url(path) or is_url(start)):
         return os.path.relpath(path, start)
-    if not (is_url(path) and is_url(start)):
-        return os.fspath(path)
     (scheme, rest), (other, base) = _split_url(path), _split_url(start)
-    if scheme != other:
+    if scheme != other or not (is_url(path) and is_url(start)):
         return os.fspath(path)
     return posixpath.relpath(posixpath.normpath("/" + rest),
                              posixpath.normpath("/" + base))
 
 
 def inside(directory, relative, source):
-    """`directory`/`relative`, refused (DataError) if it leaves `directory`.
-
-    `source` names the file or list that gave `relative`, for the message.
-    """
-    if os.path.isabs(relative) or is_url(relative):
-        leaves = True
-    elif is_url(directory):
-        _, rest = _split_url(absolute(directory))
-        base = posixpath.normpath("/" + rest)
+    """`directory`/`relative`; DataError naming `source` (the file or list
+    that gave `relative`) if it leaves `directory`."""
+    if is_url(directory):
+        base = posixpath.normpath("/" + _split_url(absolute(directory))[1])
         path = posixpath.normpath(posixpath.join(base, relative))
-        leaves = posixpath.commonpath([base, path]) != base
     else:
         base = os.path.realpath(directory)
         path = os.path.realpath(os.path.join(directory, relative))
-        leaves = os.path.commonpath([base, path]) != base
-    if leaves:
+    if (os.path.isabs(relative) or is_url(relative)
+            or posixpath.commonpath([base, path]) != base):
         raise DataError(f"{source}: path {relative!r} leaves {directory}; "
                         "expected a path relative to it and inside it")
     return join(directory, relative)
 
-
-# ---------------------------------------------------------------- queries
 
 def exists(path):
     return _gfile().exists(path) if is_url(path) else os.path.exists(path)
@@ -154,29 +131,23 @@ def getsize(path):
         return os.path.getsize(path)
     try:
         return _gfile().stat(path).length
-    except _not_found():
+    except _tf().errors.NotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
 
 
 def listdir(path):
-    """Names in a directory (sorted); FileNotFoundError if it is missing.
-
-    A gfile directory lists its files and sub-directories without the
-    trailing "/" some object stores add.
-    """
+    """Names in a directory (sorted, without the trailing "/" some object
+    stores add); FileNotFoundError if it is missing."""
     if not is_url(path):
         return sorted(os.listdir(path))
-    gfile = _gfile()
-    if not gfile.isdir(path):
+    if not _gfile().isdir(path):
         raise FileNotFoundError(f"{path}: no such directory")
-    names = sorted({name.rstrip("/") for name in gfile.listdir(path)})
+    names = sorted({name.rstrip("/") for name in _gfile().listdir(path)})
     if os.fspath(path).startswith(RAM_SCHEME):
-        # TF's ram:// matches by prefix: it lists names that only share a
-        # prefix with the directory's ("a" lists "b" of a file "ab",
-        # "assets" lists ".extra" of "assets.extra"): keep those that
-        # exist. (Its `exists` is true for a prefix of a name too: no name
-        # in a run directory is a prefix of another.)
-        names = [n for n in names if gfile.exists(join(path, n))]
+        # TF's ram:// lists by prefix ("assets" lists ".extra" of
+        # "assets.extra"): keep the names that exist. (Its `exists` is true
+        # for a prefix of a name too: no run directory name prefixes another.)
+        names = [n for n in names if _gfile().exists(join(path, n))]
     return names
 
 
@@ -185,25 +156,19 @@ def walk(path):
     editing the yielded dir names. A missing `path` yields nothing."""
     if not is_url(path):
         yield from os.walk(path)
-        return
-    if not _gfile().isdir(path):
-        return
-    dirs, files = [], []
-    for name in listdir(path):
-        (dirs if _gfile().isdir(join(path, name)) else files).append(name)
-    yield path, dirs, files
-    for name in dirs:
-        yield from walk(join(path, name))
+    elif _gfile().isdir(path):
+        dirs, files = [], []
+        for name in listdir(path):
+            (dirs if _gfile().isdir(join(path, name)) else files).append(name)
+        yield path, dirs, files
+        for name in dirs:
+            yield from walk(join(path, name))
 
 
 def glob(pattern):
     """Paths matching a pattern (`*` and `?`, no `**`), sorted."""
-    if is_url(pattern):
-        return sorted(_gfile().glob(pattern))
-    return sorted(glob_lib.glob(pattern))
+    return sorted(_gfile().glob(pattern) if is_url(pattern) else glob_lib.glob(pattern))
 
-
-# ---------------------------------------------------------------- changes
 
 def makedirs(path):
     """Creates a directory and its parents; an existing one is fine."""
@@ -214,12 +179,12 @@ def makedirs(path):
 
 
 def remove(path, missing_ok=False):
-    """Deletes one file."""
+    """Deletes one file; FileNotFoundError if missing, unless `missing_ok`."""
     try:
         if is_url(path):
             try:
                 _gfile().remove(path)
-            except _not_found():
+            except _tf().errors.NotFoundError:
                 raise FileNotFoundError(f"{path}: no such file") from None
         else:
             os.remove(path)
@@ -232,11 +197,9 @@ def rmtree(path):
     """Deletes a directory and everything below it; a missing one is fine."""
     if not is_url(path):
         shutil.rmtree(path, ignore_errors=True)
-        return
-    gfile = _gfile()
-    if gfile.exists(path):
-        with contextlib.suppress(_not_found()):
-            gfile.rmtree(path)
+    elif _gfile().exists(path):
+        with contextlib.suppress(_tf().errors.NotFoundError):
+            _gfile().rmtree(path)
 
 
 def rename(source, target):
@@ -265,8 +228,6 @@ def copy_file(source, target):
         shutil.copyfile(source, target)
 
 
-# ---------------------------------------------------------------- reading
-
 def open_file(path, mode="rb"):
     """A file object (`open` or tf.io.gfile.GFile); FileNotFoundError when
     reading a missing file. Write through `atomic_path` instead."""
@@ -285,21 +246,17 @@ def read_bytes(path):
     try:
         with _gfile().GFile(path, "rb") as f:
             return f.read()
-    except _not_found():
+    except _tf().errors.NotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
 
 
 def read_text(path):
-    """A UTF-8 text file's content."""
     return read_bytes(path).decode("utf-8")
 
 
 def read_json(path):
-    """Reads a JSON file.
-
-    A damaged file (empty, truncated, not UTF-8) raises DataError naming the
-    path; a missing one raises FileNotFoundError as before.
-    """
+    """A JSON file's content; DataError naming the path if it is damaged
+    (empty, truncated, not UTF-8), FileNotFoundError if it is missing."""
     data = read_bytes(path)
     try:
         return json.loads(data.decode("utf-8"))
@@ -318,8 +275,6 @@ def load_npy(path):
     return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
 
 
-# ---------------------------------------------------------------- writing
-
 def _temporary_name(path):
     """`.<name>.<random>.tmp` beside `path` (run_lock removes strays)."""
     return join(parent(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
@@ -327,12 +282,9 @@ def _temporary_name(path):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yields a temporary path beside `path`; renames it to `path` on success.
-
-    Write the temporary path with `open_file(tmp, "wb")`, tf.io's writers
-    or any gfile-aware writer. On an exception the temporary file is removed
-    and `path` is left untouched.
-    """
+    """Yields a temporary path beside `path` (for `open_file(tmp, "wb")` or
+    any gfile-aware writer); renames it to `path` on success, removes it on
+    an exception."""
     directory = parent(path)
     makedirs(directory)
     if is_url(path):
@@ -348,22 +300,15 @@ def atomic_path(path):
         yield tmp
         rename(tmp, path)
     except BaseException:
-        if exists(tmp):
-            remove(tmp, missing_ok=True)
+        remove(tmp, missing_ok=True)
         raise
 
 
 @contextlib.contextmanager
 def atomic_dir(path):
-    """Yields a temporary directory path beside `path`; on success it
-    replaces the directory `path` (removed first if it exists).
-
-    Locally the temporary directory is renamed. A gfile URL has no
-    directory rename (an object store copies object by object; TF's ram://
-    does not move the contents), so the files are copied and the temporary
-    directory deleted: `path` is whole once this returns, and a stage marks
-    itself finished only after that (its metrics.json).
-    """
+    """Yields a temporary directory path beside `path` that replaces the
+    directory `path` on success (a URL has no directory rename: the files are
+    copied, so `path` is whole once this returns)."""
     directory = parent(path)
     makedirs(directory)
     if is_url(path):
@@ -386,14 +331,9 @@ def atomic_dir(path):
 
 @contextlib.contextmanager
 def local_scratch(directory, prefix):
-    """Yields a new local directory for files a tool needs on local disk
-    (the TFLite converter's input); removed on exit.
-
-    Beside a local `directory` as `<prefix><random>.tmp` (hidden when
-    `prefix` starts with "."), so a killed process leaves it where
-    run_lock's clean-up finds it; for a gfile URL, in the system's temporary
-    directory.
-    """
+    """Yields a new local directory (the TFLite converter's input), removed
+    on exit: `<prefix><random>.tmp` in a local `directory`, where run_lock's
+    clean-up finds a killed process's; for a URL, in the system's one."""
     if is_url(directory):
         scratch = tempfile.mkdtemp(prefix=prefix.lstrip("."), suffix=".tmp")
     else:
@@ -406,25 +346,19 @@ def local_scratch(directory, prefix):
 
 
 def write_bytes(path, data):
-    """Writes `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         with open_file(tmp, "wb") as f:
             f.write(data)
 
 
 def write_text(path, text):
-    """Writes `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path, obj):
-    """Writes `obj` as indented JSON to `path` atomically.
-
-    NaN and infinities are not JSON: they are written as null (never as a
-    bare NaN token that strict readers reject).
-    """
-    text = json.dumps(finite_or_null(obj), indent=2, sort_keys=True,
-                      allow_nan=False)
+    """Writes `obj` as indented JSON to `path` atomically; NaN and
+    infinities as null (strict readers reject a bare NaN)."""
+    text = json.dumps(finite_or_null(obj), indent=2, sort_keys=True, allow_nan=False)
     write_text(path, text + "\n")
 
 

@@ -1,9 +1,5 @@
 """Progress of a long loop: count, rate and ETA, on a terminal or in a log.
 
-Every step of the pipeline that can take more than a few seconds outside
-Keras' `fit` (ToyScapes generation, the two pseudo-label passes, evaluation,
-int8 calibration, the TFLite fidelity check) reports through this module:
-
     for example in progress.track(examples, "pass 1"):
         ...
 
@@ -11,18 +7,14 @@ On a terminal a bar is redrawn in place (at most every 0.1 s):
 
     pass 1  12/100 [===>..........................]  12%  3.20 image/s  ETA 0:00:27
 
-When the stream is not a terminal (a log file, CI), a plain line is printed
-every `interval` seconds (30 by default) and one when the loop ends, so a log
-shows progress without a line per item; a loop shorter than `min_seconds`
-prints nothing there:
+Elsewhere (a log, CI) a line every `interval` seconds, and one at the end
+unless the loop took under `min_seconds`:
 
     pass 1: 12/100 (12%), 3.20 image/s, ETA 0:00:27
     pass 1: 100/100 done in 0:00:31, 3.22 image/s
 
-Rate = items done / time since the start; ETA = items left / rate. Below one
-item per second the rate reads as seconds per item ("18.0 s/image"). The
-clock and the stream are arguments, so the tests drive both. This module
-imports nothing from the package: any module may use it.
+Rate = items done / time since the start; ETA = items left / rate. This
+module imports nothing from the package: any module may use it.
 """
 
 import sys
@@ -50,7 +42,6 @@ def format_rate(rate, unit):
 
 
 def is_terminal(stream):
-    """Whether `stream` is an interactive terminal."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):    # no isatty, or closed
@@ -58,11 +49,8 @@ def is_terminal(stream):
 
 
 class Progress:
-    """Counts items of a loop of `total` items (None if unknown) and reports.
-
-    `update(n)` after each n items; `close()` at the end (or use it as a
-    context manager). `interactive` None means "is the stream a terminal".
-    """
+    """Counts the items of a loop of `total` items (None if unknown) and
+    reports: `update(n)` after n items, `close()` at the end (or `with`)."""
 
     def __init__(self, total, label, *, unit="image", stream=None,
                  interactive=None, interval=DEFAULT_INTERVAL,
@@ -81,12 +69,11 @@ class Progress:
         self._width = 0                      # length of the bar's last draw
         self._closed = False
 
-    # -- figures --------------------------------------------------------
     def elapsed(self):
         return self.clock() - self.start
 
     def rate(self):
-        """Items per second since the start (0 before the first item)."""
+        """Items per second since the start."""
         elapsed = self.elapsed()
         return self.count / elapsed if elapsed > 0 else 0.0
 
@@ -97,17 +84,14 @@ class Progress:
             return None
         return max(0, self.total - self.count) / rate
 
-    # -- reporting ------------------------------------------------------
     def _count_text(self):
-        if self.total is None:
-            return f"{self.count}"
-        return f"{self.count}/{self.total}"
+        return f"{self.count}" if self.total is None else f"{self.count}/{self.total}"
 
     def _percent(self):
         return 100.0 * self.count / self.total if self.total else 100.0
 
     def line(self):
-        """The plain progress line (what a log shows)."""
+        """The line a log shows."""
         parts = [self._count_text()]
         if self.total is not None:
             parts[0] += f" ({self._percent():.0f}%)"
@@ -124,13 +108,10 @@ class Progress:
                 f"{format_rate(self.rate(), self.unit)}")
 
     def bar(self, final=False):
-        """The terminal bar: label, count, bar, percent, rate, ETA or time."""
         parts = [self.label, self._count_text()]
         if self.total:
-            done = min(BAR_WIDTH, BAR_WIDTH * self.count // self.total)
-            arrow = ">" if done < BAR_WIDTH else ""
-            parts.append("[" + "=" * done + arrow
-                         + "." * (BAR_WIDTH - done - len(arrow)) + "]")
+            done = "=" * (BAR_WIDTH * self.count // self.total) + ">"   # cut when full
+            parts.append("[" + done.ljust(BAR_WIDTH, ".")[:BAR_WIDTH] + "]")
             parts.append(f"{self._percent():3.0f}%")
         parts.append(format_rate(self.rate(), self.unit))
         if final:
@@ -146,9 +127,8 @@ class Progress:
 
     def _draw(self, final=False):
         text = self.bar(final)
-        pad = " " * max(0, self._width - len(text))
+        self._write("\r" + text.ljust(self._width) + ("\n" if final else ""))
         self._width = len(text)
-        self._write("\r" + text + pad + ("\n" if final else ""))
 
     def update(self, n=1):
         """Counts `n` more items; redraws or prints a line when it is time."""
@@ -165,11 +145,8 @@ class Progress:
             self._write(self.line() + "\n")
 
     def close(self, completed=True):
-        """Ends the report: the bar's last draw, or the closing log line.
-
-        With completed=False (the loop raised) a terminal bar only gets its
-        newline, so the error starts on a line of its own; a log gets nothing.
-        """
+        """The bar's last draw, or the closing log line. With completed=False
+        (the loop raised) a bar only gets its newline; a log nothing."""
         if self._closed:
             return
         self._closed = True
@@ -178,8 +155,7 @@ class Progress:
                 self._draw(final=True)
             elif self._width:
                 self._write("\n")
-        elif completed and (self._lines
-                            or self.elapsed() >= self.min_seconds):
+        elif completed and (self._lines or self.elapsed() >= self.min_seconds):
             self._write(self.final_line() + "\n")
 
     def __enter__(self):
@@ -187,15 +163,11 @@ class Progress:
 
     def __exit__(self, exc_type, exc, tb):
         self.close(completed=exc_type is None)
-        return False
 
 
 def track(iterable, label, total=None, **kwargs):
-    """Yields the items of `iterable`, counting each after the caller's work.
-
-    `total` defaults to len(iterable) when it has one; other arguments as
-    for Progress.
-    """
+    """Yields the items of `iterable`, counting each after the caller's work;
+    `total` defaults to len(iterable). Other arguments as for Progress."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
     with Progress(total, label, **kwargs) as progress:

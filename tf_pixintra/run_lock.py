@@ -1,38 +1,24 @@
 """One writer per run directory, and the temporary files a killed writer left.
 
-`hold(run_dir)` holds the run directory's lock for as long as the run lasts.
-A second process on the same run directory is refused with one line
-(ConfigError) naming the holder. Workers of a `--shard_index=k`
-pseudo-label split take the lock shared: they run side by side, while an
-ordinary run excludes them and they exclude it.
+`hold(run_dir)` holds the run directory's lock while the run lasts; a second
+process is refused (ConfigError naming the holder). Workers of a
+`--shard_index=k` pseudo-label split take it shared: side by side, but
+excluding (and excluded by) an ordinary run.
 
-A local run directory: an exclusive (or shared) `flock` on
-`<run_dir>/.lock`; the message names the holder's pid. The kernel drops a
-flock when its holder dies (SIGKILL and power loss included), so a crash
-never leaves the directory locked; the file itself stays and is reused.
+A local run directory: a `flock` on `<run_dir>/.lock`, which the kernel
+drops when its holder dies, so a crash never leaves the directory locked.
 
-A run directory on another `tf.io.gfile` file system (`gs://...`,
-`ram://...`) has no file locking. There the lock is a file the holder
-writes and deletes when done: `<run_dir>/.lock` for the exclusive holder,
-`<run_dir>/.shared_lock.<host>.<pid>` for each shard worker. Each holds
-{"host", "pid", "time", "mode"}; a thread of the holder rewrites "time"
-every `HEARTBEAT_SECS`. A lock file is live until its holder deletes it;
-it is stale (taken over, with a warning naming it) when its time is older
-than `STALE_SECS`, or when it names this host and a pid that no longer
-runs. So a killed holder blocks the directory for at most `STALE_SECS`
-(hosts' clocks must agree to well within that). tf.io.gfile has no atomic
-create-if-absent, so a lock file is written after checking that none is
-live, and read back `SETTLE_SECS` later: of two processes that start at
-the same moment, the one whose file was overwritten is refused. That needs
-a file system whose reads see the last write (GCS and S3 do); the lock
-guards against mistakes (a second command on a running run), not against
-a race started on purpose.
-
-Only the holder of the exclusive lock is the only writer, so it then removes
-what a killed writer left behind (`remove_stray_temporaries`): the hidden
-`.<name>.<random>.tmp` files and directories of `io_utils.atomic_path`, the
-SavedModel exporter and the TFLite exporter, `.partial.*` model files, and
-TF's `<checkpoint>_temp` directories of an unfinished checkpoint save.
+A `tf.io.gfile` URL (`gs://...`, `ram://...`) has no file locking: the lock
+is a file the holder writes and deletes, `<run_dir>/.lock` (exclusive) or
+`<run_dir>/.shared_lock.<host>.<pid>` (each shard worker), holding {"host",
+"pid", "time", "mode", "token"}. A thread rewrites "time" every
+`HEARTBEAT_SECS`; a file older than `STALE_SECS`, or naming this host and a
+pid that no longer runs, is a dead holder's and taken over with a warning
+(hosts' clocks must agree to well within that). gfile has no atomic
+create-if-absent, so the file is read back `SETTLE_SECS` after writing: of
+two processes that start at once, the one whose file was overwritten is
+refused. That needs reads that see the last write (GCS and S3 do); it
+guards against mistakes, not against a race started on purpose.
 """
 
 import contextlib
@@ -55,20 +41,16 @@ HEARTBEAT_SECS = 30.0   # a gfile lock's holder rewrites its time this often
 STALE_SECS = 300.0      # a gfile lock this old is a dead holder's
 SETTLE_SECS = 1.0       # a gfile lock is read back this long after writing
 
-# Names written only while a file is incomplete (renamed when whole).
+# Names of incomplete files (renamed when whole): `.<name>.<random>.tmp` of
+# io_utils and the exporters, `.partial.*` models, TF's `ckpt-<n>_temp`.
 _STRAY = re.compile(r"^(\..+\.tmp|\.partial\..+|ckpt-\d+_temp)$")
 
 
 def hold(run_dir, shared=False):
-    """Holds the run directory's lock; refuses (ConfigError) when taken.
-
-    A context manager that yields True when this process holds the lock
-    exclusively. A run directory that cannot be written (a read-only copy
-    of a finished run) is not locked (yields False): nothing can write there.
-    """
-    if io_utils.is_url(run_dir):
-        return _hold_file(run_dir, shared)
-    return _hold_flock(run_dir, shared)
+    """A context manager holding the run directory's lock; ConfigError when
+    taken. Yields True when held exclusively; False, without a lock, for a
+    run directory that cannot be written (nothing can write there)."""
+    return (_hold_file if io_utils.is_url(run_dir) else _hold_flock)(run_dir, shared)
 
 
 def _in_use(run_dir, holder, path):
@@ -89,8 +71,7 @@ def _hold_flock(run_dir, shared):
         raise
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                        | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _in_use(run_dir, _holder(path), path) from None
         if not shared:
@@ -110,13 +91,6 @@ def _holder(path):
     return text or "pid unknown"
 
 
-# ------------------------------------------------- gfile run directories
-
-def _record(mode):
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "time": time.time(), "mode": mode}
-
-
 def _read_record(path):
     """A lock file's record; None if it is gone or unreadable (being
     rewritten, or damaged: a damaged lock guards nothing)."""
@@ -132,8 +106,8 @@ def _alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:     # it runs, as another user
+        pass
     return True
 
 
@@ -155,51 +129,17 @@ def _describe(record):
             f"{record.get('mode', 'exclusive')}, refreshed {age:.0f} s ago")
 
 
-def _live_holders(run_dir, shared):
-    """[(path, record)] of the live lock files that exclude this request.
-
-    Stale ones are deleted (with a warning) as they are found.
-    """
-    names = [LOCK_FILE]
-    if not shared:
-        names += [n for n in io_utils.listdir(run_dir)
-                  if n.startswith(SHARED_PREFIX)]
-    found = []
-    for name in names:
-        path = io_utils.join(run_dir, name)
-        record = _read_record(path)
-        if record is None:
-            continue
-        why = _stale(record)
-        if why is not None:
-            logging.warning("taking over the lock %s of a stopped run (%s; %s)",
-                            path, _describe(record), why)
-            io_utils.remove(path, missing_ok=True)
-            continue
-        found.append((path, record))
-    return found
-
-
-class _Heartbeat(threading.Thread):
-    """Rewrites the lock file's time every HEARTBEAT_SECS until stopped."""
-
-    def __init__(self, path, record):
-        super().__init__(daemon=True, name="run-lock-heartbeat")
-        self.path, self.record = path, record
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.wait(HEARTBEAT_SECS):
-            try:
-                if not _is_mine(self.path, self.record):
-                    logging.error("the run lock %s was taken over by another "
-                                  "process", self.path)
-                    return
-                io_utils.write_json(self.path, {**self.record, "time": time.time()})
-            except Exception as e:  # pylint: disable=broad-except
-                # A passing network error: the next beat tries again.
-                logging.warning("could not refresh the run lock %s: %s",
-                                self.path, e)
+def _heartbeat(path, record, stop):
+    """Rewrites the lock file's time every HEARTBEAT_SECS until `stop` is set."""
+    while not stop.wait(HEARTBEAT_SECS):
+        try:
+            if not _is_mine(path, record):
+                logging.error("the run lock %s was taken over by another process", path)
+                return
+            io_utils.write_json(path, {**record, "time": time.time()})
+        except Exception as e:  # pylint: disable=broad-except
+            # A passing network error: the next beat tries again.
+            logging.warning("could not refresh the run lock %s: %s", path, e)
 
 
 def _is_mine(path, record):
@@ -209,34 +149,30 @@ def _is_mine(path, record):
 
 @contextlib.contextmanager
 def _hold_file(run_dir, shared):
-    mode = "shared" if shared else "exclusive"
     name = (f"{SHARED_PREFIX}{socket.gethostname()}.{os.getpid()}" if shared
             else LOCK_FILE)
     path = io_utils.join(run_dir, name)
-    record = {**_record(mode), "token": os.urandom(8).hex()}
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+              "mode": "shared" if shared else "exclusive", "token": os.urandom(8).hex()}
     io_utils.makedirs(run_dir)
     _refuse_if_held(run_dir, shared)
     if not _write_lock(path, record):
         yield False     # read-only: nothing can write there
         return
-    # Read back after a pause: a process that started at the same moment
-    # and wrote over this file, or took the other kind of lock, wins.
-    time.sleep(SETTLE_SECS)
+    time.sleep(SETTLE_SECS)   # then read back: see the module docstring
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(path, record, stop),
+                            daemon=True, name="run-lock-heartbeat")
     try:
         if not _is_mine(path, record):
             raise _in_use(run_dir, _describe(_read_record(path) or {}), path)
         _refuse_if_held(run_dir, shared, path)
-    except ConfigError:
-        if _is_mine(path, record):
-            io_utils.remove(path, missing_ok=True)
-        raise
-    beat = _Heartbeat(path, record)
-    beat.start()
-    try:
+        beat.start()
         yield not shared
     finally:
-        beat.stop.set()
-        beat.join()
+        stop.set()
+        if beat.is_alive():
+            beat.join()
         if _is_mine(path, record):
             io_utils.remove(path, missing_ok=True)
 
@@ -253,38 +189,43 @@ def _write_lock(path, record):
 
 
 def _refuse_if_held(run_dir, shared, own_path=None):
-    """ConfigError naming a live lock (other than `own_path`, this
-    process's own once written) that excludes this request."""
-    for path, record in _live_holders(run_dir, shared):
-        if path != own_path:
-            raise _in_use(run_dir, _describe(record), path)
+    """ConfigError naming the first live lock file (other than `own_path`,
+    this process's own) that excludes this request; stale ones are deleted."""
+    names = [LOCK_FILE]
+    if not shared:
+        names += [n for n in io_utils.listdir(run_dir) if n.startswith(SHARED_PREFIX)]
+    held = []
+    for path in [io_utils.join(run_dir, name) for name in names]:
+        record = _read_record(path)
+        if record is None or path == own_path:
+            continue
+        why = _stale(record)
+        if why is None:
+            held.append((path, record))
+        else:
+            logging.warning("taking over the lock %s of a stopped run (%s; %s)",
+                            path, _describe(record), why)
+            io_utils.remove(path, missing_ok=True)
+    if held:
+        raise _in_use(run_dir, _describe(held[0][1]), held[0][0])
 
-
-# ------------------------------------------------- killed writers' files
 
 def remove_stray_temporaries(run_dir):
-    """Removes the temporaries of an earlier, killed writer; returns their paths.
-
-    Call only while holding the exclusive lock. `workertemp_<id>` checkpoint
-    directories of live multi-worker peers are not touched.
-    """
+    """Removes the temporaries of an earlier, killed writer; returns their
+    paths. Call only while holding the exclusive lock (`workertemp_<id>`
+    checkpoint directories of live multi-worker peers are not touched)."""
     removed = []
     for root, dirs, files in io_utils.walk(run_dir):
-        for name in list(dirs):
-            if _STRAY.match(name):
-                io_utils.rmtree(io_utils.join(root, name))
-                removed.append(io_utils.join(root, name))
-                dirs.remove(name)
-        for name in files:
-            if _STRAY.match(name):
-                try:
-                    io_utils.remove(io_utils.join(root, name))
-                except FileNotFoundError:
-                    continue
+        for name in [n for n in dirs if _STRAY.match(n)]:
+            dirs.remove(name)
+            io_utils.rmtree(io_utils.join(root, name))
+            removed.append(io_utils.join(root, name))
+        for name in [n for n in files if _STRAY.match(n)]:
+            with contextlib.suppress(FileNotFoundError):
+                io_utils.remove(io_utils.join(root, name))
                 removed.append(io_utils.join(root, name))
     if removed:
-        logging.warning("removed %d temporary file(s) left by an interrupted "
-                        "run in %s: %s", len(removed), run_dir,
-                        ", ".join(io_utils.relpath(p, run_dir)
-                                  for p in removed[:5]))
+        logging.warning("removed %d temporary file(s) left by an interrupted run in %s: %s",
+                        len(removed), run_dir,
+                        ", ".join(io_utils.relpath(p, run_dir) for p in removed[:5]))
     return removed

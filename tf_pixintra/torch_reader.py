@@ -1,16 +1,13 @@
 """Read a PyTorch .pth state dict safely, as numpy arrays.
 
-torch is an optional extra (`pip install -r requirements-torch.txt`); it is
-imported here, inside `read_state_dict`, and nowhere else in the package, so
-training, evaluation and export never import it.
+torch is an optional extra (`pip install -r requirements-torch.txt`),
+imported inside `read_state_dict` and nowhere else in the package.
 
-Safety: `torch.load(path, map_location="cpu", weights_only=True)`. With
-weights_only the unpickler only rebuilds tensors, storages, plain containers
-(dict, OrderedDict, list, tuple) and numbers/strings; any other global in the
-pickle (the way a .pth file can run code when loaded) makes it fail instead
-of executing. It reads both the zip format (torch >= 1.6) and the legacy
-format (`_use_new_zipfile_serialization=False`, the 2018-2020 releases of
-AdaptSegNet, ADVENT, BDL and CRST).
+Safety: `torch.load(path, map_location="cpu", weights_only=True)` only
+rebuilds tensors, storages, plain containers and numbers/strings; any other
+global in the pickle (the way a .pth file can run code) makes it fail
+instead of executing. It reads the zip format and the legacy one of the
+2018-2020 releases of AdaptSegNet, ADVENT, BDL and CRST.
 """
 
 import os
@@ -26,33 +23,21 @@ TORCH_MISSING = ("reading PyTorch checkpoints needs torch: pip install -r "
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def _import_torch():
-    try:
-        import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise DataError(TORCH_MISSING) from None
-    return torch
-
-
 def _first_line(error):
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
 
 
-def _unsafe_global(error):
-    """The line of torch's weights_only message that names the global."""
-    for line in str(error).splitlines():
-        if "GLOBAL" in line:
-            return line.strip()[:200]
-    return _first_line(error)
-
-
 def _weights_only_reason(error):
-    """torch's reason for a weights_only failure (not its boilerplate)."""
+    """torch's reason for a weights_only failure, not its boilerplate: the
+    line naming the unsafe GLOBAL, or the one after "WeightsUnpickler error:"."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
-            return lines[i + 1][:200]
+    for line in lines:
+        if "GLOBAL" in line:
+            return line[:200]
+    for before, line in zip(lines, lines[1:]):
+        if before.endswith("WeightsUnpickler error:"):
+            return line[:200]
     return _first_line(error)
 
 
@@ -76,16 +61,16 @@ def _unwrap(obj, path, torch):
 
 
 def read_state_dict(path):
-    """{key: float32 numpy array} of the state dict in the .pth file `path`.
+    """{key: float32 numpy array} of the state dict in the .pth file `path`
+    (integer tensors, BN `num_batches_tracked`, as int64).
 
-    Integer tensors (BN `num_batches_tracked`) are kept as int64.
-
-    Raises:
-      DataError: one line naming the file: torch missing, no such file, not
-        a checkpoint, a pickle that holds more than tensors, or a checkpoint
-        that is not a state dict.
+    DataError, one line naming the file: torch missing, no such file, not a
+    checkpoint, a pickle holding more than tensors, or not a state dict.
     """
-    torch = _import_torch()
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise DataError(TORCH_MISSING) from None
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     try:
@@ -95,7 +80,7 @@ def read_state_dict(path):
             raise DataError(
                 f"{path}: refused: the pickle holds more than tensors and "
                 "containers, and loading it could run code from the file "
-                f"(torch.load weights_only=True: {_unsafe_global(e)})"
+                f"(torch.load weights_only=True: {_weights_only_reason(e)})"
             ) from None
         raise DataError(f"{path}: not a PyTorch checkpoint "
                         f"(unpickling: {_weights_only_reason(e)})") from None
