@@ -122,6 +122,26 @@ def _run_until_checkpoint_then_sigterm(args, ckpt_dir, after_step):
     return proc.returncode, stderr, newest()
 
 
+@pytest.mark.e2e
+def test_sigterm_on_two_mirrored_devices_exits_130_promptly(tmp_path):
+    """train.py stopped by SIGTERM under MirroredStrategy (a multi-device
+    input iterator) saves a checkpoint and its interpreter shuts down by
+    itself, with exit status 130 (no os._exit: a hang here fails the test
+    through the timeout of `_run_until_checkpoint_then_sigterm`)."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "tf_pixintra.train",
+            "--flagfile", os.path.join(ROOT, "configs", "toyscapes_smoke.cfg"),
+            f"--run_dir={run}", f"--toyscapes_dir={tmp_path / 'data'}",
+            "--stage=inter", "--inter_steps=400", "--checkpoint_every=2",
+            "--log_every=0", "--image_every=0", "--strategy=mirrored",
+            "--devices=2"]
+    code, stderr, step = _run_until_checkpoint_then_sigterm(
+        args, run / "inter" / "checkpoints", -1)
+    assert code == 130, stderr[-3000:]
+    assert "run the same command to resume" in stderr
+    assert 2 <= step < 400 and not (run / "inter" / "metrics.json").exists()
+
+
 def _weights(path):
     from tf_pixintra.stages import common  # pylint: disable=import-outside-toplevel
     return common.load_generator(str(path)).get_weights()
