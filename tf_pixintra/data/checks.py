@@ -1,18 +1,12 @@
 """Up-front checks of a run's file lists, before any training step.
 
 Every image is decoded completely with the reader training uses
-(`datasets.read_image`), so a truncated or empty file is refused by name
-before training starts instead of crashing a long run when it is drawn.
-Every label is decoded and compared with its image: a label of another size
-is refused by name; values that are no label id of the data set are
-reported per file and value (they are read as ignore); a labelled list in
-which no pixel has a class is refused (it would train on loss_seg 0).
-
-Checking costs one decode per file (benchmarks/check_sources.py measures
-it at GTA5 scale); files are checked on parallel threads (the decoders
-release the GIL), and `check_lists` remembers lists already checked by
-their files' paths, sizes and modification times, so a resumed run does not
-decode them again.
+(`datasets.read_image`) and every label compared with its image, so a
+truncated, empty or mis-sized file is refused by name before a long run
+draws it. Label values that are no label id of the data set are reported per
+file (they read as ignore); a labelled list in which no pixel has a class is
+refused (it would train on loss_seg 0). Files are checked on parallel
+threads (the decoders release the GIL).
 """
 
 import concurrent.futures
@@ -51,9 +45,9 @@ def check_image(example):
 def check_labelled(example, dataset):
     """Decodes an image and its label; returns (labelled pixels, unknown ids).
 
-    `unknown` is {label id: pixel count} of the values that are no label id
-    of `dataset` (labels.KNOWN_LABEL_IDS). Raises DataError naming the label
-    when its size differs from the image's.
+    `unknown`: {label id: pixel count} of the values not in
+    labels.KNOWN_LABEL_IDS[dataset]. DataError naming the label when its
+    size differs from the image's.
     """
     image_shape = check_image(example)
     ids = datasets.read_label_ids(example.label_path, dataset)
@@ -119,7 +113,7 @@ def _fingerprint(entry):
 def check_list(entry, workers=None):
     """Checks every file of one list; returns its warning lines.
 
-    Raises DataError naming the first bad file (in list order).
+    DataError naming the first bad file (in list order).
     """
     workers = workers or os.cpu_count() or 1
     items = [(entry, example) for example in entry.examples]
@@ -154,7 +148,7 @@ def check_lists(entries, record_path=None, workers=None):
         try:
             record = io_utils.read_json(record_path)
         except DataError:   # a damaged record only costs a new check
-            record = {}
+            pass
     changed = False
     all_lines = []
     for entry in entries:
