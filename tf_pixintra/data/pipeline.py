@@ -165,16 +165,6 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
     return features
 
 
-def _options():
-    options = tf.data.Options()
-    options.deterministic = DETERMINISTIC
-    # Every worker reads the file list and keeps its share of the elements;
-    # works for any number of files or shards.
-    options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-    return options
-
-
 def _check_pair(name, value):
     """(int, int) or None; ConfigError unless two positive integers."""
     if value is None:
@@ -211,42 +201,46 @@ def _epochs(repeat):
     return tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
 
 
-def _element_seed(seed, position):
-    return tf.random.experimental.stateless_fold_in(
-            tf.constant([seed, _AUGMENT_STREAM], tf.int64), position)
-
-
-def _finish(dataset, batch_size):
-    return (dataset.batch(batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE).with_options(_options()))
-
-
-def _as_paths(paths, what):
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise ConfigError(f"{what} is empty; expected at least one file")
-    return tf.constant(paths, tf.string)
-
-
-def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
-                 seed, shuffle, repeat):
-    """Shared body of source_dataset and target_dataset."""
-    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
-    num_items = int(next(iter(columns.values())).shape[0])
+def _stream(items, load, size, crop_size, scale_range, flip, batch_size, seed):
+    """Batches of `load(item)` resized, Caffe-preprocessed and `augment`ed,
+    the n-th element seeded by (seed, n)."""
+    base = tf.constant([seed, _AUGMENT_STREAM], tf.int64)
 
     @_no_autograph
     def element(position, item):
-        features = load({key: column[item] for key, column in columns.items()})
-        features = resize(features, size)  # Before the BGR/mean pass: less work.
+        features = resize(load(item), size)  # Before the BGR/mean pass: less work.
         features["image"] = caffe_preprocess(features["image"])
         return augment(features, crop_size, scale_range, flip,
-                       _element_seed(seed, position))
+                       tf.random.experimental.stateless_fold_in(base, position))
 
+    options = tf.data.Options()
+    options.deterministic = DETERMINISTIC
+    # Every worker reads the file list and keeps its share of the elements;
+    # works for any number of files or shards.
+    options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+    return (items.enumerate()
+            .map(element, num_parallel_calls=NUM_PARALLEL_CALLS,
+                 deterministic=DETERMINISTIC)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE).with_options(options))
+
+
+def _file_stream(paths, load, size, crop_size, scale_range, flip, batch_size, seed,
+                 shuffle, repeat):
+    """Shared body of source_dataset and target_dataset; `paths`: {key: files}."""
+    columns = {}
+    for key, files in paths.items():
+        files = [os.fspath(f) for f in files]
+        if not files:
+            raise ConfigError(f"{key}_paths is empty; expected at least one file")
+        columns[key] = tf.constant(files, tf.string)
+    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
+    num_items = int(columns["image"].shape[0])
     items = _epochs(repeat).flat_map(
             _no_autograph(lambda e: _epoch_order(num_items, seed, shuffle, e)))
-    dataset = items.enumerate().map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return _finish(dataset, batch_size)
+    return _stream(items, lambda i: load({key: col[i] for key, col in columns.items()}),
+                   size, crop_size, scale_range, flip, batch_size, seed)
 
 
 def _load_image(path):
@@ -278,19 +272,16 @@ def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
                 image = tf.identity(image)
         return {"image": image, "label": label}
 
-    columns = {"image": _as_paths(image_paths, "image_paths"),
-               "label": _as_paths(label_paths, "label_paths")}
-    return _file_stream(columns, load, size, crop_size, scale_range, flip,
-                        batch_size, seed, shuffle, repeat)
+    return _file_stream({"image": image_paths, "label": label_paths}, load, size,
+                        crop_size, scale_range, flip, batch_size, seed, shuffle, repeat)
 
 
 def target_dataset(image_paths, size, crop_size=None, scale_range=None, flip=False,
                    batch_size=1, seed=0, shuffle=True, repeat=True):
     """Unlabelled training stream: {"image": float32 [B,h,w,3]}."""
-    columns = {"image": _as_paths(image_paths, "image_paths")}
-    return _file_stream(columns, lambda p: {"image": _load_image(p["image"])}, size,
-                        crop_size, scale_range, flip, batch_size, seed, shuffle,
-                        repeat)
+    return _file_stream({"image": image_paths},
+                        lambda p: {"image": _load_image(p["image"])}, size, crop_size,
+                        scale_range, flip, batch_size, seed, shuffle, repeat)
 
 
 def _window_shuffle(dataset, window, seed):
@@ -341,15 +332,8 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     if shuffle and shuffle_buffer > 1:
         records = _window_shuffle(records, shuffle_buffer, seed)
 
-    @_no_autograph
-    def element(position, serialized):
+    def load(serialized):
         out = tfrecords.decode_example(serialized)
-        features = resize({key: out[key] for key in
-                           ("image", "pseudo_label", "hard_mask", "z")}, size)
-        features["image"] = caffe_preprocess(features["image"])
-        return augment(features, crop_size, scale_range, flip,
-                       _element_seed(seed, position))
+        return {key: out[key] for key in ("image", "pseudo_label", "hard_mask", "z")}
 
-    dataset = records.enumerate().map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return _finish(dataset, batch_size)
+    return _stream(records, load, size, crop_size, scale_range, flip, batch_size, seed)
