@@ -61,41 +61,6 @@ def check_labelled(example, dataset):
     return labelled, unknown
 
 
-def _check_one(item):
-    entry, example = item
-    if entry.labelled:
-        return check_labelled(example, entry.dataset)
-    check_image(example)
-    return None
-
-
-def _warnings(entry, results):
-    """Lines naming every label file with ids that no label id has."""
-    lines = []
-    for example, result in zip(entry.examples, results):
-        _, unknown = result
-        if unknown:
-            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(unknown.items()))
-            lines.append(f"{example.label_path}: label values {values} are no "
-                         f"{entry.dataset} label id; read as ignore (255)")
-    return lines
-
-
-def _check_labelled_pixels(entry, results):
-    """DataError when no pixel of a labelled list has a class."""
-    if sum(labelled for labelled, _ in results) > 0:
-        return
-    values = sorted(set().union(*(unknown for _, unknown in results)))
-    first = entry.examples[0].label_path
-    found = (f"values {', '.join(map(str, values[:10]))}" if values
-             else "only ids without a class")
-    raise DataError(
-        f"{first}: no pixel of the {len(entry.examples)} {entry.name} label "
-        f"files has a class ({found}); training would see only ignored "
-        f"pixels (loss_seg 0). Expected {entry.dataset} label ids, e.g. 7 "
-        "(road) in Cityscapes labelIds")
-
-
 def _fingerprint(entry):
     """Digest of a list's files: paths, sizes and modification times."""
     digest = hashlib.sha256(
@@ -113,27 +78,39 @@ def _fingerprint(entry):
 def check_list(entry, workers=None):
     """Checks every file of one list; returns its warning lines.
 
-    DataError naming the first bad file (in list order).
+    DataError naming the first bad file (in list order), or when no pixel of
+    a labelled list has a class.
     """
+    def check(example):
+        if entry.labelled:
+            return check_labelled(example, entry.dataset)
+        return check_image(example)
+
     workers = workers or os.cpu_count() or 1
-    items = [(entry, example) for example in entry.examples]
-    if workers > 1 and len(items) > 1:
+    if workers > 1 and len(entry.examples) > 1:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(_check_one, items))
+            results = list(pool.map(check, entry.examples))
     else:
-        results = [_check_one(item) for item in items]
+        results = [check(example) for example in entry.examples]
     if not entry.labelled:
         return []
-    _check_labelled_pixels(entry, results)
-    return _warnings(entry, results)
-
-
-def _log(lines):
-    for line in lines[:MAX_WARNINGS]:
-        logging.warning("%s", line)
-    if len(lines) > MAX_WARNINGS:
-        logging.warning("... and %d more label files with values that are no "
-                        "label id", len(lines) - MAX_WARNINGS)
+    if sum(labelled for labelled, _ in results) == 0:
+        values = sorted(set().union(*(unknown for _, unknown in results)))
+        found = (f"values {', '.join(map(str, values[:10]))}" if values
+                 else "only ids without a class")
+        raise DataError(
+            f"{entry.examples[0].label_path}: no pixel of the "
+            f"{len(entry.examples)} {entry.name} label files has a class "
+            f"({found}); training would see only ignored pixels (loss_seg 0). "
+            f"Expected {entry.dataset} label ids, e.g. 7 (road) in Cityscapes "
+            "labelIds")
+    lines = []
+    for example, (_, unknown) in zip(entry.examples, results):
+        if unknown:
+            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(unknown.items()))
+            lines.append(f"{example.label_path}: label values {values} are no "
+                         f"{entry.dataset} label id; read as ignore (255)")
+    return lines
 
 
 def check_lists(entries, record_path=None, workers=None):
@@ -162,7 +139,11 @@ def check_lists(entries, record_path=None, workers=None):
             lines = check_list(entry, workers)
             record[entry.name] = {"fingerprint": fingerprint, "warnings": lines}
             changed = True
-        _log(lines)
+        for line in lines[:MAX_WARNINGS]:
+            logging.warning("%s", line)
+        if len(lines) > MAX_WARNINGS:
+            logging.warning("... and %d more label files with values that are no "
+                            "label id", len(lines) - MAX_WARNINGS)
         all_lines += lines
     if record_path and changed:
         io_utils.write_json(record_path, record)
