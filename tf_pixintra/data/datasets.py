@@ -1,17 +1,15 @@
 """Listing and decoding of GTA5, SYNTHIA and Cityscapes in their official layouts.
 
-The layouts are in `_LAYOUTS`. GTA5 labels are 8-bit palette PNGs whose
-indices are Cityscapes labelIds; SYNTHIA (RAND-CITYSCAPES) labels are 16-bit
-multi-channel PNGs with the class id in the first channel; Cityscapes labels
-are 8-bit labelIds. GTA5 and SYNTHIA have no split folders: split "train" or
-"all" means every image, and a list file (one image name per line, relative
-to the image folder, as the reference code bases ship them) selects a subset
-under any split name.
+The layouts are in `_LAYOUTS`. GTA5 labels are 8-bit palette PNGs of
+Cityscapes labelIds, SYNTHIA (RAND-CITYSCAPES) ones 16-bit multi-channel PNGs
+with the class id in the first channel. GTA5 and SYNTHIA have no split
+folders: split "train" or "all" means every image, and a list file (one
+image name per line, relative to the image folder, as the reference code
+bases ship them) selects a subset under any split name.
 
-Readers return uint8 RGB images [H, W, 3] and uint8 trainId labels [H, W]
-(255 = ignore); bad files raise DataError naming the file. TensorFlow is
-imported on first decode, so that listing and the 8-bit label reader skip its
-start-up cost.
+Readers return uint8 RGB [H, W, 3] and uint8 trainIds [H, W] (255 = ignore);
+bad files raise DataError naming the file. TensorFlow is imported on first
+decode, so that listing and the 8-bit label reader skip its start-up cost.
 """
 
 import dataclasses
@@ -91,19 +89,17 @@ def _layout(dataset):
 
 def _relative_image_names(layout, image_dir):
     """Relative paths of every image under `image_dir`, sorted."""
-    def images_in(folder):
-        # Hidden files (temporaries, "._" resource forks) are not images.
-        return [f for f in os.listdir(folder)
-                if f.endswith(layout.image_suffix) and not f.startswith(".")
-                and os.path.isfile(os.path.join(folder, f))]
-
-    if not layout.city_folders:
-        return sorted(images_in(image_dir))
+    # Hidden files and folders (temporaries, "._" resource forks) are skipped.
+    folders = [""]
+    if layout.city_folders:
+        folders = [d for d in os.listdir(image_dir) if not d.startswith(".")
+                   and os.path.isdir(os.path.join(image_dir, d))]
     names = []
-    for city in os.listdir(image_dir):
-        city_dir = os.path.join(image_dir, city)
-        if os.path.isdir(city_dir) and not city.startswith("."):
-            names.extend(os.path.join(city, f) for f in images_in(city_dir))
+    for folder in folders:
+        path = os.path.join(image_dir, folder)
+        names.extend(os.path.join(folder, f) for f in os.listdir(path)
+                     if f.endswith(layout.image_suffix) and not f.startswith(".")
+                     and os.path.isfile(os.path.join(path, f)))
     return sorted(names)
 
 
