@@ -23,7 +23,6 @@ from tf_pixintra import choices
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.errors import DataError
 
-DATASETS = choices.DATASETS
 # Splits that mean "every image" for the data sets without split folders.
 ALL_SPLITS = ("train", "all")
 

@@ -1,23 +1,17 @@
 """tf.data input pipelines: decode -> resize -> scale/crop/flip -> Caffe BGR.
 
-Every map runs with `num_parallel_calls=AUTOTUNE, deterministic=True` and
-all randomness is stateless: the file order of epoch e is seeded by
-(seed, e) and the augmentation of the n-th element by (seed, n), so the same
-arguments give bit-for-bit the same batches whatever the thread count or
-global TF seed.
+Maps run with `deterministic=True` and all randomness is stateless (epoch e's
+file order is seeded by (seed, e), the n-th element's augmentation by
+(seed, n)), so the same arguments give the same batches bit for bit, whatever
+the thread count or global TF seed. `batch_size` is global (the trainer
+distributes the dataset); training streams drop the last partial batch.
 
-Per-pixel maps are resampled and padded as PIXEL_KINDS says. Padded pixels
-(a crop larger than the scaled image) are neither easy nor hard: hard mask
-255 (`losses.PAD_MASK`) and pseudo label 255 keep them out of Eq. 5 and of
-both adversarial losses (Eq. 6, 8; `losses.hard_mask_and_valid`); a pad of 0
-would count them as easy pixels. Z is resampled with nearest neighbour:
-Eq. 7 defines Z = 0 exactly on the easy pixels (M = 0) and the CTS losses
-(Eq. 8) use Z and M together, which bilinear blending across the easy/hard
-border would break.
-
-`batch_size` is the global batch size (the trainer distributes the dataset
-with `strategy.experimental_distribute_dataset`); training streams drop the
-last partial batch.
+Padded pixels (a crop larger than the scaled image) get hard mask and pseudo
+label 255 (`losses.PAD_MASK`), which keeps them out of Eq. 5, 6 and 8
+(`losses.hard_mask_and_valid`); a pad of 0 would make them easy pixels. Z is
+resampled with nearest neighbour: Eq. 7 defines Z = 0 exactly where M = 0 and
+the CTS losses (Eq. 8) use Z and M together, which bilinear blending across
+the easy/hard border would break.
 """
 
 import numbers
@@ -35,16 +29,14 @@ from tf_pixintra.models.preprocessing import caffe_preprocess
 
 NUM_PARALLEL_CALLS = tf.data.AUTOTUNE
 DETERMINISTIC = True
-LABEL_FORMATS = choices.DATASETS   # a label format per data set layout
 
-# Per-pixel key -> (resize method, pad value). The image is float32 and
-# Caffe-preprocessed when padded (0 is the mean colour); the label-like maps
-# are uint8 (255: ignore / none / no pixel, losses.PAD_MASK); z is float32.
+# Per-pixel key -> (resize method, pad value). The image is padded after the
+# Caffe preprocessing (0: the mean colour).
 PIXEL_KINDS = {
     "image": ("bilinear", 0.0),
     "label": ("nearest", labels.IGNORE_LABEL),
     "pseudo_label": ("nearest", labels.IGNORE_LABEL),
-    "hard_mask": ("nearest", 255),
+    "hard_mask": ("nearest", 255),  # losses.PAD_MASK: no pixel
     "z": ("nearest", 0.0),
 }
 
@@ -67,7 +59,7 @@ def load_label(path, label_format):
     decoder expands to colours), inside tf.numpy_function. A bad file fails
     with InvalidArgumentError carrying the reader's message.
     """
-    choices.check("label_format", label_format, LABEL_FORMATS)
+    choices.check("label_format", label_format, choices.DATASETS)
     label = tf.numpy_function(
             # `p`: bytes in a graph, a 0-d array when called eagerly.
             lambda p: datasets.read_label(os.fsdecode(np.asarray(p).item()), label_format),
@@ -101,8 +93,7 @@ def _resize_map(key, value, size):
 def resize(features, size):
     """Every per-pixel map of `features` resized to `size` = (H, W) (None: as is).
 
-    The image comes out float32; other maps keep their dtype; other keys
-    pass through.
+    The image comes out float32, the other maps keep their dtype.
     """
     if size is None:
         return dict(features)
@@ -114,11 +105,9 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
     """Random scale, crop and horizontal flip, identical for every map.
 
     Args:
-      features: dict with "image" float32 [H, W, 3] (Caffe-preprocessed) and
-        any other PIXEL_KINDS maps [H, W] of the same H, W. Scalar keys pass
-        through.
-      crop_size: (h, w) or None. Maps smaller than the crop (after scaling)
-        are padded at the bottom/right with the PIXEL_KINDS pad values.
+      features: "image" float32 [H, W, 3] (Caffe-preprocessed) and other
+        PIXEL_KINDS maps [H, W]; other keys pass through.
+      crop_size: (h, w) or None; smaller maps are padded at the bottom/right.
       scale_range: (lo, hi) or None: resize by a factor drawn from U[lo, hi].
       flip: flip left-right with probability 1/2.
       seed: stateless seed, int [2].
@@ -304,12 +293,10 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     """Stage II stream from the TFRecords of the pseudo stage.
 
     Yields {"image": float32 [B,h,w,3], "pseudo_label": uint8 [B,h,w],
-    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. `validate` (for
-    records this run did not write) checks every record first with
-    `tfrecords.validate_records`; the stream decodes without checks. With
-    shuffle, each epoch visits the shards in a stateless random order, reads
-    `cycle_length` of them interleaved and permutes windows of
-    `shuffle_buffer` records; without, records come in write order.
+    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. `validate`: check every
+    record first (`tfrecords.validate_records`). With shuffle, each epoch reads
+    the shards in a stateless random order, `cycle_length` interleaved, and
+    permutes windows of `shuffle_buffer` records; without, in write order.
     """
     size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
     index = (tfrecords.validate_records if validate else tfrecords.read_index)(

@@ -249,14 +249,10 @@ def read_index(index_path, check_files=True):
     or its size differs from the recorded one.
     """
     try:
-        index = io_utils.read_json(index_path)
+        index = io_utils.read_json(index_path)  # DataError if damaged
     except FileNotFoundError:
         raise DataError(f"{index_path}: index file not found; expected the "
                         "NAME-index.json written by tfrecords.write_index") from None
-    except DataError:
-        raise
-    except ValueError as e:
-        raise DataError(f"{index_path}: not valid JSON ({e})") from None
     for key in ("name", "num_shards", "shards", "total"):
         if key not in index:
             raise DataError(f"{index_path}: index has no {key!r}; expected the keys "
