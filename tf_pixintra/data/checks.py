@@ -1,12 +1,9 @@
 """Up-front checks of a run's file lists, before any training step.
 
-Every image is decoded completely with the reader training uses
-(`datasets.read_image`) and every label compared with its image, so a
-truncated, empty or mis-sized file is refused by name before a long run
-draws it. Label values that are no label id of the data set are reported per
-file (they read as ignore); a labelled list in which no pixel has a class is
-refused (it would train on loss_seg 0). Files are checked on parallel
-threads (the decoders release the GIL).
+Every image and label is decoded completely with the readers training uses,
+so a truncated, empty or mis-sized file is refused by name before a long run
+draws it. Files are checked on parallel threads (the decoders release the
+GIL).
 """
 
 import concurrent.futures
@@ -37,11 +34,6 @@ class ListToCheck:
     labelled: bool
 
 
-def check_image(example):
-    """Decodes the image completely; returns its (height, width)."""
-    return datasets.read_image(example.image_path).shape[:2]
-
-
 def check_labelled(example, dataset):
     """Decodes an image and its label; returns (labelled pixels, unknown ids).
 
@@ -49,7 +41,7 @@ def check_labelled(example, dataset):
     labels.KNOWN_LABEL_IDS[dataset]. DataError naming the label when its
     size differs from the image's.
     """
-    image_shape = check_image(example)
+    image_shape = datasets.read_image(example.image_path).shape
     ids = datasets.read_label_ids(example.label_path, dataset)
     datasets.check_label_size(example, ids.shape, image_shape)
     counts = np.bincount(ids.ravel(), minlength=1)
@@ -66,9 +58,8 @@ def _fingerprint(entry):
     digest = hashlib.sha256(
         json.dumps([CHECK_VERSION, entry.dataset, entry.labelled]).encode())
     for example in entry.examples:
-        paths = [example.image_path]
-        if entry.labelled:
-            paths.append(example.label_path)
+        paths = ((example.image_path, example.label_path) if entry.labelled
+                 else (example.image_path,))
         for path in paths:
             stat = os.stat(path)
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
@@ -84,7 +75,8 @@ def check_list(entry, workers=None):
     def check(example):
         if entry.labelled:
             return check_labelled(example, entry.dataset)
-        return check_image(example)
+        datasets.read_image(example.image_path)  # decodes it completely
+        return None
 
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(entry.examples) > 1:

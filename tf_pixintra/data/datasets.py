@@ -33,10 +33,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 class Example:
     """One image and its label file (None when it has none).
 
-    `name`: the image file name without its extension and without the
-    Cityscapes "_leftImg8bit" suffix, unique within a split.
+    `name`: the image file name without its suffix (".png", "_leftImg8bit.png").
     """
-
     image_path: str
     label_path: str | None
     name: str
@@ -45,7 +43,6 @@ class Example:
 @dataclasses.dataclass(frozen=True)
 class _Layout:
     """Where one data set keeps its images and labels (relative to the root)."""
-
     title: str
     image_dir: str  # "{split}" is filled in
     label_dir: str
@@ -140,10 +137,8 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
       root: the data set root (the folder holding images/, RGB/ or leftImg8bit/).
       split: Cityscapes split folder ("train", "val", "test"); see the module
         docstring for GTA5 and SYNTHIA.
-      list_file: optional text file naming the images to use, one per line,
-        relative to the image folder ("00001.png" for GTA5,
-        "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes); repeated
-        names are listed once.
+      list_file: optional list of the images to use ("00001.png" for GTA5,
+        "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes).
       require_labels: when False a missing label gives `label_path=None`.
 
     Returns a list of Example. Raises DataError for a missing root or folder,
@@ -229,19 +224,8 @@ def decode_image(contents):
     return image
 
 
-def _op_message(error):
-    """The first line of a TF error without its "{{function_node ...}}" prefix."""
-    message = getattr(error, "message", str(error)).strip().splitlines()[0]
-    if message.startswith("{{function_node"):
-        message = message.split("}}", 1)[-1].strip()
-    return message.replace(" [Op:DecodeImage]", "")
-
-
 def read_image(path):
-    """Reads an image file as uint8 RGB [H, W, 3] with `decode_image`.
-
-    DataError naming the file when it is missing, empty or truncated.
-    """
+    """uint8 RGB [H, W, 3] of an image file; DataError if missing, empty or truncated."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     path = os.fspath(path)
     data = _read_bytes(path, "image")
@@ -251,7 +235,12 @@ def read_image(path):
     try:
         return decode_image(data).numpy()
     except tf.errors.OpError as e:
-        raise DataError(f"{path}: cannot decode image ({_op_message(e)}, "
+        # The first line of TF's message without its "{{function_node ...}}" prefix.
+        message = getattr(e, "message", str(e)).strip().splitlines()[0]
+        if message.startswith("{{function_node"):
+            message = message.split("}}", 1)[-1].strip()
+        raise DataError(f"{path}: cannot decode image ("
+                        f"{message.replace(' [Op:DecodeImage]', '')}, "
                         f"{len(data)} bytes); expected a complete, readable "
                         "image file") from None
 
@@ -321,10 +310,7 @@ def check_label_size(example, label_shape, image_shape):
 
 
 def read_example(example, dataset):
-    """One Example: (uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None).
-
-    DataError when the label size differs from the image size.
-    """
+    """(uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None); DataError if sizes differ."""
     image = read_image(example.image_path)
     if example.label_path is None:
         return image, None

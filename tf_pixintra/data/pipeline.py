@@ -91,10 +91,7 @@ def _resize_map(key, value, size):
 
 
 def resize(features, size):
-    """Every per-pixel map of `features` resized to `size` = (H, W) (None: as is).
-
-    The image comes out float32, the other maps keep their dtype.
-    """
+    """Per-pixel maps resized to `size` = (H, W) (None: as is); the image as float32."""
     if size is None:
         return dict(features)
     return {key: _resize_map(key, value, size) if _kind(key, value) else value
@@ -167,10 +164,10 @@ def _check_pair(name, value):
 def _check_args(size, crop_size, scale_range, batch_size):
     """Validated (size, crop_size) as int pairs or None."""
     size, crop_size = _check_pair("size", size), _check_pair("crop_size", crop_size)
-    if scale_range is not None:
-        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
-                              "with 0 < lo <= hi")
+    if scale_range is not None and (
+            len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]):
+        raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
+                          "with 0 < lo <= hi")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size {batch_size!r}; expected a positive int")
     return size, crop_size

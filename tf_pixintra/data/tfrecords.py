@@ -133,15 +133,10 @@ def encode_example(image, pseudo_label, hard_mask, z, filename):
             filename, height, width)
 
 
-_FEATURES = {
-    KEY_IMAGE: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    KEY_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    KEY_LABEL: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_HARD_MASK: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_Z: tf.io.FixedLenFeature([], tf.string, default_value=""),
-}
+_FEATURES = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+             for key in (KEY_IMAGE, KEY_FILENAME, KEY_LABEL, KEY_HARD_MASK, KEY_Z)}
+_FEATURES.update({key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+                  for key in (KEY_HEIGHT, KEY_WIDTH)})
 
 
 def decode_example(serialized):
@@ -245,8 +240,7 @@ def write_index(out_dir, name, num_shards, settings):
 def read_index(index_path, check_files=True):
     """Reads NAME-index.json; adds "paths" (absolute shard paths).
 
-    With check_files, DataError naming the file if a listed shard is missing
-    or its size differs from the recorded one.
+    With check_files, DataError naming a shard that is missing or resized.
     """
     try:
         index = io_utils.read_json(index_path)  # DataError if damaged
@@ -276,10 +270,9 @@ def read_index(index_path, check_files=True):
 def validate_records(index_path):
     """Checks every record of an index; returns the index.
 
-    DataError naming the shard and the record (0-based within the shard) that
-    cannot be decoded, breaks a `check_maps` invariant or whose header size
-    differs from its image; also if a shard's record count differs from the
-    index.
+    DataError naming the shard and the record (0-based) that cannot be
+    decoded, breaks a `check_maps` invariant or whose header size differs from
+    its image; also if a shard's record count differs from the index.
     """
     index = read_index(index_path)
     for shard, path in zip(index["shards"], index["paths"]):
