@@ -119,13 +119,11 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
             tf.cast(tf.convert_to_tensor(seed), tf.int64), num=4)
     shape = tf.shape(features[pixel_keys[0]])[:2]
     if scale_range is not None:
-        lo, hi = scale_range
-        scale = tf.random.stateless_uniform([], seeds[0], lo, hi)
-        new_size = tf.maximum(
+        scale = tf.random.stateless_uniform([], seeds[0], *scale_range)
+        shape = tf.maximum(
                 tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), 1)
         for key in pixel_keys:
-            features[key] = _resize_map(key, features[key], new_size)
-        shape = new_size
+            features[key] = _resize_map(key, features[key], shape)
     if crop_size is not None:
         ch, cw = crop_size
         pad_h = tf.maximum(ch - shape[0], 0)
@@ -145,9 +143,8 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
     if flip:
         do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
         for key in pixel_keys:
-            value = features[key]
-            features[key] = tf.cond(do_flip, lambda v=value: tf.reverse(v, [1]),
-                                    lambda v=value: v)
+            features[key] = tf.cond(do_flip, lambda v=features[key]: tf.reverse(v, [1]),
+                                    lambda v=features[key]: v)
     return features
 
 

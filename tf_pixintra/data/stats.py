@@ -19,8 +19,6 @@ from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.errors import cli_main
 
-FLAGS = flags.FLAGS
-
 flags.DEFINE_enum("dataset", None, list(choices.DATASETS), "Data set layout.")
 flags.DEFINE_string("root", None, "Data set root folder.")
 flags.DEFINE_string("split", "train",
@@ -76,7 +74,7 @@ def run(fv):
 
 def main(argv):
     """absl entry point; a bad file or setting is exit status 1."""
-    return cli_main(argv, run, FLAGS, status=1)
+    return cli_main(argv, run, flags.FLAGS, status=1)
 
 
 if __name__ == "__main__":

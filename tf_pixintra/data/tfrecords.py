@@ -195,17 +195,14 @@ def count_records(path):
     size = io_utils.getsize(path)
     count = offset = 0
     with io_utils.open_file(path, "rb") as f:
-        while offset < size:
-            header = f.read(8)
-            if len(header) < 8:
-                break
-            length = struct.unpack("<Q", header)[0]
+        while offset + 8 <= size:
+            f.seek(offset)
+            length = struct.unpack("<Q", f.read(8))[0]
             end = offset + _RECORD_HEADER + length + _RECORD_FOOTER
             if end > size:
                 break
             offset = end
             count += 1
-            f.seek(offset)
     if offset != size:
         raise DataError(f"{path}: truncated TFRecord file: record {count} starts at "
                         f"byte {offset} but the file ends at byte {size}; expected "
