@@ -135,15 +135,14 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     Args:
       dataset: a key of `_LAYOUTS` ("gta5", "synthia", "cityscapes", "trainids").
       root: the data set root (the folder holding images/, RGB/ or leftImg8bit/).
-      split: Cityscapes split folder ("train", "val", "test"); see the module
-        docstring for GTA5 and SYNTHIA.
+      split: Cityscapes split folder; see the module docstring for the others.
       list_file: optional list of the images to use ("00001.png" for GTA5,
         "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes).
       require_labels: when False a missing label gives `label_path=None`.
 
-    Returns a list of Example. Raises DataError for a missing root or folder,
-    no images, an image without its label or a bad list-file entry;
-    ConfigError for an unknown data set name.
+    Returns a list of Example. DataError for a missing root or folder, no
+    images, an image without its label or a bad list-file entry; ConfigError
+    for an unknown data set.
     """
     layout = _layout(dataset)
     root = os.fspath(root)
