@@ -222,8 +222,11 @@ def _file_stream(paths, load, size, crop_size, scale_range, flip, batch_size, se
     num_items = int(columns["image"].shape[0])
     items = _epochs(repeat).flat_map(
             _no_autograph(lambda e: _epoch_order(num_items, seed, shuffle, e)))
-    return _stream(items, lambda i: load({key: col[i] for key, col in columns.items()}),
-                   size, crop_size, scale_range, flip, batch_size, seed)
+
+    def row(i):
+        return load({key: column[i] for key, column in columns.items()})
+
+    return _stream(items, row, size, crop_size, scale_range, flip, batch_size, seed)
 
 
 def _load_image(path):
