@@ -319,5 +319,6 @@ def test_empty_and_wrong_roots(tmp_path, fake_datasets):
 
 
 def test_unknown_dataset(tmp_path):
-    with pytest.raises(ConfigError, match="unknown dataset 'kitti'"):
+    with pytest.raises(ConfigError,
+                       match="dataset='kitti': expected one of gta5, synthia, cityscapes"):
         datasets.list_examples("kitti", tmp_path, "train")

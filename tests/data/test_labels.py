@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tf_pixintra.data import labels
+from tf_pixintra.errors import ConfigError
 
 # Cityscapes labelId -> trainId (cityscapesscripts/helpers/labels.py).
 CITYSCAPES_EXPECTED = {
@@ -90,7 +91,8 @@ def test_to_train_ids_ids_beyond_table_are_ignored():
 
 
 def test_to_train_ids_unknown_dataset():
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ConfigError,
+                       match="dataset='kitti': expected one of gta5, synthia, cityscapes"):
         labels.to_train_ids(np.zeros((2, 2), np.uint8), "kitti")
 
 

@@ -1,18 +1,9 @@
 """Up-front checks of a run's file lists, before any training step.
 
-Every image is decoded completely with the reader training uses
-(`datasets.read_image`), so a truncated or empty file is refused by name
-before training starts instead of crashing a long run when it is drawn.
-Every label is decoded and compared with its image: a label of another size
-is refused by name; values that are no label id of the data set are
-reported per file and value (they are read as ignore); a labelled list in
-which no pixel has a class is refused (it would train on loss_seg 0).
-
-Checking costs one decode per file (benchmarks/check_sources.py measures
-it at GTA5 scale); files are checked on parallel threads (the decoders
-release the GIL), and `check_lists` remembers lists already checked by
-their files' paths, sizes and modification times, so a resumed run does not
-decode them again.
+Every image and label is decoded completely with the readers training uses,
+so a truncated, empty or mis-sized file is refused by name before a long run
+draws it. Files are checked on parallel threads (the decoders release the
+GIL).
 """
 
 import concurrent.futures
@@ -43,19 +34,14 @@ class ListToCheck:
     labelled: bool
 
 
-def check_image(example):
-    """Decodes the image completely; returns its (height, width)."""
-    return datasets.read_image(example.image_path).shape[:2]
-
-
 def check_labelled(example, dataset):
     """Decodes an image and its label; returns (labelled pixels, unknown ids).
 
-    `unknown` is {label id: pixel count} of the values that are no label id
-    of `dataset` (labels.KNOWN_LABEL_IDS). Raises DataError naming the label
-    when its size differs from the image's.
+    `unknown`: {label id: pixel count} of the values not in
+    labels.KNOWN_LABEL_IDS[dataset]. DataError naming the label when its
+    size differs from the image's.
     """
-    image_shape = check_image(example)
+    image_shape = datasets.read_image(example.image_path).shape
     ids = datasets.read_label_ids(example.label_path, dataset)
     datasets.check_label_size(example, ids.shape, image_shape)
     counts = np.bincount(ids.ravel(), minlength=1)
@@ -67,49 +53,13 @@ def check_labelled(example, dataset):
     return labelled, unknown
 
 
-def _check_one(item):
-    entry, example = item
-    if entry.labelled:
-        return check_labelled(example, entry.dataset)
-    check_image(example)
-    return None
-
-
-def _warnings(entry, results):
-    """Lines naming every label file with ids that no label id has."""
-    lines = []
-    for example, result in zip(entry.examples, results):
-        _, unknown = result
-        if unknown:
-            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(unknown.items()))
-            lines.append(f"{example.label_path}: label values {values} are no "
-                         f"{entry.dataset} label id; read as ignore (255)")
-    return lines
-
-
-def _check_labelled_pixels(entry, results):
-    """DataError when no pixel of a labelled list has a class."""
-    if sum(labelled for labelled, _ in results) > 0:
-        return
-    values = sorted(set().union(*(unknown for _, unknown in results)))
-    first = entry.examples[0].label_path
-    found = (f"values {', '.join(map(str, values[:10]))}" if values
-             else "only ids without a class")
-    raise DataError(
-        f"{first}: no pixel of the {len(entry.examples)} {entry.name} label "
-        f"files has a class ({found}); training would see only ignored "
-        f"pixels (loss_seg 0). Expected {entry.dataset} label ids, e.g. 7 "
-        "(road) in Cityscapes labelIds")
-
-
 def _fingerprint(entry):
     """Digest of a list's files: paths, sizes and modification times."""
     digest = hashlib.sha256(
         json.dumps([CHECK_VERSION, entry.dataset, entry.labelled]).encode())
     for example in entry.examples:
-        paths = [example.image_path]
-        if entry.labelled:
-            paths.append(example.label_path)
+        paths = ((example.image_path, example.label_path) if entry.labelled
+                 else (example.image_path,))
         for path in paths:
             stat = os.stat(path)
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
@@ -119,27 +69,40 @@ def _fingerprint(entry):
 def check_list(entry, workers=None):
     """Checks every file of one list; returns its warning lines.
 
-    Raises DataError naming the first bad file (in list order).
+    DataError naming the first bad file (in list order), or when no pixel of
+    a labelled list has a class.
     """
+    def check(example):
+        if entry.labelled:
+            return check_labelled(example, entry.dataset)
+        datasets.read_image(example.image_path)  # decodes it completely
+        return None
+
     workers = workers or os.cpu_count() or 1
-    items = [(entry, example) for example in entry.examples]
-    if workers > 1 and len(items) > 1:
+    if workers > 1 and len(entry.examples) > 1:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(_check_one, items))
+            results = list(pool.map(check, entry.examples))
     else:
-        results = [_check_one(item) for item in items]
+        results = [check(example) for example in entry.examples]
     if not entry.labelled:
         return []
-    _check_labelled_pixels(entry, results)
-    return _warnings(entry, results)
-
-
-def _log(lines):
-    for line in lines[:MAX_WARNINGS]:
-        logging.warning("%s", line)
-    if len(lines) > MAX_WARNINGS:
-        logging.warning("... and %d more label files with values that are no "
-                        "label id", len(lines) - MAX_WARNINGS)
+    if sum(labelled for labelled, _ in results) == 0:
+        values = sorted(set().union(*(unknown for _, unknown in results)))
+        found = (f"values {', '.join(map(str, values[:10]))}" if values
+                 else "only ids without a class")
+        raise DataError(
+            f"{entry.examples[0].label_path}: no pixel of the "
+            f"{len(entry.examples)} {entry.name} label files has a class "
+            f"({found}); training would see only ignored pixels (loss_seg 0). "
+            f"Expected {entry.dataset} label ids, e.g. 7 (road) in Cityscapes "
+            "labelIds")
+    lines = []
+    for example, (_, unknown) in zip(entry.examples, results):
+        if unknown:
+            values = ", ".join(f"{v} ({n} px)" for v, n in sorted(unknown.items()))
+            lines.append(f"{example.label_path}: label values {values} are no "
+                         f"{entry.dataset} label id; read as ignore (255)")
+    return lines
 
 
 def check_lists(entries, record_path=None, workers=None):
@@ -154,7 +117,7 @@ def check_lists(entries, record_path=None, workers=None):
         try:
             record = io_utils.read_json(record_path)
         except DataError:   # a damaged record only costs a new check
-            record = {}
+            pass
     changed = False
     all_lines = []
     for entry in entries:
@@ -168,7 +131,11 @@ def check_lists(entries, record_path=None, workers=None):
             lines = check_list(entry, workers)
             record[entry.name] = {"fingerprint": fingerprint, "warnings": lines}
             changed = True
-        _log(lines)
+        for line in lines[:MAX_WARNINGS]:
+            logging.warning("%s", line)
+        if len(lines) > MAX_WARNINGS:
+            logging.warning("... and %d more label files with values that are no "
+                            "label id", len(lines) - MAX_WARNINGS)
         all_lines += lines
     if record_path and changed:
         io_utils.write_json(record_path, record)

@@ -1,22 +1,15 @@
 """Listing and decoding of GTA5, SYNTHIA and Cityscapes in their official layouts.
 
-Layouts (paths relative to the data set root):
-- GTA5:       images/*.png and labels/*.png (same file name). The labels are
-  8-bit palette PNGs whose palette indices are Cityscapes labelIds.
-- SYNTHIA (RAND-CITYSCAPES): RGB/*.png and GT/LABELS/*.png (same file name).
-  The labels are 16-bit multi-channel PNGs; the class id is in the FIRST
-  channel.
-- Cityscapes: leftImg8bit/{split}/{city}/*_leftImg8bit.png and
-  gtFine/{split}/{city}/*_gtFine_labelIds.png (8-bit labelIds).
+The layouts are in `_LAYOUTS`. GTA5 labels are 8-bit palette PNGs of
+Cityscapes labelIds, SYNTHIA (RAND-CITYSCAPES) ones 16-bit multi-channel PNGs
+with the class id in the first channel. GTA5 and SYNTHIA have no split
+folders: split "train" or "all" means every image, and a list file (one
+image name per line, relative to the image folder, as the reference code
+bases ship them) selects a subset under any split name.
 
-GTA5 and SYNTHIA have no split folders: split "train" or "all" means every
-image, and a list file (one image name per line, relative to the image
-folder, as the reference code bases ship them) selects a subset under any
-split name.
-
-Readers return uint8 RGB images [H, W, 3] and uint8 trainId labels [H, W]
-(255 = ignore). Every problem with the files raises
-tf_pixintra.errors.DataError naming the file and what was expected.
+Readers return uint8 RGB [H, W, 3] and uint8 trainIds [H, W] (255 = ignore);
+bad files raise DataError naming the file. TensorFlow is imported on first
+decode, so that listing and the 8-bit label reader skip its start-up cost.
 """
 
 import dataclasses
@@ -28,9 +21,8 @@ from PIL import Image
 
 from tf_pixintra import choices
 from tf_pixintra.data import labels as labels_lib
-from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.errors import DataError
 
-DATASETS = choices.DATASETS
 # Splits that mean "every image" for the data sets without split folders.
 ALL_SPLITS = ("train", "all")
 
@@ -39,13 +31,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    """One image of a data set and its label file (None when it has none).
+    """One image and its label file (None when it has none).
 
-    `name` is the image file name without its extension and without the
-    Cityscapes "_leftImg8bit" suffix ("00001", "aachen_000000_000019"): it is
-    unique within a split and suited to name per-image outputs.
+    `name`: the image file name without its suffix (".png", "_leftImg8bit.png").
     """
-
     image_path: str
     label_path: str | None
     name: str
@@ -53,110 +42,90 @@ class Example:
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-    """Where one data set keeps its images and labels."""
-
+    """Where one data set keeps its images and labels (relative to the root)."""
     title: str
-    image_dir: str  # relative to the root; "{split}" is filled in
+    image_dir: str  # "{split}" is filled in
     label_dir: str
-    image_suffix: str | tuple  # a tuple: any of these endings
-    label_suffix: str
-    city_folders: bool  # images sit one folder deeper (Cityscapes cities)
-    has_splits: bool
     description: str
+    image_suffix: tuple = (".png",)  # any of these endings
+    label_suffix: str = ".png"
+    city_folders: bool = False  # images sit one folder deeper (Cityscapes cities)
+    has_splits: bool = False
 
 
 _LAYOUTS = {
     "gta5": _Layout(
-        title="GTA5", image_dir="images", label_dir="labels",
-        image_suffix=".png", label_suffix=".png", city_folders=False,
-        has_splits=False,
-        description="GTA5 layout: images/*.png and labels/*.png "
-                    "with the same file names"),
+        "GTA5", "images", "labels",
+        "GTA5 layout: images/*.png and labels/*.png with the same file names"),
     "synthia": _Layout(
-        title="SYNTHIA", image_dir="RGB", label_dir=os.path.join("GT", "LABELS"),
-        image_suffix=".png", label_suffix=".png", city_folders=False,
-        has_splits=False,
-        description="SYNTHIA-RAND-CITYSCAPES layout: RGB/*.png and "
-                    "GT/LABELS/*.png with the same file names"),
+        "SYNTHIA", "RGB", os.path.join("GT", "LABELS"),
+        "SYNTHIA-RAND-CITYSCAPES layout: RGB/*.png and GT/LABELS/*.png with "
+        "the same file names"),
     "cityscapes": _Layout(
-        title="Cityscapes", image_dir=os.path.join("leftImg8bit", "{split}"),
-        label_dir=os.path.join("gtFine", "{split}"),
-        image_suffix="_leftImg8bit.png", label_suffix="_gtFine_labelIds.png",
-        city_folders=True, has_splits=True,
-        description="Cityscapes layout: leftImg8bit/{split}/{city}/"
-                    "*_leftImg8bit.png and gtFine/{split}/{city}/"
-                    "*_gtFine_labelIds.png"),
+        "Cityscapes", os.path.join("leftImg8bit", "{split}"),
+        os.path.join("gtFine", "{split}"),
+        "Cityscapes layout: leftImg8bit/{split}/{city}/*_leftImg8bit.png and "
+        "gtFine/{split}/{city}/*_gtFine_labelIds.png",
+        image_suffix=("_leftImg8bit.png",), label_suffix="_gtFine_labelIds.png",
+        city_folders=True, has_splits=True),
     # Not a training data set: the export's fidelity check also reads
     # images/ + labels/ whose labels hold trainIds already.
     "trainids": _Layout(
-        title="trainId", image_dir="images", label_dir="labels",
-        image_suffix=(".png", ".jpg", ".jpeg", ".bmp"), label_suffix=".png",
-        city_folders=False, has_splits=False,
-        description="trainId layout: images/*.png|jpg|jpeg|bmp and "
-                    "labels/*.png (8-bit trainId PNGs) with the same file "
-                    "stems, or a Cityscapes root"),
+        "trainId", "images", "labels",
+        "trainId layout: images/*.png|jpg|jpeg|bmp and labels/*.png (8-bit "
+        "trainId PNGs) with the same file stems, or a Cityscapes root",
+        image_suffix=(".png", ".jpg", ".jpeg", ".bmp")),
 }
 
 
 def _layout(dataset):
-    """The layout of `dataset`; ConfigError for an unknown name."""
-    if dataset not in _LAYOUTS:
-        raise ConfigError(f"unknown dataset {dataset!r}; expected one of "
-                          f"{', '.join(DATASETS)}")
+    choices.check("dataset", dataset, tuple(_LAYOUTS))
     return _LAYOUTS[dataset]
-
-
-def _read_list_file(list_file):
-    """Non-blank, stripped lines of `list_file` with their line numbers."""
-    if not os.path.isfile(list_file):
-        raise DataError(f"{list_file}: list file does not exist; expected a "
-                        "text file with one image name per line")
-    entries = []
-    with open(list_file, "r", encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            entry = line.strip()
-            if entry:
-                entries.append((line_number, entry))
-    return entries
 
 
 def _relative_image_names(layout, image_dir):
     """Relative paths of every image under `image_dir`, sorted."""
-    def images_in(folder):
-        # Hidden files (temporaries, "._" resource forks) are not images.
-        return [f for f in os.listdir(folder)
-                if f.endswith(layout.image_suffix) and not f.startswith(".")
-                and os.path.isfile(os.path.join(folder, f))]
-
-    if not layout.city_folders:
-        return sorted(images_in(image_dir))
+    # Hidden files and folders (temporaries, "._" resource forks) are skipped.
+    folders = [""]
+    if layout.city_folders:
+        folders = [d for d in os.listdir(image_dir) if not d.startswith(".")
+                   and os.path.isdir(os.path.join(image_dir, d))]
     names = []
-    for city in os.listdir(image_dir):
-        city_dir = os.path.join(image_dir, city)
-        if os.path.isdir(city_dir) and not city.startswith("."):
-            names.extend(os.path.join(city, f) for f in images_in(city_dir))
+    for folder in folders:
+        path = os.path.join(image_dir, folder)
+        names.extend(os.path.join(folder, f) for f in os.listdir(path)
+                     if f.endswith(layout.image_suffix) and not f.startswith(".")
+                     and os.path.isfile(os.path.join(path, f)))
     return sorted(names)
 
 
 def _listed_image_names(layout, image_dir, list_file):
-    """Relative image paths named in `list_file`, checked and sorted."""
+    """Relative image paths named in `list_file` (blank lines skipped), checked, sorted."""
+    if not os.path.isfile(list_file):
+        raise DataError(f"{list_file}: list file does not exist; expected a "
+                        "text file with one image name per line")
     names = set()
-    for line_number, entry in _read_list_file(list_file):
-        where = f"{list_file}: line {line_number}: {entry!r}"
-        if os.path.isabs(entry):
-            raise DataError(f"{where}: expected a path relative to "
-                            f"{image_dir}, got an absolute path")
-        if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
-            raise DataError(f"{where}: leaves the image folder {image_dir}; "
-                            "expected a path inside it (no leading '..')")
-        if not entry.endswith(layout.image_suffix):
-            raise DataError(f"{where}: expected an image name ending in "
-                            f"{layout.image_suffix!r} ({layout.description})")
-        path = os.path.join(image_dir, entry)
-        if not os.path.isfile(path):
-            raise DataError(f"{where}: image {path} does not exist; "
-                            f"expected names relative to {image_dir}")
-        names.add(os.path.normpath(entry))
+    with open(list_file, "r", encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            entry = line.strip()
+            if not entry:
+                continue
+            where = f"{list_file}: line {line_number}: {entry!r}"
+            if os.path.isabs(entry):
+                raise DataError(f"{where}: expected a path relative to "
+                                f"{image_dir}, got an absolute path")
+            if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
+                raise DataError(f"{where}: leaves the image folder {image_dir}; "
+                                "expected a path inside it (no leading '..')")
+            if not entry.endswith(layout.image_suffix):
+                suffixes = " or ".join(map(repr, layout.image_suffix))
+                raise DataError(f"{where}: expected an image name ending in "
+                                f"{suffixes} ({layout.description})")
+            path = os.path.join(image_dir, entry)
+            if not os.path.isfile(path):
+                raise DataError(f"{where}: image {path} does not exist; "
+                                f"expected names relative to {image_dir}")
+            names.add(os.path.normpath(entry))
     return sorted(names)
 
 
@@ -164,40 +133,27 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     """Lists the examples of `dataset` under `root`, sorted by image path.
 
     Args:
-      dataset: "gta5", "synthia" or "cityscapes".
-      root: the data set root (the folder holding images/, RGB/ or
-        leftImg8bit/ as in the module docstring).
-      split: Cityscapes split folder ("train", "val", "test"). GTA5 and
-        SYNTHIA have none: "train" or "all" means every image; with a
-        `list_file` any split name is accepted.
-      list_file: optional text file naming the images to use, one per line,
-        relative to the image folder ("00001.png" for GTA5,
-        "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes). Blank
-        lines are ignored, repeated names are listed once.
-      require_labels: when True every image must have its label file; when
-        False a missing label gives `label_path=None`.
+      dataset: a key of `_LAYOUTS` ("gta5", "synthia", "cityscapes", "trainids").
+      root: the data set root (the folder holding images/, RGB/ or leftImg8bit/).
+      split: Cityscapes split folder; see the module docstring for the others.
+      list_file: optional list of the images to use ("00001.png" for GTA5,
+        "aachen/aachen_000000_000019_leftImg8bit.png" for Cityscapes).
+      require_labels: when False a missing label gives `label_path=None`.
 
-    Returns:
-      A list of Example.
-
-    Raises:
-      DataError: missing root or sub-folders, no images, an image without its
-        label, a list-file entry that does not exist.
-      ConfigError: unknown data set name.
+    Returns a list of Example. DataError for a missing root or folder, no
+    images, an image without its label or a bad list-file entry; ConfigError
+    for an unknown data set.
     """
     layout = _layout(dataset)
     root = os.fspath(root)
-    if not os.path.exists(root):
-        raise DataError(f"{root}: data set root does not exist; expected a "
-                        f"directory in the {layout.description}")
     if not os.path.isdir(root):
-        raise DataError(f"{root}: data set root is not a directory; expected "
-                        f"a directory in the {layout.description}")
+        problem = "is not a directory" if os.path.exists(root) else "does not exist"
+        raise DataError(f"{root}: data set root {problem}; expected a directory "
+                        f"in the {layout.description}")
     if not layout.has_splits and split not in ALL_SPLITS and list_file is None:
         raise DataError(f"{root}: {layout.title} has no split folders; expected "
                         f"split {' or '.join(map(repr, ALL_SPLITS))} (every "
                         f"image) or a list_file, got split {split!r}")
-
     image_dir = os.path.join(root, layout.image_dir.format(split=split))
     label_dir = os.path.join(root, layout.label_dir.format(split=split))
     if not os.path.isdir(image_dir):
@@ -210,27 +166,22 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
                             f"expected the {layout.description}")
         raise DataError(f"{root}: missing folder {image_dir}; expected the "
                         f"{layout.description}")
-    has_label_dir = os.path.isdir(label_dir)
-    if require_labels and not has_label_dir:
+    if require_labels and not os.path.isdir(label_dir):
         raise DataError(f"{root}: missing label folder {label_dir}; expected "
                         f"the {layout.description}")
-
     if list_file is not None:
         names = _listed_image_names(layout, image_dir, os.fspath(list_file))
         source = f"list file {list_file}"
     else:
         names = _relative_image_names(layout, image_dir)
-        source = f"{image_dir}"
+        source = image_dir
     if not names:
         raise DataError(f"{source}: no images found; expected image files "
                         f"in the {layout.description}")
-
     examples, missing = [], []
     for relative in names:
         name = os.path.basename(relative)
-        suffixes = layout.image_suffix if isinstance(
-            layout.image_suffix, tuple) else (layout.image_suffix,)
-        stem = name[:-len(next(x for x in suffixes if name.endswith(x)))]
+        stem = name[:-len(next(s for s in layout.image_suffix if name.endswith(s)))]
         image_path = os.path.join(image_dir, relative)
         label_path = os.path.join(label_dir, os.path.dirname(relative),
                                   stem + layout.label_suffix)
@@ -258,27 +209,12 @@ def _read_bytes(path, what):
         raise DataError(f"{path}: cannot read {what} ({e.strerror})") from e
 
 
-def _open_decoded(path, what):
-    """Opens `path` with pillow and decodes it fully (catches truncation)."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: {what} file does not exist") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot decode {what} ({e}); expected a "
-                        "complete, readable image file") from e
-    return image
-
-
 def decode_image(contents):
     """Encoded PNG/JPEG/BMP/GIF bytes -> uint8 RGB [H, W, 3] (TF ops).
 
-    The one image decoder of the project: the training streams call it
-    inside tf.data and `read_image` calls it eagerly for evaluation, pseudo
-    labels, export and the up-front checks, so every path sees the same
-    pixels. Grey, palette and RGBA images become RGB (alpha dropped);
-    16-bit images keep their high byte (value // 256).
+    The project's one image decoder (the training streams and `read_image`),
+    so every path sees the same pixels. Grey, palette and RGBA images become
+    RGB (alpha dropped); 16-bit images keep their high byte (value // 256).
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8,
@@ -287,20 +223,8 @@ def decode_image(contents):
     return image
 
 
-def _op_message(error):
-    """The first line of a TF error without its "{{function_node ...}}" prefix."""
-    message = getattr(error, "message", str(error)).strip().splitlines()[0]
-    if message.startswith("{{function_node"):
-        message = message.split("}}", 1)[-1].strip()
-    return message.replace(" [Op:DecodeImage]", "")
-
-
 def read_image(path):
-    """Reads an image file as uint8 RGB [H, W, 3] with `decode_image`.
-
-    Raises DataError naming the file when it is missing, empty or cannot be
-    decoded completely (a truncated file).
-    """
+    """uint8 RGB [H, W, 3] of an image file; DataError if missing, empty or truncated."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     path = os.fspath(path)
     data = _read_bytes(path, "image")
@@ -310,7 +234,12 @@ def read_image(path):
     try:
         return decode_image(data).numpy()
     except tf.errors.OpError as e:
-        raise DataError(f"{path}: cannot decode image ({_op_message(e)}, "
+        # The first line of TF's message without its "{{function_node ...}}" prefix.
+        message = getattr(e, "message", str(e)).strip().splitlines()[0]
+        if message.startswith("{{function_node"):
+            message = message.split("}}", 1)[-1].strip()
+        raise DataError(f"{path}: cannot decode image ("
+                        f"{message.replace(' [Op:DecodeImage]', '')}, "
                         f"{len(data)} bytes); expected a complete, readable "
                         "image file") from None
 
@@ -318,8 +247,8 @@ def read_image(path):
 def png_header(data, where, expected):
     """(height, width, bit depth) from the IHDR chunk of PNG bytes `data`.
 
-    Raises DataError starting with `where` (a file or record name) when the
-    bytes are no PNG; `expected` says what should have been there.
+    DataError starting with `where` (a file or record name) when the bytes
+    are no PNG; `expected` says what should have been there.
     """
     if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         raise DataError(f"{where}: not a PNG (first bytes {bytes(data[:8])!r}, "
@@ -328,42 +257,39 @@ def png_header(data, where, expected):
     return height, width, data[24]
 
 
-def _read_synthia_label_ids(path):
-    """Class ids (uint16 [H, W]) from the first channel of a 16-bit PNG.
-
-    Pillow cannot read 16-bit multi-channel PNGs reliably, so this decodes
-    with tf.io.decode_png (TensorFlow is imported here, on first use, so that
-    listing and the 8-bit readers stay free of the TensorFlow start-up cost).
-    """
+def read_label_ids(path, dataset):
+    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes, trainids) or uint16 (SYNTHIA)."""
+    path = os.fspath(path)
+    _layout(dataset)
+    if dataset != "synthia":
+        try:
+            image = Image.open(path)
+            image.load()  # decodes fully: catches truncation
+        except FileNotFoundError as e:
+            raise DataError(f"{path}: label file does not exist") from e
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"{path}: cannot decode label ({e}); expected a "
+                            "complete, readable image file") from e
+        if image.mode not in ("L", "P"):
+            raise DataError(f"{path}: label PNG has mode {image.mode}; expected "
+                            "an 8-bit single-channel label-id PNG (mode L, or P "
+                            "whose palette indices are the ids)")
+        # For mode P the array holds the palette indices, which are the ids.
+        return np.asarray(image, dtype=np.uint8)
     data = _read_bytes(path, "label")
     _, _, bit_depth = png_header(data, path, "a 16-bit SYNTHIA label PNG")
     if bit_depth != 16:
         raise DataError(f"{path}: SYNTHIA label has bit depth {bit_depth}; "
                         "expected a 16-bit PNG with the class id in the first "
                         f"channel, found {bit_depth}-bit")
+    # Pillow cannot read 16-bit multi-channel PNGs reliably.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     try:
-        decoded = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+        return tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()[:, :, 0]
     except tf.errors.OpError as e:
         message = getattr(e, "message", str(e)).strip()
         raise DataError(f"{path}: cannot decode 16-bit SYNTHIA label "
                         f"({message}); expected a complete PNG file") from e
-    return decoded[:, :, 0]
-
-
-def read_label_ids(path, dataset):
-    """Raw label ids [H, W]: uint8 (GTA5, Cityscapes, trainids) or uint16 (SYNTHIA)."""
-    path = os.fspath(path)
-    _layout(dataset)
-    if dataset == "synthia":
-        return _read_synthia_label_ids(path)
-    image = _open_decoded(path, "label")
-    if image.mode not in ("L", "P"):
-        raise DataError(f"{path}: label PNG has mode {image.mode}; expected an "
-                        "8-bit single-channel label-id PNG (mode L, or P whose "
-                        "palette indices are the ids)")
-    # For mode P the array holds the palette indices, which are the ids.
-    return np.asarray(image, dtype=np.uint8)
 
 
 def read_label(path, dataset):
@@ -383,10 +309,7 @@ def check_label_size(example, label_shape, image_shape):
 
 
 def read_example(example, dataset):
-    """Reads one Example: (uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None).
-
-    Raises DataError when the label size differs from the image size.
-    """
+    """(uint8 RGB [H, W, 3], uint8 trainIds [H, W] or None); DataError if sizes differ."""
     image = read_image(example.image_path)
     if example.label_path is None:
         return image, None

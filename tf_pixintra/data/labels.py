@@ -1,11 +1,11 @@
 """Label tables: Cityscapes / GTA5 / SYNTHIA ids -> the 19 Cityscapes trainIds.
 
-GTA5 label PNGs use the Cityscapes labelIds. SYNTHIA-RAND-CITYSCAPES stores
-its own class ids in the first channel of 16-bit PNGs. Every id without an
-entry maps to IGNORE_LABEL (255).
+GTA5 labels hold Cityscapes labelIds. Ids without an entry map to IGNORE_LABEL.
 """
 
 import numpy as np
+
+from tf_pixintra import choices
 
 NUM_CLASSES = 19
 IGNORE_LABEL = 255
@@ -39,10 +39,8 @@ SYNTHIA_ID_TO_TRAINID = {
     17: 12, 8: 13, 19: 15, 12: 17, 11: 18,
 }
 
-# Every id a label file of each data set may hold (mapped to a trainId or
-# not): the Cityscapes label table's ids 0-33 plus 255 (its licence plate,
-# id -1, as uint8); SYNTHIA-RAND-CITYSCAPES' classes 0-22. Other values are
-# no class at all (a damaged or foreign label file).
+# Every id a label file may hold (with a trainId or not): Cityscapes' ids
+# 0-33 and 255 (its licence plate, id -1, as uint8); SYNTHIA's classes 0-22.
 KNOWN_LABEL_IDS = {
     "cityscapes": frozenset(range(34)) | {255},
     "gta5": frozenset(range(34)) | {255},
@@ -52,9 +50,7 @@ KNOWN_LABEL_IDS = {
 # Evaluation subsets (trainIds) for SYNTHIA -> Cityscapes.
 TRAINIDS_16 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 TRAINIDS_13 = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
-TRAINIDS_19 = tuple(range(NUM_CLASSES))
-
-EVAL_SUBSETS = {19: TRAINIDS_19, 16: TRAINIDS_16, 13: TRAINIDS_13}
+EVAL_SUBSETS = {19: tuple(range(NUM_CLASSES)), 16: TRAINIDS_16, 13: TRAINIDS_13}
 
 
 def lookup_table(id_to_trainid, size=256):
@@ -73,14 +69,9 @@ TRAINID_TO_ID_LUT[IGNORE_LABEL] = 0  # "unlabeled" in Cityscapes labelIds.
 
 def to_train_ids(label_ids, dataset):
     """Maps an integer label-id array of `dataset` to uint8 trainIds."""
+    choices.check("dataset", dataset, choices.DATASETS)
     label_ids = np.asarray(label_ids)
-    if dataset in ("cityscapes", "gta5"):
-        lut = CITYSCAPES_LUT
-    elif dataset == "synthia":
-        lut = SYNTHIA_LUT
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected "
-                         "'cityscapes', 'gta5' or 'synthia'")
+    lut = SYNTHIA_LUT if dataset == "synthia" else CITYSCAPES_LUT
     if label_ids.size and int(label_ids.max()) >= lut.shape[0]:
         return np.where(label_ids < lut.shape[0],
                         lut[np.minimum(label_ids, lut.shape[0] - 1)],

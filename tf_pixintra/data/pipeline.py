@@ -1,37 +1,17 @@
 """tf.data input pipelines: decode -> resize -> scale/crop/flip -> Caffe BGR.
 
-Everything runs in TF ops inside `Dataset.map` with
-`num_parallel_calls=tf.data.AUTOTUNE, deterministic=True`, and all randomness
-is stateless: the file order of epoch e is a permutation seeded by (seed, e)
-and the augmentation of the n-th element of the stream is seeded by
-(seed, n). A pipeline built with the same arguments therefore yields
-bit-for-bit the same batches, whatever the thread count or global TF seed.
+Maps run with `deterministic=True` and all randomness is stateless (epoch e's
+file order is seeded by (seed, e), the n-th element's augmentation by
+(seed, n)), so the same arguments give the same batches bit for bit, whatever
+the thread count or global TF seed. `batch_size` is global (the trainer
+distributes the dataset); training streams drop the last partial batch.
 
-Per-pixel maps and how they are resampled / padded:
-
-| key          | dtype   | resampling | pad value               |
-|--------------|---------|------------|-------------------------|
-| image        | float32 | bilinear   | 0 (the mean, after Caffe preprocessing) |
-| label        | uint8   | nearest    | 255 (ignore)            |
-| pseudo_label | uint8   | nearest    | 255 (none)              |
-| hard_mask    | uint8   | nearest    | 255 (no pixel)          |
-| z            | float32 | nearest    | 0                       |
-
-Padded pixels (a crop larger than the scaled image) are neither easy nor
-hard: their hard mask is 255 (`losses.PAD_MASK`), their pseudo label 255, so
-Stage II leaves them out of Eq. 5 and of both adversarial losses (Eq. 6, 8;
-`losses.hard_mask_and_valid`). With a pad value of 0 they would count as
-easy pixels in D's loss and dilute G's adversarial mean.
-
-Z is resampled with nearest neighbour, not bilinearly: Eq. 7 defines Z = 0
-exactly on the easy pixels (M = 0) and the CTS losses (Eq. 8) use Z and M
-together; bilinear interpolation would put non-zero Z on easy pixels and
-blend Z values across the easy/hard border, so that Z and M would no longer
-describe the same pixels.
-
-`batch_size` is the global batch size (the trainer distributes the dataset
-with `strategy.experimental_distribute_dataset`); training streams drop the
-last partial batch.
+Padded pixels (a crop larger than the scaled image) get hard mask and pseudo
+label 255 (`losses.PAD_MASK`), which keeps them out of Eq. 5, 6 and 8
+(`losses.hard_mask_and_valid`); a pad of 0 would make them easy pixels. Z is
+resampled with nearest neighbour: Eq. 7 defines Z = 0 exactly where M = 0 and
+the CTS losses (Eq. 8) use Z and M together, which bilinear blending across
+the easy/hard border would break.
 """
 
 import numbers
@@ -49,14 +29,14 @@ from tf_pixintra.models.preprocessing import caffe_preprocess
 
 NUM_PARALLEL_CALLS = tf.data.AUTOTUNE
 DETERMINISTIC = True
-LABEL_FORMATS = choices.DATASETS   # a label format per data set layout
 
-# (resize method, pad value) per per-pixel key; see the module docstring.
+# Per-pixel key -> (resize method, pad value). The image is padded after the
+# Caffe preprocessing (0: the mean colour).
 PIXEL_KINDS = {
     "image": ("bilinear", 0.0),
     "label": ("nearest", labels.IGNORE_LABEL),
     "pseudo_label": ("nearest", labels.IGNORE_LABEL),
-    "hard_mask": ("nearest", 255),   # losses.PAD_MASK: no pixel
+    "hard_mask": ("nearest", 255),  # losses.PAD_MASK: no pixel
     "z": ("nearest", 0.0),
 }
 
@@ -70,18 +50,16 @@ _WINDOW_STREAM = 3
 # skipping AutoGraph's source conversion makes building a pipeline faster.
 _no_autograph = tf.autograph.experimental.do_not_convert
 
-# ---------------------------------------------------------------- decoding
 
 def load_label(path, label_format):
     """Label file `path` (string tensor) -> uint8 trainIds [H, W] (255: ignore).
 
-    The file is read by the project's one label reader, `datasets.read_label`
-    (pillow returns the palette indices of GTA5's labels, which TensorFlow's
-    PNG decoder expands to colours), inside tf.numpy_function: the input
-    pipeline is under 1% of a paper-size step. A bad file fails with
-    InvalidArgumentError carrying the reader's message, which names the file.
+    Read by the project's one label reader, `datasets.read_label` (pillow
+    returns the palette indices of GTA5's labels, which TensorFlow's PNG
+    decoder expands to colours), inside tf.numpy_function. A bad file fails
+    with InvalidArgumentError carrying the reader's message.
     """
-    choices.check("label_format", label_format, LABEL_FORMATS)
+    choices.check("label_format", label_format, choices.DATASETS)
     label = tf.numpy_function(
             # `p`: bytes in a graph, a 0-d array when called eagerly.
             lambda p: datasets.read_label(os.fsdecode(np.asarray(p).item()), label_format),
@@ -89,8 +67,6 @@ def load_label(path, label_format):
     label.set_shape([None, None])
     return label
 
-
-# ---------------------------------------------------------------- geometry
 
 def _kind(key, value):
     if key in PIXEL_KINDS:
@@ -103,24 +79,19 @@ def _kind(key, value):
 
 def _resize_map(key, value, size):
     """One map resized with its kind's method; a no-op if already `size`."""
-    method = PIXEL_KINDS[key][0]
     if key == "image":
         value = tf.cast(value, tf.float32)
     x = value if value.shape.rank == 3 else value[..., tf.newaxis]
     same = tf.reduce_all(tf.equal(tf.shape(x)[:2], size))
-    x = tf.cond(same, lambda: x, lambda: tf.image.resize(x, size, method=method))
+    x = tf.cond(same, lambda: x,
+                lambda: tf.image.resize(x, size, method=PIXEL_KINDS[key][0]))
     if isinstance(size, (tuple, list)):
         x.set_shape(list(size) + [x.shape[-1]])
     return x if value.shape.rank == 3 else x[..., 0]
 
 
 def resize(features, size):
-    """Resizes every per-pixel map of `features` to `size` = (H, W).
-
-    Image: bilinear (float32 out, whatever the input dtype); label-like maps
-    and z: nearest neighbour, dtype kept. Other keys pass through.
-    size=None returns `features` unchanged.
-    """
+    """Per-pixel maps resized to `size` = (H, W) (None: as is); the image as float32."""
     if size is None:
         return dict(features)
     return {key: _resize_map(key, value, size) if _kind(key, value) else value
@@ -131,19 +102,14 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
     """Random scale, crop and horizontal flip, identical for every map.
 
     Args:
-      features: dict with "image" float32 [H, W, 3] (Caffe-preprocessed, so
-        that the pad value 0 is the mean colour) and any of "label",
-        "pseudo_label", "hard_mask" (uint8 [H, W]) and "z" (float32 [H, W]),
-        all of the same H, W. Scalar keys pass through.
-      crop_size: (h, w) or None. Maps smaller than the crop (after scaling)
-        are padded at the bottom/right with the PIXEL_KINDS pad values.
-      scale_range: (lo, hi) or None: the maps are resized by a factor drawn
-        uniformly from [lo, hi] (image bilinear, others nearest).
+      features: "image" float32 [H, W, 3] (Caffe-preprocessed) and other
+        PIXEL_KINDS maps [H, W]; other keys pass through.
+      crop_size: (h, w) or None; smaller maps are padded at the bottom/right.
+      scale_range: (lo, hi) or None: resize by a factor drawn from U[lo, hi].
       flip: flip left-right with probability 1/2.
       seed: stateless seed, int [2].
 
-    Returns:
-      A new dict with the same keys.
+    Returns a new dict with the same keys.
     """
     features = dict(features)
     pixel_keys = [k for k, v in features.items() if _kind(k, v)]
@@ -152,16 +118,12 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
     seeds = tf.random.experimental.stateless_split(
             tf.cast(tf.convert_to_tensor(seed), tf.int64), num=4)
     shape = tf.shape(features[pixel_keys[0]])[:2]
-
     if scale_range is not None:
-        lo, hi = scale_range
-        scale = tf.random.stateless_uniform([], seeds[0], lo, hi)
-        new_size = tf.maximum(
+        scale = tf.random.stateless_uniform([], seeds[0], *scale_range)
+        shape = tf.maximum(
                 tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), 1)
         for key in pixel_keys:
-            features[key] = _resize_map(key, features[key], new_size)
-        shape = new_size
-
+            features[key] = _resize_map(key, features[key], shape)
     if crop_size is not None:
         ch, cw = crop_size
         pad_h = tf.maximum(ch - shape[0], 0)
@@ -178,26 +140,12 @@ def augment(features, crop_size=None, scale_range=None, flip=False, seed=(0, 0))
             value = value[top:top + ch, left:left + cw]
             value.set_shape([ch, cw] + value.shape.as_list()[2:])
             features[key] = value
-
     if flip:
         do_flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
         for key in pixel_keys:
-            value = features[key]
-            features[key] = tf.cond(do_flip, lambda v=value: tf.reverse(v, [1]),
-                                    lambda v=value: v)
+            features[key] = tf.cond(do_flip, lambda v=features[key]: tf.reverse(v, [1]),
+                                    lambda v=features[key]: v)
     return features
-
-
-# ---------------------------------------------------------------- streams
-
-def _options():
-    options = tf.data.Options()
-    options.deterministic = DETERMINISTIC
-    # Every worker reads the file list and keeps its share of the elements;
-    # works for any number of files or shards.
-    options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-    return options
 
 
 def _check_pair(name, value):
@@ -212,12 +160,11 @@ def _check_pair(name, value):
 
 def _check_args(size, crop_size, scale_range, batch_size):
     """Validated (size, crop_size) as int pairs or None."""
-    size = _check_pair("size", size)
-    crop_size = _check_pair("crop_size", crop_size)
-    if scale_range is not None:
-        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
-                              "with 0 < lo <= hi")
+    size, crop_size = _check_pair("size", size), _check_pair("crop_size", crop_size)
+    if scale_range is not None and (
+            len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]):
+        raise ConfigError(f"scale_range {scale_range!r}; expected (lo, hi) "
+                          "with 0 < lo <= hi")
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size {batch_size!r}; expected a positive int")
     return size, crop_size
@@ -237,57 +184,71 @@ def _epochs(repeat):
     return tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
 
 
-def _index_stream(num_items, seed, shuffle, repeat):
-    """Item indices: epoch after epoch (one epoch unless repeat)."""
-    return _epochs(repeat).flat_map(
-            _no_autograph(lambda e: _epoch_order(num_items, seed, shuffle, e)))
-
-
-def _element_seed(seed, position):
-    return tf.random.experimental.stateless_fold_in(
-            tf.constant([seed, _AUGMENT_STREAM], tf.int64), position)
-
-
-def _finish(dataset, batch_size):
-    return (dataset.batch(batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE).with_options(_options()))
-
-
-def _as_paths(paths, what):
-    paths = [os.fspath(p) for p in paths]
-    if not paths:
-        raise ConfigError(f"{what} is empty; expected at least one file")
-    return tf.constant(paths, tf.string)
-
-
-def _file_stream(columns, load, size, crop_size, scale_range, flip, batch_size,
-                 seed, shuffle, repeat):
-    """Shared body of source_dataset and target_dataset."""
-    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
-    num_items = int(next(iter(columns.values())).shape[0])
+def _stream(items, load, size, crop_size, scale_range, flip, batch_size, seed):
+    """Batches of `load(item)` resized, Caffe-preprocessed and `augment`ed,
+    the n-th element seeded by (seed, n)."""
+    base = tf.constant([seed, _AUGMENT_STREAM], tf.int64)
 
     @_no_autograph
     def element(position, item):
-        features = load({key: column[item] for key, column in columns.items()})
-        features = resize(features, size)  # Before the BGR/mean pass: less work.
+        features = resize(load(item), size)  # Before the BGR/mean pass: less work.
         features["image"] = caffe_preprocess(features["image"])
         return augment(features, crop_size, scale_range, flip,
-                       _element_seed(seed, position))
+                       tf.random.experimental.stateless_fold_in(base, position))
 
-    dataset = _index_stream(num_items, seed, shuffle, repeat).enumerate().map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return _finish(dataset, batch_size)
+    options = tf.data.Options()
+    options.deterministic = DETERMINISTIC
+    # Every worker reads the file list and keeps its share of the elements;
+    # works for any number of files or shards.
+    options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+    return (items.enumerate()
+            .map(element, num_parallel_calls=NUM_PARALLEL_CALLS,
+                 deterministic=DETERMINISTIC)
+            .batch(batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE).with_options(options))
+
+
+def _file_stream(paths, load, size, crop_size, scale_range, flip, batch_size, seed,
+                 shuffle, repeat):
+    """Shared body of source_dataset and target_dataset; `paths`: {key: files}."""
+    columns = {}
+    for key, files in paths.items():
+        files = [os.fspath(f) for f in files]
+        if not files:
+            raise ConfigError(f"{key}_paths is empty; expected at least one file")
+        columns[key] = tf.constant(files, tf.string)
+    size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
+    num_items = int(columns["image"].shape[0])
+    items = _epochs(repeat).flat_map(
+            _no_autograph(lambda e: _epoch_order(num_items, seed, shuffle, e)))
+
+    def row(i):
+        return load({key: column[i] for key, column in columns.items()})
+
+    return _stream(items, row, size, crop_size, scale_range, flip, batch_size, seed)
 
 
 def _load_image(path):
-    return datasets.decode_image(tf.io.read_file(path))  # the one image decoder
+    return datasets.decode_image(tf.io.read_file(path))
 
 
-def _load_labelled(label_format, check_same_size):
+def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
+                   scale_range=None, flip=False, batch_size=1, seed=0,
+                   shuffle=True, repeat=True):
+    """Labelled training stream: {"image": float32 [B,h,w,3], "label": uint8 [B,h,w]}.
+
+    Images and labels are resized to `size` (H, W) (None: they must be of
+    one size), `augment`ed, and the images Caffe-preprocessed (BGR - mean).
+    label_format: see `load_label`.
+    """
+    if len(image_paths) != len(label_paths):
+        raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
+
     def load(paths):
         image = _load_image(paths["image"])
         label = load_label(paths["label"], label_format)
-        if check_same_size:
+        if size is None:
             check = tf.debugging.Assert(
                     tf.reduce_all(tf.equal(tf.shape(image)[:2], tf.shape(label))),
                     ["image and label sizes differ (give `size` to resize both):",
@@ -296,35 +257,17 @@ def _load_labelled(label_format, check_same_size):
             with tf.control_dependencies([check]):
                 image = tf.identity(image)
         return {"image": image, "label": label}
-    return load
 
-
-def source_dataset(image_paths, label_paths, label_format, size, crop_size=None,
-                   scale_range=None, flip=False, batch_size=1, seed=0,
-                   shuffle=True, repeat=True):
-    """Labelled training stream: {"image": float32 [B,h,w,3], "label": uint8 [B,h,w]}.
-
-    Images are resized to `size` (H, W) bilinearly and labels with nearest
-    neighbour, then `augment`ed; images are Caffe-preprocessed (BGR - mean).
-    label_format: "cityscapes", "gta5" or "synthia" (see `load_label`).
-    """
-    choices.check("label_format", label_format, LABEL_FORMATS)
-    if len(image_paths) != len(label_paths):
-        raise ConfigError(f"{len(image_paths)} images but {len(label_paths)} labels")
-    columns = {"image": _as_paths(image_paths, "image_paths"),
-               "label": _as_paths(label_paths, "label_paths")}
-    return _file_stream(columns, _load_labelled(label_format, size is None), size,
-                        crop_size, scale_range, flip, batch_size, seed, shuffle,
-                        repeat)
+    return _file_stream({"image": image_paths, "label": label_paths}, load, size,
+                        crop_size, scale_range, flip, batch_size, seed, shuffle, repeat)
 
 
 def target_dataset(image_paths, size, crop_size=None, scale_range=None, flip=False,
                    batch_size=1, seed=0, shuffle=True, repeat=True):
     """Unlabelled training stream: {"image": float32 [B,h,w,3]}."""
-    columns = {"image": _as_paths(image_paths, "image_paths")}
-    return _file_stream(columns, lambda p: {"image": _load_image(p["image"])}, size,
-                        crop_size, scale_range, flip, batch_size, seed, shuffle,
-                        repeat)
+    return _file_stream({"image": image_paths},
+                        lambda p: {"image": _load_image(p["image"])}, size, crop_size,
+                        scale_range, flip, batch_size, seed, shuffle, repeat)
 
 
 def _window_shuffle(dataset, window, seed):
@@ -347,15 +290,10 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     """Stage II stream from the TFRecords of the pseudo stage.
 
     Yields {"image": float32 [B,h,w,3], "pseudo_label": uint8 [B,h,w],
-    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. With `validate`
-    (records this run did not write, whose invariants `encode_example` did
-    not check), every record is checked first by `tfrecords.validate_records`
-    (DataError naming the shard, the record and the value); the stream
-    itself decodes without checks. Shuffling: each epoch visits the shards
-    in a stateless random order, reads `cycle_length` of them interleaved,
-    and permutes consecutive windows of `shuffle_buffer` records (stateless,
-    seeded by `seed`). Without shuffle the records come in their original
-    (write) order.
+    "hard_mask": uint8 [B,h,w], "z": float32 [B,h,w]}. `validate`: check every
+    record first (`tfrecords.validate_records`). With shuffle, each epoch reads
+    the shards in a stateless random order, `cycle_length` interleaved, and
+    permutes windows of `shuffle_buffer` records; without, in write order.
     """
     size, crop_size = _check_args(size, crop_size, scale_range, batch_size)
     index = (tfrecords.validate_records if validate else tfrecords.read_index)(
@@ -378,15 +316,8 @@ def pseudo_label_dataset(index_path, size=None, crop_size=None, scale_range=None
     if shuffle and shuffle_buffer > 1:
         records = _window_shuffle(records, shuffle_buffer, seed)
 
-    @_no_autograph
-    def element(position, serialized):
+    def load(serialized):
         out = tfrecords.decode_example(serialized)
-        features = resize({key: out[key] for key in
-                           ("image", "pseudo_label", "hard_mask", "z")}, size)
-        features["image"] = caffe_preprocess(features["image"])
-        return augment(features, crop_size, scale_range, flip,
-                       _element_seed(seed, position))
+        return {key: out[key] for key in ("image", "pseudo_label", "hard_mask", "z")}
 
-    dataset = records.enumerate().map(
-            element, num_parallel_calls=NUM_PARALLEL_CALLS, deterministic=DETERMINISTIC)
-    return _finish(dataset, batch_size)
+    return _stream(records, load, size, crop_size, scale_range, flip, batch_size, seed)

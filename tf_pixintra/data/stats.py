@@ -4,26 +4,22 @@
         --root DIR --split SPLIT [--list_file F] [--json OUT]
 
 prints a table (class name, pixels, share of all pixels) and writes, when
---json is given, {"num_images": N, "class_pixels": [19 ints in trainId
-order], "ignored_pixels": n} (atomically). Bad input exits with status 1 and
-the DataError message on stderr.
+--json is given, the `compute_stats` dict (atomically). Bad input exits with
+status 1 and the error message on stderr.
 """
-
-import sys
 
 import numpy as np
 from absl import app
 from absl import flags
 
+from tf_pixintra import choices
 from tf_pixintra import io_utils
 from tf_pixintra import progress
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as labels_lib
-from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.errors import cli_main
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_enum("dataset", None, list(datasets.DATASETS), "Data set layout.")
+flags.DEFINE_enum("dataset", None, list(choices.DATASETS), "Data set layout.")
 flags.DEFINE_string("root", None, "Data set root folder.")
 flags.DEFINE_string("split", "train",
                     "Split: a Cityscapes split folder; for GTA5/SYNTHIA "
@@ -33,15 +29,12 @@ flags.DEFINE_string("list_file", None,
                     "the image folder) selecting a subset.")
 flags.DEFINE_string("json", None, "Where to write the statistics as JSON.")
 
+
 def compute_stats(dataset, root, split, list_file=None):
-    """Counts the labelled pixels of every trainId over a data set.
+    """Counts the labelled pixels of every trainId over a data set's labels.
 
-    Every label file is read, mapped to trainIds and counted with
-    np.bincount(minlength=256); images themselves are not decoded.
-
-    Returns:
-      {"num_images": N, "class_pixels": [19 ints, trainId order],
-       "ignored_pixels": n}, all Python ints.
+    Returns {"num_images": N, "class_pixels": [19 ints, trainId order],
+    "ignored_pixels": n}, all Python ints.
     """
     examples = datasets.list_examples(dataset, root, split, list_file=list_file,
                                       require_labels=True)
@@ -64,29 +57,24 @@ def format_table(stats):
     width = max(len(name) for name, _ in rows)
     lines = [f"images: {stats['num_images']}",
              f"{'class':<{width}}  {'pixels':>14}  {'share %':>8}"]
-    for name, count in rows:
+    for name, count in rows + [("total", total)]:
         share = 100.0 * count / total if total else 0.0
         lines.append(f"{name:<{width}}  {count:>14,d}  {share:>8.3f}")
-    total_share = 100.0 if total else 0.0
-    lines.append(f"{'total':<{width}}  {total:>14,d}  {total_share:>8.3f}")
     return "\n".join(lines)
 
 
-def main(argv):
-    """Entry point: computes, prints and optionally writes the statistics."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        stats = compute_stats(FLAGS.dataset, FLAGS.root, FLAGS.split,
-                              list_file=FLAGS.list_file)
-    except (DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+def run(fv):
+    """Computes, prints and optionally writes the statistics."""
+    stats = compute_stats(fv.dataset, fv.root, fv.split, list_file=fv.list_file)
     print(format_table(stats))
-    if FLAGS.json:
-        io_utils.write_json(FLAGS.json, stats)
-        print(f"wrote {FLAGS.json}")
-    return 0
+    if fv.json:
+        io_utils.write_json(fv.json, stats)
+        print(f"wrote {fv.json}")
+
+
+def main(argv):
+    """absl entry point; a bad file or setting is exit status 1."""
+    return cli_main(argv, run, flags.FLAGS, status=1)
 
 
 if __name__ == "__main__":

@@ -1,35 +1,14 @@
 """TFRecords of target images with pseudo labels, hard masks and Z maps.
 
-One record (a tf.train.Example) per target image, with the feature keys of
-the TF Model Garden segmentation convention plus two parallel maps:
+One record (a tf.train.Example) per target image, with the feature keys
+(KEY_*) of the TF Model Garden segmentation convention plus two parallel
+maps. A decoded Z differs from the stored float32 by at most 0.5/65535 plus
+float32 rounding (< 1e-7): Z_MAX_ERROR.
 
-| key                                     | value                                  |
-|-----------------------------------------|----------------------------------------|
-| image/encoded                           | RGB image, PNG                         |
-| image/format                            | b"png"                                 |
-| image/filename                          | the image's name (UTF-8)               |
-| image/height, image/width               | int64                                  |
-| image/segmentation/class/encoded        | pseudo label, 8-bit PNG, 255 = none    |
-| image/segmentation/class/format         | b"png"                                 |
-| image/segmentation/hard_mask/encoded    | hard mask M (Eq. 2), 8-bit PNG, 0/1    |
-| image/segmentation/z/encoded            | Z (Eq. 7), 16-bit PNG of round(Z*65535)|
-
-Z is quantised to 16 bits: a decoded value differs from the stored float32 by
-at most 0.5/65535 (7.63e-6) plus float32 rounding (< 1e-7), so by < 7.8e-6.
-
-Files: `NAME-00000-of-000NN.tfrecord` shards, written by `writers` (each to
-a temporary name, renamed when complete; several processes may each write
-their own shard), and `NAME-index.json` listing the shards, their record
-counts and byte sizes, the total and the writer's settings (`write_index`).
-
-Validation: `encode_example` refuses a record that breaks an invariant
-(`check_maps`), so records are checked as they are written. `read_index`
-checks that every listed shard exists and has the recorded size (a missing
-or truncated shard raises DataError naming the file); `validate_records`,
-the one offline validator, checks every record of an index (records this
-run did not write) and raises DataError naming the shard file, the record
-and the bad value. `decode_example` decodes without checks: the training
-stream reads records that were validated one way or the other.
+Files: `NAME-00000-of-000NN.tfrecord` shards (`writers`) and `NAME-index.json`
+(`write_index`). Records are checked against `check_maps` when written
+(`encode_example`) or, for records this run did not write, by
+`validate_records`; `decode_example` does no checks.
 """
 
 import contextlib
@@ -46,32 +25,27 @@ from tf_pixintra.errors import DataError
 
 INDEX_VERSION = 1
 Z_SCALE = 65535
-# Largest difference between a stored Z and its decoded value (see module doc).
 Z_MAX_ERROR = 0.5 / Z_SCALE + 1e-7
 
-KEY_IMAGE = "image/encoded"
-KEY_IMAGE_FORMAT = "image/format"
-KEY_FILENAME = "image/filename"
-KEY_HEIGHT = "image/height"
-KEY_WIDTH = "image/width"
-KEY_LABEL = "image/segmentation/class/encoded"
-KEY_LABEL_FORMAT = "image/segmentation/class/format"
-KEY_HARD_MASK = "image/segmentation/hard_mask/encoded"
-KEY_Z = "image/segmentation/z/encoded"
+KEY_IMAGE = "image/encoded"  # RGB image, PNG
+KEY_IMAGE_FORMAT = "image/format"  # b"png"
+KEY_FILENAME = "image/filename"  # the image's name, UTF-8
+KEY_HEIGHT = "image/height"  # int64
+KEY_WIDTH = "image/width"  # int64
+KEY_LABEL = "image/segmentation/class/encoded"  # pseudo label, 8-bit PNG, 255 = none
+KEY_LABEL_FORMAT = "image/segmentation/class/format"  # b"png"
+KEY_HARD_MASK = "image/segmentation/hard_mask/encoded"  # M (Eq. 2), 8-bit PNG, 0/1
+KEY_Z = "image/segmentation/z/encoded"  # Z (Eq. 7), 16-bit PNG of round(Z * Z_SCALE)
 
 _RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length.
 _RECORD_FOOTER = 4  # uint32 masked CRC of the data.
 
 
-# ---------------------------------------------------------------- encoding
-
 def check_maps(height, width, pseudo_label, hard_mask, z):
     """First violated record invariant as a sentence, or None.
 
-    Invariants: the three maps are [height, width]; pseudo labels are < 19
-    or 255; the hard mask is 0 or 1; Z is finite and in [0, 1]; the pseudo
-    label is 255 wherever the hard mask is 1 (Eq. 2/3: hard pixels carry no
-    label).
+    The pseudo label is 255 wherever the hard mask is 1 (Eq. 2/3: hard
+    pixels carry no label).
     """
     for key, array in (("pseudo_label", pseudo_label), ("hard_mask", hard_mask),
                        ("z", z)):
@@ -133,15 +107,10 @@ def encode_z(z):
 def encode_example(image, pseudo_label, hard_mask, z, filename):
     """One record as a tf.train.Example.
 
-    Args:
-      image: PNG bytes of the RGB image, or a uint8 array [H, W, 3].
-      pseudo_label: uint8 [H, W], trainIds, 255 = none.
-      hard_mask: [H, W] of 0/1 (uint8 or bool), 1 = hard pixel.
-      z: float [H, W] in [0, 1] (Eq. 7).
-      filename: the image's name, stored as `image/filename`.
-
-    Raises:
-      DataError naming `filename` when an invariant of `check_maps` fails.
+    image: PNG bytes of the RGB image or uint8 [H, W, 3]; pseudo_label: uint8
+    trainIds [H, W], 255 = none; hard_mask: [H, W] of 0/1 (uint8 or bool);
+    z: float [H, W] in [0, 1]. DataError naming `filename` when a
+    `check_maps` invariant fails.
     """
     if isinstance(image, (bytes, bytearray)):
         image_png = bytes(image)
@@ -154,9 +123,7 @@ def encode_example(image, pseudo_label, hard_mask, z, filename):
                             "expected uint8 [H, W, 3] RGB or PNG bytes")
         height, width = image.shape[:2]
         image_png = _encode_png(image)
-    pseudo_label = np.asarray(pseudo_label)
-    hard_mask = np.asarray(hard_mask)
-    z = np.asarray(z)
+    pseudo_label, hard_mask, z = map(np.asarray, (pseudo_label, hard_mask, z))
     problem = check_maps(height, width, pseudo_label, hard_mask, z)
     if problem:
         raise DataError(f"{filename}: {problem}")
@@ -166,43 +133,30 @@ def encode_example(image, pseudo_label, hard_mask, z, filename):
             filename, height, width)
 
 
-# ---------------------------------------------------------------- decoding
-
-_FEATURES = {
-    KEY_IMAGE: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    KEY_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    KEY_LABEL: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_HARD_MASK: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    KEY_Z: tf.io.FixedLenFeature([], tf.string, default_value=""),
-}
+_FEATURES = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+             for key in (KEY_IMAGE, KEY_FILENAME, KEY_LABEL, KEY_HARD_MASK, KEY_Z)}
+_FEATURES.update({key: tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+                  for key in (KEY_HEIGHT, KEY_WIDTH)})
 
 
 def decode_example(serialized):
     """Serialized record -> dict of tensors (TF ops, usable in tf.data.map).
 
-    Keys: image uint8 [H, W, 3], pseudo_label uint8 [H, W], hard_mask uint8
-    [H, W], z float32 [H, W], filename string, height int64, width int64.
-    No checks (see the module docstring).
+    image uint8 [H, W, 3], pseudo_label and hard_mask uint8 [H, W], z float32
+    [H, W], filename string, height and width int64. No checks.
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    image = tf.io.decode_png(parsed[KEY_IMAGE], channels=3)
-    pseudo = tf.io.decode_png(parsed[KEY_LABEL], channels=1)[..., 0]
-    hard = tf.io.decode_png(parsed[KEY_HARD_MASK], channels=1)[..., 0]
     z = tf.io.decode_png(parsed[KEY_Z], channels=1, dtype=tf.uint16)[..., 0]
     return {
-        "image": image,
-        "pseudo_label": pseudo,
-        "hard_mask": hard,
+        "image": tf.io.decode_png(parsed[KEY_IMAGE], channels=3),
+        "pseudo_label": tf.io.decode_png(parsed[KEY_LABEL], channels=1)[..., 0],
+        "hard_mask": tf.io.decode_png(parsed[KEY_HARD_MASK], channels=1)[..., 0],
         "z": tf.cast(z, tf.float32) / Z_SCALE,
         "filename": parsed[KEY_FILENAME],
         "height": parsed[KEY_HEIGHT],
         "width": parsed[KEY_WIDTH],
     }
 
-
-# ---------------------------------------------------------------- writing
 
 def _serialize(example, where):
     if isinstance(example, tf.train.Example):
@@ -217,8 +171,7 @@ def _serialize(example, where):
 def writers(paths):
     """{key: write(example)} for TFRecord files {key: path}, as a context.
 
-    `write` takes a tf.train.Example (serialised with deterministic=True, so
-    every process writes the same bytes) or serialized bytes. Each file is
+    `write` takes a tf.train.Example or serialized bytes. Each file is
     written under a temporary name and renamed when the block ends; if it
     raises, no file is left under any of the names.
     """
@@ -236,24 +189,20 @@ def writers(paths):
 def count_records(path):
     """Number of records in a TFRecord file, read from the record headers.
 
-    Raises DataError naming the file, the record number and byte offset if
-    the file ends inside a record (a truncated shard). CRCs are not checked
-    here (TensorFlow checks them when reading).
+    DataError naming the file, record and byte offset if the file ends inside
+    a record. CRCs are left to TensorFlow's reader.
     """
     size = io_utils.getsize(path)
     count = offset = 0
     with io_utils.open_file(path, "rb") as f:
-        while offset < size:
-            header = f.read(8)
-            if len(header) < 8:
-                break
-            length = struct.unpack("<Q", header)[0]
+        while offset + 8 <= size:
+            f.seek(offset)
+            length = struct.unpack("<Q", f.read(8))[0]
             end = offset + _RECORD_HEADER + length + _RECORD_FOOTER
             if end > size:
                 break
             offset = end
             count += 1
-            f.seek(offset)
     if offset != size:
         raise DataError(f"{path}: truncated TFRecord file: record {count} starts at "
                         f"byte {offset} but the file ends at byte {size}; expected "
@@ -264,9 +213,8 @@ def count_records(path):
 def write_index(out_dir, name, num_shards, settings):
     """Checks all shards of `name` exist, counts them, writes NAME-index.json.
 
-    Returns the index path. The index holds {"version", "name",
-    "num_shards", "shards": [{"file", "num_records", "num_bytes"}],
-    "total", "settings"} and is written atomically.
+    Returns the index path. The index holds {"version", "name", "num_shards",
+    "shards": [{"file", "num_records", "num_bytes"}], "total", "settings"}.
     """
     files = [run_layout.shard_name(name, i, num_shards) for i in range(num_shards)]
     missing = [f for f in files if not io_utils.isfile(io_utils.join(out_dir, f))]
@@ -278,37 +226,24 @@ def write_index(out_dir, name, num_shards, settings):
         path = io_utils.join(out_dir, f)
         shards.append({"file": f, "num_records": count_records(path),
                        "num_bytes": io_utils.getsize(path)})
-    index = {
-        "version": INDEX_VERSION,
-        "name": name,
-        "num_shards": num_shards,
-        "shards": shards,
-        "total": sum(s["num_records"] for s in shards),
-        "settings": dict(settings or {}),
-    }
+    index = {"version": INDEX_VERSION, "name": name, "num_shards": num_shards,
+             "shards": shards, "total": sum(s["num_records"] for s in shards),
+             "settings": dict(settings or {})}
     path = io_utils.join(out_dir, run_layout.index_name(name))
     io_utils.write_json(path, index)
     return path
 
 
-# ---------------------------------------------------------------- reading
-
 def read_index(index_path, check_files=True):
     """Reads NAME-index.json; adds "paths" (absolute shard paths).
 
-    With check_files, raises DataError naming the file if a listed shard is
-    missing or its size differs from the size recorded at write time (a
-    truncated or replaced shard).
+    With check_files, DataError naming a shard that is missing or resized.
     """
     try:
-        index = io_utils.read_json(index_path)
+        index = io_utils.read_json(index_path)  # DataError if damaged
     except FileNotFoundError:
         raise DataError(f"{index_path}: index file not found; expected the "
                         "NAME-index.json written by tfrecords.write_index") from None
-    except DataError:
-        raise
-    except ValueError as e:
-        raise DataError(f"{index_path}: not valid JSON ({e})") from None
     for key in ("name", "num_shards", "shards", "total"):
         if key not in index:
             raise DataError(f"{index_path}: index has no {key!r}; expected the keys "
@@ -330,12 +265,11 @@ def read_index(index_path, check_files=True):
 
 
 def validate_records(index_path):
-    """Checks every record of an index from Python; returns the index.
+    """Checks every record of an index; returns the index.
 
-    Raises DataError naming the shard file and the record number (0-based
-    within the shard) of the first record that cannot be read or decoded or
-    breaks an invariant of `check_maps`, or whose header height/width differ
-    from its maps; also if a shard's record count differs from the index.
+    DataError naming the shard and the record (0-based) that cannot be
+    decoded, breaks a `check_maps` invariant or whose header size differs from
+    its image; also if a shard's record count differs from the index.
     """
     index = read_index(index_path)
     for shard, path in zip(index["shards"], index["paths"]):
