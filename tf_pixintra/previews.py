@@ -49,13 +49,11 @@ def panels(image, pseudo_label, hard_mask, z):
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     shape = image.shape[:2]
-    for name, array in (("pseudo_label", pseudo_label),
-                        ("hard_mask", hard_mask), ("z", z)):
+    for name, array in (("pseudo_label", pseudo_label), ("hard_mask", hard_mask), ("z", z)):
         if np.shape(array)[:2] != shape:
             raise ValueError(f"{name} has shape {np.shape(array)}; the image "
                              f"is {shape}")
-    return [image[..., :3], colorize(pseudo_label), mask_image(hard_mask),
-            heat_map(z)]
+    return [image[..., :3], colorize(pseudo_label), mask_image(hard_mask), heat_map(z)]
 
 
 def panel_origin(index, width):

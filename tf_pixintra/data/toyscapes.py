@@ -85,8 +85,7 @@ def source_paths(root, index):
     """(image, label) paths of source image `index` under the ToyScapes root."""
     name = source_name(index) + ".png"
     base = os.path.join(root, SOURCE_DIR)
-    return (os.path.join(base, "images", name),
-            os.path.join(base, "labels", name))
+    return (os.path.join(base, "images", name), os.path.join(base, "labels", name))
 
 
 def target_paths(root, split, index):
@@ -94,20 +93,16 @@ def target_paths(root, split, index):
     name = target_name(split, index)
     city = name.split("_")[0]
     base = os.path.join(root, TARGET_DIR)
-    return (os.path.join(base, "leftImg8bit", split, city,
-                         name + "_leftImg8bit.png"),
-            os.path.join(base, "gtFine", split, city,
-                         name + "_gtFine_labelIds.png"))
+    return (os.path.join(base, "leftImg8bit", split, city, name + "_leftImg8bit.png"),
+            os.path.join(base, "gtFine", split, city, name + "_gtFine_labelIds.png"))
 
 
 def dataset_paths(root):
     """Absolute "root", "manifest", "gta5" (source root, split "all") and
     "cityscapes" (target root, splits "train" and "val") of a benchmark."""
     root = os.path.abspath(os.fspath(root))
-    return {"root": root,
-            "manifest": os.path.join(root, MANIFEST_NAME),
-            "gta5": os.path.join(root, SOURCE_DIR),
-            "cityscapes": os.path.join(root, TARGET_DIR)}
+    return {"root": root, "manifest": os.path.join(root, MANIFEST_NAME),
+            "gta5": os.path.join(root, SOURCE_DIR), "cityscapes": os.path.join(root, TARGET_DIR)}
 
 
 def _generators(seed, split, index):
@@ -129,8 +124,7 @@ def variant_dir(data_dir, variant):
 def draw_source(seed, index, height, width):
     """Source image `index`: (uint8 RGB [H, W, 3], uint8 trainIds [H, W])."""
     scene_rng = _generators(seed, "source", index)[0]
-    label, _, rgb, _ = render.render_scene(scene_rng, height, width,
-                                           render.SOURCE_PALETTE)
+    label, _, rgb, _ = render.render_scene(scene_rng, height, width, render.SOURCE_PALETTE)
     return render.render_source_look(rgb), label
 
 
@@ -150,8 +144,7 @@ def draw_target(seed, split, index, height, width, variant="standard"):
     if variant == "shadows":
         shadow, info = render.draw_shadows(shadow_rng, label)
         conditions = {**conditions, **info}
-    image = render.render_target_look(look_rng, label, depth, rgb, orient,
-                                      conditions, shadow)
+    image = render.render_target_look(look_rng, label, depth, rgb, orient, conditions, shadow)
     return image, label, conditions
 
 
@@ -159,8 +152,7 @@ def _png_bytes(array, mode):
     """PNG encoding of `array` (deterministic for a given pillow and zlib);
     level 1: higher ones hardly shrink the noisy target images, at twice the time."""
     buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG",
-                                           compress_level=1)
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -192,8 +184,7 @@ def _prepare_directory(root):
     os.makedirs(root, exist_ok=True)
     marker = os.path.join(root, MARKER_NAME)
     manifest = os.path.join(root, MANIFEST_NAME)
-    existing = [d for d in (SOURCE_DIR, TARGET_DIR)
-                if os.path.exists(os.path.join(root, d))]
+    existing = [d for d in (SOURCE_DIR, TARGET_DIR) if os.path.exists(os.path.join(root, d))]
     owned = os.path.exists(marker) or os.path.exists(manifest)
     if existing and not owned:
         raise ConfigError(
@@ -220,8 +211,7 @@ def _write_images(task):
             image, label = draw_source(seed, index, height, width)
             _write_pair(*source_paths(root, index), image, label)
         else:
-            image, label, conditions = draw_target(seed, split, index, height,
-                                                   width, variant)
+            image, label, conditions = draw_target(seed, split, index, height, width, variant)
             _write_pair(*target_paths(root, split, index), image, label)
             written.append((split, index, conditions))
     return written
@@ -276,10 +266,9 @@ def _run_tasks(tasks, workers):
 
 def _settings(seed, num_source, num_target, num_val, height, width, variant):
     """The manifest entries a reused benchmark must match."""
-    return {"version": GENERATOR_VERSION, "seed": int(seed),
-            "num_source": int(num_source), "num_target": int(num_target),
-            "num_val": int(num_val), "height": int(height), "width": int(width),
-            "variant": variant}
+    return {"version": GENERATOR_VERSION, "seed": int(seed), "num_source": int(num_source),
+            "num_target": int(num_target), "num_val": int(num_val), "height": int(height),
+            "width": int(width), "variant": variant}
 
 
 def generate(out_dir, seed, num_source, num_target, num_val, height, width,
@@ -305,8 +294,7 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
     root = os.path.abspath(os.fspath(out_dir))
     _prepare_directory(root)
     tasks = []
-    for split, count in (("source", num_source), ("train", num_target),
-                         ("val", num_val)):
+    for split, count in (("source", num_source), ("train", num_target), ("val", num_val)):
         for start in range(0, count, _CHUNK):
             tasks.append((root, int(seed), int(height), int(width), split,
                           tuple(range(start, min(start + _CHUNK, count))),
@@ -366,11 +354,9 @@ def _locked(root):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
-                     num_source=DEFAULTS["num_source"],
-                     num_target=DEFAULTS["num_target"],
-                     num_val=DEFAULTS["num_val"], height=DEFAULTS["height"],
-                     width=DEFAULTS["width"], workers=None,
+def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"], num_source=DEFAULTS["num_source"],
+                     num_target=DEFAULTS["num_target"], num_val=DEFAULTS["num_val"],
+                     height=DEFAULTS["height"], width=DEFAULTS["width"], workers=None,
                      variant="standard"):
     """`dataset_paths` of the ToyScapes benchmark in
     `variant_dir(data_dir, variant)`, generated (`generate`) unless its
@@ -378,8 +364,7 @@ def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
     files exist. Safe against concurrent callers (file lock)."""
     _check_args(seed, num_source, num_target, num_val, height, width)
     root = os.path.abspath(variant_dir(os.fspath(data_dir), variant))
-    wanted = _settings(seed, num_source, num_target, num_val, height, width,
-                       variant)
+    wanted = _settings(seed, num_source, num_target, num_val, height, width, variant)
     with _locked(root):
         if not _is_complete(root, wanted):
             generate(root, seed, num_source, num_target, num_val, height, width,
@@ -392,8 +377,7 @@ def _define_flags():
     from absl import flags  # pylint: disable=import-outside-toplevel
     flags.DEFINE_string("out", None, "Benchmark root directory to write.")
     flags.DEFINE_integer("seed", DEFAULTS["seed"], "Random seed (>= 0).")
-    flags.DEFINE_integer("num_source", DEFAULTS["num_source"],
-                         "Source images (GTA5 layout).")
+    flags.DEFINE_integer("num_source", DEFAULTS["num_source"], "Source images (GTA5 layout).")
     flags.DEFINE_integer("num_target", DEFAULTS["num_target"],
                          "Target train images (Cityscapes layout).")
     flags.DEFINE_integer("num_val", DEFAULTS["num_val"],
@@ -422,10 +406,9 @@ def main(argv):
     args = flags.FLAGS
     start = time.perf_counter()
     try:
-        manifest = toyscapes.generate(
-                args.out, args.seed, args.num_source, args.num_target,
-                args.num_val, args.height, args.width, workers=args.workers,
-                variant=args.variant)
+        manifest = toyscapes.generate(args.out, args.seed, args.num_source, args.num_target,
+                                      args.num_val, args.height, args.width, workers=args.workers,
+                                      variant=args.variant)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
