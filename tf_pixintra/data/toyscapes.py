@@ -7,15 +7,14 @@ r"""ToyScapes: a built-in synthetic-to-real street-scene benchmark.
 writes procedurally drawn street scenes (toyscapes_render) in the real data
 set layouts, read by the ordinary readers (tf_pixintra.data.datasets):
 
-- source ("synthetic"), GTA5 layout: DIR/gta5/{images,labels}/00001.png
-  (8-bit labelIds);
+- source ("synthetic"), GTA5 layout: DIR/gta5/{images,labels}/00001.png;
 - target ("real"), Cityscapes layout:
   DIR/cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png and
   DIR/cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png with
-  <name> = <city>_SSSSSS_000019 (invented cities). Train labels are for
-  oracle runs and pseudo-label diagnostics only; adaptation must not read them.
-- DIR/toyscapes.json, written last: the arguments, and per target image its
-  haze density beta and other look parameters.
+  <name> = <city>_SSSSSS_000019 (invented cities). Labels are 8-bit labelIds;
+  target train ones are for oracle runs and diagnostics, never adaptation.
+- DIR/toyscapes.json, written last: the arguments, and the look parameters
+  (haze density beta, ...) of each target image.
 
 Image k of a split is drawn from its own generator seeded by (seed, split, k),
 so the same arguments give the same bytes whatever the counts.
@@ -69,11 +68,6 @@ _SPLIT_CODES = {"source": 0, "train": 1, "val": 2}
 VARIANTS = choices.TOYSCAPES_VARIANTS
 
 
-def source_name(index):
-    """GTA5-style file stem of source image `index` (0-based): "00001"."""
-    return f"{index + 1:05d}"
-
-
 def target_name(split, index):
     """Cityscapes-style stem of target image `index` of `split`."""
     cities = TRAIN_CITIES if split == "train" else VAL_CITIES
@@ -82,8 +76,8 @@ def target_name(split, index):
 
 
 def source_paths(root, index):
-    """(image, label) paths of source image `index` under the ToyScapes root."""
-    name = source_name(index) + ".png"
+    """(image, label) paths of source image `index` (0-based; "00001.png")."""
+    name = f"{index + 1:05d}.png"
     base = os.path.join(root, SOURCE_DIR)
     return (os.path.join(base, "images", name), os.path.join(base, "labels", name))
 
@@ -148,19 +142,15 @@ def draw_target(seed, split, index, height, width, variant="standard"):
     return image, label, conditions
 
 
-def _png_bytes(array, mode):
-    """PNG encoding of `array` (deterministic for a given pillow and zlib);
-    level 1: higher ones hardly shrink the noisy target images, at twice the time."""
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def _write_pair(image_path, label_path, image, train_ids):
-    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically."""
+    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically.
+    Compression level 1: higher ones hardly shrink the noisy target images,
+    at twice the time."""
     label_ids = labels_lib.train_ids_to_label_ids(train_ids)
-    io_utils.write_bytes(image_path, _png_bytes(image, "RGB"))
-    io_utils.write_bytes(label_path, _png_bytes(label_ids, "L"))
+    for path, array, mode in ((image_path, image, "RGB"), (label_path, label_ids, "L")):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode=mode).save(buffer, format="PNG", compress_level=1)
+        io_utils.write_bytes(path, buffer.getvalue())
 
 
 def _check_args(seed, num_source, num_target, num_val, height, width):
@@ -187,11 +177,10 @@ def _prepare_directory(root):
     existing = [d for d in (SOURCE_DIR, TARGET_DIR) if os.path.exists(os.path.join(root, d))]
     owned = os.path.exists(marker) or os.path.exists(manifest)
     if existing and not owned:
-        raise ConfigError(
-                f"{root}: holds {' and '.join(existing)} folders that were "
-                f"not written by ToyScapes (no {MARKER_NAME} or "
-                f"{MANIFEST_NAME}); expected an empty or ToyScapes directory. "
-                "Choose another --out directory.")
+        raise ConfigError(f"{root}: holds {' and '.join(existing)} folders that were not "
+                          f"written by ToyScapes (no {MARKER_NAME} or {MANIFEST_NAME}); "
+                          "expected an empty or ToyScapes directory. Choose another "
+                          "--out directory.")
     if os.path.exists(manifest):
         os.remove(manifest)
     io_utils.write_text(marker, "Written by tf_pixintra.data.toyscapes; "
@@ -275,18 +264,11 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
              workers=None, variant="standard"):
     """Writes a ToyScapes benchmark to `out_dir` (replacing an older one).
 
-    Args:
-      out_dir: the benchmark root (created if needed).
-      seed: non-negative integer.
-      num_source, num_target, num_val: image counts of the source, target
-        "train" and target "val" splits.
-      height, width: image size in pixels (each >= MIN_SIZE).
-      workers: drawing processes (default: `default_workers()`); the bytes
-        do not depend on it.
-      variant: "standard" or "shadows".
-
-    Returns:
-      The manifest dict (also written to out_dir/toyscapes.json, last).
+    `seed` >= 0; `num_source`, `num_target`, `num_val`: image counts of the
+    source, target "train" and target "val" splits; `height`, `width` >=
+    MIN_SIZE pixels; `workers`: drawing processes (default
+    `default_workers()`), the bytes do not depend on it. Returns the
+    manifest dict (also written to out_dir/toyscapes.json, last).
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
     choices.check("variant", variant, VARIANTS)
@@ -384,13 +366,11 @@ def _define_flags():
                          "Target validation images (Cityscapes layout).")
     flags.DEFINE_integer("height", DEFAULTS["height"], "Image height.")
     flags.DEFINE_integer("width", DEFAULTS["width"], "Image width.")
-    flags.DEFINE_integer("workers", None, "Drawing processes (default: one "
-                         "per CPU, at most 8); the output does not depend "
-                         "on it.")
-    flags.DEFINE_enum("variant", "standard", list(VARIANTS),
-                      "standard, or shadows: the positive control, with soft "
-                      "cast shadows over parts of every target image (same "
-                      "scenes and labels as standard at the same seed).")
+    flags.DEFINE_integer("workers", None, "Drawing processes (default: one per CPU, at "
+                         "most 8); the output does not depend on it.")
+    flags.DEFINE_enum("variant", "standard", list(VARIANTS), "standard, or shadows: the "
+                      "positive control, with soft cast shadows over parts of every target "
+                      "image (same scenes and labels as standard at the same seed).")
     flags.mark_flag_as_required("out")
     return flags.FLAGS
 

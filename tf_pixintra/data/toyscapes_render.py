@@ -59,26 +59,23 @@ _SOURCE_PART_COLOURS = {
 }
 
 
-def _target_colour(rgb, offset):
-    """The target palette: desaturated, warmer, darker, shifted per entry."""
-    rgb = np.asarray(rgb, np.float64)
-    grey = rgb.mean()
-    rgb = grey + 0.7 * (rgb - grey)                # less saturated
+def _target_palette():
+    """Class and part colours of the target domain (fixed, seed-independent):
+    the source ones desaturated, warmer, darker, shifted per entry."""
+    rng = np.random.default_rng(20210817)
     mix = np.array([[0.85, 0.15, 0.00],            # warmer cast
                     [0.05, 0.85, 0.10],
                     [0.05, 0.20, 0.75]])
-    rgb = mix @ rgb * 0.85 + 10.0 + offset
-    return tuple(float(v) for v in np.clip(rgb, 0.0, 255.0))
-
-
-def _target_palette():
-    """Class and part colours of the target domain (fixed, seed-independent)."""
-    rng = np.random.default_rng(20210817)
-    classes = {k: _target_colour(v, rng.uniform(-18.0, 18.0, 3))
-               for k, v in sorted(_SOURCE_CLASS_COLOURS.items())}
-    parts = {k: _target_colour(v, rng.uniform(-10.0, 10.0, 3))
-             for k, v in sorted(_SOURCE_PART_COLOURS.items())}
-    return classes, parts
+    palette = []
+    for colours, shift in ((_SOURCE_CLASS_COLOURS, 18.0), (_SOURCE_PART_COLOURS, 10.0)):
+        palette.append({})
+        for key, rgb in sorted(colours.items()):
+            offset = rng.uniform(-shift, shift, 3)
+            rgb = np.asarray(rgb, np.float64)
+            rgb = rgb.mean() + 0.7 * (rgb - rgb.mean())   # less saturated
+            palette[-1][key] = tuple(float(v) for v in np.clip(
+                    mix @ rgb * 0.85 + 10.0 + offset, 0.0, 255.0))
+    return tuple(palette)
 
 
 SOURCE_PALETTE = ({k: tuple(map(float, v)) for k, v in _SOURCE_CLASS_COLOURS.items()},
@@ -328,11 +325,9 @@ def draw_side(canvas, rng, street, side):
     """Facades, hedges, walls and fences along one side of the street."""
     z = rng.uniform(2.0, 6.0)
     while z < street.end:
-        length = rng.uniform(6.0, 25.0)
-        z1 = min(z + length, street.end)
+        z1 = min(z + rng.uniform(6.0, 25.0), street.end)
         kind = rng.random()
-        setback = rng.uniform(0.0, 1.5)
-        lateral = street.outer(side) + side * setback
+        lateral = street.outer(side) + side * rng.uniform(0.0, 1.5)  # set back
         if kind < 0.6:
             height = rng.uniform(6.0, 25.0)
             top = (lambda h: lambda d: np.full_like(d, h))(height)
@@ -388,10 +383,9 @@ def draw_pole(canvas, rng, lateral, side, depth):
     draw_rect(canvas, (lateral - radius, lateral + radius), (0.0, height), depth,
               POLE, canvas.colour(POLE, rng, 8.0))
     kind = rng.random()
-    toward_road = -side
-    if kind < 0.45:  # traffic sign: a plate or a disc beside the pole
+    if kind < 0.45:  # traffic sign: a plate or a disc beside the pole, toward the road
         size = rng.uniform(0.5, 0.9)
-        centre = lateral + toward_road * (radius + size / 2)
+        centre = lateral - side * (radius + size / 2)
         elevation = rng.uniform(2.2, max(2.3, height - size / 2))
         colour = canvas.colour(TRAFFIC_SIGN, rng, 10.0)
         if rng.random() < 0.5:
@@ -403,12 +397,11 @@ def draw_pole(canvas, rng, lateral, side, depth):
                          depth * 0.999, TRAFFIC_SIGN, colour)
     elif kind < 0.85:  # traffic light: a box with three lamps
         box_w, box_h = rng.uniform(0.3, 0.45), rng.uniform(0.8, 1.1)
-        top = height
-        draw_rect(canvas, (lateral - box_w / 2, lateral + box_w / 2), (top - box_h, top),
+        draw_rect(canvas, (lateral - box_w / 2, lateral + box_w / 2), (height - box_h, height),
                   depth * 0.999, TRAFFIC_LIGHT, canvas.colour(TRAFFIC_LIGHT, rng, 10.0))
         lit = int(rng.integers(0, 3))
         lamp = box_h / 3
-        draw_ellipse(canvas, lateral, top - lamp * (lit + 0.5), (box_w * 0.3, lamp * 0.3),
+        draw_ellipse(canvas, lateral, height - lamp * (lit + 0.5), (box_w * 0.3, lamp * 0.3),
                      depth * 0.998, TRAFFIC_LIGHT, canvas.part_colours["lamp"])
     # else: a plain lamp post (pole only).
 
@@ -446,7 +439,6 @@ def render_scene(rng, height, width, palette):
     draw_backdrop(canvas, rng, street)
     for side in (-1, 1):
         draw_side(canvas, rng, street, side)
-
     # Street furniture and agents, drawn far to near.
     objects = []
     for _ in range(int(rng.integers(2, 8))):  # cars on the road
@@ -481,9 +473,8 @@ def render_scene(rng, height, width, palette):
 
 def _smooth_noise(rng, height, width, cell):
     """Value noise in [-1, 1]: a random grid every `cell` pixels, bilinear."""
-    gh = int(np.ceil(height / cell)) + 2
-    gw = int(np.ceil(width / cell)) + 2
-    grid = rng.uniform(-1.0, 1.0, (gh, gw)).astype(np.float32)
+    grid = rng.uniform(-1.0, 1.0, (int(np.ceil(height / cell)) + 2,
+                                   int(np.ceil(width / cell)) + 2)).astype(np.float32)
     ys = (np.arange(height, dtype=np.float32) + 0.5) / cell
     xs = (np.arange(width, dtype=np.float32) + 0.5) / cell
     y0, x0 = ys.astype(int), xs.astype(int)
@@ -525,13 +516,11 @@ def haze(radiance, depth, beta, airlight):
 
 
 def draw_target_conditions(rng):
-    """Per-image look of a target image: haze, light, blur and noise.
-
-    Returns a JSON-ready dict: "beta" (haze density per metre, log-uniform
-    in BETA_RANGE), "airlight" (RGB; dark with DARK_PROBABILITY), "gain",
-    "cast" (RGB factors), "gamma", "shading" (front, left, right surface
-    factors), "blur" (Gaussian sigma, pixels), "noise" (sigma, levels).
-    """
+    """Per-image look of a target image, a JSON-ready dict: "beta" (haze
+    density per metre, log-uniform in BETA_RANGE), "airlight" (RGB; dark with
+    DARK_PROBABILITY), "gain", "cast" (RGB factors), "gamma", "shading" (front,
+    left, right surface factors), "blur" (Gaussian sigma, pixels), "noise"
+    (sigma, levels)."""
     beta = float(np.exp(rng.uniform(np.log(BETA_RANGE[0]), np.log(BETA_RANGE[1]))))
     if rng.random() < DARK_PROBABILITY:
         airlight = rng.uniform(5.0, 35.0) * np.array([0.8, 0.9, 1.2])
@@ -569,13 +558,10 @@ def draw_shadows(rng, label):
 
 
 def render_target_look(rng, label, depth, rgb, orient, conditions, shadow=None):
-    """Turns a flat target-palette scene into a "real" photo (uint8 RGB).
-
-    Order: texture and illumination make the scene radiance J, haze adds
-    the airlight with depth, then the lens blurs and the sensor adds noise.
-    `shadow` (float32 [H, W, 3], from `draw_shadows`) multiplies the light
-    before the clip and gamma; None leaves the image exactly as without it.
-    """
+    """Turns a flat target-palette scene into a "real" photo (uint8 RGB):
+    texture and illumination make the radiance J, haze adds the airlight with
+    depth, then the lens blurs and the sensor adds noise. `shadow` (float32
+    [H, W, 3], `draw_shadows`) multiplies the light before clip and gamma."""
     h, w = label.shape
     radiance = rgb / 255.0
     # Texture: a coarse blotch field for all, a fine grain scaled per class.
