@@ -65,11 +65,9 @@ def prediction_rows(stages, examples, eval_size):
         rows.append([np.asarray(image), colorize(label)])
     for _, model_path, _ in stages:
         model = inference.load_model(model_path)
-        for row, example in zip(rows, examples):
-            image = row[0]
-            pred = inference.predict_labels(model, image, size=eval_size,
-                                            output_size=image.shape[:2])
-            row.append(colorize(pred))
+        for row in rows:
+            row.append(colorize(inference.predict_labels(
+                    model, row[0], size=eval_size, output_size=row[0].shape[:2])))
     return rows
 
 

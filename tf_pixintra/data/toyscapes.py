@@ -39,9 +39,7 @@ import types
 import numpy as np
 from PIL import Image
 
-from tf_pixintra import choices
-from tf_pixintra import io_utils
-from tf_pixintra import progress
+from tf_pixintra import choices, io_utils, progress
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.data import toyscapes_render as render
 from tf_pixintra.errors import ConfigError
@@ -71,8 +69,7 @@ VARIANTS = choices.TOYSCAPES_VARIANTS
 def target_name(split, index):
     """Cityscapes-style stem of target image `index` of `split`."""
     cities = TRAIN_CITIES if split == "train" else VAL_CITIES
-    city = cities[index % len(cities)]
-    return f"{city}_{index // len(cities):06d}_{FRAME:06d}"
+    return f"{cities[index % len(cities)]}_{index // len(cities):06d}_{FRAME:06d}"
 
 
 def source_paths(root, index):
@@ -123,12 +120,8 @@ def draw_source(seed, index, height, width):
 
 
 def draw_target(seed, split, index, height, width, variant="standard"):
-    """Target image `index` of `split`: (RGB, trainIds, look conditions dict).
-
-    The conditions hold the haze density "beta" (per metre) and airlight,
-    and the illumination, blur and noise parameters of this image; for the
-    "shadows" variant also the shadows' strength and pixel share.
-    """
+    """Target image `index` of `split`: (RGB, trainIds, look conditions), the
+    conditions of `render.draw_target_conditions` (and `draw_shadows`)."""
     choices.check("variant", variant, VARIANTS)
     scene_rng, look_rng, shadow_rng = _generators(seed, split, index)
     label, depth, rgb, orient = render.render_scene(
@@ -231,7 +224,7 @@ def _bare_main():
 def _run_tasks(tasks, workers):
     """Runs `_write_images` over `tasks` (in order), in `workers` spawned
     processes; shows progress in images."""
-    total = sum(len(task[-1]) for task in tasks)
+    total = sum(len(task[5]) for task in tasks)
     with progress.Progress(total, "ToyScapes generation") as bar:
         pool = None
         chunks = map(_write_images, tasks)
@@ -245,7 +238,7 @@ def _run_tasks(tasks, workers):
         try:
             for task, chunk in zip(tasks, chunks):
                 items += chunk
-                bar.update(len(task[-1]))
+                bar.update(len(task[5]))
         finally:
             if pool is not None:
                 pool.terminate()
@@ -278,9 +271,8 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
     tasks = []
     for split, count in (("source", num_source), ("train", num_target), ("val", num_val)):
         for start in range(0, count, _CHUNK):
-            tasks.append((root, int(seed), int(height), int(width), split,
-                          tuple(range(start, min(start + _CHUNK, count))),
-                          variant))
+            indices = tuple(range(start, min(start + _CHUNK, count)))
+            tasks.append((root, int(seed), int(height), int(width), split, indices, variant))
     targets = {"train": [], "val": []}
     for split, index, conditions in _run_tasks(tasks, workers):  # in order
         image_path, label_path = target_paths(root, split, index)
@@ -292,10 +284,9 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
         "generator": "tf_pixintra.data.toyscapes",
         **_settings(seed, num_source, num_target, num_val, height, width, variant),
         "source": {"dataset": "gta5", "root": SOURCE_DIR, "split": "all"},
-        "target": {"dataset": "cityscapes", "root": TARGET_DIR,
-                   "splits": ["train", "val"],
-                   "note": "train labels are for oracle runs and diagnostics "
-                           "only, never for adaptation"},
+        "target": {"dataset": "cityscapes", "root": TARGET_DIR, "splits": ["train", "val"],
+                   "note": "train labels are for oracle runs and diagnostics only, never for "
+                           "adaptation"},
         "classes": [labels_lib.CLASS_NAMES[k] for k in render.DRAWN_CLASSES],
         "beta_range": list(render.BETA_RANGE),
         "target_images": targets,
@@ -306,12 +297,9 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
 
 def _is_complete(root, wanted):
     """True when `root` holds a manifest matching `wanted` and all its files."""
-    manifest_path = os.path.join(root, MANIFEST_NAME)
-    if not os.path.isfile(manifest_path):
-        return False
     try:
-        manifest = io_utils.read_json(manifest_path)
-    except (OSError, ValueError):
+        manifest = io_utils.read_json(os.path.join(root, MANIFEST_NAME))
+    except (OSError, ValueError):  # missing or damaged
         return False
     # A manifest without a variant is a standard one.
     if not isinstance(manifest, dict) or any(

@@ -138,8 +138,7 @@ def _span(lo, hi, size):
     [0, size); a thinner span keeps the pixel holding its middle (far poles)."""
     if not hi > lo:
         lo, hi = hi, lo
-    i0 = int(np.ceil(lo - 0.5))
-    i1 = int(np.ceil(hi - 0.5))
+    i0, i1 = int(np.ceil(lo - 0.5)), int(np.ceil(hi - 0.5))
     if i1 <= i0:
         i0 = int(np.floor((lo + hi) / 2.0))
         i1 = i0 + 1
@@ -161,8 +160,7 @@ def draw_ellipse(canvas, lateral, elevation, radii, depth, cls, colour):
     """A camera-facing ellipse centred at (lateral, elevation), radii in metres."""
     cam = canvas.camera
     cx, cy = cam.col(lateral, depth), cam.row(elevation, depth)
-    rx = max(cam.pixels(radii[0], depth), 0.5)
-    ry = max(cam.pixels(radii[1], depth), 0.5)
+    rx, ry = (max(cam.pixels(radius, depth), 0.5) for radius in radii)
     c0, c1 = _span(cx - rx, cx + rx, cam.width)
     r0, r1 = _span(cy - ry, cy + ry, cam.height)
     if c1 <= c0 or r1 <= r0:
@@ -194,8 +192,7 @@ def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour, pattern=N
     z = np.where(np.isfinite(z) & (z > 0), z, z1)
     z = np.clip(z, z0, z1).astype(np.float32)
     tops = top(z) if callable(top) else np.full_like(z, top)
-    row_top = cam.row(tops, z)
-    row_bottom = cam.row(bottom, z)
+    row_top, row_bottom = cam.row(tops, z), cam.row(bottom, z)
     r0, _ = _span(float(row_top.min()), float(row_top.min()) + 1, cam.height)
     _, r1 = _span(float(row_bottom.max()) - 1, float(row_bottom.max()), cam.height)
     if r1 <= r0:
@@ -274,9 +271,8 @@ def draw_ground(canvas, street):
     xs = np.arange(cam.width, dtype=np.float32) + 0.5
     lateral = (xs[None, :] - cam.vanish_x) * z[:, None] / cam.focal
     cls = np.full(lateral.shape, TERRAIN, np.uint8)
-    walk = ((lateral >= street.outer(-1)) & (lateral <= street.outer(1)))
+    cls[(lateral >= street.outer(-1)) & (lateral <= street.outer(1))] = SIDEWALK
     road = (lateral >= -street.road_left) & (lateral <= street.road_right)
-    cls[walk] = SIDEWALK
     cls[road] = ROAD
     colours = np.asarray([canvas.class_colours.get(k, (0, 0, 0))
                           for k in range(TERRAIN + 1)], np.float32)
@@ -306,8 +302,7 @@ def draw_backdrop(canvas, rng, street):
     cam = canvas.camera
     z = street.end
     open_road = rng.random() < 0.6  # the road runs on to the horizon
-    lo = cam.col(street.outer(-1) - 1.0, z)
-    hi = cam.col(street.outer(1) + 1.0, z)
+    lo, hi = cam.col(street.outer(-1) - 1.0, z), cam.col(street.outer(1) + 1.0, z)
     x = -1.0
     while x < cam.width + 1:
         block = cam.pixels(rng.uniform(8.0, 25.0), z)
