@@ -398,7 +398,6 @@ def draw_pole(canvas, rng, lateral, side, depth):
         lamp = box_h / 3
         draw_ellipse(canvas, lateral, height - lamp * (lit + 0.5), (box_w * 0.3, lamp * 0.3),
                      depth * 0.998, TRAFFIC_LIGHT, canvas.part_colours["lamp"])
-    # else: a plain lamp post (pole only).
 
 
 def draw_tree(canvas, rng, lateral, depth):
@@ -416,11 +415,9 @@ _DRAW = {"car": draw_car, "person": draw_person, "tree": draw_tree}
 
 
 def render_scene(rng, height, width, palette):
-    """Draws one random street scene.
-
-    Returns (label uint8 trainIds [H, W], depth float32 metres [H, W],
-    flat colour float32 [H, W, 3] in 0..255, orientation uint8 [H, W]).
-    """
+    """Draws one random street scene: (label uint8 trainIds [H, W], depth
+    float32 metres [H, W], flat colour float32 [H, W, 3] in 0..255,
+    orientation uint8 [H, W])."""
     camera = Camera(height=height, width=width, focal=FOCAL_FRACTION * width,
                     horizon=height * rng.uniform(0.36, 0.5),
                     vanish_x=width * rng.uniform(0.4, 0.6))
@@ -463,8 +460,6 @@ def render_scene(rng, height, width, palette):
             _DRAW[kind](canvas, rng, lateral, depth)
     return canvas.label, canvas.depth, canvas.rgb, canvas.orient
 
-
-# --------------------------------------------------------------- appearance
 
 def _smooth_noise(rng, height, width, cell):
     """Value noise in [-1, 1]: a random grid every `cell` pixels, bilinear."""
