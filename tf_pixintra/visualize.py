@@ -142,10 +142,9 @@ def comparison(run_dir, num_images=4):
     canvas = Image.new("RGB", (max(width, chart.width), sum(
         p.height for p in pictures) + chart.height), previews.BACKGROUND)
     y = 0
-    for picture in pictures:
+    for picture in pictures + [chart]:
         canvas.paste(picture, (0, y))
         y += picture.height
-    canvas.paste(chart, (0, y))
     return canvas
 
 

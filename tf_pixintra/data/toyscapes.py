@@ -152,11 +152,9 @@ def _check_args(seed, num_source, num_target, num_val, height, width):
                              ("num_target", num_target, 0), ("num_val", num_val, 0),
                              ("height", height, MIN_SIZE), ("width", width, MIN_SIZE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"toyscapes: {name}={value!r}; expected an "
-                              f"integer >= {low}")
+            raise ConfigError(f"toyscapes: {name}={value!r}; expected an integer >= {low}")
         if value < low:
-            raise ConfigError(f"toyscapes: {name}={value}; expected an "
-                              f"integer >= {low}")
+            raise ConfigError(f"toyscapes: {name}={value}; expected an integer >= {low}")
 
 
 def _prepare_directory(root):

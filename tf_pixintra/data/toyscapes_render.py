@@ -225,10 +225,9 @@ def _window_pattern(rng, canvas, start, top_of):
     floor = rng.uniform(2.8, 3.5)
     height = floor * rng.uniform(0.4, 0.6)
     colour = canvas.part_colours["window"]
-    min_pixels = 1.5
 
     def pattern(depth, elevation):
-        big = canvas.camera.pixels(width, depth) >= min_pixels
+        big = canvas.camera.pixels(width, depth) >= 1.5   # windows of 1.5+ pixels only
         along = np.mod(depth - start, spacing) < width
         up = np.mod(elevation, floor) < height
         inside = (elevation > 2.0) & (elevation < top_of(depth) - 0.8)
@@ -254,9 +253,7 @@ class Street:
 
     def outer(self, side):
         """Lateral offset of the sidewalk's outer edge on `side`."""
-        if side < 0:
-            return -(self.road_left + self.walk_left)
-        return self.road_right + self.walk_right
+        return self.edge(side) + side * (self.walk_left if side < 0 else self.walk_right)
 
 
 def draw_ground(canvas, street):
@@ -542,9 +539,8 @@ def draw_shadows(rng, label):
     soft = np.where(label == SKY, np.float32(0.0), soft).astype(np.float32)
     strength = np.float32(rng.uniform(*SHADOW_STRENGTH))
     factor = 1.0 - strength * soft[..., None] * (1.0 - np.asarray(SHADOW_TINT, np.float32))
-    info = {"shadow_strength": round(float(strength), 6),
-            "shadow_fraction": round(float(np.mean(soft > 0.5)), 6)}
-    return factor.astype(np.float32), info
+    return factor.astype(np.float32), {"shadow_strength": round(float(strength), 6),
+                                       "shadow_fraction": round(float(np.mean(soft > 0.5)), 6)}
 
 
 def render_target_look(rng, label, depth, rgb, orient, conditions, shadow=None):
