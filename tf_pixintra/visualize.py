@@ -119,9 +119,8 @@ def iou_chart(stages, width):
 
 
 def comparison(run_dir, num_images=4):
-    """The comparison picture of `run_dir` (PIL image). ConfigError for a run
-    directory without config.json or a trained stage, DataError when the
-    target has no labelled val images."""
+    """The comparison picture of `run_dir` (PIL image). ConfigError for a run directory without
+    config.json or a trained stage, DataError when the target has no labelled val images."""
     if not io_utils.isdir(run_dir):
         raise ConfigError(f"--run_dir={run_dir!r}: no such directory")
     data = data_config(run_dir)

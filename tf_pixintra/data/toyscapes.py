@@ -4,8 +4,8 @@ r"""ToyScapes: a built-in synthetic-to-real street-scene benchmark.
         [--num_source 400 --num_target 400 --num_val 100 \
          --height 128 --width 256 --workers N --variant standard|shadows]
 
-writes procedurally drawn street scenes (toyscapes_render) in the real data
-set layouts, read by the ordinary readers (tf_pixintra.data.datasets):
+writes procedurally drawn street scenes (toyscapes_render) in the real data set layouts, read by
+the ordinary readers (tf_pixintra.data.datasets):
 
 - source ("synthetic"), GTA5 layout: DIR/gta5/{images,labels}/00001.png;
 - target ("real"), Cityscapes layout:
@@ -16,14 +16,13 @@ set layouts, read by the ordinary readers (tf_pixintra.data.datasets):
 - DIR/toyscapes.json, written last: the arguments, and the look parameters
   (haze density beta, ...) of each target image.
 
-Image k of a split is drawn from its own generator seeded by (seed, split, k),
-so the same arguments give the same bytes whatever the counts.
+Image k of a split is drawn from its own generator seeded by (seed, split, k), so the same
+arguments give the same bytes whatever the counts.
 
-Variant "shadows" is a positive control for Stage II: every target image also
-gets soft bluish cast shadows (`toyscapes_render.draw_shadows`) over about a
-third of its non-sky pixels, drawn from a separate generator, so scenes,
-labels and the rest of the look are the standard variant's at the same seed
-and the hard pixels a Stage I model leaves are mostly shadowed ones.
+Variant "shadows" is a positive control for Stage II: every target image also gets soft bluish cast
+shadows (`toyscapes_render.draw_shadows`) over about a third of its non-sky pixels, drawn from a
+separate generator, so scenes, labels and the rest of the look are the standard variant's at the
+same seed and the hard pixels a Stage I model leaves are mostly shadowed ones.
 """
 
 import contextlib
@@ -136,9 +135,8 @@ def draw_target(seed, split, index, height, width, variant="standard"):
 
 
 def _write_pair(image_path, label_path, image, train_ids):
-    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically.
-    Compression level 1: higher ones hardly shrink the noisy target images,
-    at twice the time."""
+    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically. Compression level 1:
+    higher ones hardly shrink the noisy target images, at twice the time."""
     label_ids = labels_lib.train_ids_to_label_ids(train_ids)
     for path, array, mode in ((image_path, image, "RGB"), (label_path, label_ids, "L")):
         buffer = io.BytesIO()
@@ -181,9 +179,8 @@ def _prepare_directory(root):
 
 
 def _write_images(task):
-    """Draws and writes the images of `task` (root, seed, height, width,
-    split, indices, variant); returns [(split, index, look conditions)] of
-    target images (none for split "source")."""
+    """Draws and writes the images of `task` (root, seed, height, width, split, indices, variant);
+    returns [(split, index, look conditions)] of target images (none for split "source")."""
     root, seed, height, width, split, indices, variant = task
     written = []
     for index in indices:
@@ -255,11 +252,10 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
              workers=None, variant="standard"):
     """Writes a ToyScapes benchmark to `out_dir` (replacing an older one).
 
-    `seed` >= 0; `num_source`, `num_target`, `num_val`: image counts of the
-    source, target "train" and target "val" splits; `height`, `width` >=
-    MIN_SIZE pixels; `workers`: drawing processes (default
-    `default_workers()`), the bytes do not depend on it. Returns the
-    manifest dict (also written to out_dir/toyscapes.json, last).
+    `seed` >= 0; `num_source`, `num_target`, `num_val`: image counts of the source, target "train"
+    and target "val" splits; `height`, `width` >= MIN_SIZE pixels; `workers`: drawing processes
+    (default `default_workers()`), the bytes do not depend on it. Returns the manifest dict (also
+    written to out_dir/toyscapes.json, last).
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
     choices.check("variant", variant, VARIANTS)
@@ -326,9 +322,8 @@ def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"], num_source=DEFAULTS["num_s
                      num_target=DEFAULTS["num_target"], num_val=DEFAULTS["num_val"],
                      height=DEFAULTS["height"], width=DEFAULTS["width"], workers=None,
                      variant="standard"):
-    """`dataset_paths` of the ToyScapes benchmark in
-    `variant_dir(data_dir, variant)`, generated (`generate`) unless its
-    manifest matches the generator version and every argument and all its
+    """`dataset_paths` of the ToyScapes benchmark in `variant_dir(data_dir, variant)`, generated
+    (`generate`) unless its manifest matches the generator version and every argument and all its
     files exist. Safe against concurrent callers (file lock)."""
     _check_args(seed, num_source, num_target, num_val, height, width)
     root = os.path.abspath(variant_dir(os.fspath(data_dir), variant))

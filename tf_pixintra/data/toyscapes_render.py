@@ -1,18 +1,17 @@
 """Drawing code of ToyScapes: procedural street scenes and their two looks.
 
-A scene is drawn once with a pinhole camera over a flat ground plane, far to
-near (painter's algorithm) with vectorised numpy masks on bounding boxes, into
-four canvases: trainIds, per-pixel depth in metres, a flat colour and a
-surface orientation. The source ("synthetic") domain keeps the flat colours
-of its own palette; the target ("real") domain uses a shifted palette and
-adds texture, illumination, depth-dependent haze (Koschmieder's model
-I = J * exp(-beta * d) + A * (1 - exp(-beta * d))), lens blur and sensor
-noise, with the haze density beta drawn per image from a wide range.
+A scene is drawn once with a pinhole camera over a flat ground plane, far to near (painter's
+algorithm) with vectorised numpy masks on bounding boxes, into four canvases: trainIds, per-pixel
+depth in metres, a flat colour and a surface orientation. The source ("synthetic") domain keeps the
+flat colours of its own palette; the target ("real") domain uses a shifted palette and adds
+texture, illumination, depth-dependent haze (Koschmieder's model
+I = J * exp(-beta * d) + A * (1 - exp(-beta * d))), lens blur and sensor noise, with the haze
+density beta drawn per image from a wide range.
 
-Camera: height CAMERA_HEIGHT metres, focal length FOCAL_FRACTION * width
-pixels, horizon row y_h and vanishing column x_v. A point at lateral offset
-X, height Y and depth z projects to column x_v + X f / z and row
-y_h + (CAMERA_HEIGHT - Y) f / z. Pixel (i, j) has its centre at (j + .5, i + .5).
+Camera: height CAMERA_HEIGHT metres, focal length FOCAL_FRACTION * width pixels, horizon row y_h
+and vanishing column x_v. A point at lateral offset X, height Y and depth z projects to column
+x_v + X f / z and row y_h + (CAMERA_HEIGHT - Y) f / z. Pixel (i, j) has its centre at
+(j + .5, i + .5).
 """
 
 import dataclasses
@@ -503,11 +502,10 @@ def haze(radiance, depth, beta, airlight):
 
 
 def draw_target_conditions(rng):
-    """Per-image look of a target image, a JSON-ready dict: "beta" (haze
-    density per metre, log-uniform in BETA_RANGE), "airlight" (RGB; dark with
-    DARK_PROBABILITY), "gain", "cast" (RGB factors), "gamma", "shading" (front,
-    left, right surface factors), "blur" (Gaussian sigma, pixels), "noise"
-    (sigma, levels)."""
+    """Per-image look of a target image, a JSON-ready dict: "beta" (haze density per metre,
+    log-uniform in BETA_RANGE), "airlight" (RGB; dark with DARK_PROBABILITY), "gain", "cast" (RGB
+    factors), "gamma", "shading" (front, left, right surface factors), "blur" (Gaussian sigma,
+    pixels), "noise" (sigma, levels)."""
     beta = float(np.exp(rng.uniform(np.log(BETA_RANGE[0]), np.log(BETA_RANGE[1]))))
     if rng.random() < DARK_PROBABILITY:
         airlight = rng.uniform(5.0, 35.0) * np.array([0.8, 0.9, 1.2])
