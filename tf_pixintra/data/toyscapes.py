@@ -156,10 +156,9 @@ def _check_args(seed, num_source, num_target, num_val, height, width):
 
 
 def _prepare_directory(root):
-    """Makes `root` ready for a fresh benchmark: removes the manifest first
-    (a killed run is never taken as complete), then the data folders of an
-    earlier ToyScapes run; ConfigError for such folders ToyScapes did not write.
-    """
+    """Makes `root` ready for a fresh benchmark: removes the manifest first (a killed run is never
+    taken as complete), then the data folders of an earlier ToyScapes run; ConfigError for such
+    folders ToyScapes did not write."""
     os.makedirs(root, exist_ok=True)
     marker = os.path.join(root, MARKER_NAME)
     manifest = os.path.join(root, MANIFEST_NAME)
@@ -205,9 +204,9 @@ def default_workers():
 
 @contextlib.contextmanager
 def _bare_main():
-    """Hides the caller's __main__ module while worker processes start:
-    spawned processes re-import it (TensorFlow for tf_pixintra.train, or a
-    script without a main guard run again), and they need only this module."""
+    """Hides the caller's __main__ module while worker processes start: spawned processes
+    re-import it (TensorFlow for tf_pixintra.train, or a script without a main guard run again),
+    and they need only this module."""
     saved = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:

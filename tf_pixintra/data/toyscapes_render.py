@@ -118,9 +118,8 @@ class Canvas:
         self.orient = np.full((h, w), ORIENT_SKY, np.uint8)
 
     def paint(self, rows, cols, mask, cls, depth, colour, orient):
-        """Paints `mask` (bool [len(rows), len(cols)]) at slices rows, cols;
-        `depth` and `colour` are a scalar and an RGB triple, or their values
-        at mask.nonzero() ([N] and [N, 3])."""
+        """Paints `mask` (bool [len(rows), len(cols)]) at slices rows, cols; `depth` and `colour`
+        are a scalar and an RGB triple, or their values at mask.nonzero() ([N] and [N, 3])."""
         self.label[rows, cols][mask] = cls
         self.orient[rows, cols][mask] = orient
         self.depth[rows, cols][mask] = depth
@@ -175,11 +174,10 @@ def draw_ellipse(canvas, lateral, elevation, radii, depth, cls, colour):
 
 
 def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour, pattern=None):
-    """A vertical plane along the street (facade, hedge, car side) at lateral
-    offset X != 0 from depth z0 to z1 (`depths`), elevation `bottom` to `top`
-    (metres; or a function of depth arrays). `pattern`: optional function
-    (depth [N], elevation [N]) of its pixels -> (bool [N], RGB) of a second
-    colour on it (windows), the label staying `cls`."""
+    """A vertical plane along the street (facade, hedge, car side) at lateral offset X != 0 from
+    depth z0 to z1 (`depths`), elevation `bottom` to `top` (metres; or a function of depth arrays).
+    `pattern`: optional function (depth [N], elevation [N]) of its pixels -> (bool [N], RGB) of a
+    second colour on it (windows), the label staying `cls`."""
     cam = canvas.camera
     z0, z1 = depths
     c0, c1 = _span(cam.col(lateral, z0), cam.col(lateral, z1), cam.width)
@@ -411,9 +409,8 @@ _DRAW = {"car": draw_car, "person": draw_person, "tree": draw_tree}
 
 
 def render_scene(rng, height, width, palette):
-    """Draws one random street scene: (label uint8 trainIds [H, W], depth
-    float32 metres [H, W], flat colour float32 [H, W, 3] in 0..255,
-    orientation uint8 [H, W])."""
+    """Draws one random street scene: (label uint8 trainIds [H, W], depth float32 metres [H, W],
+    flat colour float32 [H, W, 3] in 0..255, orientation uint8 [H, W])."""
     camera = Camera(height=height, width=width, focal=FOCAL_FRACTION * width,
                     horizon=height * rng.uniform(0.36, 0.5),
                     vanish_x=width * rng.uniform(0.4, 0.6))
@@ -525,11 +522,10 @@ def draw_target_conditions(rng):
 
 
 def draw_shadows(rng, label):
-    """Cast shadows of the "shadows" variant: soft blobs s in [0, 1] of value
-    noise (cell width/5) off the sky, darkened by a strength drawn in
-    SHADOW_STRENGTH and bluish (lit by the sky only):
-    factor = 1 - strength * s * (1 - SHADOW_TINT). Returns (float32 [H, W, 3]
-    factor, JSON-ready dict of the strength and the share of pixels s > 0.5)."""
+    """Cast shadows of the "shadows" variant: soft blobs s in [0, 1] of value noise (cell width/5)
+    off the sky, darkened by a strength drawn in SHADOW_STRENGTH and bluish (lit by the sky only):
+    factor = 1 - strength * s * (1 - SHADOW_TINT). Returns (float32 [H, W, 3] factor, JSON-ready
+    dict of the strength and the share of pixels s > 0.5)."""
     h, w = label.shape
     field = _smooth_noise(rng, h, w, max(w / 5.0, 2.0))
     threshold = np.float32(rng.uniform(0.1, 0.3))
@@ -542,10 +538,10 @@ def draw_shadows(rng, label):
 
 
 def render_target_look(rng, label, depth, rgb, orient, conditions, shadow=None):
-    """Turns a flat target-palette scene into a "real" photo (uint8 RGB):
-    texture and illumination make the radiance J, haze adds the airlight with
-    depth, then the lens blurs and the sensor adds noise. `shadow` (float32
-    [H, W, 3], `draw_shadows`) multiplies the light before clip and gamma."""
+    """Turns a flat target-palette scene into a "real" photo (uint8 RGB): texture and illumination
+    make the radiance J, haze adds the airlight with depth, then the lens blurs and the sensor adds
+    noise. `shadow` (float32 [H, W, 3], `draw_shadows`) multiplies the light before clip and gamma.
+    """
     h, w = label.shape
     radiance = rgb / 255.0
     # Texture: a coarse blotch field for all, a fine grain scaled per class.
