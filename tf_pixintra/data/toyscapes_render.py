@@ -367,8 +367,7 @@ def draw_person(canvas, rng, lateral, depth):
 
 def draw_pole(canvas, rng, lateral, side, depth):
     """A pole with a traffic sign, a traffic light, or a plain lamp."""
-    height = rng.uniform(3.5, 7.0)
-    radius = rng.uniform(0.06, 0.12)
+    height, radius = rng.uniform(3.5, 7.0), rng.uniform(0.06, 0.12)
     draw_rect(canvas, (lateral - radius, lateral + radius), (0.0, height), depth,
               POLE, canvas.colour(POLE, rng, 8.0))
     kind = rng.random()
@@ -396,8 +395,7 @@ def draw_pole(canvas, rng, lateral, side, depth):
 
 def draw_tree(canvas, rng, lateral, depth):
     """A street tree: trunk and crown (both vegetation, as in Cityscapes)."""
-    crown = rng.uniform(1.2, 2.4)
-    trunk_top = rng.uniform(2.0, 3.5)
+    crown, trunk_top = rng.uniform(1.2, 2.4), rng.uniform(2.0, 3.5)
     colour = canvas.colour(VEGETATION, rng, 12.0)
     draw_rect(canvas, (lateral - 0.15, lateral + 0.15), (0.0, trunk_top + crown),
               depth, VEGETATION, colour * 0.6)
@@ -432,8 +430,7 @@ def render_scene(rng, height, width, palette):
     for _ in range(int(rng.integers(2, 9))):  # people, mostly on sidewalks
         side = -1 if rng.random() < 0.5 else 1
         if rng.random() < 0.8:
-            lo, hi = sorted((street.edge(side), street.outer(side)))
-            lateral = rng.uniform(lo, hi)
+            lateral = rng.uniform(*sorted((street.edge(side), street.outer(side))))
         else:
             lateral = rng.uniform(-street.road_left, street.road_right)
         objects.append((rng.uniform(4.0, 45.0), "person", lateral, side))
