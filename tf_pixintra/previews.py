@@ -1,17 +1,14 @@
 """Pictures of the pixel-level subdomains (paper Fig. 2): Pillow only.
 
-One row per target image, four panels of the image's size side by side:
-image | pseudo label (Cityscapes palette, ignore = black) | hard mask M
-(easy = black, hard = white, as in Fig. 2) | Z (Eq. 7) as a heat map on a
-fixed [0, 1] scale, under a strip with the panels' names.
+A row per target image, under a strip of names: image | pseudo label
+(Cityscapes palette, ignore = black) | hard mask M (easy = black, hard =
+white, as in Fig. 2) | Z (Eq. 7) as a heat map on a fixed [0, 1] scale.
 """
 
 import io
 
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from tf_pixintra import io_utils
 from tf_pixintra.data.labels import colorize
@@ -23,8 +20,7 @@ BACKGROUND = (32, 32, 32)
 TEXT = (235, 235, 235)
 # Heat-map anchors (dark blue -> purple -> orange -> light yellow) at
 # Z = 0, 1/3, 2/3, 1; linear in between.
-_HEAT = np.array([(0, 0, 60), (130, 30, 130), (240, 110, 30),
-                  (255, 250, 180)], np.float64)
+_HEAT = np.array([(0, 0, 60), (130, 30, 130), (240, 110, 30), (255, 250, 180)], np.float64)
 
 
 def heat_map(z):
@@ -33,8 +29,7 @@ def heat_map(z):
     pos = z * (len(_HEAT) - 1)
     lo = np.minimum(np.floor(pos).astype(int), len(_HEAT) - 2)
     frac = (pos - lo)[..., None]
-    rgb = _HEAT[lo] * (1.0 - frac) + _HEAT[lo + 1] * frac
-    return np.round(rgb).astype(np.uint8)
+    return np.round(_HEAT[lo] * (1.0 - frac) + _HEAT[lo + 1] * frac).astype(np.uint8)
 
 
 def mask_image(hard_mask):
@@ -49,13 +44,10 @@ def panels(image, pseudo_label, hard_mask, z):
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     shape = image.shape[:2]
-    for name, array in (("pseudo_label", pseudo_label),
-                        ("hard_mask", hard_mask), ("z", z)):
+    for name, array in (("pseudo_label", pseudo_label), ("hard_mask", hard_mask), ("z", z)):
         if np.shape(array)[:2] != shape:
-            raise ValueError(f"{name} has shape {np.shape(array)}; the image "
-                             f"is {shape}")
-    return [image[..., :3], colorize(pseudo_label), mask_image(hard_mask),
-            heat_map(z)]
+            raise ValueError(f"{name} has shape {np.shape(array)}; the image is {shape}")
+    return [image[..., :3], colorize(pseudo_label), mask_image(hard_mask), heat_map(z)]
 
 
 def panel_origin(index, width):

@@ -2,34 +2,23 @@
 
     python -m tf_pixintra.visualize --run_dir DIR --out FILE.png [--num_images N]
 
-Top: for the first N target-val images, one row each: image | ground truth |
-the prediction of every trained stage (source_only, inter, intra_r1,
-intra_r2, whichever have a model.keras and a metrics.json), in the
+Top: a row per target-val image (the first N): image | ground truth | the
+prediction of every trained stage (with model.keras and metrics.json), in the
 Cityscapes palette (ignore: black). Bottom: each stage's per-class IoU on
-target val (from its metrics.json `target_iou`) as grouped bars, with a
-legend giving each stage's mIoU. The main job (--stage=all) writes
-<run_dir>/comparison.png the same way.
+target val (metrics.json `target_iou`) as grouped bars, its mIoU in the legend.
 """
 
 import dataclasses
-import sys
 
 import numpy as np
-from absl import app
-from absl import flags
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
+from absl import app, flags
+from PIL import Image, ImageDraw, ImageFont
 
 from tf_pixintra import config as config_lib
-from tf_pixintra import io_utils
-from tf_pixintra import previews
-from tf_pixintra import run_layout
+from tf_pixintra import io_utils, previews, run_layout
 from tf_pixintra.data import datasets
-from tf_pixintra.data.labels import CLASS_NAMES
-from tf_pixintra.data.labels import colorize
-from tf_pixintra.errors import ConfigError
-from tf_pixintra.errors import DataError
+from tf_pixintra.data.labels import CLASS_NAMES, colorize
+from tf_pixintra.errors import ConfigError, DataError, cli_main
 from tf_pixintra.stages import sources
 
 STAGES = ("source_only", "inter", "intra_r1", "intra_r2")
@@ -37,6 +26,7 @@ STAGE_COLORS = {"source_only": (140, 140, 140), "inter": (66, 133, 244),
                 "intra_r1": (244, 160, 0), "intra_r2": (52, 168, 83)}
 CHART_HEIGHT = 150      # pixels of the bar area (IoU 0..100)
 LABEL_HEIGHT = 70       # pixels under the bars for the class names
+CHART_TOP, CHART_LEFT = 24, 34   # pixels above and left of the bar area
 WHITE, GRID, TEXT = (255, 255, 255), (215, 215, 215), (20, 20, 20)
 
 
@@ -59,13 +49,9 @@ def data_config(run_dir):
         raise ConfigError(f"--run_dir={run_dir!r}: no config.json; not a run "
                           "directory of tf_pixintra.train")
     saved = io_utils.read_json(path).get("data", {})
-    kwargs = {}
-    for field in dataclasses.fields(config_lib.DataConfig):
-        if field.name in saved:
-            value = saved[field.name]
-            kwargs[field.name] = tuple(value) if isinstance(value, list) \
-                else value
-    return config_lib.DataConfig(**kwargs)
+    names = {field.name for field in dataclasses.fields(config_lib.DataConfig)}
+    return config_lib.DataConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in saved.items() if k in names})
 
 
 def prediction_rows(stages, examples, eval_size):
@@ -79,11 +65,9 @@ def prediction_rows(stages, examples, eval_size):
         rows.append([np.asarray(image), colorize(label)])
     for _, model_path, _ in stages:
         model = inference.load_model(model_path)
-        for row, example in zip(rows, examples):
-            image = row[0]
-            pred = inference.predict_labels(model, image, size=eval_size,
-                                            output_size=image.shape[:2])
-            row.append(colorize(pred))
+        for row in rows:
+            row.append(colorize(inference.predict_labels(
+                    model, row[0], size=eval_size, output_size=row[0].shape[:2])))
     return rows
 
 
@@ -97,65 +81,53 @@ def _vertical_text(text, font):
 
 def bar_box(class_index, stage_index, num_stages, width, iou):
     """[x0, y0, x1, y1] (inclusive) of one IoU bar in the chart."""
-    top, left, right = 24, 34, width - 6
-    slot = (right - left) / len(CLASS_NAMES)
+    slot = (width - 6 - CHART_LEFT) / len(CLASS_NAMES)
     bar = max(1, int((slot - 4) / max(1, num_stages)))
-    x = int(left + class_index * slot + 2 + stage_index * bar)
+    x = int(CHART_LEFT + class_index * slot + 2 + stage_index * bar)
     h = int(round(max(0.0, min(100.0, iou)) * CHART_HEIGHT / 100))
-    return [x, top + CHART_HEIGHT - h, x + bar - 1, top + CHART_HEIGHT]
+    bottom = CHART_TOP + CHART_HEIGHT
+    return [x, bottom - h, x + bar - 1, bottom]
 
 
 def iou_chart(stages, width):
     """Grouped per-class IoU bars (one colour per stage) with a legend."""
     font = ImageFont.load_default()
-    legend_height = 16
-    height = legend_height + 8 + CHART_HEIGHT + LABEL_HEIGHT
-    chart = Image.new("RGB", (width, height), WHITE)
+    chart = Image.new("RGB", (width, CHART_TOP + CHART_HEIGHT + LABEL_HEIGHT), WHITE)
     draw = ImageDraw.Draw(chart)
     x = 40
     draw.text((2, 2), "IoU %", fill=TEXT, font=font)
     for stage, _, metrics in stages:
-        color = STAGE_COLORS[stage]
         miou = metrics.get("target_miou")
         label = f"{stage} mIoU {miou:.1f}" if miou is not None else stage
-        draw.rectangle([x, 3, x + 10, 13], fill=color)
+        draw.rectangle([x, 3, x + 10, 13], fill=STAGE_COLORS[stage])
         draw.text((x + 14, 2), label, fill=TEXT, font=font)
         x += 22 + int(draw.textlength(label, font=font))
-    top = legend_height + 8
-    left, right = 34, width - 6
     for level in range(0, 101, 25):
-        y = top + CHART_HEIGHT - level * CHART_HEIGHT // 100
-        draw.line([left, y, right, y], fill=GRID)
+        y = CHART_TOP + CHART_HEIGHT - level * CHART_HEIGHT // 100
+        draw.line([CHART_LEFT, y, width - 6, y], fill=GRID)
         draw.text((2, y - 6), f"{level:3d}", fill=TEXT, font=font)
-    slot = (right - left) / len(CLASS_NAMES)
+    slot = (width - 6 - CHART_LEFT) / len(CLASS_NAMES)
     for k, name in enumerate(CLASS_NAMES):
-        x0 = left + k * slot + 2
         for j, (stage, _, metrics) in enumerate(stages):
             iou = (metrics.get("target_iou") or {}).get(name)
-            if iou is None:
-                continue      # class absent from prediction and ground truth
-            draw.rectangle(bar_box(k, j, len(stages), width, iou),
-                           fill=STAGE_COLORS[stage])
+            if iou is not None:   # None: class absent from prediction and truth
+                draw.rectangle(bar_box(k, j, len(stages), width, iou), fill=STAGE_COLORS[stage])
         label = _vertical_text(name, font)
-        chart.paste(label, (int(x0 + (slot - 4) / 2 - label.width / 2),
-                            top + CHART_HEIGHT + 4), label)
+        chart.paste(label, (int(CHART_LEFT + k * slot + 2 + (slot - 4) / 2 - label.width / 2),
+                            CHART_TOP + CHART_HEIGHT + 4), label)
     return chart
 
 
 def comparison(run_dir, num_images=4):
-    """The comparison picture of `run_dir` (PIL image).
-
-    Raises ConfigError for a run directory without config.json or without a
-    trained stage, DataError when the target has no labelled val images.
-    """
+    """The comparison picture of `run_dir` (PIL image). ConfigError for a run directory without
+    config.json or a trained stage, DataError when the target has no labelled val images."""
     if not io_utils.isdir(run_dir):
         raise ConfigError(f"--run_dir={run_dir!r}: no such directory")
     data = data_config(run_dir)
     stages = trained_stages(run_dir)
     if not stages:
         raise ConfigError(f"--run_dir={run_dir!r}: no trained stage (none of "
-                          f"{', '.join(STAGES)} has model.keras and "
-                          "metrics.json)")
+                          f"{', '.join(STAGES)} has model.keras and metrics.json)")
     examples = list(sources.resolve(data, need_source=False).target_val)
     if not examples:
         raise DataError(f"{run_dir}: the target has no labelled val images "
@@ -169,10 +141,9 @@ def comparison(run_dir, num_images=4):
     canvas = Image.new("RGB", (max(width, chart.width), sum(
         p.height for p in pictures) + chart.height), previews.BACKGROUND)
     y = 0
-    for picture in pictures:
+    for picture in pictures + [chart]:
         canvas.paste(picture, (0, y))
         y += picture.height
-    canvas.paste(chart, (0, y))
     return canvas
 
 
@@ -186,25 +157,21 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("run_dir", None, "Run directory of "
-                        "tf_pixintra.train (holds config.json and the "
-                        "stages' sub-directories).")
+    flags.DEFINE_string("run_dir", None, "Run directory of tf_pixintra.train (holds "
+                        "config.json and the stages' sub-directories).")
     flags.DEFINE_string("out", None, "Output PNG file (written atomically).")
-    flags.DEFINE_integer("num_images", 4, "Target val images shown, one row "
-                         "each (count, >= 1).", lower_bound=1)
+    flags.DEFINE_integer("num_images", 4, "Target val images shown, one row each (count, >= 1).",
+                         lower_bound=1)
     flags.mark_flags_as_required(["run_dir", "out"])
 
 
+def _run(fv):
+    print(f"wrote {write_comparison(fv.run_dir, fv.out, fv.num_images)}")
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        write_comparison(FLAGS.run_dir, FLAGS.out, FLAGS.num_images)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {FLAGS.out}")
-    return 0
+    return cli_main(argv, _run, FLAGS, status=2,
+                    errors=(ConfigError, DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -377,5 +377,5 @@ def test_variants_are_kept_in_their_own_directories(tmp_path):
     assert ctl["root"] == str(tmp_path / "toy_shadows")
     assert io_utils.read_json(ctl["manifest"])["variant"] == "shadows"
     assert io_utils.read_json(std["manifest"])["variant"] == "standard"
-    with pytest.raises(ConfigError, match="variant"):
+    with pytest.raises(ConfigError, match="variant=.fog.: expected one of"):
         toyscapes.ensure_toyscapes(tmp_path / "toy", variant="fog", **args)

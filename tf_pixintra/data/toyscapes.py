@@ -4,37 +4,25 @@ r"""ToyScapes: a built-in synthetic-to-real street-scene benchmark.
         [--num_source 400 --num_target 400 --num_val 100 \
          --height 128 --width 256 --workers N --variant standard|shadows]
 
-writes procedurally drawn street scenes in the REAL data set layouts, so the
-ordinary readers (tf_pixintra.data.datasets) load them:
+writes procedurally drawn street scenes (toyscapes_render) in the real data set layouts, read by
+the ordinary readers (tf_pixintra.data.datasets):
 
-- source ("synthetic", flat colours of its own palette), GTA5 layout:
-  DIR/gta5/images/00001.png and DIR/gta5/labels/00001.png (8-bit labelIds);
-- target ("real": shifted palette, texture, illumination, depth-dependent
-  haze or darkness, blur, sensor noise), Cityscapes layout:
+- source ("synthetic"), GTA5 layout: DIR/gta5/{images,labels}/00001.png;
+- target ("real"), Cityscapes layout:
   DIR/cityscapes/leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png and
   DIR/cityscapes/gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png with
-  <name> = <city>_SSSSSS_000019 (invented cities, SSSSSS counting up).
-  Train labels exist for oracle runs and pseudo-label diagnostics only;
-  adaptation must not read them.
-- DIR/toyscapes.json, written last: generator version, seed, counts, size,
-  and per target image its haze density beta and other look parameters.
+  <name> = <city>_SSSSSS_000019 (invented cities). Labels are 8-bit labelIds;
+  target train ones are for oracle runs and diagnostics, never adaptation.
+- DIR/toyscapes.json, written last: the arguments, and the look parameters
+  (haze density beta, ...) of each target image.
 
-Image k of a split is drawn from its own generator seeded by
-(seed, split, k), so it does not depend on how many images are made, and
-the same arguments give the same bytes. Every file is written atomically.
+Image k of a split is drawn from its own generator seeded by (seed, split, k), so the same
+arguments give the same bytes whatever the counts.
 
-Python API: `generate(...)` always (re)writes; `ensure_toyscapes(...)`
-reuses a complete benchmark whose manifest matches and generates otherwise.
-
-Variants (`--variant`): "standard", and "shadows", a positive control for
-Stage II: every target image (train and val) also gets soft cast shadows,
-darker and bluish (`toyscapes_render.draw_shadows`), over about a third of
-its non-sky pixels. Scenes, labels and the rest of the look are those of the
-standard variant at the same seed (the shadows draw from a third, separate
-generator), so the hard pixels a Stage I model leaves are mostly shadowed
-ones, and an appearance change a model could learn to undo separates them
-from the easy ones. `ensure_toyscapes` keeps a variant in its own directory
-(`variant_dir`).
+Variant "shadows" is a positive control for Stage II: every target image also gets soft bluish cast
+shadows (`toyscapes_render.draw_shadows`) over about a third of its non-sky pixels, drawn from a
+separate generator, so scenes, labels and the rest of the look are the standard variant's at the
+same seed and the hard pixels a Stage I model leaves are mostly shadowed ones.
 """
 
 import contextlib
@@ -50,9 +38,7 @@ import types
 import numpy as np
 from PIL import Image
 
-from tf_pixintra import choices
-from tf_pixintra import io_utils
-from tf_pixintra import progress
+from tf_pixintra import choices, io_utils, progress
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.data import toyscapes_render as render
 from tf_pixintra.errors import ConfigError
@@ -76,31 +62,20 @@ FRAME = 19  # Cityscapes' labelled frame number
 _CHUNK = 25  # images per parallel task
 # Split codes mixed into the per-image seeds.
 _SPLIT_CODES = {"source": 0, "train": 1, "val": 2}
-_CONFIG_KEYS = ("version", "seed", "num_source", "num_target", "num_val",
-                "height", "width", "variant")
 VARIANTS = choices.TOYSCAPES_VARIANTS
-
-
-# ------------------------------------------------------------------- layout
-
-def source_name(index):
-    """GTA5-style file stem of source image `index` (0-based): "00001"."""
-    return f"{index + 1:05d}"
 
 
 def target_name(split, index):
     """Cityscapes-style stem of target image `index` of `split`."""
     cities = TRAIN_CITIES if split == "train" else VAL_CITIES
-    city = cities[index % len(cities)]
-    return f"{city}_{index // len(cities):06d}_{FRAME:06d}"
+    return f"{cities[index % len(cities)]}_{index // len(cities):06d}_{FRAME:06d}"
 
 
 def source_paths(root, index):
-    """(image, label) paths of source image `index` under the ToyScapes root."""
-    name = source_name(index) + ".png"
+    """(image, label) paths of source image `index` (0-based; "00001.png")."""
+    name = f"{index + 1:05d}.png"
     base = os.path.join(root, SOURCE_DIR)
-    return (os.path.join(base, "images", name),
-            os.path.join(base, "labels", name))
+    return (os.path.join(base, "images", name), os.path.join(base, "labels", name))
 
 
 def target_paths(root, split, index):
@@ -108,45 +83,21 @@ def target_paths(root, split, index):
     name = target_name(split, index)
     city = name.split("_")[0]
     base = os.path.join(root, TARGET_DIR)
-    return (os.path.join(base, "leftImg8bit", split, city,
-                         name + "_leftImg8bit.png"),
-            os.path.join(base, "gtFine", split, city,
-                         name + "_gtFine_labelIds.png"))
-
-
-def _all_paths(root, num_source, num_target, num_val):
-    """Every image and label path of a benchmark of the given counts."""
-    paths = []
-    for i in range(num_source):
-        paths.extend(source_paths(root, i))
-    for split, count in (("train", num_target), ("val", num_val)):
-        for i in range(count):
-            paths.extend(target_paths(root, split, i))
-    return paths
+    return (os.path.join(base, "leftImg8bit", split, city, name + "_leftImg8bit.png"),
+            os.path.join(base, "gtFine", split, city, name + "_gtFine_labelIds.png"))
 
 
 def dataset_paths(root):
-    """The dict of paths `ensure_toyscapes` returns for a benchmark at `root`.
-
-    Keys: "root", "manifest", "gta5" (source root for the "gta5" reader,
-    split "all"), "cityscapes" (target root for the "cityscapes" reader,
-    splits "train" and "val").
-    """
+    """Absolute "root", "manifest", "gta5" (source root, split "all") and
+    "cityscapes" (target root, splits "train" and "val") of a benchmark."""
     root = os.path.abspath(os.fspath(root))
-    return {"root": root,
-            "manifest": os.path.join(root, MANIFEST_NAME),
-            "gta5": os.path.join(root, SOURCE_DIR),
-            "cityscapes": os.path.join(root, TARGET_DIR)}
+    return {"root": root, "manifest": os.path.join(root, MANIFEST_NAME),
+            "gta5": os.path.join(root, SOURCE_DIR), "cityscapes": os.path.join(root, TARGET_DIR)}
 
-
-# ----------------------------------------------------------------- drawing
 
 def _generators(seed, split, index):
-    """Independent generators (scene, look, shadows) of one image.
-
-    SeedSequence children depend on their index only, so adding the third
-    one left the first two (and the standard variant's bytes) unchanged.
-    """
+    """Independent generators (scene, look, shadows) of one image; a
+    SeedSequence child depends on its index only, so each is fixed alone."""
     sequence = np.random.SeedSequence([seed, _SPLIT_CODES[split], index])
     return tuple(np.random.default_rng(child) for child in sequence.spawn(3))
 
@@ -154,34 +105,23 @@ def _generators(seed, split, index):
 def variant_dir(data_dir, variant):
     """Where `ensure_toyscapes` keeps a variant: data_dir itself for the
     standard one, `<data_dir>_<variant>` beside it for the others."""
-    _check_variant(variant)
+    choices.check("variant", variant, VARIANTS)
     if variant == "standard":
         return data_dir
     return os.fspath(data_dir).rstrip("/\\") + "_" + variant
 
 
-def _check_variant(variant):
-    if variant not in VARIANTS:
-        raise ConfigError(f"toyscapes: variant={variant!r}; expected one of "
-                          f"{VARIANTS}")
-
-
 def draw_source(seed, index, height, width):
     """Source image `index`: (uint8 RGB [H, W, 3], uint8 trainIds [H, W])."""
     scene_rng = _generators(seed, "source", index)[0]
-    label, _, rgb, _ = render.render_scene(scene_rng, height, width,
-                                           render.SOURCE_PALETTE)
+    label, _, rgb, _ = render.render_scene(scene_rng, height, width, render.SOURCE_PALETTE)
     return render.render_source_look(rgb), label
 
 
 def draw_target(seed, split, index, height, width, variant="standard"):
-    """Target image `index` of `split`: (RGB, trainIds, look conditions dict).
-
-    The conditions hold the haze density "beta" (per metre) and airlight,
-    and the illumination, blur and noise parameters of this image; for the
-    "shadows" variant also the shadows' strength and pixel share.
-    """
-    _check_variant(variant)
+    """Target image `index` of `split`: (RGB, trainIds, look conditions), the
+    conditions of `render.draw_target_conditions` (and `draw_shadows`)."""
+    choices.check("variant", variant, VARIANTS)
     scene_rng, look_rng, shadow_rng = _generators(seed, split, index)
     label, depth, rgb, orient = render.render_scene(
             scene_rng, height, width, render.TARGET_PALETTE)
@@ -190,66 +130,45 @@ def draw_target(seed, split, index, height, width, variant="standard"):
     if variant == "shadows":
         shadow, info = render.draw_shadows(shadow_rng, label)
         conditions = {**conditions, **info}
-    image = render.render_target_look(look_rng, label, depth, rgb, orient,
-                                      conditions, shadow)
+    image = render.render_target_look(look_rng, label, depth, rgb, orient, conditions, shadow)
     return image, label, conditions
 
 
-def _png_bytes(array, mode):
-    """PNG encoding of `array` (deterministic for a given pillow and zlib).
-
-    Compression level 1: the noisy target images hardly compress better at
-    higher levels, which cost twice the time.
-    """
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG",
-                                           compress_level=1)
-    return buffer.getvalue()
-
-
 def _write_pair(image_path, label_path, image, train_ids):
-    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically."""
+    """Writes an RGB image and its 8-bit Cityscapes labelId PNG atomically. Compression level 1:
+    higher ones hardly shrink the noisy target images, at twice the time."""
     label_ids = labels_lib.train_ids_to_label_ids(train_ids)
-    io_utils.write_bytes(image_path, _png_bytes(image, "RGB"))
-    io_utils.write_bytes(label_path, _png_bytes(label_ids, "L"))
+    for path, array, mode in ((image_path, image, "RGB"), (label_path, label_ids, "L")):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode=mode).save(buffer, format="PNG", compress_level=1)
+        io_utils.write_bytes(path, buffer.getvalue())
 
-
-# ------------------------------------------------------------------ checks
 
 def _check_args(seed, num_source, num_target, num_val, height, width):
     """ConfigError for arguments outside their ranges."""
     for name, value, low in (("seed", seed, 0), ("num_source", num_source, 0),
-                             ("num_target", num_target, 0),
-                             ("num_val", num_val, 0),
-                             ("height", height, MIN_SIZE),
-                             ("width", width, MIN_SIZE)):
+                             ("num_target", num_target, 0), ("num_val", num_val, 0),
+                             ("height", height, MIN_SIZE), ("width", width, MIN_SIZE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ConfigError(f"toyscapes: {name}={value!r}; expected an "
-                              f"integer >= {low}")
+            raise ConfigError(f"toyscapes: {name}={value!r}; expected an integer >= {low}")
         if value < low:
-            raise ConfigError(f"toyscapes: {name}={value}; expected an "
-                              f"integer >= {low}")
+            raise ConfigError(f"toyscapes: {name}={value}; expected an integer >= {low}")
 
 
 def _prepare_directory(root):
-    """Makes `root` ready for a fresh benchmark.
-
-    Removes the manifest first (so a killed run is never taken as complete)
-    and the data folders of an earlier ToyScapes run. Folders of the same
-    names that ToyScapes did not write are never deleted: ConfigError.
-    """
+    """Makes `root` ready for a fresh benchmark: removes the manifest first (a killed run is never
+    taken as complete), then the data folders of an earlier ToyScapes run; ConfigError for such
+    folders ToyScapes did not write."""
     os.makedirs(root, exist_ok=True)
     marker = os.path.join(root, MARKER_NAME)
     manifest = os.path.join(root, MANIFEST_NAME)
-    existing = [d for d in (SOURCE_DIR, TARGET_DIR)
-                if os.path.exists(os.path.join(root, d))]
+    existing = [d for d in (SOURCE_DIR, TARGET_DIR) if os.path.exists(os.path.join(root, d))]
     owned = os.path.exists(marker) or os.path.exists(manifest)
     if existing and not owned:
-        raise ConfigError(
-                f"{root}: holds {' and '.join(existing)} folders that were "
-                f"not written by ToyScapes (no {MARKER_NAME} or "
-                f"{MANIFEST_NAME}); expected an empty or ToyScapes directory. "
-                "Choose another --out directory.")
+        raise ConfigError(f"{root}: holds {' and '.join(existing)} folders that were not "
+                          f"written by ToyScapes (no {MARKER_NAME} or {MANIFEST_NAME}); "
+                          "expected an empty or ToyScapes directory. Choose another "
+                          "--out directory.")
     if os.path.exists(manifest):
         os.remove(manifest)
     io_utils.write_text(marker, "Written by tf_pixintra.data.toyscapes; "
@@ -258,15 +177,9 @@ def _prepare_directory(root):
         shutil.rmtree(os.path.join(root, d))
 
 
-# --------------------------------------------------------------------- API
-
 def _write_images(task):
-    """Draws and writes a chunk of images; returns target look conditions.
-
-    `task` is (root, seed, height, width, split, indices, variant) with
-    split "source", "train" or "val". Returns [(split, index, conditions)]
-    for target images (empty for source chunks).
-    """
+    """Draws and writes the images of `task` (root, seed, height, width, split, indices, variant);
+    returns [(split, index, look conditions)] of target images (none for split "source")."""
     root, seed, height, width, split, indices, variant = task
     written = []
     for index in indices:
@@ -274,8 +187,7 @@ def _write_images(task):
             image, label = draw_source(seed, index, height, width)
             _write_pair(*source_paths(root, index), image, label)
         else:
-            image, label, conditions = draw_target(seed, split, index, height,
-                                                   width, variant)
+            image, label, conditions = draw_target(seed, split, index, height, width, variant)
             _write_pair(*target_paths(root, split, index), image, label)
             written.append((split, index, conditions))
     return written
@@ -292,13 +204,9 @@ def default_workers():
 
 @contextlib.contextmanager
 def _bare_main():
-    """Hides the caller's __main__ module while worker processes start.
-
-    Spawned processes re-import their parent's main module: for
-    `python -m tf_pixintra.train` every worker would import TensorFlow, and
-    a script without a main guard would run again. The workers need only
-    this (importable) module, so an empty __main__ stands in meanwhile.
-    """
+    """Hides the caller's __main__ module while worker processes start: spawned processes
+    re-import it (TensorFlow for tf_pixintra.train, or a script without a main guard run again),
+    and they need only this module."""
     saved = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
@@ -308,88 +216,70 @@ def _bare_main():
 
 
 def _run_tasks(tasks, workers):
-    """Runs `_write_images` over `tasks`, in `workers` spawned processes.
-
-    Shows progress in images, a task at a time.
-    """
-    total = sum(len(task[-1]) for task in tasks)
+    """Runs `_write_images` over `tasks` (in order), in `workers` spawned
+    processes; shows progress in images."""
+    total = sum(len(task[5]) for task in tasks)
     with progress.Progress(total, "ToyScapes generation") as bar:
-        if workers <= 1 or len(tasks) <= 1:
-            items = []
-            for task in tasks:
-                items += _write_images(task)
-                bar.update(len(task[-1]))
-            return items
-        # "spawn", not "fork": the caller may hold TensorFlow threads.
-        context = multiprocessing.get_context("spawn")
-        with _bare_main():
-            pool = context.Pool(min(workers, len(tasks)))  # starts them all now
+        pool = None
+        chunks = map(_write_images, tasks)
+        if workers > 1 and len(tasks) > 1:
+            # "spawn", not "fork": the caller may hold TensorFlow threads.
+            with _bare_main():
+                pool = multiprocessing.get_context("spawn").Pool(
+                        min(workers, len(tasks)))  # starts them all now
+            chunks = pool.imap(_write_images, tasks, chunksize=1)
         items = []
         try:
-            chunks = pool.imap(_write_images, tasks, chunksize=1)  # in order
             for task, chunk in zip(tasks, chunks):
                 items += chunk
-                bar.update(len(task[-1]))
+                bar.update(len(task[5]))
         finally:
-            pool.terminate()
-            pool.join()
+            if pool is not None:
+                pool.terminate()
+                pool.join()
         return items
+
+
+def _settings(seed, num_source, num_target, num_val, height, width, variant):
+    """The manifest entries a reused benchmark must match."""
+    return {"version": GENERATOR_VERSION, "seed": int(seed), "num_source": int(num_source),
+            "num_target": int(num_target), "num_val": int(num_val), "height": int(height),
+            "width": int(width), "variant": variant}
 
 
 def generate(out_dir, seed, num_source, num_target, num_val, height, width,
              workers=None, variant="standard"):
     """Writes a ToyScapes benchmark to `out_dir` (replacing an older one).
 
-    Args:
-      out_dir: the benchmark root (created if needed).
-      seed: non-negative integer; same arguments give the same bytes.
-      num_source: number of source images (GTA5 layout).
-      num_target: number of target train images (Cityscapes "train").
-      num_val: number of target validation images (Cityscapes "val").
-      height, width: image size in pixels (each >= MIN_SIZE).
-      workers: processes drawing in parallel (default: `default_workers()`);
-        the bytes written do not depend on it.
-      variant: "standard" or "shadows" (see the module docstring).
-
-    Returns:
-      The manifest dict (also written to out_dir/toyscapes.json, last).
+    `seed` >= 0; `num_source`, `num_target`, `num_val`: image counts of the source, target "train"
+    and target "val" splits; `height`, `width` >= MIN_SIZE pixels; `workers`: drawing processes
+    (default `default_workers()`), the bytes do not depend on it. Returns the manifest dict (also
+    written to out_dir/toyscapes.json, last).
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
-    _check_variant(variant)
+    choices.check("variant", variant, VARIANTS)
     workers = default_workers() if workers is None else int(workers)
     root = os.path.abspath(os.fspath(out_dir))
     _prepare_directory(root)
     tasks = []
-    for split, count in (("source", num_source), ("train", num_target),
-                         ("val", num_val)):
+    for split, count in (("source", num_source), ("train", num_target), ("val", num_val)):
         for start in range(0, count, _CHUNK):
-            tasks.append((root, int(seed), int(height), int(width), split,
-                          tuple(range(start, min(start + _CHUNK, count))),
-                          variant))
-    looks = {(split, index): conditions
-             for split, index, conditions in _run_tasks(tasks, workers)}
-    targets = {}
-    for split, count in (("train", num_target), ("val", num_val)):
-        entries = []
-        for index in range(count):
-            image_path, label_path = target_paths(root, split, index)
-            entry = {"name": target_name(split, index),
-                     "image": os.path.relpath(image_path, root),
-                     "label": os.path.relpath(label_path, root)}
-            entry.update(looks[(split, index)])
-            entries.append(entry)
-        targets[split] = entries
+            indices = tuple(range(start, min(start + _CHUNK, count)))
+            tasks.append((root, int(seed), int(height), int(width), split, indices, variant))
+    targets = {"train": [], "val": []}
+    for split, index, conditions in _run_tasks(tasks, workers):  # in order
+        image_path, label_path = target_paths(root, split, index)
+        targets[split].append({"name": target_name(split, index),
+                               "image": os.path.relpath(image_path, root),
+                               "label": os.path.relpath(label_path, root),
+                               **conditions})
     manifest = {
         "generator": "tf_pixintra.data.toyscapes",
-        "version": GENERATOR_VERSION,
-        "seed": int(seed), "num_source": int(num_source),
-        "num_target": int(num_target), "num_val": int(num_val),
-        "height": int(height), "width": int(width), "variant": variant,
+        **_settings(seed, num_source, num_target, num_val, height, width, variant),
         "source": {"dataset": "gta5", "root": SOURCE_DIR, "split": "all"},
-        "target": {"dataset": "cityscapes", "root": TARGET_DIR,
-                   "splits": ["train", "val"],
-                   "note": "train labels are for oracle runs and diagnostics "
-                           "only, never for adaptation"},
+        "target": {"dataset": "cityscapes", "root": TARGET_DIR, "splits": ["train", "val"],
+                   "note": "train labels are for oracle runs and diagnostics only, never for "
+                           "adaptation"},
         "classes": [labels_lib.CLASS_NAMES[k] for k in render.DRAWN_CLASSES],
         "beta_range": list(render.BETA_RANGE),
         "target_images": targets,
@@ -400,20 +290,19 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
 
 def _is_complete(root, wanted):
     """True when `root` holds a manifest matching `wanted` and all its files."""
-    manifest_path = os.path.join(root, MANIFEST_NAME)
-    if not os.path.isfile(manifest_path):
-        return False
     try:
-        manifest = io_utils.read_json(manifest_path)
-    except (OSError, ValueError):
+        manifest = io_utils.read_json(os.path.join(root, MANIFEST_NAME))
+    except (OSError, ValueError):  # missing or damaged
         return False
-    # Manifests from before the variants were standard ones.
+    # A manifest without a variant is a standard one.
     if not isinstance(manifest, dict) or any(
-            manifest.get(k, "standard" if k == "variant" else None) != wanted[k]
-            for k in _CONFIG_KEYS):
+            manifest.get(k, "standard" if k == "variant" else None) != v
+            for k, v in wanted.items()):
         return False
-    return all(os.path.isfile(p) for p in _all_paths(
-            root, wanted["num_source"], wanted["num_target"], wanted["num_val"]))
+    paths = [source_paths(root, i) for i in range(wanted["num_source"])]
+    for split, count in (("train", wanted["num_target"]), ("val", wanted["num_val"])):
+        paths += [target_paths(root, split, i) for i in range(count)]
+    return all(os.path.isfile(p) for pair in paths for p in pair)
 
 
 @contextlib.contextmanager
@@ -428,31 +317,16 @@ def _locked(root):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
-                     num_source=DEFAULTS["num_source"],
-                     num_target=DEFAULTS["num_target"],
-                     num_val=DEFAULTS["num_val"], height=DEFAULTS["height"],
-                     width=DEFAULTS["width"], workers=None,
+def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"], num_source=DEFAULTS["num_source"],
+                     num_target=DEFAULTS["num_target"], num_val=DEFAULTS["num_val"],
+                     height=DEFAULTS["height"], width=DEFAULTS["width"], workers=None,
                      variant="standard"):
-    """Returns the paths of a ToyScapes benchmark, generating it if needed.
-
-    An existing benchmark is reused when its manifest matches the generator
-    version and every argument and all its files exist; otherwise (no
-    manifest after a killed run, other arguments, older version) it is
-    regenerated. Safe against concurrent callers (file lock). `workers` as
-    in `generate`. A variant other than "standard" lives in
-    `variant_dir(data_dir, variant)`, so variants never overwrite each other.
-
-    Returns:
-      dict with "root", "manifest", "gta5" (source root) and "cityscapes"
-      (target root) absolute paths; see `dataset_paths`.
-    """
+    """`dataset_paths` of the ToyScapes benchmark in `variant_dir(data_dir, variant)`, generated
+    (`generate`) unless its manifest matches the generator version and every argument and all its
+    files exist. Safe against concurrent callers (file lock)."""
     _check_args(seed, num_source, num_target, num_val, height, width)
     root = os.path.abspath(variant_dir(os.fspath(data_dir), variant))
-    wanted = {"version": GENERATOR_VERSION, "seed": int(seed),
-              "num_source": int(num_source), "num_target": int(num_target),
-              "num_val": int(num_val), "height": int(height),
-              "width": int(width), "variant": variant}
+    wanted = _settings(seed, num_source, num_target, num_val, height, width, variant)
     with _locked(root):
         if not _is_complete(root, wanted):
             generate(root, seed, num_source, num_target, num_val, height, width,
@@ -460,28 +334,23 @@ def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"],
     return dataset_paths(root)
 
 
-# --------------------------------------------------------------------- CLI
-
 def _define_flags():
     """Defines the CLI flags (only when run as a program, never on import)."""
     from absl import flags  # pylint: disable=import-outside-toplevel
     flags.DEFINE_string("out", None, "Benchmark root directory to write.")
     flags.DEFINE_integer("seed", DEFAULTS["seed"], "Random seed (>= 0).")
-    flags.DEFINE_integer("num_source", DEFAULTS["num_source"],
-                         "Source images (GTA5 layout).")
+    flags.DEFINE_integer("num_source", DEFAULTS["num_source"], "Source images (GTA5 layout).")
     flags.DEFINE_integer("num_target", DEFAULTS["num_target"],
                          "Target train images (Cityscapes layout).")
     flags.DEFINE_integer("num_val", DEFAULTS["num_val"],
                          "Target validation images (Cityscapes layout).")
     flags.DEFINE_integer("height", DEFAULTS["height"], "Image height.")
     flags.DEFINE_integer("width", DEFAULTS["width"], "Image width.")
-    flags.DEFINE_integer("workers", None, "Drawing processes (default: one "
-                         "per CPU, at most 8); the output does not depend "
-                         "on it.")
-    flags.DEFINE_enum("variant", "standard", list(VARIANTS),
-                      "standard, or shadows: the positive control, with soft "
-                      "cast shadows over parts of every target image (same "
-                      "scenes and labels as standard at the same seed).")
+    flags.DEFINE_integer("workers", None, "Drawing processes (default: one per CPU, at "
+                         "most 8); the output does not depend on it.")
+    flags.DEFINE_enum("variant", "standard", list(VARIANTS), "standard, or shadows: the "
+                      "positive control, with soft cast shadows over parts of every target "
+                      "image (same scenes and labels as standard at the same seed).")
     flags.mark_flag_as_required("out")
     return flags.FLAGS
 
@@ -497,10 +366,9 @@ def main(argv):
     args = flags.FLAGS
     start = time.perf_counter()
     try:
-        manifest = toyscapes.generate(
-                args.out, args.seed, args.num_source, args.num_target,
-                args.num_val, args.height, args.width, workers=args.workers,
-                variant=args.variant)
+        manifest = toyscapes.generate(args.out, args.seed, args.num_source, args.num_target,
+                                      args.num_val, args.height, args.width, workers=args.workers,
+                                      variant=args.variant)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

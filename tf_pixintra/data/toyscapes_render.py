@@ -1,18 +1,17 @@
 """Drawing code of ToyScapes: procedural street scenes and their two looks.
 
-A scene is drawn once with a pinhole camera over a flat ground plane, far to
-near (painter's algorithm) with vectorised numpy masks on bounding boxes, into
-four canvases: trainIds, per-pixel depth in metres, a flat colour and a
-surface orientation. The source ("synthetic") domain keeps the flat colours
-of its own palette; the target ("real") domain uses a shifted palette and
-adds texture, illumination, depth-dependent haze (Koschmieder's model
-I = J * exp(-beta * d) + A * (1 - exp(-beta * d))), lens blur and sensor
-noise, with the haze density beta drawn per image from a wide range.
+A scene is drawn once with a pinhole camera over a flat ground plane, far to near (painter's
+algorithm) with vectorised numpy masks on bounding boxes, into four canvases: trainIds, per-pixel
+depth in metres, a flat colour and a surface orientation. The source ("synthetic") domain keeps the
+flat colours of its own palette; the target ("real") domain uses a shifted palette and adds
+texture, illumination, depth-dependent haze (Koschmieder's model
+I = J * exp(-beta * d) + A * (1 - exp(-beta * d))), lens blur and sensor noise, with the haze
+density beta drawn per image from a wide range.
 
-Camera: height CAMERA_HEIGHT metres, focal length FOCAL_FRACTION * width
-pixels, horizon row y_h and vanishing column x_v. A point at lateral offset
-X, height Y and depth z projects to column x_v + X f / z and row
-y_h + (CAMERA_HEIGHT - Y) f / z. Pixel (i, j) has its centre at (j + .5, i + .5).
+Camera: height CAMERA_HEIGHT metres, focal length FOCAL_FRACTION * width pixels, horizon row y_h
+and vanishing column x_v. A point at lateral offset X, height Y and depth z projects to column
+x_v + X f / z and row y_h + (CAMERA_HEIGHT - Y) f / z. Pixel (i, j) has its centre at
+(j + .5, i + .5).
 """
 
 import dataclasses
@@ -38,6 +37,10 @@ ORIENT_SKY, ORIENT_GROUND, ORIENT_FRONT, ORIENT_LEFT, ORIENT_RIGHT = range(5)
 BETA_RANGE = (0.002, 0.06)
 # Probability that a target image's airlight is dark (night-like fall-off).
 DARK_PROBABILITY = 0.25
+# The "shadows" variant: darkening of a shadow's core, drawn per image, and
+# the colour left in it per RGB channel (bluish skylight).
+SHADOW_STRENGTH = (0.55, 0.75)
+SHADOW_TINT = (0.35, 0.45, 0.75)
 
 # Source palette (RGB), a toy-like one unlike the Cityscapes palette.
 # Part colours are keyed by name; classes by trainId.
@@ -55,31 +58,27 @@ _SOURCE_PART_COLOURS = {
 }
 
 
-def _target_colour(rgb, offset):
-    """The target palette: desaturated, warmer, darker, shifted per entry."""
-    rgb = np.asarray(rgb, np.float64)
-    grey = rgb.mean()
-    rgb = grey + 0.7 * (rgb - grey)                # less saturated
+def _target_palette():
+    """Class and part colours of the target domain (fixed, seed-independent):
+    the source ones desaturated, warmer, darker, shifted per entry."""
+    rng = np.random.default_rng(20210817)
     mix = np.array([[0.85, 0.15, 0.00],            # warmer cast
                     [0.05, 0.85, 0.10],
                     [0.05, 0.20, 0.75]])
-    rgb = mix @ rgb * 0.85 + 10.0 + offset
-    return tuple(float(v) for v in np.clip(rgb, 0.0, 255.0))
+    palette = []
+    for colours, shift in ((_SOURCE_CLASS_COLOURS, 18.0), (_SOURCE_PART_COLOURS, 10.0)):
+        palette.append({})
+        for key, rgb in sorted(colours.items()):
+            offset = rng.uniform(-shift, shift, 3)
+            rgb = np.asarray(rgb, np.float64)
+            rgb = rgb.mean() + 0.7 * (rgb - rgb.mean())   # less saturated
+            palette[-1][key] = tuple(float(v) for v in np.clip(
+                    mix @ rgb * 0.85 + 10.0 + offset, 0.0, 255.0))
+    return tuple(palette)
 
 
-def _target_palette():
-    """Class and part colours of the target domain (fixed, seed-independent)."""
-    rng = np.random.default_rng(20210817)
-    classes = {k: _target_colour(v, rng.uniform(-18.0, 18.0, 3))
-               for k, v in sorted(_SOURCE_CLASS_COLOURS.items())}
-    parts = {k: _target_colour(v, rng.uniform(-10.0, 10.0, 3))
-             for k, v in sorted(_SOURCE_PART_COLOURS.items())}
-    return classes, parts
-
-
-SOURCE_PALETTE = (
-        {k: tuple(map(float, v)) for k, v in _SOURCE_CLASS_COLOURS.items()},
-        {k: tuple(map(float, v)) for k, v in _SOURCE_PART_COLOURS.items()})
+SOURCE_PALETTE = ({k: tuple(map(float, v)) for k, v in _SOURCE_CLASS_COLOURS.items()},
+                  {k: tuple(map(float, v)) for k, v in _SOURCE_PART_COLOURS.items()})
 TARGET_PALETTE = _target_palette()
 
 
@@ -115,28 +114,15 @@ class Canvas:
         self.class_colours, self.part_colours = palette
         self.label = np.full((h, w), SKY, np.uint8)
         self.depth = np.full((h, w), SKY_DEPTH, np.float32)
-        self.rgb = np.empty((h, w, 3), np.float32)
-        self.rgb[:] = self.class_colours[SKY]
+        self.rgb = np.full((h, w, 3), self.class_colours[SKY], np.float32)
         self.orient = np.full((h, w), ORIENT_SKY, np.uint8)
 
     def paint(self, rows, cols, mask, cls, depth, colour, orient):
-        """Paints `mask` (bool [len(rows), len(cols)]) at slices rows, cols.
-
-        `depth` is a scalar, an array of the mask's shape, or a 1-D array of
-        the values at mask.nonzero(); `colour` likewise an RGB triple, an
-        array [*mask.shape, 3] or [mask.sum(), 3].
-        """
-        if not mask.any():
-            return
+        """Paints `mask` (bool [len(rows), len(cols)]) at slices rows, cols; `depth` and `colour`
+        are a scalar and an RGB triple, or their values at mask.nonzero() ([N] and [N, 3])."""
         self.label[rows, cols][mask] = cls
         self.orient[rows, cols][mask] = orient
-        depth = np.asarray(depth, np.float32)
-        if depth.shape == mask.shape:
-            depth = depth[mask]
         self.depth[rows, cols][mask] = depth
-        colour = np.asarray(colour, np.float32)
-        if colour.shape[:-1] == mask.shape:
-            colour = colour[mask]
         self.rgb[rows, cols][mask] = colour
 
     def colour(self, cls, rng, jitter):
@@ -146,29 +132,22 @@ class Canvas:
 
 
 def _span(lo, hi, size):
-    """Pixel index range [i0, i1) whose centres fall in [lo, hi), >= 1 pixel.
-
-    A span thinner than a pixel still covers the pixel holding its middle,
-    so thin far poles never vanish. Clipped to [0, size).
-    """
+    """Pixel index range [i0, i1) whose centres fall in [lo, hi), clipped to
+    [0, size); a thinner span keeps the pixel holding its middle (far poles)."""
     if not hi > lo:
         lo, hi = hi, lo
-    i0 = int(np.ceil(lo - 0.5))
-    i1 = int(np.ceil(hi - 0.5))
+    i0, i1 = int(np.ceil(lo - 0.5)), int(np.ceil(hi - 0.5))
     if i1 <= i0:
         i0 = int(np.floor((lo + hi) / 2.0))
         i1 = i0 + 1
     return max(i0, 0), min(i1, size)
 
 
-def draw_rect(canvas, lateral, elevation, depth, cls, colour,
-              orient=ORIENT_FRONT):
+def draw_rect(canvas, lateral, elevation, depth, cls, colour, orient=ORIENT_FRONT):
     """A camera-facing rectangle: lateral (X0, X1) x elevation (Y0, Y1) at depth."""
     cam = canvas.camera
-    c0, c1 = _span(cam.col(lateral[0], depth), cam.col(lateral[1], depth),
-                   cam.width)
-    r0, r1 = _span(cam.row(elevation[1], depth), cam.row(elevation[0], depth),
-                   cam.height)
+    c0, c1 = _span(cam.col(lateral[0], depth), cam.col(lateral[1], depth), cam.width)
+    r0, r1 = _span(cam.row(elevation[1], depth), cam.row(elevation[0], depth), cam.height)
     if c1 <= c0 or r1 <= r0:
         return
     mask = np.ones((r1 - r0, c1 - c0), bool)
@@ -179,8 +158,7 @@ def draw_ellipse(canvas, lateral, elevation, radii, depth, cls, colour):
     """A camera-facing ellipse centred at (lateral, elevation), radii in metres."""
     cam = canvas.camera
     cx, cy = cam.col(lateral, depth), cam.row(elevation, depth)
-    rx = max(cam.pixels(radii[0], depth), 0.5)
-    ry = max(cam.pixels(radii[1], depth), 0.5)
+    rx, ry = (max(cam.pixels(radius, depth), 0.5) for radius in radii)
     c0, c1 = _span(cx - rx, cx + rx, cam.width)
     r0, r1 = _span(cy - ry, cy + ry, cam.height)
     if c1 <= c0 or r1 <= r0:
@@ -192,40 +170,28 @@ def draw_ellipse(canvas, lateral, elevation, radii, depth, cls, colour):
         i, j = int(cy) - r0, int(cx) - c0
         if 0 <= i < mask.shape[0] and 0 <= j < mask.shape[1]:
             mask[i, j] = True
-    canvas.paint(slice(r0, r1), slice(c0, c1), mask, cls, depth, colour,
-                 ORIENT_FRONT)
+    canvas.paint(slice(r0, r1), slice(c0, c1), mask, cls, depth, colour, ORIENT_FRONT)
 
 
-def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour,
-                    pattern=None):
-    """A vertical plane along the street (facade, hedge, car side).
-
-    Args:
-      lateral: its lateral offset X (metres, != 0).
-      depths: (z0, z1), its near and far ends.
-      bottom: its lower edge's elevation (metres).
-      top: a number, or a function of depth arrays giving the top elevation.
-      pattern: optional function (depth [N], elevation [N]) of the plane's
-        pixels -> (bool [N], RGB colour) of a second colour drawn on the
-        plane (windows); the label stays `cls`.
-    """
+def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour, pattern=None):
+    """A vertical plane along the street (facade, hedge, car side) at lateral offset X != 0 from
+    depth z0 to z1 (`depths`), elevation `bottom` to `top` (metres; or a function of depth arrays).
+    `pattern`: optional function (depth [N], elevation [N]) of its pixels -> (bool [N], RGB) of a
+    second colour on it (windows), the label staying `cls`."""
     cam = canvas.camera
     z0, z1 = depths
     c0, c1 = _span(cam.col(lateral, z0), cam.col(lateral, z1), cam.width)
     if c1 <= c0:
         return
-    xs = np.arange(c0, c1, dtype=np.float32) + 0.5
-    dx = xs - cam.vanish_x
+    dx = np.arange(c0, c1, dtype=np.float32) + 0.5 - cam.vanish_x
     with np.errstate(divide="ignore", invalid="ignore"):
         z = lateral * cam.focal / dx
     z = np.where(np.isfinite(z) & (z > 0), z, z1)
     z = np.clip(z, z0, z1).astype(np.float32)
     tops = top(z) if callable(top) else np.full_like(z, top)
-    row_top = cam.row(tops, z)
-    row_bottom = cam.row(bottom, z)
+    row_top, row_bottom = cam.row(tops, z), cam.row(bottom, z)
     r0, _ = _span(float(row_top.min()), float(row_top.min()) + 1, cam.height)
-    _, r1 = _span(float(row_bottom.max()) - 1, float(row_bottom.max()),
-                  cam.height)
+    _, r1 = _span(float(row_bottom.max()) - 1, float(row_bottom.max()), cam.height)
     if r1 <= r0:
         return
     ys = np.arange(r0, r1, dtype=np.float32)[:, None] + 0.5
@@ -233,8 +199,7 @@ def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour,
     # Keep at least one row per column so sub-pixel strips stay visible.
     thin = ~mask.any(axis=0)
     if thin.any():
-        mid = np.clip(((row_top + row_bottom) / 2).astype(int) - r0, 0,
-                      r1 - r0 - 1)
+        mid = np.clip(((row_top + row_bottom) / 2).astype(int) - r0, 0, r1 - r0 - 1)
         cols = np.nonzero(thin)[0]
         mask[mid[cols], cols] = True
     # Values at the painted pixels only (in mask.nonzero() order).
@@ -242,14 +207,12 @@ def draw_side_plane(canvas, lateral, depths, bottom, top, cls, colour,
     depth = z[pixel_cols]
     colour = np.asarray(colour, np.float32)
     if pattern is not None:
-        elevation = (CAMERA_HEIGHT
-                     - (ys[pixel_rows, 0] - cam.horizon) * depth / cam.focal)
+        elevation = CAMERA_HEIGHT - (ys[pixel_rows, 0] - cam.horizon) * depth / cam.focal
         on, second = pattern(depth, elevation)
         colour = np.where(on[:, None], np.asarray(second, np.float32), colour)
-    orient = ORIENT_LEFT if lateral < 0 else ORIENT_RIGHT
     # A plane on the left faces right (its normal points at +X) and v.v.
-    canvas.paint(slice(r0, r1), slice(c0, c1), mask, cls, depth, colour,
-                 orient)
+    orient = ORIENT_LEFT if lateral < 0 else ORIENT_RIGHT
+    canvas.paint(slice(r0, r1), slice(c0, c1), mask, cls, depth, colour, orient)
 
 
 def _window_pattern(rng, canvas, start, top_of):
@@ -259,10 +222,9 @@ def _window_pattern(rng, canvas, start, top_of):
     floor = rng.uniform(2.8, 3.5)
     height = floor * rng.uniform(0.4, 0.6)
     colour = canvas.part_colours["window"]
-    min_pixels = 1.5
 
     def pattern(depth, elevation):
-        big = canvas.camera.pixels(width, depth) >= min_pixels
+        big = canvas.camera.pixels(width, depth) >= 1.5   # windows of 1.5+ pixels only
         along = np.mod(depth - start, spacing) < width
         up = np.mod(elevation, floor) < height
         inside = (elevation > 2.0) & (elevation < top_of(depth) - 0.8)
@@ -288,9 +250,7 @@ class Street:
 
     def outer(self, side):
         """Lateral offset of the sidewalk's outer edge on `side`."""
-        if side < 0:
-            return -(self.road_left + self.walk_left)
-        return self.road_right + self.walk_right
+        return self.edge(side) + side * (self.walk_left if side < 0 else self.walk_right)
 
 
 def draw_ground(canvas, street):
@@ -305,9 +265,8 @@ def draw_ground(canvas, street):
     xs = np.arange(cam.width, dtype=np.float32) + 0.5
     lateral = (xs[None, :] - cam.vanish_x) * z[:, None] / cam.focal
     cls = np.full(lateral.shape, TERRAIN, np.uint8)
-    walk = ((lateral >= street.outer(-1)) & (lateral <= street.outer(1)))
+    cls[(lateral >= street.outer(-1)) & (lateral <= street.outer(1))] = SIDEWALK
     road = (lateral >= -street.road_left) & (lateral <= street.road_right)
-    cls[walk] = SIDEWALK
     cls[road] = ROAD
     colours = np.asarray([canvas.class_colours.get(k, (0, 0, 0))
                           for k in range(TERRAIN + 1)], np.float32)
@@ -337,22 +296,17 @@ def draw_backdrop(canvas, rng, street):
     cam = canvas.camera
     z = street.end
     open_road = rng.random() < 0.6  # the road runs on to the horizon
-    lo = cam.col(street.outer(-1) - 1.0, z)
-    hi = cam.col(street.outer(1) + 1.0, z)
+    lo, hi = cam.col(street.outer(-1) - 1.0, z), cam.col(street.outer(1) + 1.0, z)
     x = -1.0
     while x < cam.width + 1:
         block = cam.pixels(rng.uniform(8.0, 25.0), z)
         if not (open_road and x + block > lo and x < hi):
             left = (x - cam.vanish_x) * z / cam.focal
             right = (x + block - cam.vanish_x) * z / cam.focal
-            if rng.random() < 0.7:
-                height = rng.uniform(8.0, 30.0)
-                draw_rect(canvas, (left, right), (0.0, height), z, BUILDING,
-                          canvas.colour(BUILDING, rng, 10.0))
-            else:
-                height = rng.uniform(5.0, 12.0)
-                draw_rect(canvas, (left, right), (0.0, height), z, VEGETATION,
-                          canvas.colour(VEGETATION, rng, 10.0))
+            cls, heights = ((BUILDING, (8.0, 30.0)) if rng.random() < 0.7
+                            else (VEGETATION, (5.0, 12.0)))
+            draw_rect(canvas, (left, right), (0.0, rng.uniform(*heights)), z,
+                      cls, canvas.colour(cls, rng, 10.0))
         x += block
 
 
@@ -360,11 +314,9 @@ def draw_side(canvas, rng, street, side):
     """Facades, hedges, walls and fences along one side of the street."""
     z = rng.uniform(2.0, 6.0)
     while z < street.end:
-        length = rng.uniform(6.0, 25.0)
-        z1 = min(z + length, street.end)
+        z1 = min(z + rng.uniform(6.0, 25.0), street.end)
         kind = rng.random()
-        setback = rng.uniform(0.0, 1.5)
-        lateral = street.outer(side) + side * setback
+        lateral = street.outer(side) + side * rng.uniform(0.0, 1.5)  # set back
         if kind < 0.6:
             height = rng.uniform(6.0, 25.0)
             top = (lambda h: lambda d: np.full_like(d, h))(height)
@@ -373,14 +325,12 @@ def draw_side(canvas, rng, street, side):
                             canvas.colour(BUILDING, rng, 12.0), pattern)
         elif kind < 0.92:
             top = _wavy(rng, rng.uniform(3.0, 9.0), rng.uniform(0.3, 1.5))
-            draw_side_plane(canvas, lateral + side * rng.uniform(0.5, 3.0),
-                            (z, z1), 0.0, top, VEGETATION,
-                            canvas.colour(VEGETATION, rng, 12.0))
+            draw_side_plane(canvas, lateral + side * rng.uniform(0.5, 3.0), (z, z1), 0.0, top,
+                            VEGETATION, canvas.colour(VEGETATION, rng, 12.0))
             if rng.random() < 0.5:  # a wall or fence in front of the trees
                 cls = WALL if rng.random() < 0.4 else FENCE
-                draw_side_plane(canvas, street.outer(side), (z, z1), 0.0,
-                                rng.uniform(0.8, 2.0), cls,
-                                canvas.colour(cls, rng, 10.0))
+                draw_side_plane(canvas, street.outer(side), (z, z1), 0.0, rng.uniform(0.8, 2.0),
+                                cls, canvas.colour(cls, rng, 10.0))
         z = z1 + (rng.uniform(1.0, 6.0) if kind >= 0.92 else 0.0)
 
 
@@ -389,20 +339,15 @@ def draw_car(canvas, rng, lateral, depth):
     width, height, length = rng.uniform(1.7, 2.0), rng.uniform(1.4, 1.7), 4.3
     body = canvas.colour(CAR, rng, 18.0)
     left, right = lateral - width / 2, lateral + width / 2
-    if left > 0:
-        draw_side_plane(canvas, left, (depth, depth + length), 0.25,
+    if left > 0 or right < 0:  # the side facing the camera
+        draw_side_plane(canvas, left if left > 0 else right, (depth, depth + length), 0.25,
                         height * 0.62, CAR, body * 0.85)
-    elif right < 0:
-        draw_side_plane(canvas, right, (depth, depth + length), 0.25,
-                        height * 0.62, CAR, body * 0.85)
-    draw_rect(canvas, (left + 0.2, right - 0.2), (height * 0.6, height), depth,
-              CAR, body)
+    draw_rect(canvas, (left + 0.2, right - 0.2), (height * 0.6, height), depth, CAR, body)
     draw_rect(canvas, (left + 0.3, right - 0.3), (height * 0.64, height * 0.94),
               depth, CAR, canvas.part_colours["car_window"])
     draw_rect(canvas, (left, right), (0.25, height * 0.62), depth, CAR, body)
     for x0 in (left + 0.05, right - 0.4):
-        draw_rect(canvas, (x0, x0 + 0.35), (0.0, 0.35), depth, CAR,
-                  canvas.part_colours["wheel"])
+        draw_rect(canvas, (x0, x0 + 0.35), (0.0, 0.35), depth, CAR, canvas.part_colours["wheel"])
 
 
 def draw_person(canvas, rng, lateral, depth):
@@ -422,15 +367,13 @@ def draw_person(canvas, rng, lateral, depth):
 
 def draw_pole(canvas, rng, lateral, side, depth):
     """A pole with a traffic sign, a traffic light, or a plain lamp."""
-    height = rng.uniform(3.5, 7.0)
-    radius = rng.uniform(0.06, 0.12)
+    height, radius = rng.uniform(3.5, 7.0), rng.uniform(0.06, 0.12)
     draw_rect(canvas, (lateral - radius, lateral + radius), (0.0, height), depth,
               POLE, canvas.colour(POLE, rng, 8.0))
     kind = rng.random()
-    toward_road = -side
-    if kind < 0.45:  # traffic sign: a plate or a disc beside the pole
+    if kind < 0.45:  # traffic sign: a plate or a disc beside the pole, toward the road
         size = rng.uniform(0.5, 0.9)
-        centre = lateral + toward_road * (radius + size / 2)
+        centre = lateral - side * (radius + size / 2)
         elevation = rng.uniform(2.2, max(2.3, height - size / 2))
         colour = canvas.colour(TRAFFIC_SIGN, rng, 10.0)
         if rng.random() < 0.5:
@@ -442,22 +385,17 @@ def draw_pole(canvas, rng, lateral, side, depth):
                          depth * 0.999, TRAFFIC_SIGN, colour)
     elif kind < 0.85:  # traffic light: a box with three lamps
         box_w, box_h = rng.uniform(0.3, 0.45), rng.uniform(0.8, 1.1)
-        top = height
-        draw_rect(canvas, (lateral - box_w / 2, lateral + box_w / 2),
-                  (top - box_h, top), depth * 0.999, TRAFFIC_LIGHT,
-                  canvas.colour(TRAFFIC_LIGHT, rng, 10.0))
+        draw_rect(canvas, (lateral - box_w / 2, lateral + box_w / 2), (height - box_h, height),
+                  depth * 0.999, TRAFFIC_LIGHT, canvas.colour(TRAFFIC_LIGHT, rng, 10.0))
         lit = int(rng.integers(0, 3))
         lamp = box_h / 3
-        draw_ellipse(canvas, lateral, top - lamp * (lit + 0.5),
-                     (box_w * 0.3, lamp * 0.3), depth * 0.998, TRAFFIC_LIGHT,
-                     canvas.part_colours["lamp"])
-    # else: a plain lamp post (pole only).
+        draw_ellipse(canvas, lateral, height - lamp * (lit + 0.5), (box_w * 0.3, lamp * 0.3),
+                     depth * 0.998, TRAFFIC_LIGHT, canvas.part_colours["lamp"])
 
 
 def draw_tree(canvas, rng, lateral, depth):
     """A street tree: trunk and crown (both vegetation, as in Cityscapes)."""
-    crown = rng.uniform(1.2, 2.4)
-    trunk_top = rng.uniform(2.0, 3.5)
+    crown, trunk_top = rng.uniform(1.2, 2.4), rng.uniform(2.0, 3.5)
     colour = canvas.colour(VEGETATION, rng, 12.0)
     draw_rect(canvas, (lateral - 0.15, lateral + 0.15), (0.0, trunk_top + crown),
               depth, VEGETATION, colour * 0.6)
@@ -465,19 +403,17 @@ def draw_tree(canvas, rng, lateral, depth):
                  VEGETATION, colour)
 
 
-def render_scene(rng, height, width, palette):
-    """Draws one random street scene.
+_DRAW = {"car": draw_car, "person": draw_person, "tree": draw_tree}
 
-    Returns (label uint8 trainIds [H, W], depth float32 metres [H, W],
-    flat colour float32 [H, W, 3] in 0..255, orientation uint8 [H, W]).
-    """
-    camera = Camera(height=height, width=width,
-                    focal=FOCAL_FRACTION * width,
+
+def render_scene(rng, height, width, palette):
+    """Draws one random street scene: (label uint8 trainIds [H, W], depth float32 metres [H, W],
+    flat colour float32 [H, W, 3] in 0..255, orientation uint8 [H, W])."""
+    camera = Camera(height=height, width=width, focal=FOCAL_FRACTION * width,
                     horizon=height * rng.uniform(0.36, 0.5),
                     vanish_x=width * rng.uniform(0.4, 0.6))
     road_left, road_right = rng.uniform(3.0, 8.0), rng.uniform(2.0, 5.0)
-    street = Street(road_left=road_left, road_right=road_right,
-                    walk_left=rng.uniform(1.5, 4.0),
+    street = Street(road_left=road_left, road_right=road_right, walk_left=rng.uniform(1.5, 4.0),
                     walk_right=rng.uniform(1.5, 4.0),
                     lane=rng.uniform(-road_left + 1.5, road_right - 1.0),
                     end=rng.uniform(60.0, 150.0))
@@ -486,7 +422,6 @@ def render_scene(rng, height, width, palette):
     draw_backdrop(canvas, rng, street)
     for side in (-1, 1):
         draw_side(canvas, rng, street, side)
-
     # Street furniture and agents, drawn far to near.
     objects = []
     for _ in range(int(rng.integers(2, 8))):  # cars on the road
@@ -495,8 +430,7 @@ def render_scene(rng, height, width, palette):
     for _ in range(int(rng.integers(2, 9))):  # people, mostly on sidewalks
         side = -1 if rng.random() < 0.5 else 1
         if rng.random() < 0.8:
-            lo, hi = sorted((street.edge(side), street.outer(side)))
-            lateral = rng.uniform(lo, hi)
+            lateral = rng.uniform(*sorted((street.edge(side), street.outer(side))))
         else:
             lateral = rng.uniform(-street.road_left, street.road_right)
         objects.append((rng.uniform(4.0, 45.0), "person", lateral, side))
@@ -510,24 +444,17 @@ def render_scene(rng, height, width, palette):
         objects.append((rng.uniform(5.0, 60.0), "tree", lateral, side))
     objects.sort(key=lambda o: (-o[0], o[1], o[2]))
     for depth, kind, lateral, side in objects:
-        if kind == "car":
-            draw_car(canvas, rng, lateral, depth)
-        elif kind == "person":
-            draw_person(canvas, rng, lateral, depth)
-        elif kind == "pole":
+        if kind == "pole":
             draw_pole(canvas, rng, lateral, side, depth)
         else:
-            draw_tree(canvas, rng, lateral, depth)
+            _DRAW[kind](canvas, rng, lateral, depth)
     return canvas.label, canvas.depth, canvas.rgb, canvas.orient
 
 
-# --------------------------------------------------------------- appearance
-
 def _smooth_noise(rng, height, width, cell):
     """Value noise in [-1, 1]: a random grid every `cell` pixels, bilinear."""
-    gh = int(np.ceil(height / cell)) + 2
-    gw = int(np.ceil(width / cell)) + 2
-    grid = rng.uniform(-1.0, 1.0, (gh, gw)).astype(np.float32)
+    grid = rng.uniform(-1.0, 1.0, (int(np.ceil(height / cell)) + 2,
+                                   int(np.ceil(width / cell)) + 2)).astype(np.float32)
     ys = (np.arange(height, dtype=np.float32) + 0.5) / cell
     xs = (np.arange(width, dtype=np.float32) + 0.5) / cell
     y0, x0 = ys.astype(int), xs.astype(int)
@@ -543,17 +470,13 @@ def gaussian_blur(image, sigma):
     radius = max(int(np.ceil(3 * sigma)), 1)
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = (taps / taps.sum()).astype(np.float32)
-    h, w = image.shape[:2]
-    padded = np.concatenate([image[:1]] * radius + [image]
-                            + [image[-1:]] * radius, axis=0)
-    image = taps[0] * padded[:h]
-    for k in range(1, len(taps)):
-        image += taps[k] * padded[k:k + h]
-    padded = np.concatenate([image[:, :1]] * radius + [image]
-                            + [image[:, -1:]] * radius, axis=1)
-    image = taps[0] * padded[:, :w]
-    for k in range(1, len(taps)):
-        image += taps[k] * padded[:, k:k + w]
+    for _ in range(2):  # down the rows, then (swapped) along them
+        size = len(image)
+        padded = np.concatenate([image[:1]] * radius + [image] + [image[-1:]] * radius)
+        image = taps[0] * padded[:size]
+        for k in range(1, len(taps)):
+            image += taps[k] * padded[k:k + size]
+        image = image.swapaxes(0, 1)
     return image
 
 
@@ -573,15 +496,11 @@ def haze(radiance, depth, beta, airlight):
 
 
 def draw_target_conditions(rng):
-    """Per-image look of a target image: haze, light, blur and noise.
-
-    Returns a JSON-ready dict: "beta" (haze density per metre, log-uniform
-    in BETA_RANGE), "airlight" (RGB; dark with DARK_PROBABILITY), "gain",
-    "cast" (RGB factors), "gamma", "shading" (front, left, right surface
-    factors), "blur" (Gaussian sigma, pixels), "noise" (sigma, levels).
-    """
-    beta = float(np.exp(rng.uniform(np.log(BETA_RANGE[0]),
-                                    np.log(BETA_RANGE[1]))))
+    """Per-image look of a target image, a JSON-ready dict: "beta" (haze density per metre,
+    log-uniform in BETA_RANGE), "airlight" (RGB; dark with DARK_PROBABILITY), "gain", "cast" (RGB
+    factors), "gamma", "shading" (front, left, right surface factors), "blur" (Gaussian sigma,
+    pixels), "noise" (sigma, levels)."""
+    beta = float(np.exp(rng.uniform(np.log(BETA_RANGE[0]), np.log(BETA_RANGE[1]))))
     if rng.random() < DARK_PROBABILITY:
         airlight = rng.uniform(5.0, 35.0) * np.array([0.8, 0.9, 1.2])
     else:
@@ -600,42 +519,25 @@ def draw_target_conditions(rng):
 
 
 def draw_shadows(rng, label):
-    """Cast shadows of the "shadows" variant: a per-pixel RGB light factor.
-
-    Soft-edged blobs of value noise (cell width/5, about a third of the
-    ground and walls) not on the sky, each darkened by a strength drawn per
-    image in SHADOW_STRENGTH and tinted blue (shadowed surfaces are lit by
-    the sky only): factor = 1 - strength * s * (1 - SHADOW_TINT), with s in
-    [0, 1] the soft blob mask. Returns (float32 [H, W, 3] factor, JSON-ready
-    dict with the strength and the share of pixels with s > 0.5).
-    """
+    """Cast shadows of the "shadows" variant: soft blobs s in [0, 1] of value noise (cell width/5)
+    off the sky, darkened by a strength drawn in SHADOW_STRENGTH and bluish (lit by the sky only):
+    factor = 1 - strength * s * (1 - SHADOW_TINT). Returns (float32 [H, W, 3] factor, JSON-ready
+    dict of the strength and the share of pixels s > 0.5)."""
     h, w = label.shape
     field = _smooth_noise(rng, h, w, max(w / 5.0, 2.0))
     threshold = np.float32(rng.uniform(0.1, 0.3))
     soft = 1.0 / (1.0 + np.exp(-(field - threshold) * np.float32(12.0)))
     soft = np.where(label == SKY, np.float32(0.0), soft).astype(np.float32)
     strength = np.float32(rng.uniform(*SHADOW_STRENGTH))
-    factor = 1.0 - strength * soft[..., None] * (
-            1.0 - np.asarray(SHADOW_TINT, np.float32))
-    info = {"shadow_strength": round(float(strength), 6),
-            "shadow_fraction": round(float(np.mean(soft > 0.5)), 6)}
-    return factor.astype(np.float32), info
+    factor = 1.0 - strength * soft[..., None] * (1.0 - np.asarray(SHADOW_TINT, np.float32))
+    return factor.astype(np.float32), {"shadow_strength": round(float(strength), 6),
+                                       "shadow_fraction": round(float(np.mean(soft > 0.5)), 6)}
 
 
-# The "shadows" variant: darkening of a shadow's core, drawn per image, and
-# the colour left in it per RGB channel (bluish skylight).
-SHADOW_STRENGTH = (0.55, 0.75)
-SHADOW_TINT = (0.35, 0.45, 0.75)
-
-
-def render_target_look(rng, label, depth, rgb, orient, conditions,
-                       shadow=None):
-    """Turns a flat target-palette scene into a "real" photo (uint8 RGB).
-
-    Order: texture and illumination make the scene radiance J, haze adds
-    the airlight with depth, then the lens blurs and the sensor adds noise.
-    `shadow` (float32 [H, W, 3], from `draw_shadows`) multiplies the light
-    before the clip and gamma; None leaves the image exactly as without it.
+def render_target_look(rng, label, depth, rgb, orient, conditions, shadow=None):
+    """Turns a flat target-palette scene into a "real" photo (uint8 RGB): texture and illumination
+    make the radiance J, haze adds the airlight with depth, then the lens blurs and the sensor adds
+    noise. `shadow` (float32 [H, W, 3], `draw_shadows`) multiplies the light before clip and gamma.
     """
     h, w = label.shape
     radiance = rgb / 255.0
@@ -650,19 +552,16 @@ def render_target_look(rng, label, depth, rgb, orient, conditions,
     shade = np.ones(5, np.float32)
     shade[[ORIENT_FRONT, ORIENT_LEFT, ORIENT_RIGHT]] = conditions["shading"]
     ramp = 1 - 0.15 * np.linspace(0, 1, h, dtype=np.float32)[:, None]
-    light = shade[orient] * np.where(orient == ORIENT_GROUND, ramp,
-                                     np.float32(1.0))
+    light = shade[orient] * np.where(orient == ORIENT_GROUND, ramp, np.float32(1.0))
     radiance = radiance * (light[..., None] * np.float32(conditions["gain"])
                            * np.asarray(conditions["cast"], np.float32))
     if shadow is not None:
         radiance = radiance * shadow
     radiance = np.clip(radiance, 0, 1) ** np.float32(conditions["gamma"])
-    image = haze(radiance * np.float32(255.0), depth, conditions["beta"],
-                 conditions["airlight"])
+    image = haze(radiance * np.float32(255.0), depth, conditions["beta"], conditions["airlight"])
     image = gaussian_blur(image, conditions["blur"])
     noise = rng.standard_normal(image.shape, dtype=np.float32)
-    image = image + noise * (np.float32(conditions["noise"])
-                             + np.float32(0.02) * np.sqrt(image))
+    image = image + noise * (np.float32(conditions["noise"]) + np.float32(0.02) * np.sqrt(image))
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
