@@ -24,13 +24,9 @@ from tf_pixintra.stages.sources import Sources
 
 @dataclasses.dataclass
 class Context:
-    """One run: its config, directory, strategy and data.
-
-    `num_workers` > 1 under --strategy=multi_worker: the workers share the
-    pseudo, eval and export stages (`peers`); `task_index` is this worker's
-    place among them (0 = the chief). The strategy is None in tests that
-    run no training stage.
-    """
+    """One run: its config, directory, strategy (None in tests that train
+    nothing) and data. `num_workers` > 1 under --strategy=multi_worker
+    (`peers`); `task_index` 0 is the chief."""
     config: Config
     run_dir: str
     strategy: tf.distribute.Strategy | None
@@ -61,13 +57,9 @@ def finish(ctx, stage_dir, metrics, model_path=None):
 
 
 def run_on_newest_model(ctx, name, work):
-    """A stage of the newest model (the one run.json names), done by the chief.
-
-    Returns the finished stage's metrics, else (chief) runs
-    `work(ctx, stage_dir, model_path, model relative to the run directory)`
-    and finishes with the metrics it returns; the other workers of a
-    multi-worker run wait for the chief's instead.
-    """
+    """A stage of the newest model (run.json's), done by the chief: runs
+    `work(ctx, stage_dir, model_path, model path relative to the run dir)`
+    and finishes with its metrics; other workers wait for the chief's."""
     stage_dir = ctx.stage_dir(name)
     done = run_layout.completed(stage_dir)
     if done is not None:
@@ -107,14 +99,11 @@ def _with_backbone_weights(generator, model_cfg):
 
 
 def _with_torch_backbone(generator, path):
-    """Backbone from a PyTorch DeepLab init (.pth); heads stay fresh.
-
-    The reference code bases start this way: they drop the init's first key
-    part (`Scale.`) and its own classifier `layer5` (valeoai/ADVENT,
-    advent/scripts/train.py; wasidennis/AdaptSegNet,
-    train_gta2cityscapes_multi.py; liyunsheng13/BDL, model/deeplab.py).
-    torch is imported only for a .pth file (torch_reader).
-    """
+    """Backbone from a PyTorch DeepLab init (.pth); heads stay fresh. As the
+    reference code bases do, the init's first key part (`Scale.`) and its
+    classifier `layer5` are dropped (valeoai/ADVENT, advent/scripts/train.py;
+    wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py; liyunsheng13/BDL,
+    model/deeplab.py)."""
     state = torch_reader.read_state_dict(path)
     summary = torch_weights.load_torch_state(generator, state, "backbone",
                                              source=path)
@@ -124,12 +113,9 @@ def _with_torch_backbone(generator, path):
 
 
 def copy_generator_weights(source, target):
-    """Copy `source`'s weights into `target` layer by layer, by name.
-
-    Equal architectures copy everything. A single-level `source` (an
-    imported BDL model, say) into a multi-level `target` leaves the aux head
-    as initialised. Any other difference raises DataError naming the layer.
-    """
+    """Copies `source`'s weights into `target` layer by layer, by name; a
+    single-level `source` leaves a multi-level `target`'s aux head as
+    initialised. Any other difference raises DataError naming the layer."""
     target_layers = {layer.name: layer for layer in target.layers}
     copied = 0
     for layer in source.layers:
@@ -168,8 +154,7 @@ def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
 
 
 def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
-    """SGD for G and Adam for each D (at `lr_d`, default --lr_d), built now
-    (inside the strategy scope)."""
+    """SGD for G and Adam for each D (at `lr_d`, default --lr_d)."""
     precision = config.run.mixed_precision
     lr_d = lr_d or config.optim.lr_d
     adapter.compile(
@@ -220,20 +205,16 @@ def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
 
 
 def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics):
-    """Trains `adapter` (resuming), saves G, scores it, writes metrics.json.
-
-    `metrics` holds the stage's own fields; the final logs, the periodic
-    evaluations and the target-val mIoU are added here.
-    """
+    """Trains `adapter` (resuming), saves G, scores it and writes
+    metrics.json: `metrics` plus the final logs, evaluations and mIoU."""
     config, generator = ctx.config, adapter.generator
     callbacks = []
-    if ctx.is_chief:
-        shown = ctx.sources.target_val or ctx.sources.target_train
+    if ctx.is_chief:   # [TrainingSummaries] if tensorboard is installed
         callbacks = summaries.summary_callbacks(
-            io_utils.join(stage_dir, "tb"), generator, shown,
+            io_utils.join(stage_dir, "tb"), generator,
+            ctx.sources.target_val or ctx.sources.target_train,
             config.data.eval_size, config.run, steps)
-    board = next((c for c in callbacks                # TensorBoard, chief only
-                  if isinstance(c, summaries.TrainingSummaries)), None)
+    board = callbacks[0] if callbacks else None
 
     def periodic_eval(step):
         result = evaluate_target(ctx, generator)
@@ -260,6 +241,5 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     metrics = {**metrics, "steps": steps, "final_logs": logs,
                "eval_history": history}
     if result is not None:
-        metrics["target_miou"] = result["miou"]
-        metrics["target_iou"] = result["iou"]
+        metrics.update(target_miou=result["miou"], target_iou=result["iou"])
     return finish(ctx, stage_dir, metrics, model_path)

@@ -1,17 +1,12 @@
 """The `intra` stage: Stage II on target images only, from the pseudo labels.
 
-Round r reads `pseudo_r<r>/` and writes `intra_r<r>/`. Rounds >= 2 add the
-KLD regulariser (CRST MRKLD, weight --intra_kld_lambda). Multi-scale training:
-random scale + crop + flip, identical on image, pseudo label, M and Z.
-
---intra_init=fresh starts from the ImageNet backbone (--backbone_weights) or
-a random init (IntraDA's choice); --intra_init=inter starts from the model
-that produced this round's pseudo labels (Stage I in round one).
-
---intra_method=intrada trains the image-level IntraDA baseline instead: easy
-images (full argmax pseudo labels) as the labelled side, hard images as the
-unlabelled side, entropy-map discriminators with upsampled outputs (paper
-Table 4's fair comparison).
+Round r reads `pseudo_r<r>/` and writes `intra_r<r>/`; rounds >= 2 add the
+KLD regulariser (CRST MRKLD, --intra_kld_lambda). Random scale + crop + flip
+are identical on image, pseudo label, M and Z. --intra_init=fresh starts
+from --backbone_weights or a random init (IntraDA's choice), =inter from the
+model that made this round's pseudo labels. --intra_method=intrada trains
+the image-level IntraDA baseline (paper Table 4): easy images labelled, hard
+ones not, entropy-map discriminators with upsampled outputs.
 """
 
 import os
@@ -54,12 +49,8 @@ def _records(ctx, round_index, name, batch_size, seed):
 
 
 def check_shard_counts(index_path, round_index):
-    """Every shard holds the records its index says, and some hold any.
-
-    A shard with fewer records than its index says (an empty file in place
-    of a shard, an edited index) would otherwise give an endless stream
-    that never yields a batch: Stage II would wait forever.
-    """
+    """Every shard holds the records its index says, and some hold any
+    (else the repeated stream never yields a batch: Stage II would hang)."""
     index = tfrecords.read_index(index_path)
     redo = (f"delete {os.path.dirname(index_path)} and run --stage=pseudo "
             f"--round={round_index} to write the pseudo labels again")
@@ -112,14 +103,13 @@ def _initial_generator(ctx, round_index):
 
 def _adapter(ctx, generator, round_index):
     config, cfg = ctx.config, ctx.config.intra
-    seed = config.run.seed + round_index
     common_kwargs = {"weight_decay": config.optim.weight_decay,
                      "head_lr_mult": config.optim.head_lr_mult,
                      "diag_every": config.run.intra_diag_every}
     d_main, d_aux = (None, None)
     if cfg.method != "none":
         d_main, d_aux = common.build_discriminators(
-            config.model, seed, True, cfg.d_output_stride)
+            config.model, config.run.seed + round_index, True, cfg.d_output_stride)
     if cfg.method == "intrada":
         return InterDomainAdapter(
             generator, d_main, d_aux, variant="advent",

@@ -1,20 +1,12 @@
-"""TensorBoard logs of a training stage: scalars and target prediction images.
+"""TensorBoard logs of a training stage under `<stage>/tb` (if the
+`tensorboard` package, which tf.summary.image needs, is installed), at the
+stage's own steps, so a resumed run continues its curves:
 
-Written under `<stage>/tb` when the `tensorboard` package is installed (TF's
-`tf.summary.image` needs it; without it training logs a note and goes on).
-Steps are the stage's own step count, so a resumed run continues its curves
-instead of starting them again at 0.
-
-- Scalars: every value the adapter reports (losses, learning rates) every
-  `log_every` steps, as `train/<name>`. A loss is the mean over the steps
-  of its interval (the last `log_every` steps): `IntervalMeans` resets the
-  adapter's trackers after each write, on every worker.
-- Evaluations: the target-val mIoU (`eval/target_miou`) and each class's
-  IoU (`eval_iou/<class>`) of every `--eval_every` evaluation and of the
-  final one, at the step of the weights evaluated.
-- Images: every `image_every` steps and at the last step, for a few fixed
-  target images: the image, G's prediction in the Cityscapes palette and,
-  when the image has labels, its ground truth, side by side.
+- `train/<name>`: the adapter's logs every `log_every` steps (a loss is the
+  mean over that interval: `IntervalMeans`);
+- `eval/target_miou` and `eval_iou/<class>` of every evaluation;
+- images every `image_every` steps and at the last: a few fixed target
+  images | G's prediction | their ground truth if labelled.
 """
 
 import keras
@@ -38,10 +30,8 @@ def tensorboard_available():
 
 
 def load_panels(examples, size, dataset="cityscapes"):
-    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w).
-
-    Resized as the input pipeline resizes: image bilinear, label nearest.
-    """
+    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w),
+    resized as the input pipeline does."""
     panels = []
     for example in examples:
         image, label = datasets.read_example(example, dataset)
@@ -64,12 +54,8 @@ def prediction_strip(image, prediction, label=None):
 
 
 class TrainingSummaries(keras.callbacks.Callback):
-    """Writes scalars and prediction images of `generator` to `log_dir`.
-
-    `examples` are the datasets.Example target images to show (read once,
-    resized to `size`, the model's input size); `start_step` is the stage
-    step this `fit` call resumes from (see `training.fit`).
-    """
+    """Writes scalars and prediction images of `generator` to `log_dir`;
+    `examples` (datasets.Example) are shown at `size`, the model's input."""
 
     def __init__(self, log_dir, generator, examples, size, *, log_every=50,
                  image_every=200, total_steps=None, dataset="cityscapes"):
@@ -140,16 +126,10 @@ class TrainingSummaries(keras.callbacks.Callback):
 
 
 class IntervalMeans(keras.callbacks.Callback):
-    """Resets the model's metrics (the loss trackers) every `every` steps.
-
-    The trackers are keras.metrics.Mean, which Keras resets only when an
-    epoch starts, and a stage is one epoch: without this, every logged loss
-    would be the mean since the stage (re)started. Steps are stage steps
-    (`set_start_step`), so the intervals of a resumed run are those of an
-    uninterrupted one. Put it after the callbacks that read the logs; it must
-    run on every worker (the trackers are replicated). No reset at
-    `total_steps`: the last logs keep the last interval's means.
-    """
+    """Resets the model's metrics (the loss trackers) every `every` stage
+    steps, except at `total_steps` (the last logs keep their interval's
+    means): Keras resets them only per epoch, and a stage is one epoch.
+    Goes after the callbacks that read the logs, on every worker."""
 
     def __init__(self, every, total_steps=None):
         super().__init__()
