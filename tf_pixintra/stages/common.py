@@ -76,40 +76,31 @@ def build_generator(model_cfg, seed, name="generator"):
     """The multi-level DeepLab-v2 of the config (ImageNet backbone if given)."""
     generator = models.build_deeplab_v2(
         model_cfg.num_classes, depth=model_cfg.depth, width=model_cfg.width,
-        multi_level=model_cfg.multi_level, bn_mode=model_cfg.bn_mode, seed=seed,
-        name=name)
+        multi_level=model_cfg.multi_level, bn_mode=model_cfg.bn_mode, seed=seed, name=name)
     if model_cfg.backbone_weights:
-        generator = _with_backbone_weights(generator, model_cfg)
+        _load_backbone(generator, model_cfg)
     return generator
 
 
 TORCH_SUFFIXES = (".pth", ".pt")
 
 
-def _with_backbone_weights(generator, model_cfg):
-    if model_cfg.backbone_weights.endswith(TORCH_SUFFIXES):
-        return _with_torch_backbone(generator, model_cfg.backbone_weights)
-    builder = {50: keras.applications.ResNet50,
-               101: keras.applications.ResNet101}[model_cfg.depth]
-    keras_resnet = builder(include_top=False, weights=model_cfg.backbone_weights)
-    summary = models.load_keras_resnet_weights(generator, keras_resnet)
-    logging.info("backbone weights from %s: %s", model_cfg.backbone_weights,
-                 summary)
-    return generator
-
-
-def _with_torch_backbone(generator, path):
-    """Backbone from a PyTorch DeepLab init (.pth); heads stay fresh. As the
+def _load_backbone(generator, model_cfg):
+    """Keras ResNet weights, or a PyTorch DeepLab init (.pth): as the
     reference code bases do, the init's first key part (`Scale.`) and its
     classifier `layer5` are dropped (valeoai/ADVENT, advent/scripts/train.py;
     wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py; liyunsheng13/BDL,
-    model/deeplab.py)."""
-    state = torch_reader.read_state_dict(path)
-    summary = torch_weights.load_torch_state(generator, state, "backbone",
-                                             source=path)
-    logging.info("backbone weights from %s: %d tensors, skipped %s", path,
-                 summary["tensors"], summary["skipped"])
-    return generator
+    model/deeplab.py). The heads stay fresh."""
+    path = model_cfg.backbone_weights
+    if path.endswith(TORCH_SUFFIXES):
+        summary = torch_weights.load_torch_state(
+            generator, torch_reader.read_state_dict(path), "backbone", source=path)
+        logging.info("backbone weights from %s: %d tensors, skipped %s", path,
+                     summary["tensors"], summary["skipped"])
+        return
+    builder = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[model_cfg.depth]
+    summary = models.load_keras_resnet_weights(generator, builder(include_top=False, weights=path))
+    logging.info("backbone weights from %s: %s", path, summary)
 
 
 def copy_generator_weights(source, target):
@@ -137,8 +128,7 @@ def copy_generator_weights(source, target):
     left = [n for n, layer in target_layers.items() if layer.get_weights()
             and n not in {layer.name for layer in source.layers}]
     if left:
-        logging.info("layers kept as initialised (not in %s): %s",
-                     source.name, left)
+        logging.info("layers kept as initialised (not in %s): %s", source.name, left)
     return copied
 
 
@@ -149,8 +139,7 @@ def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
             model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
             seed=None if seed is None else seed + seed_offset, name=name,
             output_stride=output_stride)
-    return (build("d_main", 101),
-            build("d_aux", 202) if model_cfg.multi_level else None)
+    return (build("d_main", 101), build("d_aux", 202) if model_cfg.multi_level else None)
 
 
 def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
@@ -178,8 +167,7 @@ def save_generator(generator, stage_dir):
 def load_generator(path):
     """Loads a generator saved by `save_generator`."""
     if not io_utils.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no model; run the stage that writes it first")
+        raise FileNotFoundError(f"{path}: no model; run the stage that writes it first")
     return inference.load_keras_file(path, redo_advice(io_utils.parent(path)))
 
 
@@ -200,13 +188,18 @@ def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
         return None
     return evaluate.evaluate_model(
         generator, list(ctx.sources.target_val), "cityscapes",
-        size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip,
-        classes=19)
+        size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip, classes=19)
 
 
-def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics):
-    """Trains `adapter` (resuming), saves G, scores it and writes
+def train_evaluate_finish(ctx, name, make_adapter, make_dataset, steps, metrics):
+    """Training stage `name`: its metrics if finished, else trains the
+    adapter `make_adapter()` builds (resuming), saves G, scores it and writes
     metrics.json: `metrics` plus the final logs, evaluations and mIoU."""
+    stage_dir = ctx.stage_dir(name)
+    done = run_layout.completed(stage_dir)
+    if done is not None:
+        return done
+    adapter = make_adapter()
     config, generator = ctx.config, adapter.generator
     callbacks = []
     if ctx.is_chief:   # [TrainingSummaries] if tensorboard is installed
@@ -222,8 +215,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
             board.write_evaluation(step, result)
         return result
     logs, history = training.fit(
-        adapter, make_dataset, steps,
-        io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR),
+        adapter, make_dataset, steps, io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR),
         checkpoint_every=config.run.checkpoint_every,
         eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
@@ -238,8 +230,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     if board is not None and result is not None and not (
             history and history[-1]["step"] == steps):  # else written already
         board.write_evaluation(steps, result)
-    metrics = {**metrics, "steps": steps, "final_logs": logs,
-               "eval_history": history}
+    metrics = {**metrics, "steps": steps, "final_logs": logs, "eval_history": history}
     if result is not None:
         metrics.update(target_miou=result["miou"], target_iou=result["iou"])
     return finish(ctx, stage_dir, metrics, model_path)

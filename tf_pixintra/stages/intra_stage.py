@@ -9,6 +9,7 @@ the image-level IntraDA baseline (paper Table 4): easy images labelled, hard
 ones not, entropy-map discriminators with upsampled outputs.
 """
 
+import functools
 import os
 
 import tensorflow as tf
@@ -26,8 +27,7 @@ from tf_pixintra.stages import common
 
 def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
-    index = io_utils.join(ctx.run_dir,
-                          run_layout.stage_dir_name("pseudo", round_index),
+    index = io_utils.join(ctx.run_dir, run_layout.stage_dir_name("pseudo", round_index),
                           run_layout.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
               "(it re-makes missing or damaged pseudo-label files), then this "
@@ -86,8 +86,7 @@ def _intrada_batch(easy, hard):
     def real(hard_mask):
         return tf.cast(tf.not_equal(hard_mask, losses.PAD_MASK), tf.float32)
     return {"source_image": easy["image"], "source_label": easy["pseudo_label"],
-            "target_image": hard["image"],
-            "source_valid": real(easy["hard_mask"]),
+            "target_image": hard["image"], "source_valid": real(easy["hard_mask"]),
             "target_valid": real(hard["hard_mask"])}
 
 
@@ -101,43 +100,39 @@ def _initial_generator(ctx, round_index):
     return generator
 
 
-def _adapter(ctx, generator, round_index):
+def _adapter(ctx, round_index):
+    """The compiled Stage II adapter of round `round_index`."""
     config, cfg = ctx.config, ctx.config.intra
     common_kwargs = {"weight_decay": config.optim.weight_decay,
                      "head_lr_mult": config.optim.head_lr_mult,
                      "diag_every": config.run.intra_diag_every}
-    d_main, d_aux = (None, None)
-    if cfg.method != "none":
-        d_main, d_aux = common.build_discriminators(
-            config.model, config.run.seed + round_index, True, cfg.d_output_stride)
-    if cfg.method == "intrada":
-        return InterDomainAdapter(
-            generator, d_main, d_aux, variant="advent",
-            lambda_seg_aux=cfg.lambda_seg_aux, lambda_adv_main=cfg.beta_main,
-            lambda_adv_aux=cfg.beta_aux, **common_kwargs)
-    return PixelIntraAdapter(
-        generator, d_main, d_aux, method=cfg.method,
-        lambda_seg_aux=cfg.lambda_seg_aux, beta_main=cfg.beta_main,
-        beta_aux=cfg.beta_aux,
-        kld_lambda=cfg.kld_lambda if round_index >= 2 else 0.0, **common_kwargs)
+    with ctx.strategy.scope():
+        generator = _initial_generator(ctx, round_index)
+        d_main, d_aux = (None, None)
+        if cfg.method != "none":
+            d_main, d_aux = common.build_discriminators(
+                config.model, config.run.seed + round_index, True, cfg.d_output_stride)
+        if cfg.method == "intrada":
+            adapter = InterDomainAdapter(
+                generator, d_main, d_aux, variant="advent", lambda_seg_aux=cfg.lambda_seg_aux,
+                lambda_adv_main=cfg.beta_main, lambda_adv_aux=cfg.beta_aux, **common_kwargs)
+        else:
+            adapter = PixelIntraAdapter(
+                generator, d_main, d_aux, method=cfg.method, lambda_seg_aux=cfg.lambda_seg_aux,
+                beta_main=cfg.beta_main, beta_aux=cfg.beta_aux,
+                kld_lambda=cfg.kld_lambda if round_index >= 2 else 0.0, **common_kwargs)
+        common.compile_adapter(adapter, config, cfg.lr_g, cfg.schedule_steps or cfg.steps,
+                               cfg.lr_d)
+    return adapter
 
 
 def run(ctx, round_index):
     """Runs Stage II round `round_index`; returns its metrics."""
     name = run_layout.stage_dir_name("intra", round_index)
-    stage_dir = ctx.stage_dir(name)
-    done = run_layout.completed(stage_dir)
-    if done is not None:
-        return done
-    config, cfg = ctx.config, ctx.config.intra
-    with ctx.strategy.scope():
-        generator = _initial_generator(ctx, round_index)
-        adapter = _adapter(ctx, generator, round_index)
-        common.compile_adapter(adapter, config, cfg.lr_g,
-                               cfg.schedule_steps or cfg.steps, cfg.lr_d)
+    cfg = ctx.config.intra
     return common.train_evaluate_finish(
-        ctx, stage_dir, adapter,
+        ctx, name, functools.partial(_adapter, ctx, round_index),
         _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
-                      config.run.seed + 10 * round_index), cfg.steps,
+                      ctx.config.run.seed + 10 * round_index), cfg.steps,
         {"stage": name, "method": cfg.method, "round": round_index,
          "kld": round_index >= 2 and cfg.method != "intrada"})

@@ -42,13 +42,11 @@ def wait_for(ctx, paths, what, ready=None, clock=None, sleep=None):
         reason = None if missing or ready is None else ready()
         if not missing and reason is None:
             if logged:
-                logging.info("%s: %s ready after %.1f s", who(ctx), what,
-                             clock() - start)
+                logging.info("%s: %s ready after %.1f s", who(ctx), what, clock() - start)
             return
         waited = clock() - start
         if waited >= limit:
-            detail = (f"missing: {', '.join(missing)}" if missing
-                      else f"not ready: {reason}")
+            detail = f"missing: {', '.join(missing)}" if missing else f"not ready: {reason}"
             raise PeerTimeout(
                 f"{who(ctx)} waited {waited:.0f} s for {what} ({detail}). A "
                 "peer has stopped or is slower than --peer_wait_secs="

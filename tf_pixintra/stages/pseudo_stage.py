@@ -1,31 +1,28 @@
 """The `pseudo` stage: pixel-level subdomain separation (Sec 4.1) to TFRecords.
 
-Pass 1 predicts every target training image once with the previous round's
-model, caches the fused prediction at output stride (float16) and
-accumulates the class thresholds t_k (mergeable). Pass 2 upsamples each
-cached prediction to the Stage II size, applies Eq. 2, 3 and 7 and writes
-sharded TFRecords (image, pseudo label, M, Z), `preview_NNN.png` for the
-first --num_preview_images images (Fig. 2 layout) and the counts of Prop.
-(Eq. 4) for every alpha of --alpha_sweep; then the index and summary.json
-are written and the cache is deleted.
+Pass 1 predicts each target training image with the previous round's model,
+caches the prediction at output stride (float16) and accumulates the class
+thresholds t_k. Pass 2 upsamples each cached prediction to the Stage II size,
+applies Eq. 2, 3 and 7 and writes sharded TFRecords (image, pseudo label, M,
+Z), `preview_NNN.png` for the first --num_preview_images images (Fig. 2) and
+the counts of Prop. (Eq. 4) for every alpha of --alpha_sweep; then the index
+and summary.json, and the cache is deleted.
 
 Sharding: image i is in shard i % num_shards. --shard_index=-1 does every
 shard. --shard_index=k does pass 1 of shard k and, once every shard's pass-1
 file exists (their merge is exact), pass 2 of shard k; until then, and while
-other shards' pass 2 is missing, `run` returns None. So run the same command
-on every worker twice (the last to finish writes the index and summary), or
-the second time once with --shard_index=-1. A finished pass-1 file, cached
-prediction or pass-2 shard is never redone. Under --strategy=multi_worker
-(`peers`) worker k does shard k of as many shards as there are workers and
-the chief writes the index and summary: the files of a one-process run with
-the same --num_shards, byte for byte.
+other shards' pass 2 is missing, `run` returns None: run the same command on
+every worker twice (the last to finish writes the index and summary), or the
+second time once with --shard_index=-1. Finished pass files, cached
+predictions and shards are kept. Under --strategy=multi_worker (`peers`)
+worker k does shard k of one shard per worker and the chief the index and
+summary: the files of a one-process run, byte for byte.
 
 Selectors: class_thresholds (Eq. 2-3); ias (IAST per-image thresholds in
-place of alpha * t_k; their history restarts with each shard and runs in
-image order, so the result does not depend on how shards are spread over
-processes); intrada (image-level baseline: images ranked by mean normalised
-entropy, the easy share written with argmax labels as the `easy` record set,
-the rest as `hard`).
+place of alpha * t_k, their history restarting with each shard so that the
+result does not depend on the processes); intrada (image-level baseline:
+images ranked by mean normalised entropy, the easy share with argmax labels
+as the `easy` record set, the rest as `hard`).
 """
 
 import functools
@@ -67,13 +64,11 @@ def output_grid(model, size):
     forward pass on zeros."""
     try:
         shape = model.compute_output_shape((1, *size, 3))
-        if isinstance(shape, list):
-            shape = shape[0]
-        grid = [int(shape[1]), int(shape[2])]
+        shape = shape[0] if isinstance(shape, list) else shape
+        return [int(shape[1]), int(shape[2])]
     except (NotImplementedError, TypeError, ValueError, IndexError):
-        logits = main_output(model(tf.zeros((1, *size, 3)), training=False))
-        grid = [int(logits.shape[1]), int(logits.shape[2])]
-    return grid
+        shape = main_output(model(tf.zeros((1, *size, 3)), training=False)).shape
+    return [int(shape[1]), int(shape[2])]
 
 
 def full_resolution(low_res, size):
@@ -89,18 +84,12 @@ def training_image(image_path, size):
     return tf.io.encode_png(image, compression=PNG_COMPRESSION).numpy()
 
 
-def _cache_path(stage_dir, index):
-    return io_utils.join(stage_dir, run_layout.CACHE_DIR, f"{index:06d}.npy")
-
-
 def _pass_path(stage_dir, pass_number, shard, num_shards):
-    return io_utils.join(stage_dir,
-                         run_layout.pass_name(pass_number, shard, num_shards))
+    return io_utils.join(stage_dir, run_layout.pass_name(pass_number, shard, num_shards))
 
 
 def _pass_paths(stage_dir, pass_number, num_shards):
-    return [_pass_path(stage_dir, pass_number, k, num_shards)
-            for k in range(num_shards)]
+    return [_pass_path(stage_dir, pass_number, k, num_shards) for k in range(num_shards)]
 
 
 def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
@@ -150,8 +139,7 @@ def _separators(ctx, thresholds, entropy, num_images):
         return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels(
             p, thresholds, cfg.alpha)}
     if cfg.selector == "ias":
-        selector = subdomains.InstanceAdaptiveSelector(
-            ctx.config.model.num_classes)
+        selector = subdomains.InstanceAdaptiveSelector(ctx.config.model.num_classes)
         return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels_with_thresholds(
             p, selector.thresholds_for(p))}
     scores = np.array([entropy[i] for i in range(num_images)])
@@ -173,8 +161,7 @@ def _separators(ctx, thresholds, entropy, num_images):
     return {"easy": easy_set, "hard": hard_set}
 
 
-def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
-           predictor):
+def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds, predictor):
     """Writes one shard of every record set, then its counts file (pass 2),
     which marks the shard done. Each prediction is upsampled once."""
     names = list(separators)
@@ -185,13 +172,10 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
         return
     config = ctx.config
     size = tuple(config.data.target_size)
-    counter = subdomains.PropCounter(config.model.num_classes,
-                                     config.pseudo.alpha_sweep)
+    counter = subdomains.PropCounter(config.model.num_classes, config.pseudo.alpha_sweep)
     with tfrecords.writers(paths) as write:
-        for index, example in _progress(examples, stage_dir, 2, shard,
-                                        num_shards):
-            probs = full_resolution(
-                _cached_prediction(stage_dir, index, example, predictor), size)
+        for index, example in _progress(examples, stage_dir, 2, shard, num_shards):
+            probs = full_resolution(_cached_prediction(stage_dir, index, example, predictor), size)
             counter.update_sweep(probs, thresholds)
             image = None
             for name in names:
@@ -202,8 +186,7 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
                 counter.update(hard, label)
                 if image is None:
                     image = training_image(example.image_path, size)
-                write[name](tfrecords.encode_example(image, label, hard, z,
-                                                     example.name))
+                write[name](tfrecords.encode_example(image, label, hard, z, example.name))
                 if index < config.pseudo.num_preview_images:
                     _write_preview(stage_dir, index, image, picked)
     io_utils.write_json(done_file, counter.to_dict())
@@ -240,21 +223,18 @@ def run(ctx, round_index):
     if together:
         peers.wait_for(ctx, _pass_paths(stage_dir, 1, cfg.num_shards),
                        "every shard's pass-1 statistics")
-    merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes,
-                    cfg.threshold_cap)
+    merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes, cfg.threshold_cap)
     if merged is None:
         logging.info("pass 1 done for shards %s; waiting for the others", list(shards))
         return None
     estimator, thresholds, entropy = merged
     for shard in shards:
         separators = _separators(ctx, thresholds, entropy, len(examples))
-        _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators,
-               thresholds, predictor)
+        _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators, thresholds, predictor)
     if together and not ctx.is_chief:
         return _chief_summary(ctx, stage_dir)
     if together:
-        peers.wait_for(ctx, _pass_paths(stage_dir, 2, cfg.num_shards),
-                       "every shard's pass 2")
+        peers.wait_for(ctx, _pass_paths(stage_dir, 2, cfg.num_shards), "every shard's pass 2")
     return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
 
 
@@ -264,8 +244,7 @@ def _chief_summary(ctx, stage_dir):
     def broken():
         for name in record_sets(ctx.config.pseudo.selector):
             try:
-                tfrecords.read_index(io_utils.join(stage_dir,
-                                                  run_layout.index_name(name)))
+                tfrecords.read_index(io_utils.join(stage_dir, run_layout.index_name(name)))
             except DataError as e:
                 return str(e)
         return None
@@ -310,7 +289,7 @@ def _outputs_intact(ctx, stage_dir):
 def _cached_prediction(stage_dir, index, example, predictor, save=False):
     """The cached stride-8 prediction of an image, else predicted now (and
     cached if `save`)."""
-    path = _cache_path(stage_dir, index)
+    path = io_utils.join(stage_dir, run_layout.CACHE_DIR, f"{index:06d}.npy")
     if io_utils.exists(path):
         return io_utils.load_npy(path)
     low = predictor()(datasets.read_image(example.image_path)).numpy()
@@ -325,8 +304,7 @@ def _lazy_predictor(ctx, round_index):
 
     @functools.cache
     def get():
-        model = common.load_generator(run_layout.model_for_round(
-            config, ctx.run_dir, round_index))
+        model = common.load_generator(run_layout.model_for_round(config, ctx.run_dir, round_index))
         return make_predictor(model, config.data.target_size,
                               config.pseudo.pseudo_scales, config.pseudo.pseudo_flip)
     return get
@@ -356,8 +334,7 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
         "selector": cfg.selector, "alpha": cfg.alpha, "thresholds": thresholds,
         "argmax_pixels_per_class": np.asarray(estimator.counts).tolist(),
         "prop": counter.proportion, "easy_pixels_per_class": counter.class_easy.tolist(),
-        "alpha_sweep": sweep,
-        "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
+        "alpha_sweep": sweep, "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
         "num_images": len(ctx.sources.target_train)}
     io_utils.write_json(io_utils.join(stage_dir, run_layout.SUMMARY_FILE), summary)
     io_utils.rmtree(io_utils.join(stage_dir, run_layout.CACHE_DIR))   # and temporaries there

@@ -23,11 +23,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
-    """Context manager: SIGTERM/SIGINT request a stop instead of raising.
-
-    Outside the main thread (where handlers cannot be installed) it does
-    nothing and `requested` stays False.
-    """
+    """Context manager: SIGTERM/SIGINT request a stop instead of raising
+    (nothing outside the main thread, where handlers cannot be installed)."""
 
     def __init__(self, grace_s=60.0, what="training"):
         self.grace_s, self.what = float(grace_s), what
@@ -47,8 +44,7 @@ class StopSignal:
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)
         self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
-        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
-                                                 warn_on_full_buffer=False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         self._installed = True
         self._thread = threading.Thread(target=self._watch, daemon=True,
                                         name="stop-signal-watcher")
@@ -92,8 +88,7 @@ class StopSignal:
             _exit_now(f"{signal.Signals(signum).name} again: stopping "
                       f"{self.what} now; the newest periodic checkpoint is "
                       "the resume point", signum)
-        self.signum = signum
-        self._requested.set()
+        self._handler(signum, None)
         logging.warning("%s: %s stops at the end of this step and saves a "
                         "checkpoint", signal.Signals(signum).name, self.what)
         threading.Thread(target=self._deadline, args=(signum,), daemon=True,

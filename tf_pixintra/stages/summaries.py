@@ -40,8 +40,7 @@ def load_panels(examples, size, dataset="cityscapes"):
             features["label"] = tf.convert_to_tensor(label)
         resized = pipeline.resize(features, size)
         image = np.clip(np.rint(resized["image"].numpy()), 0, 255).astype(np.uint8)
-        panels.append((image, resized["label"].numpy() if label is not None
-                       else None))
+        panels.append((image, resized["label"].numpy() if label is not None else None))
     return panels
 
 
@@ -81,38 +80,34 @@ class TrainingSummaries(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
         if self.log_every and step % self.log_every == 0:
-            self.write_scalars(step, logs or {})
+            with self.writer.as_default(step=step):
+                for name, value in (logs or {}).items():
+                    tf.summary.scalar(f"train/{name}", float(value))
         last = self.total_steps is not None and step == self.total_steps
-        if self.panels and self.image_every and (
-                step % self.image_every == 0 or last):
+        if self.panels and self.image_every and (step % self.image_every == 0 or last):
             self.write_images(step)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
 
-    def write_scalars(self, step, logs):
-        with self.writer.as_default(step=step):
-            for name, value in logs.items():
-                tf.summary.scalar(f"train/{name}", float(value))
-
     def write_evaluation(self, step, result):
-        """Writes a target evaluation (evaluate.result_dict) at `step`."""
+        """Writes a target evaluation (evaluate.result_dict) at `step`,
+        leaving absent classes out."""
         with self.writer.as_default(step=step):
-            for tag, value in evaluation_scalars(result).items():
-                tf.summary.scalar(tag, float(value))
+            if result.get("miou") is not None:
+                tf.summary.scalar("eval/target_miou", float(result["miou"]))
+            for name, iou in result.get("iou", {}).items():
+                if iou is not None:
+                    tf.summary.scalar(f"eval_iou/{name}", float(iou))
         self.writer.flush()
 
-    def predictions(self):
-        """trainIds [h,w] of G for each panel image."""
-        return [inference.predict_labels(self.generator, image,
-                                         output_size=self.size,
-                                         predict_fn=self._predict)
-                for image, _ in self.panels]
-
     def write_images(self, step):
-        strips = [prediction_strip(image, pred, label) for (image, label), pred
-                  in zip(self.panels, self.predictions())]
+        strips = []
+        for image, label in self.panels:
+            prediction = inference.predict_labels(
+                self.generator, image, output_size=self.size, predict_fn=self._predict)
+            strips.append(prediction_strip(image, prediction, label))
         widths = {s.shape[1] for s in strips}
         with self.writer.as_default(step=step):
             if len(widths) == 1:
@@ -120,8 +115,7 @@ class TrainingSummaries(keras.callbacks.Callback):
                                  np.stack(strips), max_outputs=len(strips))
             else:   # some images have labels, some not: one summary each
                 for i, strip in enumerate(strips):
-                    tf.summary.image(f"target/image_prediction_{i}",
-                                     strip[None], max_outputs=1)
+                    tf.summary.image(f"target/image_prediction_{i}", strip[None], max_outputs=1)
         self.writer.flush()
 
 
@@ -146,24 +140,11 @@ class IntervalMeans(keras.callbacks.Callback):
                 metric.reset_state()
 
 
-def evaluation_scalars(result):
-    """{tag: value} of an evaluation result (absent classes left out)."""
-    scalars = {}
-    if result.get("miou") is not None:
-        scalars["eval/target_miou"] = result["miou"]
-    for name, iou in result.get("iou", {}).items():
-        if iou is not None:
-            scalars[f"eval_iou/{name}"] = iou
-    return scalars
-
-
 def summary_callbacks(log_dir, generator, examples, size, run_cfg, total_steps):
     """[TrainingSummaries] when tensorboard is installed, else []."""
     if not tensorboard_available():
-        logging.info("tensorboard is not installed: no TensorBoard logs in %s",
-                     log_dir)
+        logging.info("tensorboard is not installed: no TensorBoard logs in %s", log_dir)
         return []
     return [TrainingSummaries(
         log_dir, generator, list(examples)[:run_cfg.num_summary_images], size,
-        log_every=run_cfg.log_every, image_every=run_cfg.image_every,
-        total_steps=total_steps)]
+        log_every=run_cfg.log_every, image_every=run_cfg.image_every, total_steps=total_steps)]

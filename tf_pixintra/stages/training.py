@@ -33,8 +33,7 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
     `fit` on a `stop` request, at the step boundary (where the step counter
     and every optimizer's `iterations` agree; `_fit` saves there)."""
 
-    def __init__(self, manager, step_var, start, every, eval_fn, eval_every,
-                 stop=None):
+    def __init__(self, manager, step_var, start, every, eval_fn, eval_every, stop=None):
         super().__init__()
         self.manager, self.step_var = manager, step_var
         self.start, self.every = start, every
@@ -49,8 +48,7 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
         self.step_var.assign(step)
         if step % self.every == 0:
             self.manager.save(checkpoint_number=step)
-        if self.eval_fn is not None and self.eval_every and (
-                step % self.eval_every == 0):
+        if self.eval_fn is not None and self.eval_every and step % self.eval_every == 0:
             result = self.eval_fn(step)
             self.history.append({"step": step, **result})
             logging.info("step %d: target mIoU %.2f", step, result["miou"])
@@ -80,9 +78,8 @@ def agreement_fn(strategy):
         def replica_fn(v):
             # A copy made on this replica's device: the all-reduce takes its
             # destination from the value's device (none for a host input).
-            v = tf.identity(v)
-            context = tf.distribute.get_replica_context()
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, v)
+            return tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.identity(v))
         return strategy.run(replica_fn, args=(vote,))
     return agree
 
@@ -106,14 +103,15 @@ def restore(adapter, checkpoint_dir, write_dir=None):
     step variable). The manager saves to `write_dir` (default: the same)."""
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(step=step_var, **adapter.checkpoint_objects())
-    manager = tf.train.CheckpointManager(checkpoint, write_dir or checkpoint_dir,
-                                         max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir or checkpoint_dir, max_to_keep=2)
     # Newest first; a damaged one (a crash while writing it, a full disk) is
     # skipped with a warning and the next older one is tried.
     candidates = checkpoint_candidates(checkpoint_dir)
     for number, prefix in enumerate(candidates):
         try:
             checkpoint.restore(prefix).assert_existing_objects_matched()
+            logging.info("resumed from %s at step %d", prefix, int(step_var))
+            break
         except (tf.errors.OpError, ValueError, AssertionError, IndexError,
                 KeyError) as e:   # IndexError: a truncated file
             reason = str(getattr(e, "message", e)).strip().splitlines()
@@ -125,17 +123,13 @@ def restore(adapter, checkpoint_dir, write_dir=None):
                     f"tried: {prefix}: {reason[0] if reason else e}). To "
                     f"recover, delete {checkpoint_dir} and run the same "
                     "command: the stage trains again from step 0") from None
-            continue
-        logging.info("resumed from %s at step %d", prefix, int(step_var))
-        break
     return manager, step_var
 
 
 def checkpoint_candidates(checkpoint_dir):
     """Checkpoint prefixes ckpt-N in `checkpoint_dir`, newest (highest N) first."""
     found = []
-    for name in (io_utils.listdir(checkpoint_dir) if io_utils.isdir(checkpoint_dir)
-                 else []):
+    for name in (io_utils.listdir(checkpoint_dir) if io_utils.isdir(checkpoint_dir) else []):
         stem = name[:-len(".index")] if name.endswith(".index") else ""
         if stem.startswith("ckpt-") and stem[5:].isdigit():
             found.append((int(stem[5:]), io_utils.join(checkpoint_dir, stem)))
@@ -144,9 +138,7 @@ def checkpoint_candidates(checkpoint_dir):
 
 def checkpoint_write_dir(checkpoint_dir, chief, task_id):
     """Where this worker saves: the real directory (chief) or its temp dir."""
-    if chief:
-        return checkpoint_dir
-    return io_utils.join(checkpoint_dir, f"workertemp_{task_id}")
+    return checkpoint_dir if chief else io_utils.join(checkpoint_dir, f"workertemp_{task_id}")
 
 
 def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
@@ -171,8 +163,7 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
                     write_dir, checkpoint_every, eval_fn, eval_every, verbose,
                     callbacks, stop_grace_s)
     except TrainingDiverged as e:
-        where = io_utils.parent(checkpoint_dir)
-        raise TrainingDiverged(f"{where}: {e}") from None
+        raise TrainingDiverged(f"{io_utils.parent(checkpoint_dir)}: {e}") from None
     finally:
         if write_dir != checkpoint_dir:
             io_utils.rmtree(write_dir)
@@ -191,18 +182,15 @@ def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
             callback.set_start_step(start)
     with StopSignal(stop_grace_s, what="training") as stop:
         periodic = _PeriodicCheckpoint(manager, step_var, start,
-                                       checkpoint_every, eval_fn, eval_every,
-                                       stop)
+                                       checkpoint_every, eval_fn, eval_every, stop)
         history = adapter.fit(dataset, epochs=1, shuffle=False,
                               steps_per_epoch=total_steps - start,
-                              callbacks=[periodic, *callbacks],
-                              verbose=verbose)
+                              callbacks=[periodic, *callbacks], verbose=verbose)
         step = int(step_var)
         _check_consistent(adapter, iterations_at_start, step - start, step)
         if periodic.stopped or stop.requested:  # (or after the last step)
             manager.save(checkpoint_number=step)
-            logging.warning("interrupted at step %d; checkpoint saved in %s",
-                            step, write_dir)
+            logging.warning("interrupted at step %d; checkpoint saved in %s", step, write_dir)
             raise KeyboardInterrupt(f"stopped at step {step}")
     if step != total_steps:
         raise RuntimeError(f"training stopped at step {step} of "
