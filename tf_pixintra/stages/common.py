@@ -82,9 +82,6 @@ def build_generator(model_cfg, seed, name="generator"):
     return generator
 
 
-TORCH_SUFFIXES = (".pth", ".pt")
-
-
 def _load_backbone(generator, model_cfg):
     """Keras ResNet weights, or a PyTorch DeepLab init (.pth): as the
     reference code bases do, the init's first key part (`Scale.`) and its
@@ -92,7 +89,7 @@ def _load_backbone(generator, model_cfg):
     wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py; liyunsheng13/BDL,
     model/deeplab.py). The heads stay fresh."""
     path = model_cfg.backbone_weights
-    if path.endswith(TORCH_SUFFIXES):
+    if path.endswith((".pth", ".pt")):
         summary = torch_weights.load_torch_state(
             generator, torch_reader.read_state_dict(path), "backbone", source=path)
         logging.info("backbone weights from %s: %d tensors, skipped %s", path,
@@ -121,8 +118,7 @@ def copy_generator_weights(source, target):
         if [tuple(w.shape) for w in other.get_weights()] != shapes:
             raise DataError(
                 f"model {source.name!r}: layer {layer.name!r} weights {shapes}"
-                f" do not fit {target.name!r} (check --num_classes, --depth, "
-                "--width)")
+                f" do not fit {target.name!r} (check --num_classes, --depth, --width)")
         other.set_weights(weights)
         copied += 1
     left = [n for n, layer in target_layers.items() if layer.get_weights()
@@ -144,14 +140,12 @@ def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
 
 def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
     """SGD for G and Adam for each D (at `lr_d`, default --lr_d)."""
-    precision = config.run.mixed_precision
-    lr_d = lr_d or config.optim.lr_d
+    optim, precision = config.optim, config.run.mixed_precision
+    lr_d = lr_d or optim.lr_d
     adapter.compile(
-        opt_lib.generator_optimizer(base_lr, decay_steps, config.optim, precision),
-        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
-                                        precision, "adam_d_main"),
-        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
-                                        precision, "adam_d_aux"),
+        opt_lib.generator_optimizer(base_lr, decay_steps, optim, precision),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, optim, precision, "adam_d_main"),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, optim, precision, "adam_d_aux"),
         jit_compile=config.run.jit_compile)
 
 
@@ -176,10 +170,8 @@ def redo_advice(stage_dir):
     metrics = io_utils.join(stage_dir, run_layout.METRICS_FILE)
     if io_utils.isdir(io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR)):
         return (f"To recover, delete it and {metrics}, then run the same "
-                "command: the stage restores its last checkpoint and saves "
-                "the model again")
-    return (f"To recover, delete {stage_dir} and run the same command: the "
-            "stage trains again")
+                "command: the stage restores its last checkpoint and saves the model again")
+    return f"To recover, delete {stage_dir} and run the same command: the stage trains again"
 
 
 def evaluate_target(ctx, generator, scales=(1.0,), flip=False):

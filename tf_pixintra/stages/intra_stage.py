@@ -30,8 +30,7 @@ def _records(ctx, round_index, name, batch_size, seed):
     index = io_utils.join(ctx.run_dir, run_layout.stage_dir_name("pseudo", round_index),
                           run_layout.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
-              "(it re-makes missing or damaged pseudo-label files), then this "
-              "command again")
+              "(it re-makes missing or damaged pseudo-label files), then this command again")
     if not io_utils.exists(index):
         raise FileNotFoundError(f"{index}: no pseudo labels; {advice}")
     try:
@@ -90,16 +89,6 @@ def _intrada_batch(easy, hard):
             "target_valid": real(hard["hard_mask"])}
 
 
-def _initial_generator(ctx, round_index):
-    config = ctx.config
-    generator = common.build_generator(config.model, config.run.seed + round_index)
-    if config.intra.init == "inter":
-        previous = common.load_generator(run_layout.model_for_round(
-            config, ctx.run_dir, round_index))
-        common.copy_generator_weights(previous, generator)
-    return generator
-
-
 def _adapter(ctx, round_index):
     """The compiled Stage II adapter of round `round_index`."""
     config, cfg = ctx.config, ctx.config.intra
@@ -107,7 +96,11 @@ def _adapter(ctx, round_index):
                      "head_lr_mult": config.optim.head_lr_mult,
                      "diag_every": config.run.intra_diag_every}
     with ctx.strategy.scope():
-        generator = _initial_generator(ctx, round_index)
+        generator = common.build_generator(config.model, config.run.seed + round_index)
+        if cfg.init == "inter":
+            previous = common.load_generator(run_layout.model_for_round(
+                config, ctx.run_dir, round_index))
+            common.copy_generator_weights(previous, generator)
         d_main, d_aux = (None, None)
         if cfg.method != "none":
             d_main, d_aux = common.build_discriminators(

@@ -47,8 +47,6 @@ from tf_pixintra.models import main_output
 from tf_pixintra.stages import common
 from tf_pixintra.stages import peers
 
-PNG_COMPRESSION = 1          # zlib level of the record images
-
 
 def make_predictor(model, size, scales, flip):
     """image uint8 [H,W,3] -> fused probabilities float16 at the network's
@@ -81,7 +79,7 @@ def training_image(image_path, size):
     (bilinear, rounded; zlib level 1 is much faster than the default)."""
     image = tf.image.resize(datasets.read_image(image_path), size)
     image = tf.cast(tf.round(image), tf.uint8)
-    return tf.io.encode_png(image, compression=PNG_COMPRESSION).numpy()
+    return tf.io.encode_png(image, compression=1).numpy()
 
 
 def _pass_path(stage_dir, pass_number, shard, num_shards):
@@ -262,8 +260,7 @@ def _outputs_intact(ctx, stage_dir):
             tfrecords.read_index(index_path)
             continue
         except DataError as e:
-            logging.warning("%s; re-making the pseudo labels' missing or "
-                            "damaged files", e)
+            logging.warning("%s; re-making the pseudo labels' missing or damaged files", e)
             intact = False
         try:
             index = tfrecords.read_index(index_path, check_files=False)

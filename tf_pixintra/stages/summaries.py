@@ -108,9 +108,8 @@ class TrainingSummaries(keras.callbacks.Callback):
             prediction = inference.predict_labels(
                 self.generator, image, output_size=self.size, predict_fn=self._predict)
             strips.append(prediction_strip(image, prediction, label))
-        widths = {s.shape[1] for s in strips}
         with self.writer.as_default(step=step):
-            if len(widths) == 1:
+            if len({s.shape[1] for s in strips}) == 1:
                 tf.summary.image("target/image_prediction_label",
                                  np.stack(strips), max_outputs=len(strips))
             else:   # some images have labels, some not: one summary each
