@@ -218,8 +218,7 @@ def test_stage_writes_losses_and_periodic_and_final_evaluations(tmp_path):
                                       target_train=()))
     stage_dir = ctx.stage_dir("inter")
     metrics = common.train_evaluate_finish(
-        ctx, stage_dir, known_losses_adapter(), known_losses(1), 4,
-        {"stage": "inter"})
+        ctx, "inter", known_losses_adapter, known_losses(1), 4, {"stage": "inter"})
     logged = events(f"{stage_dir}/tb")
     # The stage resets the trackers: means of (1, 4) and (9, 16).
     assert logged["train/loss_known"] == [(2, 2.5), (4, 12.5)]

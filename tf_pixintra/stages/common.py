@@ -24,13 +24,9 @@ from tf_pixintra.stages.sources import Sources
 
 @dataclasses.dataclass
 class Context:
-    """One run: its config, directory, strategy and data.
-
-    `num_workers` > 1 under --strategy=multi_worker: the workers share the
-    pseudo, eval and export stages (`peers`); `task_index` is this worker's
-    place among them (0 = the chief). The strategy is None in tests that
-    run no training stage.
-    """
+    """One run: its config, directory, strategy (None in tests that train
+    nothing) and data. `num_workers` > 1 under --strategy=multi_worker
+    (`peers`); `task_index` 0 is the chief."""
     config: Config
     run_dir: str
     strategy: tf.distribute.Strategy | None
@@ -61,13 +57,9 @@ def finish(ctx, stage_dir, metrics, model_path=None):
 
 
 def run_on_newest_model(ctx, name, work):
-    """A stage of the newest model (the one run.json names), done by the chief.
-
-    Returns the finished stage's metrics, else (chief) runs
-    `work(ctx, stage_dir, model_path, model relative to the run directory)`
-    and finishes with the metrics it returns; the other workers of a
-    multi-worker run wait for the chief's instead.
-    """
+    """A stage of the newest model (run.json's), done by the chief: runs
+    `work(ctx, stage_dir, model_path, model path relative to the run dir)`
+    and finishes with its metrics; other workers wait for the chief's."""
     stage_dir = ctx.stage_dir(name)
     done = run_layout.completed(stage_dir)
     if done is not None:
@@ -84,52 +76,34 @@ def build_generator(model_cfg, seed, name="generator"):
     """The multi-level DeepLab-v2 of the config (ImageNet backbone if given)."""
     generator = models.build_deeplab_v2(
         model_cfg.num_classes, depth=model_cfg.depth, width=model_cfg.width,
-        multi_level=model_cfg.multi_level, bn_mode=model_cfg.bn_mode, seed=seed,
-        name=name)
+        multi_level=model_cfg.multi_level, bn_mode=model_cfg.bn_mode, seed=seed, name=name)
     if model_cfg.backbone_weights:
-        generator = _with_backbone_weights(generator, model_cfg)
+        _load_backbone(generator, model_cfg)
     return generator
 
 
-TORCH_SUFFIXES = (".pth", ".pt")
-
-
-def _with_backbone_weights(generator, model_cfg):
-    if model_cfg.backbone_weights.endswith(TORCH_SUFFIXES):
-        return _with_torch_backbone(generator, model_cfg.backbone_weights)
-    builder = {50: keras.applications.ResNet50,
-               101: keras.applications.ResNet101}[model_cfg.depth]
-    keras_resnet = builder(include_top=False, weights=model_cfg.backbone_weights)
-    summary = models.load_keras_resnet_weights(generator, keras_resnet)
-    logging.info("backbone weights from %s: %s", model_cfg.backbone_weights,
-                 summary)
-    return generator
-
-
-def _with_torch_backbone(generator, path):
-    """Backbone from a PyTorch DeepLab init (.pth); heads stay fresh.
-
-    The reference code bases start this way: they drop the init's first key
-    part (`Scale.`) and its own classifier `layer5` (valeoai/ADVENT,
-    advent/scripts/train.py; wasidennis/AdaptSegNet,
-    train_gta2cityscapes_multi.py; liyunsheng13/BDL, model/deeplab.py).
-    torch is imported only for a .pth file (torch_reader).
-    """
-    state = torch_reader.read_state_dict(path)
-    summary = torch_weights.load_torch_state(generator, state, "backbone",
-                                             source=path)
-    logging.info("backbone weights from %s: %d tensors, skipped %s", path,
-                 summary["tensors"], summary["skipped"])
-    return generator
+def _load_backbone(generator, model_cfg):
+    """Keras ResNet weights, or a PyTorch DeepLab init (.pth): as the
+    reference code bases do, the init's first key part (`Scale.`) and its
+    classifier `layer5` are dropped (valeoai/ADVENT, advent/scripts/train.py;
+    wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py; liyunsheng13/BDL,
+    model/deeplab.py). The heads stay fresh."""
+    path = model_cfg.backbone_weights
+    if path.endswith((".pth", ".pt")):
+        summary = torch_weights.load_torch_state(
+            generator, torch_reader.read_state_dict(path), "backbone", source=path)
+        logging.info("backbone weights from %s: %d tensors, skipped %s", path,
+                     summary["tensors"], summary["skipped"])
+        return
+    builder = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[model_cfg.depth]
+    summary = models.load_keras_resnet_weights(generator, builder(include_top=False, weights=path))
+    logging.info("backbone weights from %s: %s", path, summary)
 
 
 def copy_generator_weights(source, target):
-    """Copy `source`'s weights into `target` layer by layer, by name.
-
-    Equal architectures copy everything. A single-level `source` (an
-    imported BDL model, say) into a multi-level `target` leaves the aux head
-    as initialised. Any other difference raises DataError naming the layer.
-    """
+    """Copies `source`'s weights into `target` layer by layer, by name; a
+    single-level `source` leaves a multi-level `target`'s aux head as
+    initialised. Any other difference raises DataError naming the layer."""
     target_layers = {layer.name: layer for layer in target.layers}
     copied = 0
     for layer in source.layers:
@@ -144,15 +118,13 @@ def copy_generator_weights(source, target):
         if [tuple(w.shape) for w in other.get_weights()] != shapes:
             raise DataError(
                 f"model {source.name!r}: layer {layer.name!r} weights {shapes}"
-                f" do not fit {target.name!r} (check --num_classes, --depth, "
-                "--width)")
+                f" do not fit {target.name!r} (check --num_classes, --depth, --width)")
         other.set_weights(weights)
         copied += 1
     left = [n for n, layer in target_layers.items() if layer.get_weights()
             and n not in {layer.name for layer in source.layers}]
     if left:
-        logging.info("layers kept as initialised (not in %s): %s",
-                     source.name, left)
+        logging.info("layers kept as initialised (not in %s): %s", source.name, left)
     return copied
 
 
@@ -163,21 +135,17 @@ def build_discriminators(model_cfg, seed, pixel_level, output_stride=32):
             model_cfg.num_classes, ndf=model_cfg.ndf, pixel_level=pixel_level,
             seed=None if seed is None else seed + seed_offset, name=name,
             output_stride=output_stride)
-    return (build("d_main", 101),
-            build("d_aux", 202) if model_cfg.multi_level else None)
+    return (build("d_main", 101), build("d_aux", 202) if model_cfg.multi_level else None)
 
 
 def compile_adapter(adapter, config, base_lr, decay_steps, lr_d=None):
-    """SGD for G and Adam for each D (at `lr_d`, default --lr_d), built now
-    (inside the strategy scope)."""
-    precision = config.run.mixed_precision
-    lr_d = lr_d or config.optim.lr_d
+    """SGD for G and Adam for each D (at `lr_d`, default --lr_d)."""
+    optim, precision = config.optim, config.run.mixed_precision
+    lr_d = lr_d or optim.lr_d
     adapter.compile(
-        opt_lib.generator_optimizer(base_lr, decay_steps, config.optim, precision),
-        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
-                                        precision, "adam_d_main"),
-        opt_lib.discriminator_optimizer(lr_d, decay_steps, config.optim,
-                                        precision, "adam_d_aux"),
+        opt_lib.generator_optimizer(base_lr, decay_steps, optim, precision),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, optim, precision, "adam_d_main"),
+        opt_lib.discriminator_optimizer(lr_d, decay_steps, optim, precision, "adam_d_aux"),
         jit_compile=config.run.jit_compile)
 
 
@@ -193,8 +161,7 @@ def save_generator(generator, stage_dir):
 def load_generator(path):
     """Loads a generator saved by `save_generator`."""
     if not io_utils.exists(path):
-        raise FileNotFoundError(
-            f"{path}: no model; run the stage that writes it first")
+        raise FileNotFoundError(f"{path}: no model; run the stage that writes it first")
     return inference.load_keras_file(path, redo_advice(io_utils.parent(path)))
 
 
@@ -203,10 +170,8 @@ def redo_advice(stage_dir):
     metrics = io_utils.join(stage_dir, run_layout.METRICS_FILE)
     if io_utils.isdir(io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR)):
         return (f"To recover, delete it and {metrics}, then run the same "
-                "command: the stage restores its last checkpoint and saves "
-                "the model again")
-    return (f"To recover, delete {stage_dir} and run the same command: the "
-            "stage trains again")
+                "command: the stage restores its last checkpoint and saves the model again")
+    return f"To recover, delete {stage_dir} and run the same command: the stage trains again"
 
 
 def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
@@ -215,25 +180,26 @@ def evaluate_target(ctx, generator, scales=(1.0,), flip=False):
         return None
     return evaluate.evaluate_model(
         generator, list(ctx.sources.target_val), "cityscapes",
-        size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip,
-        classes=19)
+        size=tuple(ctx.config.data.eval_size), scales=tuple(scales), flip=flip, classes=19)
 
 
-def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics):
-    """Trains `adapter` (resuming), saves G, scores it, writes metrics.json.
-
-    `metrics` holds the stage's own fields; the final logs, the periodic
-    evaluations and the target-val mIoU are added here.
-    """
+def train_evaluate_finish(ctx, name, make_adapter, make_dataset, steps, metrics):
+    """Training stage `name`: its metrics if finished, else trains the
+    adapter `make_adapter()` builds (resuming), saves G, scores it and writes
+    metrics.json: `metrics` plus the final logs, evaluations and mIoU."""
+    stage_dir = ctx.stage_dir(name)
+    done = run_layout.completed(stage_dir)
+    if done is not None:
+        return done
+    adapter = make_adapter()
     config, generator = ctx.config, adapter.generator
     callbacks = []
-    if ctx.is_chief:
-        shown = ctx.sources.target_val or ctx.sources.target_train
+    if ctx.is_chief:   # [TrainingSummaries] if tensorboard is installed
         callbacks = summaries.summary_callbacks(
-            io_utils.join(stage_dir, "tb"), generator, shown,
+            io_utils.join(stage_dir, "tb"), generator,
+            ctx.sources.target_val or ctx.sources.target_train,
             config.data.eval_size, config.run, steps)
-    board = next((c for c in callbacks                # TensorBoard, chief only
-                  if isinstance(c, summaries.TrainingSummaries)), None)
+    board = callbacks[0] if callbacks else None
 
     def periodic_eval(step):
         result = evaluate_target(ctx, generator)
@@ -241,8 +207,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
             board.write_evaluation(step, result)
         return result
     logs, history = training.fit(
-        adapter, make_dataset, steps,
-        io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR),
+        adapter, make_dataset, steps, io_utils.join(stage_dir, run_layout.CHECKPOINT_DIR),
         checkpoint_every=config.run.checkpoint_every,
         eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
@@ -257,9 +222,7 @@ def train_evaluate_finish(ctx, stage_dir, adapter, make_dataset, steps, metrics)
     if board is not None and result is not None and not (
             history and history[-1]["step"] == steps):  # else written already
         board.write_evaluation(steps, result)
-    metrics = {**metrics, "steps": steps, "final_logs": logs,
-               "eval_history": history}
+    metrics = {**metrics, "steps": steps, "final_logs": logs, "eval_history": history}
     if result is not None:
-        metrics["target_miou"] = result["miou"]
-        metrics["target_iou"] = result["iou"]
+        metrics.update(target_miou=result["miou"], target_iou=result["iou"])
     return finish(ctx, stage_dir, metrics, model_path)

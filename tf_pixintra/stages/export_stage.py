@@ -7,9 +7,8 @@ from tf_pixintra.stages import common
 
 
 def representative(ctx, count):
-    """`count` target training images spread over the set (int8 calibration),
-    the same selection as the export CLI's (`export.spread`); none when
-    count <= 0."""
+    """`count` target training images spread over the set (int8
+    calibration) as the export CLI picks them; none when count <= 0."""
     if count <= 0:
         return []
     return [datasets.read_image(e.image_path)

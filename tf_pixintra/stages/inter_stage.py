@@ -6,9 +6,10 @@ sizes, no crop or random scaling, and no mirroring unless --inter_flip
 wasidennis/AdaptSegNet, README.md and train_gta2cityscapes_multi.py).
 """
 
+import functools
+
 import tensorflow as tf
 
-from tf_pixintra import run_layout
 from tf_pixintra.adapters.inter import InterDomainAdapter
 from tf_pixintra.data import pipeline
 from tf_pixintra.stages import common
@@ -30,8 +31,7 @@ def stage_dataset(ctx, batch_size, seed, adversarial):
                 flip=flip, batch_size=batch_size, seed=seed + 1)))
         else:   # no D: the source images stand in for the unused target side
             pairs = source.map(lambda s: (s, s))
-        ds = pairs.map(lambda s, t: {"source_image": s["image"],
-                                     "source_label": s["label"],
+        ds = pairs.map(lambda s, t: {"source_image": s["image"], "source_label": s["label"],
                                      "target_image": t["image"]})
         return ds.skip(skip).prefetch(tf.data.AUTOTUNE)
     return make_dataset
@@ -45,27 +45,18 @@ def build_adapter(ctx, variant, seed):
         d_main, d_aux = (common.build_discriminators(config.model, seed, False)
                          if variant != "source_only" else (None, None))
         adapter = InterDomainAdapter(
-            generator, d_main, d_aux, variant=variant,
-            lambda_seg_aux=cfg.lambda_seg_aux,
-            lambda_adv_main=cfg.lambda_adv_main,
-            lambda_adv_aux=cfg.lambda_adv_aux,
-            weight_decay=config.optim.weight_decay,
-            head_lr_mult=config.optim.head_lr_mult)
-        common.compile_adapter(adapter, config, cfg.lr_g,
-                               cfg.schedule_steps or cfg.steps)
+            generator, d_main, d_aux, variant=variant, lambda_seg_aux=cfg.lambda_seg_aux,
+            lambda_adv_main=cfg.lambda_adv_main, lambda_adv_aux=cfg.lambda_adv_aux,
+            weight_decay=config.optim.weight_decay, head_lr_mult=config.optim.head_lr_mult)
+        common.compile_adapter(adapter, config, cfg.lr_g, cfg.schedule_steps or cfg.steps)
     return adapter
 
 
 def run(ctx, name):
     """Runs Stage I (`name` = "inter") or the source-only baseline."""
-    stage_dir = ctx.stage_dir(name)
-    done = run_layout.completed(stage_dir)
-    if done is not None:
-        return done
     cfg, seed = ctx.config.inter, ctx.config.run.seed
     variant = "source_only" if name == "source_only" else cfg.variant
-    adapter = build_adapter(ctx, variant, seed)
     return common.train_evaluate_finish(
-        ctx, stage_dir, adapter,
+        ctx, name, functools.partial(build_adapter, ctx, variant, seed),
         stage_dataset(ctx, cfg.batch_size, seed, variant != "source_only"),
         cfg.steps, {"stage": name, "variant": variant})

@@ -1,19 +1,15 @@
 """The `intra` stage: Stage II on target images only, from the pseudo labels.
 
-Round r reads `pseudo_r<r>/` and writes `intra_r<r>/`. Rounds >= 2 add the
-KLD regulariser (CRST MRKLD, weight --intra_kld_lambda). Multi-scale training:
-random scale + crop + flip, identical on image, pseudo label, M and Z.
-
---intra_init=fresh starts from the ImageNet backbone (--backbone_weights) or
-a random init (IntraDA's choice); --intra_init=inter starts from the model
-that produced this round's pseudo labels (Stage I in round one).
-
---intra_method=intrada trains the image-level IntraDA baseline instead: easy
-images (full argmax pseudo labels) as the labelled side, hard images as the
-unlabelled side, entropy-map discriminators with upsampled outputs (paper
-Table 4's fair comparison).
+Round r reads `pseudo_r<r>/` and writes `intra_r<r>/`; rounds >= 2 add the
+KLD regulariser (CRST MRKLD, --intra_kld_lambda). Random scale + crop + flip
+are identical on image, pseudo label, M and Z. --intra_init=fresh starts
+from --backbone_weights or a random init (IntraDA's choice), =inter from the
+model that made this round's pseudo labels. --intra_method=intrada trains
+the image-level IntraDA baseline (paper Table 4): easy images labelled, hard
+ones not, entropy-map discriminators with upsampled outputs.
 """
 
+import functools
 import os
 
 import tensorflow as tf
@@ -31,12 +27,10 @@ from tf_pixintra.stages import common
 
 def _records(ctx, round_index, name, batch_size, seed):
     data = ctx.config.data
-    index = io_utils.join(ctx.run_dir,
-                          run_layout.stage_dir_name("pseudo", round_index),
+    index = io_utils.join(ctx.run_dir, run_layout.stage_dir_name("pseudo", round_index),
                           run_layout.index_name(name))
     advice = (f"run the same command with --stage=pseudo --round={round_index} "
-              "(it re-makes missing or damaged pseudo-label files), then this "
-              "command again")
+              "(it re-makes missing or damaged pseudo-label files), then this command again")
     if not io_utils.exists(index):
         raise FileNotFoundError(f"{index}: no pseudo labels; {advice}")
     try:
@@ -54,12 +48,8 @@ def _records(ctx, round_index, name, batch_size, seed):
 
 
 def check_shard_counts(index_path, round_index):
-    """Every shard holds the records its index says, and some hold any.
-
-    A shard with fewer records than its index says (an empty file in place
-    of a shard, an edited index) would otherwise give an endless stream
-    that never yields a batch: Stage II would wait forever.
-    """
+    """Every shard holds the records its index says, and some hold any
+    (else the repeated stream never yields a batch: Stage II would hang)."""
     index = tfrecords.read_index(index_path)
     redo = (f"delete {os.path.dirname(index_path)} and run --stage=pseudo "
             f"--round={round_index} to write the pseudo labels again")
@@ -95,59 +85,47 @@ def _intrada_batch(easy, hard):
     def real(hard_mask):
         return tf.cast(tf.not_equal(hard_mask, losses.PAD_MASK), tf.float32)
     return {"source_image": easy["image"], "source_label": easy["pseudo_label"],
-            "target_image": hard["image"],
-            "source_valid": real(easy["hard_mask"]),
+            "target_image": hard["image"], "source_valid": real(easy["hard_mask"]),
             "target_valid": real(hard["hard_mask"])}
 
 
-def _initial_generator(ctx, round_index):
-    config = ctx.config
-    generator = common.build_generator(config.model, config.run.seed + round_index)
-    if config.intra.init == "inter":
-        previous = common.load_generator(run_layout.model_for_round(
-            config, ctx.run_dir, round_index))
-        common.copy_generator_weights(previous, generator)
-    return generator
-
-
-def _adapter(ctx, generator, round_index):
+def _adapter(ctx, round_index):
+    """The compiled Stage II adapter of round `round_index`."""
     config, cfg = ctx.config, ctx.config.intra
-    seed = config.run.seed + round_index
     common_kwargs = {"weight_decay": config.optim.weight_decay,
                      "head_lr_mult": config.optim.head_lr_mult,
                      "diag_every": config.run.intra_diag_every}
-    d_main, d_aux = (None, None)
-    if cfg.method != "none":
-        d_main, d_aux = common.build_discriminators(
-            config.model, seed, True, cfg.d_output_stride)
-    if cfg.method == "intrada":
-        return InterDomainAdapter(
-            generator, d_main, d_aux, variant="advent",
-            lambda_seg_aux=cfg.lambda_seg_aux, lambda_adv_main=cfg.beta_main,
-            lambda_adv_aux=cfg.beta_aux, **common_kwargs)
-    return PixelIntraAdapter(
-        generator, d_main, d_aux, method=cfg.method,
-        lambda_seg_aux=cfg.lambda_seg_aux, beta_main=cfg.beta_main,
-        beta_aux=cfg.beta_aux,
-        kld_lambda=cfg.kld_lambda if round_index >= 2 else 0.0, **common_kwargs)
+    with ctx.strategy.scope():
+        generator = common.build_generator(config.model, config.run.seed + round_index)
+        if cfg.init == "inter":
+            previous = common.load_generator(run_layout.model_for_round(
+                config, ctx.run_dir, round_index))
+            common.copy_generator_weights(previous, generator)
+        d_main, d_aux = (None, None)
+        if cfg.method != "none":
+            d_main, d_aux = common.build_discriminators(
+                config.model, config.run.seed + round_index, True, cfg.d_output_stride)
+        if cfg.method == "intrada":
+            adapter = InterDomainAdapter(
+                generator, d_main, d_aux, variant="advent", lambda_seg_aux=cfg.lambda_seg_aux,
+                lambda_adv_main=cfg.beta_main, lambda_adv_aux=cfg.beta_aux, **common_kwargs)
+        else:
+            adapter = PixelIntraAdapter(
+                generator, d_main, d_aux, method=cfg.method, lambda_seg_aux=cfg.lambda_seg_aux,
+                beta_main=cfg.beta_main, beta_aux=cfg.beta_aux,
+                kld_lambda=cfg.kld_lambda if round_index >= 2 else 0.0, **common_kwargs)
+        common.compile_adapter(adapter, config, cfg.lr_g, cfg.schedule_steps or cfg.steps,
+                               cfg.lr_d)
+    return adapter
 
 
 def run(ctx, round_index):
     """Runs Stage II round `round_index`; returns its metrics."""
     name = run_layout.stage_dir_name("intra", round_index)
-    stage_dir = ctx.stage_dir(name)
-    done = run_layout.completed(stage_dir)
-    if done is not None:
-        return done
-    config, cfg = ctx.config, ctx.config.intra
-    with ctx.strategy.scope():
-        generator = _initial_generator(ctx, round_index)
-        adapter = _adapter(ctx, generator, round_index)
-        common.compile_adapter(adapter, config, cfg.lr_g,
-                               cfg.schedule_steps or cfg.steps, cfg.lr_d)
+    cfg = ctx.config.intra
     return common.train_evaluate_finish(
-        ctx, stage_dir, adapter,
+        ctx, name, functools.partial(_adapter, ctx, round_index),
         _make_dataset(ctx, round_index, cfg.method, cfg.batch_size,
-                      config.run.seed + 10 * round_index), cfg.steps,
+                      ctx.config.run.seed + 10 * round_index), cfg.steps,
         {"stage": name, "method": cfg.method, "round": round_index,
          "kld": round_index >= 2 and cfg.method != "intrada"})

@@ -1,13 +1,9 @@
 """Workers of a multi-worker run waiting for each other's files.
 
-Under --strategy=multi_worker the training stages are data-parallel (their
-collectives keep the workers in step); the other stages share the work
-through files in the run directory, which must be on a file system every
-worker sees: the pseudo stage gives one shard to each worker, and eval and
-export run on the chief while the other workers wait for its metrics.json.
-A wait polls for the files and is bounded by --peer_wait_secs: a crashed
-peer ends the waiting worker with PeerTimeout naming it and the missing
-files, instead of leaving it blocked forever.
+Outside the (data-parallel) training stages, the workers share the work
+through files of the run directory (on a file system all of them see): one
+pseudo shard per worker; eval and export on the chief, the others waiting
+for its metrics.json. A wait is bounded by --peer_wait_secs (PeerTimeout).
 """
 
 import os
@@ -35,29 +31,22 @@ def who(ctx):
 
 
 def wait_for(ctx, paths, what, ready=None, clock=None, sleep=None):
-    """Returns once every file of `paths` exists and `ready()` is None.
-
-    `ready()` returns None when the files are usable, else why not (for the
-    message). Raises PeerTimeout after --peer_wait_secs. `clock` and `sleep`
-    default to time.monotonic and time.sleep.
-    """
+    """Returns once every file of `paths` exists and `ready()` (else why
+    the files are not usable) is None; PeerTimeout after --peer_wait_secs.
+    `clock` and `sleep` default to time.monotonic and time.sleep."""
     clock, sleep = clock or time.monotonic, sleep or time.sleep
     limit = float(ctx.config.run.peer_wait_secs)
-    start = clock()
-    poll = FIRST_POLL_SECS
-    logged = False
+    start, poll, logged = clock(), FIRST_POLL_SECS, False
     while True:
         missing = [path for path in paths if not io_utils.exists(path)]
         reason = None if missing or ready is None else ready()
         if not missing and reason is None:
             if logged:
-                logging.info("%s: %s ready after %.1f s", who(ctx), what,
-                             clock() - start)
+                logging.info("%s: %s ready after %.1f s", who(ctx), what, clock() - start)
             return
         waited = clock() - start
         if waited >= limit:
-            detail = (f"missing: {', '.join(missing)}" if missing
-                      else f"not ready: {reason}")
+            detail = f"missing: {', '.join(missing)}" if missing else f"not ready: {reason}"
             raise PeerTimeout(
                 f"{who(ctx)} waited {waited:.0f} s for {what} ({detail}). A "
                 "peer has stopped or is slower than --peer_wait_secs="

@@ -1,44 +1,28 @@
 """The `pseudo` stage: pixel-level subdomain separation (Sec 4.1) to TFRecords.
 
-Pass 1 predicts every target training image once with the previous round's
-model and accumulates the class thresholds t_k (streaming, mergeable). The
-fused prediction of each image is kept on disk at the network's output
-stride (float16, ~0.3 MB for 512x1024 and 19 classes), so pass 2 needs no
-second forward pass: it upsamples it once to the Stage II training
-resolution, applies Eq. 2, 3 and 7, writes sharded TFRecords (image, pseudo
-label, M, Z) and counts Prop. (Eq. 4) and the easy pixels for every alpha
-of --alpha_sweep; then an index and a JSON summary (t_k, alpha, Prop.,
-per-class easy-pixel counts, Prop. for every alpha of --alpha_sweep) are
-written and the cache is deleted.
+Pass 1 predicts each target training image with the previous round's model,
+caches the prediction at output stride (float16) and accumulates the class
+thresholds t_k. Pass 2 upsamples each cached prediction to the Stage II size,
+applies Eq. 2, 3 and 7 and writes sharded TFRecords (image, pseudo label, M,
+Z), `preview_NNN.png` for the first --num_preview_images images (Fig. 2) and
+the counts of Prop. (Eq. 4) for every alpha of --alpha_sweep; then the index
+and summary.json, and the cache is deleted.
 
-Sharding: image i belongs to shard i % num_shards. With --shard_index=-1
-one process does everything. With --shard_index=k a process does shard k:
-pass 1 of shard k, then, once the pass-1 files of every shard exist (their
-merge is exact), pass 2 of shard k; it returns None ("waiting") until then,
-and also when other shards' pass 2 is still missing. So run the same
-command on every worker; once all have finished, run it again on every
-worker (each does pass 2 of its shard; the last one to finish writes the
-index and summary), or once with --shard_index=-1 anywhere (it does every
-missing shard). Every step is resumable: a finished pass-1 file, cached
-prediction or pass-2 shard is never redone.
+Sharding: image i is in shard i % num_shards. --shard_index=-1 does every
+shard. --shard_index=k does pass 1 of shard k and, once every shard's pass-1
+file exists (their merge is exact), pass 2 of shard k; until then, and while
+other shards' pass 2 is missing, `run` returns None: run the same command on
+every worker twice (the last to finish writes the index and summary), or the
+second time once with --shard_index=-1. Finished pass files, cached
+predictions and shards are kept. Under --strategy=multi_worker (`peers`)
+worker k does shard k of one shard per worker and the chief the index and
+summary: the files of a one-process run, byte for byte.
 
-Under --strategy=multi_worker the workers share the stage without these
-flags (`peers`): worker k does shard k of as many shards as there are
-workers, waits for every pass-1 file (bounded by --peer_wait_secs) and does
-pass 2 of shard k; the chief waits for every pass-2 shard and writes the
-index and summary, the others wait for its metrics.json. The files are
-those of a one-process run with the same --num_shards, byte for byte.
-
-Selectors: class_thresholds (Eq. 2-3), ias (IAST thresholds per image, in
-place of alpha * t_k; their history starts afresh for every shard and runs
-in image order within it, so the result does not depend on how shards are
-spread over processes) and intrada (image-level baseline: images ranked by
-mean normalised entropy; the easy share is written with full argmax labels
-as the `easy` record set, the rest as the `hard` set).
-
-Pictures: pass 2 also writes `preview_NNN.png` for the first
---num_preview_images target images (image | pseudo label | hard mask M |
-Z heat map, the layout of the paper's Fig. 2; tf_pixintra.previews).
+Selectors: class_thresholds (Eq. 2-3); ias (IAST per-image thresholds in
+place of alpha * t_k, their history restarting with each shard so that the
+result does not depend on the processes); intrada (image-level baseline:
+images ranked by mean normalised entropy, the easy share with argmax labels
+as the `easy` record set, the rest as `hard`).
 """
 
 import functools
@@ -63,76 +47,53 @@ from tf_pixintra.models import main_output
 from tf_pixintra.stages import common
 from tf_pixintra.stages import peers
 
-PNG_COMPRESSION = 1          # zlib level of the record images
-
 
 def make_predictor(model, size, scales, flip):
-    """image uint8 [H,W,3] -> fused probabilities at output stride, float16.
-
-    `inference.predict_probs_batch` at input `size`, its output resized to
-    the network's output grid for `size` (stride 8) instead of the image's.
-    """
+    """image uint8 [H,W,3] -> fused probabilities float16 at the network's
+    output grid (stride 8) for input `size`, not for the image's size."""
     predict = inference.make_predict_fn(model, size, scales, flip)
     grid = tf.constant(output_grid(model, tuple(int(v) for v in size)), tf.int32)
     return lambda image: tf.cast(predict(image[None], grid)[0], tf.float16)
 
 
 def output_grid(model, size):
-    """Spatial size of the network's main output for an input of `size`.
-
-    From the model's static shape inference (no forward pass: one costs
-    seconds for the paper's ResNet-101 at 512x1024); a forward pass on
-    zeros if the model cannot infer it.
-    """
+    """Spatial size of the network's main output for an input of `size`:
+    static shape inference (a ResNet-101 forward pass costs seconds), else a
+    forward pass on zeros."""
     try:
         shape = model.compute_output_shape((1, *size, 3))
-        if isinstance(shape, list):
-            shape = shape[0]
-        grid = [int(shape[1]), int(shape[2])]
+        shape = shape[0] if isinstance(shape, list) else shape
+        return [int(shape[1]), int(shape[2])]
     except (NotImplementedError, TypeError, ValueError, IndexError):
-        out = model(tf.zeros((1, *size, 3)), training=False)
-        logits = main_output(out)
-        grid = [int(logits.shape[1]), int(logits.shape[2])]
-    return grid
+        shape = main_output(model(tf.zeros((1, *size, 3)), training=False)).shape
+    return [int(shape[1]), int(shape[2])]
 
 
 def full_resolution(low_res, size):
     """float16 stride-8 probabilities -> float32 [H,W,C] at `size` (bilinear)."""
-    x = tf.image.resize(tf.cast(low_res[None], tf.float32), size)
-    return x[0].numpy()
+    return tf.image.resize(tf.cast(low_res[None], tf.float32), size)[0].numpy()
 
 
 def training_image(image_path, size):
-    """The target image as stored in the records: PNG of uint8 RGB at `size`.
-
-    Bilinear resize, rounded. zlib level 1: about 3x faster than the
-    default level on 512x1024 images, for files ~15% larger.
-    """
+    """The target image as stored in the records: PNG of uint8 RGB at `size`
+    (bilinear, rounded; zlib level 1 is much faster than the default)."""
     image = tf.image.resize(datasets.read_image(image_path), size)
     image = tf.cast(tf.round(image), tf.uint8)
-    return tf.io.encode_png(image, compression=PNG_COMPRESSION).numpy()
-
-
-def _shard_images(examples, shard, num_shards):
-    return [(i, e) for i, e in enumerate(examples) if i % num_shards == shard]
-
-
-def _cache_path(stage_dir, index):
-    return io_utils.join(stage_dir, run_layout.CACHE_DIR, f"{index:06d}.npy")
+    return tf.io.encode_png(image, compression=1).numpy()
 
 
 def _pass_path(stage_dir, pass_number, shard, num_shards):
-    return io_utils.join(stage_dir,
-                         run_layout.pass_name(pass_number, shard, num_shards))
+    return io_utils.join(stage_dir, run_layout.pass_name(pass_number, shard, num_shards))
+
+
+def _pass_paths(stage_dir, pass_number, num_shards):
+    return [_pass_path(stage_dir, pass_number, k, num_shards) for k in range(num_shards)]
 
 
 def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
-    """Predicts a shard's images, caches them, writes its pass-1 statistics.
-
-    The statistics are the class-threshold histograms of the cached
-    predictions upsampled to the training size (exactly what pass 2
-    separates) and, for the intrada selector, each image's entropy score.
-    """
+    """Predicts and caches a shard's images; writes its pass-1 statistics:
+    the class-threshold histograms of the predictions at the training size
+    (what pass 2 separates) and, for intrada, each image's entropy score."""
     out = _pass_path(stage_dir, 1, shard, num_shards)
     if io_utils.exists(out):
         return
@@ -142,8 +103,7 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
     with_entropy = cfg.pseudo.selector == "intrada"
     thresholds = subdomains.ClassThresholds(cfg.model.num_classes)
     entropy = {}
-    for index, example in _progress(_shard_images(examples, shard, num_shards),
-                                    stage_dir, 1, shard, num_shards):
+    for index, example in _progress(examples, stage_dir, 1, shard, num_shards):
         probs = full_resolution(_cached_prediction(
             stage_dir, index, example, predictor, save=True), size)
         thresholds.update(probs)
@@ -157,7 +117,7 @@ def _pass1(ctx, stage_dir, predictor, shard, num_shards, examples):
 
 def _merge(stage_dir, num_shards, num_classes, cap):
     """Exact merge of every shard's pass-1 file; None until all exist."""
-    files = [_pass_path(stage_dir, 1, k, num_shards) for k in range(num_shards)]
+    files = _pass_paths(stage_dir, 1, num_shards)
     if not all(io_utils.exists(path) for path in files):
         return None
     merged = subdomains.ClassThresholds(num_classes)
@@ -170,17 +130,14 @@ def _merge(stage_dir, num_shards, num_classes, cap):
 
 
 def _separators(ctx, thresholds, entropy, num_images):
-    """{record set name: separate(index, probs) -> (M, label, Z) or None}.
-
-    Called once per shard: an IAS selector's history starts with the shard.
-    """
+    """{record set name: separate(index, probs) -> (M, label, Z) or None};
+    called once per shard (an IAS selector's history starts with it)."""
     cfg = ctx.config.pseudo
     if cfg.selector == "class_thresholds":
         return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels(
             p, thresholds, cfg.alpha)}
     if cfg.selector == "ias":
-        selector = subdomains.InstanceAdaptiveSelector(
-            ctx.config.model.num_classes)
+        selector = subdomains.InstanceAdaptiveSelector(ctx.config.model.num_classes)
         return {run_layout.RECORDS: lambda i, p: subdomains.separate_pixels_with_thresholds(
             p, selector.thresholds_for(p))}
     scores = np.array([entropy[i] for i in range(num_images)])
@@ -202,14 +159,9 @@ def _separators(ctx, thresholds, entropy, num_images):
     return {"easy": easy_set, "hard": hard_set}
 
 
-def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
-           predictor):
-    """Writes one shard of every record set and its counts (pass 2).
-
-    Each cached prediction is loaded and upsampled once, for every record
-    set and the alpha sweep. The shard files are renamed into place when
-    complete; the counts file, written last, marks the shard done.
-    """
+def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds, predictor):
+    """Writes one shard of every record set, then its counts file (pass 2),
+    which marks the shard done. Each prediction is upsampled once."""
     names = list(separators)
     paths = {name: io_utils.join(stage_dir, run_layout.shard_name(
         name, shard, num_shards)) for name in names}
@@ -218,14 +170,10 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
         return
     config = ctx.config
     size = tuple(config.data.target_size)
-    counter = subdomains.PropCounter(config.model.num_classes,
-                                     config.pseudo.alpha_sweep)
+    counter = subdomains.PropCounter(config.model.num_classes, config.pseudo.alpha_sweep)
     with tfrecords.writers(paths) as write:
-        for index, example in _progress(
-                _shard_images(examples, shard, num_shards), stage_dir, 2, shard,
-                num_shards):
-            probs = full_resolution(
-                _cached_prediction(stage_dir, index, example, predictor), size)
+        for index, example in _progress(examples, stage_dir, 2, shard, num_shards):
+            probs = full_resolution(_cached_prediction(stage_dir, index, example, predictor), size)
             counter.update_sweep(probs, thresholds)
             image = None
             for name in names:
@@ -236,8 +184,7 @@ def _pass2(ctx, stage_dir, shard, num_shards, examples, separators, thresholds,
                 counter.update(hard, label)
                 if image is None:
                     image = training_image(example.image_path, size)
-                write[name](tfrecords.encode_example(image, label, hard, z,
-                                                     example.name))
+                write[name](tfrecords.encode_example(image, label, hard, z, example.name))
                 if index < config.pseudo.num_preview_images:
                     _write_preview(stage_dir, index, image, picked)
     io_utils.write_json(done_file, counter.to_dict())
@@ -253,12 +200,9 @@ def _write_preview(stage_dir, index, image_png, picked):
 
 
 def run(ctx, round_index):
-    """Runs the pseudo stage of round `round_index`; returns its metrics or None.
-
-    None means this process has done its part and other shards are missing
-    (see the module docstring). Multi-worker, a finished stage whose files
-    are damaged is re-made by the chief alone while the others wait.
-    """
+    """Runs the pseudo stage of round `round_index`; returns its metrics, or
+    None while other shards are missing. Multi-worker, the chief alone
+    re-makes a finished stage's damaged files while the others wait."""
     stage_dir = ctx.stage_dir(run_layout.stage_dir_name("pseudo", round_index))
     done = run_layout.completed(stage_dir)
     together = peers.shared(ctx)
@@ -275,25 +219,20 @@ def run(ctx, round_index):
     for shard in shards:
         _pass1(ctx, stage_dir, predictor, shard, cfg.num_shards, examples)
     if together:
-        peers.wait_for(ctx, [_pass_path(stage_dir, 1, k, cfg.num_shards)
-                             for k in range(cfg.num_shards)],
+        peers.wait_for(ctx, _pass_paths(stage_dir, 1, cfg.num_shards),
                        "every shard's pass-1 statistics")
-    merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes,
-                    cfg.threshold_cap)
+    merged = _merge(stage_dir, cfg.num_shards, config.model.num_classes, cfg.threshold_cap)
     if merged is None:
         logging.info("pass 1 done for shards %s; waiting for the others", list(shards))
         return None
     estimator, thresholds, entropy = merged
     for shard in shards:
         separators = _separators(ctx, thresholds, entropy, len(examples))
-        _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators,
-               thresholds, predictor)
+        _pass2(ctx, stage_dir, shard, cfg.num_shards, examples, separators, thresholds, predictor)
     if together and not ctx.is_chief:
         return _chief_summary(ctx, stage_dir)
     if together:
-        peers.wait_for(ctx, [_pass_path(stage_dir, 2, k, cfg.num_shards)
-                             for k in range(cfg.num_shards)],
-                       "every shard's pass 2")
+        peers.wait_for(ctx, _pass_paths(stage_dir, 2, cfg.num_shards), "every shard's pass 2")
     return _summarise(ctx, stage_dir, thresholds, estimator, round_index)
 
 
@@ -303,8 +242,7 @@ def _chief_summary(ctx, stage_dir):
     def broken():
         for name in record_sets(ctx.config.pseudo.selector):
             try:
-                tfrecords.read_index(io_utils.join(stage_dir,
-                                                  run_layout.index_name(name)))
+                tfrecords.read_index(io_utils.join(stage_dir, run_layout.index_name(name)))
             except DataError as e:
                 return str(e)
         return None
@@ -312,12 +250,8 @@ def _chief_summary(ctx, stage_dir):
 
 
 def _outputs_intact(ctx, stage_dir):
-    """True if every index and shard of a finished stage is whole.
-
-    Otherwise the damaged shards are deleted (the stage re-makes them and
-    the indexes from its pass-1/pass-2 files, predicting again the images
-    whose cached predictions are gone) and False is returned.
-    """
+    """True if every index and shard of a finished stage is whole; else
+    deletes the damaged shards (re-made from the pass files) and is False."""
     intact = True
     num_shards = ctx.config.pseudo.num_shards
     for name in record_sets(ctx.config.pseudo.selector):
@@ -326,8 +260,7 @@ def _outputs_intact(ctx, stage_dir):
             tfrecords.read_index(index_path)
             continue
         except DataError as e:
-            logging.warning("%s; re-making the pseudo labels' missing or "
-                            "damaged files", e)
+            logging.warning("%s; re-making the pseudo labels' missing or damaged files", e)
             intact = False
         try:
             index = tfrecords.read_index(index_path, check_files=False)
@@ -351,9 +284,9 @@ def _outputs_intact(ctx, stage_dir):
 
 
 def _cached_prediction(stage_dir, index, example, predictor, save=False):
-    """The cached stride-8 prediction of an image; predicted (and with
-    `save` cached) if it is not there."""
-    path = _cache_path(stage_dir, index)
+    """The cached stride-8 prediction of an image, else predicted now (and
+    cached if `save`)."""
+    path = io_utils.join(stage_dir, run_layout.CACHE_DIR, f"{index:06d}.npy")
     if io_utils.exists(path):
         return io_utils.load_npy(path)
     low = predictor()(datasets.read_image(example.image_path)).numpy()
@@ -368,8 +301,7 @@ def _lazy_predictor(ctx, round_index):
 
     @functools.cache
     def get():
-        model = common.load_generator(run_layout.model_for_round(
-            config, ctx.run_dir, round_index))
+        model = common.load_generator(run_layout.model_for_round(config, ctx.run_dir, round_index))
         return make_predictor(model, config.data.target_size,
                               config.pseudo.pseudo_scales, config.pseudo.pseudo_flip)
     return get
@@ -383,30 +315,24 @@ def record_sets(selector):
 def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
     """Index + summary once every shard's pass 2 exists (else None)."""
     cfg, num_classes = ctx.config.pseudo, ctx.config.model.num_classes
-    names = record_sets(cfg.selector)
     counter = subdomains.PropCounter(num_classes, cfg.alpha_sweep)
-    for shard in range(cfg.num_shards):
-        done_file = _pass_path(stage_dir, 2, shard, cfg.num_shards)
+    for shard, done_file in enumerate(_pass_paths(stage_dir, 2, cfg.num_shards)):
         if not io_utils.exists(done_file):
             logging.info("pass 2 of shard %d missing; waiting for it", shard)
             return None
         counter.merge(subdomains.PropCounter.from_dict(io_utils.read_json(done_file)))
-    settings = {"selector": cfg.selector, "alpha": cfg.alpha,
-                "thresholds": [float(t) for t in thresholds],
+    thresholds = [float(t) for t in thresholds]
+    settings = {"selector": cfg.selector, "alpha": cfg.alpha, "thresholds": thresholds,
                 "size": list(ctx.config.data.target_size), "round": round_index}
     indexes = {name: tfrecords.write_index(stage_dir, name, cfg.num_shards, settings)
-               for name in names}
+               for name in record_sets(cfg.selector)}
     sweep = {str(a): p for a, p in counter.sweep_proportions().items()}
     summary = {
-        "selector": cfg.selector, "alpha": cfg.alpha,
-        "thresholds": [float(t) for t in thresholds],
+        "selector": cfg.selector, "alpha": cfg.alpha, "thresholds": thresholds,
         "argmax_pixels_per_class": np.asarray(estimator.counts).tolist(),
-        "prop": counter.proportion,
-        "easy_pixels_per_class": counter.class_easy.tolist(),
-        "alpha_sweep": sweep,
-        "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
-        "num_images": len(ctx.sources.target_train),
-    }
+        "prop": counter.proportion, "easy_pixels_per_class": counter.class_easy.tolist(),
+        "alpha_sweep": sweep, "indexes": {k: os.path.basename(v) for k, v in indexes.items()},
+        "num_images": len(ctx.sources.target_train)}
     io_utils.write_json(io_utils.join(stage_dir, run_layout.SUMMARY_FILE), summary)
     io_utils.rmtree(io_utils.join(stage_dir, run_layout.CACHE_DIR))   # and temporaries there
     metrics = {"stage": run_layout.stage_dir_name("pseudo", round_index),
@@ -415,9 +341,11 @@ def _summarise(ctx, stage_dir, thresholds, estimator, round_index):
     return common.finish(ctx, stage_dir, metrics)
 
 
-def _progress(items, stage_dir, pass_index, shard, num_shards):
-    """`items` with a progress report, e.g. "pseudo_r1 pass 1 (shard 2 of 4)"."""
+def _progress(examples, stage_dir, pass_index, shard, num_shards):
+    """(index, example) of shard `shard` (index % num_shards), with a progress
+    report, e.g. "pseudo_r1 pass 1 (shard 2 of 4)"."""
     label = f"{os.path.basename(stage_dir)} pass {pass_index}"
     if num_shards > 1:
         label += f" (shard {shard} of {num_shards})"
-    return progress.track(items, label)
+    return progress.track([(i, e) for i, e in enumerate(examples)
+                           if i % num_shards == shard], label)

@@ -38,8 +38,7 @@ def resolve(data_cfg, need_source=True):
     source = ()
     if need_source:
         source = tuple(datasets.list_examples(
-            source_dataset, source_root, "train",
-            list_file=data_cfg.source_list or None))
+            source_dataset, source_root, "train", list_file=data_cfg.source_list or None))
     target_train = tuple(datasets.list_examples(
         "cityscapes", target_root, "train",
         list_file=data_cfg.target_list or None, require_labels=False))
@@ -55,13 +54,8 @@ def resolve(data_cfg, need_source=True):
 
 
 def check(srcs, run_dir=None, workers=None):
-    """Decodes and checks every file of the run's lists (data/checks.py).
-
-    Refuses (DataError naming the file and the value) an undecodable image,
-    a label of another size than its image, or a labelled list without one
-    labelled pixel; warns per label file about values no label id has.
-    Lists that passed before are remembered in <run_dir>/sources_checked.json.
-    """
+    """Decodes and checks every file of the run's lists (data/checks.py);
+    lists that passed are remembered in <run_dir>/sources_checked.json."""
     entries = [
         checks.ListToCheck("source", srcs.source_dataset, srcs.source, True),
         checks.ListToCheck("target_train", "cityscapes", srcs.target_train, False),

@@ -1,20 +1,13 @@
 """SIGTERM / Ctrl-C during training: stop at a step boundary, bounded in time.
 
-A signal handler that raises (KeyboardInterrupt) fires wherever the main
-thread happens to be; in a Keras `fit` that is usually just after the
-compiled train step has returned (every optimizer has applied step n+1)
-but before the callback that counts steps has run (the step counter still
-says n). A checkpoint written there is inconsistent. So the handlers here
-only *request* a stop; the training loop checks `requested` at each step
-boundary, where the step counter and the optimizers agree, and saves there.
-
-A main thread blocked inside TensorFlow (an input pipeline that never
-yields, a collective waiting for a dead peer) never runs a Python signal
-handler at all. The C-level handler still writes the signal number to a
-wake-up socket (`signal.set_wakeup_fd`); a watcher thread reads it, and if
-the stop has not completed `grace_s` seconds later it prints one line and
-ends the process (status 128 + signal). A second signal ends it at once.
-The newest periodic checkpoint is then the resume point.
+A raising handler would usually fire after the train step has updated the
+optimizers but before the step counter moved: an inconsistent checkpoint.
+So the handlers only *request* a stop, which the training loop checks at
+each step boundary. A main thread blocked inside TensorFlow never runs a
+Python handler, but the C-level handler writes the signal number to a
+wake-up socket (`signal.set_wakeup_fd`): a watcher thread reads it and ends
+the process (status 128 + signal) if the stop has not completed `grace_s`
+seconds later, or at once on a second signal.
 """
 
 import os
@@ -30,15 +23,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
-    """Context manager: SIGTERM/SIGINT request a stop instead of raising.
-
-    Outside the main thread (where handlers cannot be installed) it does
-    nothing and `requested` stays False.
-    """
+    """Context manager: SIGTERM/SIGINT request a stop instead of raising
+    (nothing outside the main thread, where handlers cannot be installed)."""
 
     def __init__(self, grace_s=60.0, what="training"):
-        self.grace_s = float(grace_s)
-        self.what = what
+        self.grace_s, self.what = float(grace_s), what
         self.signum = None
         self._count = 0
         self._requested = threading.Event()
@@ -55,8 +44,7 @@ class StopSignal:
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)
         self._previous = {s: signal.signal(s, self._handler) for s in SIGNALS}
-        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
-                                                 warn_on_full_buffer=False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         self._installed = True
         self._thread = threading.Thread(target=self._watch, daemon=True,
                                         name="stop-signal-watcher")
@@ -89,11 +77,8 @@ class StopSignal:
                     self._on_signal(signum)
 
     def _handler(self, signum, frame):  # pylint: disable=unused-argument
-        """Python-level handler (main thread, at its next bytecode).
-
-        Only sets the flag, so a step boundary reached right after the
-        signal already sees it. The watcher thread counts the signals.
-        """
+        """Python-level handler: only sets the flag (the watcher thread
+        counts the signals), so the very next step boundary sees it."""
         self.signum = signum
         self._requested.set()
 
@@ -103,8 +88,7 @@ class StopSignal:
             _exit_now(f"{signal.Signals(signum).name} again: stopping "
                       f"{self.what} now; the newest periodic checkpoint is "
                       "the resume point", signum)
-        self.signum = signum
-        self._requested.set()
+        self._handler(signum, None)
         logging.warning("%s: %s stops at the end of this step and saves a "
                         "checkpoint", signal.Signals(signum).name, self.what)
         threading.Thread(target=self._deadline, args=(signum,), daemon=True,

@@ -1,20 +1,12 @@
-"""TensorBoard logs of a training stage: scalars and target prediction images.
+"""TensorBoard logs of a training stage under `<stage>/tb` (if the
+`tensorboard` package, which tf.summary.image needs, is installed), at the
+stage's own steps, so a resumed run continues its curves:
 
-Written under `<stage>/tb` when the `tensorboard` package is installed (TF's
-`tf.summary.image` needs it; without it training logs a note and goes on).
-Steps are the stage's own step count, so a resumed run continues its curves
-instead of starting them again at 0.
-
-- Scalars: every value the adapter reports (losses, learning rates) every
-  `log_every` steps, as `train/<name>`. A loss is the mean over the steps
-  of its interval (the last `log_every` steps): `IntervalMeans` resets the
-  adapter's trackers after each write, on every worker.
-- Evaluations: the target-val mIoU (`eval/target_miou`) and each class's
-  IoU (`eval_iou/<class>`) of every `--eval_every` evaluation and of the
-  final one, at the step of the weights evaluated.
-- Images: every `image_every` steps and at the last step, for a few fixed
-  target images: the image, G's prediction in the Cityscapes palette and,
-  when the image has labels, its ground truth, side by side.
+- `train/<name>`: the adapter's logs every `log_every` steps (a loss is the
+  mean over that interval: `IntervalMeans`);
+- `eval/target_miou` and `eval_iou/<class>` of every evaluation;
+- images every `image_every` steps and at the last: a few fixed target
+  images | G's prediction | their ground truth if labelled.
 """
 
 import keras
@@ -38,10 +30,8 @@ def tensorboard_available():
 
 
 def load_panels(examples, size, dataset="cityscapes"):
-    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w).
-
-    Resized as the input pipeline resizes: image bilinear, label nearest.
-    """
+    """[(RGB uint8 [h,w,3], trainIds [h,w] or None)] at `size` = (h, w),
+    resized as the input pipeline does."""
     panels = []
     for example in examples:
         image, label = datasets.read_example(example, dataset)
@@ -50,8 +40,7 @@ def load_panels(examples, size, dataset="cityscapes"):
             features["label"] = tf.convert_to_tensor(label)
         resized = pipeline.resize(features, size)
         image = np.clip(np.rint(resized["image"].numpy()), 0, 255).astype(np.uint8)
-        panels.append((image, resized["label"].numpy() if label is not None
-                       else None))
+        panels.append((image, resized["label"].numpy() if label is not None else None))
     return panels
 
 
@@ -64,12 +53,8 @@ def prediction_strip(image, prediction, label=None):
 
 
 class TrainingSummaries(keras.callbacks.Callback):
-    """Writes scalars and prediction images of `generator` to `log_dir`.
-
-    `examples` are the datasets.Example target images to show (read once,
-    resized to `size`, the model's input size); `start_step` is the stage
-    step this `fit` call resumes from (see `training.fit`).
-    """
+    """Writes scalars and prediction images of `generator` to `log_dir`;
+    `examples` (datasets.Example) are shown at `size`, the model's input."""
 
     def __init__(self, log_dir, generator, examples, size, *, log_every=50,
                  image_every=200, total_steps=None, dataset="cityscapes"):
@@ -95,61 +80,49 @@ class TrainingSummaries(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self.start_step + batch + 1
         if self.log_every and step % self.log_every == 0:
-            self.write_scalars(step, logs or {})
+            with self.writer.as_default(step=step):
+                for name, value in (logs or {}).items():
+                    tf.summary.scalar(f"train/{name}", float(value))
         last = self.total_steps is not None and step == self.total_steps
-        if self.panels and self.image_every and (
-                step % self.image_every == 0 or last):
+        if self.panels and self.image_every and (step % self.image_every == 0 or last):
             self.write_images(step)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
 
-    def write_scalars(self, step, logs):
-        with self.writer.as_default(step=step):
-            for name, value in logs.items():
-                tf.summary.scalar(f"train/{name}", float(value))
-
     def write_evaluation(self, step, result):
-        """Writes a target evaluation (evaluate.result_dict) at `step`."""
+        """Writes a target evaluation (evaluate.result_dict) at `step`,
+        leaving absent classes out."""
         with self.writer.as_default(step=step):
-            for tag, value in evaluation_scalars(result).items():
-                tf.summary.scalar(tag, float(value))
+            if result.get("miou") is not None:
+                tf.summary.scalar("eval/target_miou", float(result["miou"]))
+            for name, iou in result.get("iou", {}).items():
+                if iou is not None:
+                    tf.summary.scalar(f"eval_iou/{name}", float(iou))
         self.writer.flush()
 
-    def predictions(self):
-        """trainIds [h,w] of G for each panel image."""
-        return [inference.predict_labels(self.generator, image,
-                                         output_size=self.size,
-                                         predict_fn=self._predict)
-                for image, _ in self.panels]
-
     def write_images(self, step):
-        strips = [prediction_strip(image, pred, label) for (image, label), pred
-                  in zip(self.panels, self.predictions())]
-        widths = {s.shape[1] for s in strips}
+        strips = []
+        for image, label in self.panels:
+            prediction = inference.predict_labels(
+                self.generator, image, output_size=self.size, predict_fn=self._predict)
+            strips.append(prediction_strip(image, prediction, label))
         with self.writer.as_default(step=step):
-            if len(widths) == 1:
+            if len({s.shape[1] for s in strips}) == 1:
                 tf.summary.image("target/image_prediction_label",
                                  np.stack(strips), max_outputs=len(strips))
             else:   # some images have labels, some not: one summary each
                 for i, strip in enumerate(strips):
-                    tf.summary.image(f"target/image_prediction_{i}",
-                                     strip[None], max_outputs=1)
+                    tf.summary.image(f"target/image_prediction_{i}", strip[None], max_outputs=1)
         self.writer.flush()
 
 
 class IntervalMeans(keras.callbacks.Callback):
-    """Resets the model's metrics (the loss trackers) every `every` steps.
-
-    The trackers are keras.metrics.Mean, which Keras resets only when an
-    epoch starts, and a stage is one epoch: without this, every logged loss
-    would be the mean since the stage (re)started. Steps are stage steps
-    (`set_start_step`), so the intervals of a resumed run are those of an
-    uninterrupted one. Put it after the callbacks that read the logs; it must
-    run on every worker (the trackers are replicated). No reset at
-    `total_steps`: the last logs keep the last interval's means.
-    """
+    """Resets the model's metrics (the loss trackers) every `every` stage
+    steps, except at `total_steps` (the last logs keep their interval's
+    means): Keras resets them only per epoch, and a stage is one epoch.
+    Goes after the callbacks that read the logs, on every worker."""
 
     def __init__(self, every, total_steps=None):
         super().__init__()
@@ -166,24 +139,11 @@ class IntervalMeans(keras.callbacks.Callback):
                 metric.reset_state()
 
 
-def evaluation_scalars(result):
-    """{tag: value} of an evaluation result (absent classes left out)."""
-    scalars = {}
-    if result.get("miou") is not None:
-        scalars["eval/target_miou"] = result["miou"]
-    for name, iou in result.get("iou", {}).items():
-        if iou is not None:
-            scalars[f"eval_iou/{name}"] = iou
-    return scalars
-
-
 def summary_callbacks(log_dir, generator, examples, size, run_cfg, total_steps):
     """[TrainingSummaries] when tensorboard is installed, else []."""
     if not tensorboard_available():
-        logging.info("tensorboard is not installed: no TensorBoard logs in %s",
-                     log_dir)
+        logging.info("tensorboard is not installed: no TensorBoard logs in %s", log_dir)
         return []
     return [TrainingSummaries(
         log_dir, generator, list(examples)[:run_cfg.num_summary_images], size,
-        log_every=run_cfg.log_every, image_every=run_cfg.image_every,
-        total_steps=total_steps)]
+        log_every=run_cfg.log_every, image_every=run_cfg.image_every, total_steps=total_steps)]

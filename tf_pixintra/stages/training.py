@@ -1,20 +1,16 @@
 """The training loop every adapter runs under: fit, checkpoints, exact resume.
 
-A stage trains `total_steps` steps with `adapter.fit`. Checkpoints (G, both
-Ds, all three optimizers: slots, iteration counts and therefore the LR
-schedule position) are written every `checkpoint_every` steps and when the
-process is interrupted (Ctrl-C or SIGTERM: training stops at the end of the
-current step, where the step counter and every optimizer's `iterations`
-agree, and saves there; see `stop_signal`). A restarted stage restores the
-newest checkpoint and skips the batches already consumed: the input pipeline
-is deterministic per element, so a resumed run sees the same batches and ends
-with the same weights as an uninterrupted one.
+Checkpoints (G, both Ds, all three optimizers with their slots and
+iteration counts, hence the LR schedule position) are written every
+`checkpoint_every` steps and, on Ctrl-C or SIGTERM, at the end of the
+current step (`stop_signal`). A restarted stage restores the newest one and
+skips the batches already consumed: the input pipeline is deterministic per
+element, so it ends with the weights of an uninterrupted run.
 
-Under MultiWorkerMirroredStrategy every worker saves (TF's multi-worker
-convention: saving is a collective step), but only the chief writes to the
-real checkpoint directory; the others write to `<dir>/workertemp_<task id>`,
-deleted when `fit` returns. Every worker restores from the real directory,
-which must therefore be on a file system all workers share.
+Under MultiWorkerMirroredStrategy every worker saves (saving is a collective
+step), but only the chief into the real directory (on a file system all
+workers share, as all restore from it); the others into
+`<dir>/workertemp_<task id>`, deleted when `fit` returns.
 """
 
 import math
@@ -33,21 +29,16 @@ from tf_pixintra.stages.stop_signal import StopSignal
 
 
 class _PeriodicCheckpoint(keras.callbacks.Callback):
-    """Counts steps, checks the losses, checkpoints, evaluates, stops on request.
+    """Counts steps, checks the losses, checkpoints, evaluates, and ends
+    `fit` on a `stop` request, at the step boundary (where the step counter
+    and every optimizer's `iterations` agree; `_fit` saves there)."""
 
-    Runs at each step boundary, the only place where the step counter and
-    every optimizer's `iterations` agree: a stop requested by SIGTERM/Ctrl-C
-    (`stop`) ends `fit` here, and `_fit` saves the checkpoint after it.
-    """
-
-    def __init__(self, manager, step_var, start, every, eval_fn, eval_every,
-                 stop=None):
+    def __init__(self, manager, step_var, start, every, eval_fn, eval_every, stop=None):
         super().__init__()
         self.manager, self.step_var = manager, step_var
         self.start, self.every = start, every
         self.eval_fn, self.eval_every = eval_fn, eval_every
-        self.stop = stop
-        self.stopped = False
+        self.stop, self.stopped = stop, False
         self.history = []
         self._agree = None
 
@@ -57,8 +48,7 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
         self.step_var.assign(step)
         if step % self.every == 0:
             self.manager.save(checkpoint_number=step)
-        if self.eval_fn is not None and self.eval_every and (
-                step % self.eval_every == 0):
+        if self.eval_fn is not None and self.eval_every and step % self.eval_every == 0:
             result = self.eval_fn(step)
             self.history.append({"step": step, **result})
             logging.info("step %d: target mIoU %.2f", step, result["miou"])
@@ -67,14 +57,10 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def _stop_requested(self):
-        """This worker's stop request, agreed over all workers (multi-worker).
-
-        Every worker runs this all-reduce after every step, so a SIGTERM on
-        one worker stops all of them after the same step instead of leaving
-        the others waiting in the next step's gradient all-reduce (what
-        tf.distribute.experimental.PreemptionCheckpointHandler does for a
-        custom training loop).
-        """
+        """This worker's stop request, agreed over all workers by an
+        all-reduce after every step: a SIGTERM on one stops all after the same
+        step (as tf.distribute.experimental.PreemptionCheckpointHandler does
+        for a custom training loop) instead of leaving the others waiting."""
         local = self.stop is not None and self.stop.requested
         strategy = self.model.distribute_strategy
         if not compat.in_multi_worker_mode(strategy):
@@ -92,20 +78,15 @@ def agreement_fn(strategy):
         def replica_fn(v):
             # A copy made on this replica's device: the all-reduce takes its
             # destination from the value's device (none for a host input).
-            v = tf.identity(v)
-            context = tf.distribute.get_replica_context()
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, v)
+            return tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.identity(v))
         return strategy.run(replica_fn, args=(vote,))
     return agree
 
 
 def _check_finite(step, logs):
-    """Raises TrainingDiverged when a logged loss is NaN or infinite.
-
-    The logged values are means since the last logging-interval reset
-    (`summaries.IntervalMeans`), so a non-finite loss makes its own step's
-    logged mean non-finite: the first one found is at that step.
-    """
+    """Raises TrainingDiverged when a logged loss is NaN or infinite (the
+    logged interval means turn non-finite at the step that diverged)."""
     for name, value in sorted((logs or {}).items()):
         if not name.startswith("loss"):
             continue
@@ -118,20 +99,19 @@ def _check_finite(step, logs):
 
 
 def restore(adapter, checkpoint_dir, write_dir=None):
-    """Restores the newest checkpoint in `checkpoint_dir`; returns (manager, step).
-
-    The manager saves to `write_dir` (default: `checkpoint_dir`).
-    """
+    """Restores the newest checkpoint in `checkpoint_dir`; returns (manager,
+    step variable). The manager saves to `write_dir` (default: the same)."""
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(step=step_var, **adapter.checkpoint_objects())
-    manager = tf.train.CheckpointManager(checkpoint, write_dir or checkpoint_dir,
-                                         max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir or checkpoint_dir, max_to_keep=2)
     # Newest first; a damaged one (a crash while writing it, a full disk) is
     # skipped with a warning and the next older one is tried.
     candidates = checkpoint_candidates(checkpoint_dir)
     for number, prefix in enumerate(candidates):
         try:
             checkpoint.restore(prefix).assert_existing_objects_matched()
+            logging.info("resumed from %s at step %d", prefix, int(step_var))
+            break
         except (tf.errors.OpError, ValueError, AssertionError, IndexError,
                 KeyError) as e:   # IndexError: a truncated file
             reason = str(getattr(e, "message", e)).strip().splitlines()
@@ -143,17 +123,13 @@ def restore(adapter, checkpoint_dir, write_dir=None):
                     f"tried: {prefix}: {reason[0] if reason else e}). To "
                     f"recover, delete {checkpoint_dir} and run the same "
                     "command: the stage trains again from step 0") from None
-            continue
-        logging.info("resumed from %s at step %d", prefix, int(step_var))
-        break
     return manager, step_var
 
 
 def checkpoint_candidates(checkpoint_dir):
     """Checkpoint prefixes ckpt-N in `checkpoint_dir`, newest (highest N) first."""
     found = []
-    for name in (io_utils.listdir(checkpoint_dir) if io_utils.isdir(checkpoint_dir)
-                 else []):
+    for name in (io_utils.listdir(checkpoint_dir) if io_utils.isdir(checkpoint_dir) else []):
         stem = name[:-len(".index")] if name.endswith(".index") else ""
         if stem.startswith("ckpt-") and stem[5:].isdigit():
             found.append((int(stem[5:]), io_utils.join(checkpoint_dir, stem)))
@@ -162,9 +138,7 @@ def checkpoint_candidates(checkpoint_dir):
 
 def checkpoint_write_dir(checkpoint_dir, chief, task_id):
     """Where this worker saves: the real directory (chief) or its temp dir."""
-    if chief:
-        return checkpoint_dir
-    return io_utils.join(checkpoint_dir, f"workertemp_{task_id}")
+    return checkpoint_dir if chief else io_utils.join(checkpoint_dir, f"workertemp_{task_id}")
 
 
 def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
@@ -172,18 +146,14 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
         callbacks=(), chief=None, stop_grace_s=60.0):
     """Trains `adapter` up to `total_steps`, resuming from `checkpoint_dir`.
 
-    `make_dataset(skip)` returns the (global-batch) training dataset with the
-    first `skip` batches left out. `chief` says whether this process writes
-    to `checkpoint_dir`; None asks the adapter's strategy (False only on a
-    non-chief multi-worker task). Callbacks with a `set_start_step(step)`
-    method are told the step this call resumes from. `eval_fn(step)` returns
-    an evaluation result dict (with "miou"); it runs every `eval_every`
-    steps. SIGTERM or Ctrl-C stops training at the end of the current step,
-    saves a checkpoint there and raises KeyboardInterrupt; a step that does
-    not end within `stop_grace_s` seconds ends the process (`stop_signal`).
-    A NaN or infinite loss raises TrainingDiverged before its step is saved.
-    Returns (the final logged values of this call, the periodic evaluation
-    history).
+    `make_dataset(skip)`: the (global-batch) dataset without its first `skip`
+    batches. `chief`: whether this process writes to `checkpoint_dir` (None:
+    ask the strategy). Callbacks with `set_start_step(step)` are told the
+    resumed step. `eval_fn(step)` -> result dict with "miou", every
+    `eval_every` steps. SIGTERM or Ctrl-C saves a checkpoint at the end of
+    the step and raises KeyboardInterrupt (the process ends if that takes
+    over `stop_grace_s`). A NaN or infinite loss raises TrainingDiverged
+    before its step is saved. Returns (final logs, evaluation history).
     """
     _, task_id, is_chief = runtime.worker_info(adapter.distribute_strategy)
     chief = is_chief if chief is None else chief
@@ -193,8 +163,7 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
                     write_dir, checkpoint_every, eval_fn, eval_every, verbose,
                     callbacks, stop_grace_s)
     except TrainingDiverged as e:
-        where = io_utils.parent(checkpoint_dir)
-        raise TrainingDiverged(f"{where}: {e}") from None
+        raise TrainingDiverged(f"{io_utils.parent(checkpoint_dir)}: {e}") from None
     finally:
         if write_dir != checkpoint_dir:
             io_utils.rmtree(write_dir)
@@ -213,18 +182,15 @@ def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
             callback.set_start_step(start)
     with StopSignal(stop_grace_s, what="training") as stop:
         periodic = _PeriodicCheckpoint(manager, step_var, start,
-                                       checkpoint_every, eval_fn, eval_every,
-                                       stop)
+                                       checkpoint_every, eval_fn, eval_every, stop)
         history = adapter.fit(dataset, epochs=1, shuffle=False,
                               steps_per_epoch=total_steps - start,
-                              callbacks=[periodic, *callbacks],
-                              verbose=verbose)
+                              callbacks=[periodic, *callbacks], verbose=verbose)
         step = int(step_var)
         _check_consistent(adapter, iterations_at_start, step - start, step)
         if periodic.stopped or stop.requested:  # (or after the last step)
             manager.save(checkpoint_number=step)
-            logging.warning("interrupted at step %d; checkpoint saved in %s",
-                            step, write_dir)
+            logging.warning("interrupted at step %d; checkpoint saved in %s", step, write_dir)
             raise KeyboardInterrupt(f"stopped at step {step}")
     if step != total_steps:
         raise RuntimeError(f"training stopped at step {step} of "
@@ -235,11 +201,8 @@ def _fit(adapter, make_dataset, total_steps, checkpoint_dir, write_dir,
 
 
 def _iterations(adapter):
-    """{name: iterations} of the optimizers that count every step.
-
-    A LossScaleOptimizer (mixed_float16) does not count the steps it skips
-    for non-finite gradients, so it is left out.
-    """
+    """{name: iterations} of the optimizers that count every step (not a
+    LossScaleOptimizer: it skips steps with non-finite gradients)."""
     out = {}
     for name, optimizer in adapter.checkpoint_objects().items():
         if name.endswith("optimizer") and not isinstance(
