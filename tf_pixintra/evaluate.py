@@ -73,10 +73,9 @@ def check_unique_stems(examples, what):
     for example in examples:
         stem = prediction_stem(example.image_path)
         if stem in seen:
-            raise DataError(f"images {seen[stem]} and {example.image_path} "
-                            f"share the prediction name {stem}: {what} could "
-                            "not tell their files apart; evaluate them in "
-                            "separate runs (--list_file)")
+            raise DataError(f"images {seen[stem]} and {example.image_path} share the "
+                            f"prediction name {stem}: {what} could not tell their files "
+                            "apart; evaluate them in separate runs (--list_file)")
         seen[stem] = example.image_path
     return seen
 
@@ -101,28 +100,26 @@ def find_predictions(directory, examples, dataset):
         matches = found[stem]
         if not matches:
             example = prediction_path(directory, image_path, dataset)
-            raise DataError(f"no prediction for image {image_path}: expected "
-                            f"one PNG named {stem}*.png at any depth under "
-                            f"{directory} (e.g. {example})")
+            raise DataError(f"no prediction for image {image_path}: expected one PNG named "
+                            f"{stem}*.png at any depth under {directory} (e.g. {example})")
         if len(matches) > 1:
-            raise DataError(f"{len(matches)} predictions for image {image_path}"
-                            f": {', '.join(matches)}; expected exactly one PNG "
-                            f"named {stem}*.png under {directory}")
+            raise DataError(f"{len(matches)} predictions for image {image_path}: "
+                            f"{', '.join(matches)}; expected exactly one PNG named "
+                            f"{stem}*.png under {directory}")
         files[image_path] = matches[0]
     return files
 
 
 def read_prediction(path, prediction_format):
     """A prediction PNG as trainIds (int array; out-of-range values are misses)."""
-    choices.check("prediction_format", prediction_format, PREDICTION_FORMATS)
     try:
         with io_utils.open_file(path, "rb") as f, Image.open(f) as img:
             ids = np.array(img)
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read prediction {path}: {e}") from e
     if ids.ndim != 2:
-        raise DataError(f"prediction {path} has shape {ids.shape}; expected a "
-                        f"single-channel PNG of {prediction_format}")
+        raise DataError(f"prediction {path} has shape {ids.shape}; expected a single-channel "
+                        f"PNG of {prediction_format}")
     return to_train_ids(ids, "cityscapes") if prediction_format == "labelids" else ids
 
 
@@ -145,6 +142,7 @@ def score_predictions(examples, dataset, predictions_dir, prediction_format="lab
                       classes=19):
     """Scores prediction PNGs under `predictions_dir` against the examples' labels."""
     choices.check("classes", classes, sorted(EVAL_SUBSETS))
+    choices.check("prediction_format", prediction_format, PREDICTION_FORMATS)
     files = find_predictions(predictions_dir, examples, dataset)
     confusion = ConfusionMatrix(NUM_CLASSES)
     for example in progress.track(examples, "scoring predictions"):

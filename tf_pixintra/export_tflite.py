@@ -41,20 +41,17 @@ def _converter(saved_model_dir, variant, representative_images):
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "int8":
         if representative_images is None or len(representative_images) == 0:
-            raise TFLiteConversionError(
-                    "int8 conversion needs representative images (uint8 RGB "
-                    "arrays at the input size from the target training set); "
-                    "got none")
-        images = [np.asarray(image, dtype=np.uint8)
-                  for image in representative_images]
+            raise TFLiteConversionError("int8 conversion needs representative images (uint8 "
+                                        "RGB arrays at the input size from the target "
+                                        "training set); got none")
+        images = [np.asarray(image, dtype=np.uint8) for image in representative_images]
 
         def representative_dataset():
             for image in progress.track(images, "int8 calibration"):
                 yield {IMAGES_KEY: image[None]}
 
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
     return converter
@@ -78,10 +75,9 @@ def convert(saved_model_dir, variant, representative_images=None):
         if not found:
             raise
         raise TFLiteConversionError(
-                f"TFLite {variant} conversion of {saved_model_dir} needs ops "
-                f"outside the TFLite builtin set: {'; '.join(found)}. Flex (TF "
-                "Select) and custom ops are not allowed in the edge models; "
-                "replace those ops in the model.") from err
+                f"TFLite {variant} conversion of {saved_model_dir} needs ops outside the "
+                f"TFLite builtin set: {'; '.join(found)}. Flex (TF Select) and custom ops "
+                "are not allowed in the edge models; replace those ops in the model.") from err
     assert_builtin_only(model_bytes, f"{variant} model of {saved_model_dir}")
     return model_bytes
 
@@ -97,8 +93,7 @@ def tflite_ops(model_bytes):
         code = model.OperatorCodes(i)
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         custom = code.CustomCode()
-        ops.append((names.get(builtin, str(builtin)),
-                    custom.decode() if custom else None))
+        ops.append((names.get(builtin, str(builtin)), custom.decode() if custom else None))
     return ops
 
 
@@ -107,9 +102,8 @@ def assert_builtin_only(model_bytes, what):
     bad = [custom or name for name, custom in tflite_ops(model_bytes)
            if custom is not None or name in ("CUSTOM", "DELEGATE")]
     if bad:
-        raise TFLiteConversionError(
-                f"{what} contains non-builtin ops {bad}; expected TFLite "
-                "builtin ops only")
+        raise TFLiteConversionError(f"{what} contains non-builtin ops {bad}; expected "
+                                    "TFLite builtin ops only")
 
 
 class LiteRTSegmenter:
@@ -128,13 +122,12 @@ class LiteRTSegmenter:
         `probabilities` as float32 (dequantized for int8)."""
         image = np.asarray(image, dtype=np.uint8)
         if image.shape[:2] != self.input_size:
-            raise ValueError(f"image of shape {image.shape} given to "
-                             f"{self.path}; expected {self.input_size} + (3,)")
+            raise ValueError(f"image of shape {image.shape} given to {self.path}; expected "
+                             f"{self.input_size} + (3,)")
         out = self.runner(**{IMAGES_KEY: image[None]})
         probs = out["probabilities"]
         if probs.dtype != np.float32:
-            scale, zero = self.runner.get_output_details()["probabilities"][
-                    "quantization"]
+            scale, zero = self.runner.get_output_details()["probabilities"]["quantization"]
             probs = (probs.astype(np.float32) - zero) * scale
         return {"labels": out["labels"][0], "probabilities": probs[0]}
 
@@ -144,8 +137,7 @@ def resize_uint8(image, size):
     image = np.asarray(image, dtype=np.uint8)
     if image.shape[:2] == tuple(size):
         return image
-    resized = tf.image.resize(image[None].astype(np.float32), size,
-                              method="bilinear")[0]
+    resized = tf.image.resize(image[None].astype(np.float32), size, method="bilinear")[0]
     return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
 
 
@@ -164,8 +156,7 @@ def keras_labels(keras_model, image, input_size):
     return out["labels"][0].numpy(), int(out["probabilities"].shape[-1])
 
 
-def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
-                     num_threads=None):
+def measure_fidelity(keras_model, tflite_paths, images, labels, input_size, num_threads=None):
     """Agreement with Keras, mIoU, size and LiteRT latency per TFLite variant.
 
     `keras_model` takes Caffe-preprocessed float input; `tflite_paths` is
@@ -183,15 +174,14 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
         raise ValueError("measure_fidelity needs at least one image")
     if labels is not None and len(labels) != len(resized):
         raise ValueError(f"{len(resized)} images but {len(labels)} label maps")
-    bar = progress.Progress(len(resized) * (1 + len(tflite_paths)),
-                            "TFLite fidelity check")
+    bar = progress.Progress(len(resized) * (1 + len(tflite_paths)), "TFLite fidelity check")
     reference = []
     for image in resized:       # the Keras reference, then every variant
         reference_labels, num_classes = keras_labels(keras_model, image, input_size)
         reference.append(reference_labels)
         bar.update()
-    result = {"input_size": list(input_size), "num_images": len(resized),
-              "keras": {}, "variants": {}}
+    result = {"input_size": list(input_size), "num_images": len(resized), "keras": {},
+              "variants": {}}
 
     def score(predictions):
         if labels is None:
@@ -216,12 +206,9 @@ def measure_fidelity(keras_model, tflite_paths, images, labels, input_size,
         agree = sum(int(np.sum(p == r)) for p, r in zip(predictions, reference))
         pixels = sum(r.size for r in reference)
         result["variants"][name] = {
-                "agreement": 100.0 * agree / max(pixels, 1),
-                "miou": score(predictions),
+                "agreement": 100.0 * agree / max(pixels, 1), "miou": score(predictions),
                 "size_bytes": io_utils.getsize(segmenter.path),
-                "latency_ms": 1000.0 * seconds / max(len(resized), 1),
-                "path": segmenter.path,
-        }
+                "latency_ms": 1000.0 * seconds / max(len(resized), 1), "path": segmenter.path}
     bar.close()
     result["keras"]["miou"] = score(reference)
     return result
@@ -231,8 +218,7 @@ def format_fidelity(result):
     """A plain-text table of a `measure_fidelity` result."""
     lines = [f"TFLite fidelity on {result['num_images']} images at "
              f"{result['input_size'][0]}x{result['input_size'][1]}",
-             f"{'variant':8s} {'agree %':>9s} {'mIoU %':>8s} "
-             f"{'size MB':>8s} {'ms/img':>8s}"]
+             f"{'variant':8s} {'agree %':>9s} {'mIoU %':>8s} {'size MB':>8s} {'ms/img':>8s}"]
 
     def fmt(value):
         return "     n/a" if value is None else f"{value:8.2f}"

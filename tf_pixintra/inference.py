@@ -47,15 +47,11 @@ def _scaled_size(size, scale):
 
 def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
                         output_size=None):
-    """Averaged softmax probabilities for a batch of RGB images.
-
-    images_rgb: [B,H,W,3] RGB in [0, 255] (uint8 or float).
-    size: (h, w) the model input at scale 1.0; default the images' (H, W).
-    scales: the input is `size` times each scale.
-    flip: also predict the mirrored images (mirrored back) and average.
-    output_size: (h, w) of the result; default the images' (H, W).
-    Returns float32 [B, h_out, w_out, C]; plain TensorFlow ops, eager or
-    inside a tf.function (`make_predict_fn`).
+    """Averaged softmax probabilities, float32 [B, h_out, w_out, C], of RGB
+    `images_rgb` [B,H,W,3] in [0, 255] (uint8 or float): the model input is
+    `size` (h, w; default the images' (H, W)) times each scale, with `flip`
+    also mirrored; `output_size` (h_out, w_out) defaults to the images' (H, W).
+    Plain TensorFlow ops: eager or inside a tf.function (`make_predict_fn`).
     """
     images = tf.cast(images_rgb, tf.float32)
     image_size = tf.shape(images)[1:3]
@@ -65,8 +61,7 @@ def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
     total = None
     count = 0
     for scale in scales:
-        resized = tf.image.resize(images, _scaled_size(size, float(scale)),
-                                  method="bilinear")
+        resized = tf.image.resize(images, _scaled_size(size, float(scale)), method="bilinear")
         inputs = caffe_preprocess(resized)
         probs = tf.nn.softmax(predict_logits(model, inputs, output_size), axis=-1)
         total = probs if total is None else total + probs
@@ -95,13 +90,10 @@ def make_predict_fn(model, size=None, scales=(1.0,), flip=False):
 
 def predict_probs(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
                   output_size=None, predict_fn=None):
-    """float32 [H_out, W_out, C] probabilities for one RGB image [H,W,3].
-
-    size: model input (h, w) at scale 1.0 (default: the image's size);
-    output_size default: the image's own (H, W). `predict_fn` (from
-    `make_predict_fn`) reuses one traced function across many images; its
-    size/scales/flip then take precedence over the arguments here.
-    """
+    """float32 [H_out, W_out, C] probabilities for one RGB image [H,W,3] (as
+    `predict_probs_batch`). `predict_fn` (from `make_predict_fn`) reuses one
+    traced function across many images; its size/scales/flip then take
+    precedence over the arguments here."""
     image = np.asarray(image_rgb_uint8)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image has shape {image.shape}; expected [H, W, 3] RGB")
@@ -118,8 +110,7 @@ def predict_probs(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
 def predict_labels(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
                    output_size=None, predict_fn=None):
     """uint8 trainIds [H_out, W_out]: argmax of `predict_probs`."""
-    probs = predict_probs(model, image_rgb_uint8, size, scales, flip, output_size,
-                          predict_fn)
+    probs = predict_probs(model, image_rgb_uint8, size, scales, flip, output_size, predict_fn)
     return np.argmax(probs, axis=-1).astype(np.uint8)
 
 
@@ -131,9 +122,9 @@ def resolve_model_path(path):
     path = os.fspath(path)
     if io_utils.isfile(path):
         if not path.endswith(".keras"):
-            raise ConfigError(f"model path {path} is not a .keras file; expected a "
-                              f".keras file, a stage directory with {MODEL_FILE} "
-                              f"or a run directory with {RUN_FILE}")
+            raise ConfigError(f"model path {path} is not a .keras file; expected a .keras file, "
+                              f"a stage directory with {MODEL_FILE} or a run directory with "
+                              f"{RUN_FILE}")
         return path
     if io_utils.isdir(path):
         candidate = io_utils.join(path, MODEL_FILE)
@@ -151,8 +142,8 @@ def resolve_model_path(path):
             except DataError as e:
                 raise ConfigError(str(e)) from None
             if not io_utils.isfile(candidate):
-                raise ConfigError(f"{run_file} names model {relative!r} but "
-                                  f"{candidate} does not exist")
+                raise ConfigError(f"{run_file} names model {relative!r} but {candidate} does "
+                                  "not exist")
             return candidate
         raise ConfigError(f"no model found in directory {path}: expected "
                           f"{MODEL_FILE} or {RUN_FILE} in it")
@@ -178,6 +169,5 @@ def load_keras_file(model_file, advice=""):
                   if not zipfile.is_zipfile(io.BytesIO(data))
                   else str(e).strip().splitlines()[0] if str(e).strip()
                   else type(e).__name__)
-        raise DataError(f"{model_file}: damaged model file ({reason}, "
-                        f"{len(data)} bytes)"
+        raise DataError(f"{model_file}: damaged model file ({reason}, {len(data)} bytes)"
                         + (f". {advice}" if advice else "")) from None
