@@ -1,16 +1,13 @@
 r"""Entry: score prediction PNGs, or a model, with the official Cityscapes rules.
 
-Scoring existing predictions:
   python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
-      --predictions DIR [--prediction_format labelids|trainids] \
-      [--classes 19|16|13] --json OUT
-Predicting first (a .keras file, a stage directory or a run directory):
-  python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
-      --model RUN_DIR [--size 512,1024] [--scales 0.9,1.0,1.2] [--flip] \
-      [--write_labelids DIR] [--write_trainids DIR] [--write_color DIR] --json OUT
+      [--classes 19|16|13] --json OUT \
+      (--predictions DIR [--prediction_format labelids|trainids]
+       | --model RUN_DIR_STAGE_DIR_OR_KERAS [--size 512,1024] [--scales 0.9,1.0,1.2]
+         [--flip] [--write_labelids DIR] [--write_trainids DIR] [--write_color DIR])
 
-Both write {"miou": %, "iou": {class name: % or null}, "num_images": N} and
-print the per-class table. Scoring follows tf_pixintra.metrics; predictions
+Either way writes {"miou": %, "iou": {class name: % or null}, "num_images": N},
+prints the per-class table. Scoring follows tf_pixintra.metrics; predictions
 are compared at ground-truth resolution.
 
 The prediction file of an image, as the official evaluator finds it
@@ -254,9 +251,8 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_enum("prediction_format", "labelids", PREDICTION_FORMATS,
                       "Ids in the prediction PNGs.", flag_values=flag_values)
-    flags.DEFINE_enum("classes", "19", ("19", "16", "13"),
-                      "Classes averaged in mIoU (16/13: SYNTHIA protocols).",
-                      flag_values=flag_values)
+    flags.DEFINE_enum("classes", "19", ("19", "16", "13"), "Classes averaged in mIoU (16/13: "
+                      "SYNTHIA protocols).", flag_values=flag_values)
     flags.DEFINE_bool("flip", False, "Average with the mirrored prediction.",
                       flag_values=flag_values)
     for name, default, text in (
@@ -282,8 +278,8 @@ def run(flag_values):
     if not fv.root:
         raise ConfigError("--root is required: the data set root directory")
     if bool(fv.predictions) == bool(fv.model):
-        raise ConfigError("give exactly one of --predictions (a directory of PNGs) "
-                          "and --model (a .keras file or run directory)")
+        raise ConfigError("give exactly one of --predictions (a directory of PNGs) and --model "
+                          "(a .keras file or run directory)")
     writes = (fv.write_labelids, fv.write_trainids, fv.write_color)
     if fv.predictions and any(writes):
         raise ConfigError("--write_labelids/--write_trainids/--write_color need --model")
@@ -292,17 +288,16 @@ def run(flag_values):
         if not io_utils.isdir(fv.predictions):
             raise ConfigError(f"--predictions {fv.predictions} is not a directory")
         examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file)
-        result = score_predictions(examples, fv.dataset, fv.predictions,
-                                   fv.prediction_format, classes)
+        result = score_predictions(examples, fv.dataset, fv.predictions, fv.prediction_format,
+                                   classes)
     else:
         from tf_pixintra.inference import load_model  # lazy, as in evaluate_model
         model = load_model(fv.model)
         size = parse_size(fv.size) if fv.size else default_size(fv.model)
         examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file,
                                           require_labels=not any(writes))
-        result = evaluate_model(model, examples, fv.dataset, size,
-                                parse_scales(fv.scales), fv.flip, classes,
-                                *writes)
+        result = evaluate_model(model, examples, fv.dataset, size, parse_scales(fv.scales),
+                                fv.flip, classes, *writes)
     method = os.path.basename(os.path.normpath(fv.predictions or fv.model))
     print(tables.per_class_table([(method, result["iou"])], classes))
     miou = result["miou"]

@@ -167,15 +167,6 @@ def evaluation_examples(root, split="val"):
     return datasets.list_examples("trainids", root, "all"), "trainids"
 
 
-def checked_evaluation_examples(root, split="val", limit=50, max_pixels=MAX_INPUT_PIXELS):
-    """Up to `limit` `evaluation_examples`, every image's header checked."""
-    examples, layout = evaluation_examples(root, split)
-    examples = spread(examples, limit)
-    for example in examples:
-        check_image_size(example.image_path, max_pixels)
-    return examples, layout
-
-
 # ---------------------------------------------------------------- export
 def labels_metadata(num_classes, input_size, model_name, version, tflite,
                     serving_max_pixels=SERVING_MAX_PIXELS):
@@ -216,22 +207,16 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
                  input_size=(512, 1024), representative_images=None,
                  variants=choices.TFLITE_VARIANTS, warmup=True,
                  serving_max_pixels=SERVING_MAX_PIXELS):
-    """Writes the SavedModel, the TFLite variants and labels.json.
+    """Writes the SavedModel, the TFLite variants and labels.json under `out_dir`.
 
-    Args:
-      model: Keras segmentation model (build_deeplab_v2 contract).
-      model_name, version: TF Serving name and (positive int) version.
-      input_size: (H, W) of serving_default and the TFLite models.
-      representative_images: uint8 RGB arrays (any size) from the target
-        training set: int8 calibration and the warmup request.
-      variants: TFLite variants to write (subset of fp32, fp16, int8).
-      warmup: write assets.extra/tf_serving_warmup_requests if possible.
-      serving_max_pixels: cap of serve_image_bytes on one image's decoded
-        width x height (larger images fail with InvalidArgument).
-
-    Returns {"saved_model": version dir, "tflite": {variant: path},
-    "labels": labels.json path}. Raises TFLiteConversionError when a TFLite
-    model would need non-builtin (flex / custom) ops.
+    `model` follows the build_deeplab_v2 contract; `version` is a positive
+    int; `input_size` (H, W) is that of serving_default and the TFLite models;
+    `representative_images` are uint8 RGB arrays (any size) from the target
+    training set, for int8 calibration and the warmup request; `variants` a
+    subset of fp32, fp16, int8; `serving_max_pixels` caps serve_image_bytes on
+    one image's decoded width x height. Returns {"saved_model": version dir,
+    "tflite": {variant: path}, "labels": labels.json path}. Raises
+    TFLiteConversionError when a TFLite model would need non-builtin ops.
     """
     input_size = tuple(int(v) for v in input_size)
     variants = tuple(variants)
@@ -281,17 +266,6 @@ def export_model(model, out_dir, model_name=MODEL_NAME, version=1,
     return {"saved_model": version_dir, "tflite": tflite, "labels": labels_path}
 
 
-def measure_on_val(model, tflite_paths, root, input_size, split="val", limit=50,
-                   num_threads=None, max_pixels=MAX_INPUT_PIXELS):
-    """`measure_fidelity` on (up to `limit`) images of a data root; DataError
-    for an image above `max_pixels` (from its header)."""
-    examples, layout = checked_evaluation_examples(root, split, limit, max_pixels)
-    images = [read_bounded_image(e.image_path, max_pixels) for e in examples]
-    labels = [datasets.read_label(e.label_path, layout) for e in examples]
-    return measure_fidelity(model, tflite_paths, images, labels, input_size,
-                            num_threads=num_threads)
-
-
 def run(flag_values):
     """Runs the exporter CLI with parsed `flag_values`."""
     fv = flag_values
@@ -300,8 +274,10 @@ def run(flag_values):
     input_size = parse_size(fv.input_size)
     images = None
     if fv.measure_on_val:  # bad files are found before the export
-        checked_evaluation_examples(fv.measure_on_val, fv.measure_split,
-                                    fv.measure_limit, fv.max_input_pixels)
+        examples, layout = evaluation_examples(fv.measure_on_val, fv.measure_split)
+        examples = spread(examples, fv.measure_limit)
+        for example in examples:
+            check_image_size(example.image_path, fv.max_input_pixels)
     if fv.representative_dir:
         images = representative_images(fv.representative_dir, fv.num_representative,
                                        input_size, fv.max_input_pixels)
@@ -314,9 +290,11 @@ def run(flag_values):
         print(f"TFLite {variant}: {path}")
     print(f"labels: {result['labels']}")
     if fv.measure_on_val:
-        fidelity = measure_on_val(model, result["tflite"], fv.measure_on_val, input_size,
-                                  fv.measure_split, fv.measure_limit, fv.num_threads,
-                                  fv.max_input_pixels)
+        fidelity = measure_fidelity(
+                model, result["tflite"],
+                [read_bounded_image(e.image_path, fv.max_input_pixels) for e in examples],
+                [datasets.read_label(e.label_path, layout) for e in examples], input_size,
+                num_threads=fv.num_threads)
         print(format_fidelity(fidelity))
         path = fv.measure_json or io_utils.join(fv.out, "fidelity.json")
         write_json(path, fidelity)

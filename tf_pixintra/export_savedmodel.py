@@ -2,18 +2,9 @@
 
 Two signatures, both with the Caffe preprocessing (RGB->BGR, mean
 subtraction) inside the graph, so clients send plain images:
-
-- `serving_default`: input `images` uint8 RGB [N, H, W, 3] at the configured
-  input size; outputs `labels` int32 [N, H, W] (trainIds) and
-  `probabilities` float32 [N, H, W, C] (softmax of the MAIN head's logits,
-  bilinearly upsampled from output stride 8 to H x W).
-- `serve_image_bytes`: input `image_bytes` string [N] of encoded PNG / JPEG
-  (/ BMP / GIF, first frame) images of ANY size, each resized to H x W and
-  its logits resized back to its own size before the argmax. Outputs
-  `labels` int32 [N, Hmax, Wmax] (padded with 255 = ignore), `heights` and
-  `widths` int32 [N] (crop `labels[i, :heights[i], :widths[i]]`).
-
-`write_tflite_source` writes `serving_default` alone at batch 1 for TFLite.
+`serving_default` (input `images`, `segment_uint8`) and `serve_image_bytes`
+(input `image_bytes`, `segment_encoded`). `write_tflite_source` writes
+`serving_default` alone at batch 1 for TFLite.
 """
 
 import keras
@@ -32,8 +23,10 @@ WARMUP_FILENAME = "tf_serving_warmup_requests"
 
 
 def segment_uint8(model, images, input_size):
-    """uint8 RGB [N, H, W, 3] -> {"labels": int32 [N,H,W], "probabilities"}:
-    the graph of `serving_default` and of the TFLite models."""
+    """uint8 RGB [N, H, W, 3] at the input size -> {"labels": int32 trainIds
+    [N, H, W], "probabilities": float32 [N, H, W, C]} (softmax of the MAIN
+    head's logits, upsampled bilinearly from output stride 8 to H x W): the
+    graph of `serving_default` and of the TFLite models."""
     logits = predict_logits(model, caffe_preprocess(images), input_size)
     return {"labels": tf.argmax(logits, axis=-1, output_type=tf.int32),
             "probabilities": tf.nn.softmax(logits, axis=-1)}
@@ -82,10 +75,12 @@ def encoded_image_size(data):
 
 
 def segment_encoded(model, image_bytes, input_size, max_pixels=SERVING_MAX_PIXELS):
-    """Encoded images string [N] -> {"labels": int32 [N, Hmax, Wmax] (pad 255),
-    "heights": int32 [N], "widths": int32 [N]}. An image of more than
-    `max_pixels` pixels (from its header) fails with InvalidArgument before
-    it is decoded."""
+    """Encoded PNG / JPEG (/ BMP / GIF, first frame) images of any size, string
+    [N] -> {"labels": int32 [N, Hmax, Wmax] (pad 255), "heights": int32 [N],
+    "widths": int32 [N]}; image i is labels[i, :heights[i], :widths[i]]. Each
+    image is resized to `input_size` and its logits back to its own size
+    before the argmax. An image of more than `max_pixels` pixels (from its
+    header) fails with InvalidArgument before it is decoded."""
 
     def one_image(data):
         height, width = encoded_image_size(data)
