@@ -17,7 +17,6 @@ writes, under DIR:
 The trainer's export stage calls `export_model`; the deployment kit is in export/.
 """
 
-import contextlib
 import glob
 import os
 import re
@@ -98,27 +97,19 @@ def define_flags(flag_values=FLAGS):
 
 
 # ---------------------------------------------------------------- images
-@contextlib.contextmanager
-def _pil_pixel_limit(max_pixels):
-    """Pillow's decompression-bomb limit set to `max_pixels` (None: off)."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
 def check_image_size(path, max_pixels, flag="--max_input_pixels"):
     """(width, height) from the file's header (nothing is decoded); DataError
     naming the file when that is > max_pixels pixels or unreadable."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit replaces Pillow's bomb check here
     try:
-        # Our own limit replaces Pillow's bomb check here.
-        with _pil_pixel_limit(None), Image.open(path) as image:
+        with Image.open(path) as image:
             width, height = image.size
     except OSError as err:
         raise DataError(f"cannot read image {path}: {err}; expected a PNG/JPEG/BMP "
                         "image") from err
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
     if width * height > max_pixels:
         raise DataError(f"image {path} is {width}x{height} (WxH) = {width * height / 1e6:.1f} "
                         f"megapixels, above {flag}={max_pixels}; refusing to decode it "
@@ -127,10 +118,9 @@ def check_image_size(path, max_pixels, flag="--max_input_pixels"):
 
 
 def read_bounded_image(path, max_pixels=MAX_INPUT_PIXELS):
-    """`datasets.read_image` after the header check against `max_pixels`."""
+    """`datasets.read_image` (a TF decoder) after the header check against `max_pixels`."""
     check_image_size(path, max_pixels)
-    with _pil_pixel_limit(max(max_pixels, Image.MAX_IMAGE_PIXELS or 0)):
-        return datasets.read_image(path)
+    return datasets.read_image(path)
 
 
 def spread(items, count):

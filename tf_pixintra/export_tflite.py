@@ -1,13 +1,12 @@
 """TFLite export (fp32, fp16, full-integer int8) and LiteRT fidelity checks.
 
 Every variant is converted from the batch-1 `serving_default` SavedModel of
-`export_savedmodel.write_tflite_source` (converting a tf.Module wrapping a
-Keras 3 model silently drops the weights): input `images` uint8 RGB
-[1, H, W, 3]; outputs `labels` int32 [1, H, W] (trainIds) and `probabilities`
-[1, H, W, C], float32, or in int8 uint8 with scale 1/256, zero point 0. int8
-is full-integer: int8 weights and activations, the uint8 image enters through
-CAST + QUANTIZE. Only TFLite builtin ops are allowed: conversion fails when a
-flex (TF Select) or custom op would be needed, and the result's ops are checked.
+`export_savedmodel.write_tflite_source` (`segment_uint8` at batch 1; converting
+a tf.Module wrapping a Keras 3 model silently drops the weights). int8 is
+full-integer: the uint8 image enters through CAST + QUANTIZE, `labels` stay
+int32 and `probabilities` are uint8 with scale 1/256, zero point 0. Only TFLite
+builtin ops are allowed: a flex (TF Select) or custom op fails the conversion,
+and the result's op list is checked.
 """
 
 import re
