@@ -163,10 +163,11 @@ def write_png(path, array):
 def evaluate_model(model, examples, dataset, size=DEFAULT_SIZE, scales=(1.0,),
                    flip=False, classes=19, write_labelids=None, write_trainids=None,
                    write_color=None):
-    """Predicts every example with `model` (`inference.predict_labels` at the
-    image's size) and scores it; returns the result dict. Examples whose label_path
-    is None are only predicted (and written), not counted in "num_images".
-    write_*: directories for Cityscapes label-id, trainId and colour PNGs.
+    """Predicts every example with `model` (input `size` (h, w) times each scale,
+    with `flip` also mirrored; labels at the image's size) and scores it;
+    returns the result dict. Examples whose label_path is None are only
+    predicted (and written), not counted in "num_images". write_*:
+    directories for Cityscapes label-id, trainId and colour PNGs.
     """
     choices.check("classes", classes, sorted(EVAL_SUBSETS))
     writes = ((write_labelids, train_ids_to_label_ids), (write_trainids, np.asarray),
@@ -209,8 +210,8 @@ def parse_scales(text):
     try:
         scales = tuple(float(v) for v in str(text).split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"scales {text!r} is not a comma-separated list of "
-                          "numbers, e.g. 0.9,1.0,1.2") from None
+        raise ConfigError(f"scales {text!r} is not a comma-separated list of numbers, e.g. "
+                          "0.9,1.0,1.2") from None
     if not scales or min(scales) <= 0:
         raise ConfigError(f"scales {text!r}: expected one or more positive numbers")
     return scales
@@ -228,11 +229,9 @@ def _size_from(mapping):
 
 
 def default_size(model_path):
-    """Eval size (h, w) from the run.json of the model's run, else 512x1024.
-
-    run.json is looked for in the given directory, beside the model file and
-    one directory up (a stage directory's run); keys "eval_size",
-    "target_size" or "size" ([h, w] or "h,w"), at top level or under "config".
+    """Eval size (h, w) from the run.json of the model's run, else 512x1024:
+    run.json in the given directory, beside the model file or one directory
+    up; the first of SIZE_KEYS ([h, w] or "h,w"), at top level or in "config".
     """
     path = io_utils.absolute(model_path)
     base = path if io_utils.isdir(path) else io_utils.parent(path)

@@ -125,8 +125,8 @@ def read_bounded_image(path, max_pixels=MAX_INPUT_PIXELS):
 
 def spread(items, count):
     """`count` items taken evenly from `items` (all when count <= 0): indexes
-    linspace(0, n - 1, count) rounded to nearest. The export CLI and the
-    pipeline's export stage both calibrate int8 on these."""
+    linspace(0, n - 1, count) rounded to nearest (the CLI's and the export
+    stage's int8 calibration images)."""
     if count <= 0 or len(items) <= count:
         return list(items)
     index = np.linspace(0, len(items) - 1, count).round().astype(int)

@@ -126,29 +126,28 @@ def resolve_model_path(path):
                               f"a stage directory with {MODEL_FILE} or a run directory with "
                               f"{RUN_FILE}")
         return path
-    if io_utils.isdir(path):
-        candidate = io_utils.join(path, MODEL_FILE)
-        if io_utils.isfile(candidate):
-            return candidate
-        run_file = io_utils.join(path, RUN_FILE)
-        if io_utils.isfile(run_file):
-            run = read_json(run_file)
-            relative = run.get("model") if isinstance(run, dict) else None
-            if not relative:
-                raise ConfigError(f"{run_file} has no \"model\" entry; expected the "
-                                  f"relative path of the newest {MODEL_FILE}")
-            try:   # run.json must name a model inside its run directory
-                candidate = inside(path, relative, run_file)
-            except DataError as e:
-                raise ConfigError(str(e)) from None
-            if not io_utils.isfile(candidate):
-                raise ConfigError(f"{run_file} names model {relative!r} but {candidate} does "
-                                  "not exist")
-            return candidate
-        raise ConfigError(f"no model found in directory {path}: expected "
-                          f"{MODEL_FILE} or {RUN_FILE} in it")
-    raise ConfigError(f"model path {path} does not exist; expected a .keras file, "
-                      f"a stage directory or a run directory")
+    if not io_utils.isdir(path):
+        raise ConfigError(f"model path {path} does not exist; expected a .keras file, a stage "
+                          "directory or a run directory")
+    candidate = io_utils.join(path, MODEL_FILE)
+    run_file = io_utils.join(path, RUN_FILE)
+    if io_utils.isfile(candidate):
+        return candidate
+    if not io_utils.isfile(run_file):
+        raise ConfigError(f"no model found in directory {path}: expected {MODEL_FILE} or "
+                          f"{RUN_FILE} in it")
+    run = read_json(run_file)
+    relative = run.get("model") if isinstance(run, dict) else None
+    if not relative:
+        raise ConfigError(f"{run_file} has no \"model\" entry; expected the relative path of "
+                          f"the newest {MODEL_FILE}")
+    try:   # run.json must name a model inside its run directory
+        candidate = inside(path, relative, run_file)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if not io_utils.isfile(candidate):
+        raise ConfigError(f"{run_file} names model {relative!r} but {candidate} does not exist")
+    return candidate
 
 
 def load_model(path):
