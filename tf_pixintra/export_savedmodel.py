@@ -125,10 +125,8 @@ def _build_archive(model, input_size, batch_size, max_pixels=SERVING_MAX_PIXELS)
 
 def write_warmup_requests(saved_model_dir, model_name, images):
     """Writes assets.extra/tf_serving_warmup_requests (one PredictionLog per
-    signature); returns its path, or None (with a logged warning) when
-    tensorflow-serving-api is missing.
-
-    `images`: uint8 RGB [N, H, W, 3] at the input size (the first is used).
+    signature, with the first of `images`, uint8 RGB [N, H, W, 3] at the input
+    size); returns its path, or None (warning logged) without tensorflow-serving-api.
     """
     try:
         from tensorflow_serving.apis import predict_pb2
@@ -157,13 +155,10 @@ def write_warmup_requests(saved_model_dir, model_name, images):
 
 def write_saved_model(model, version_dir, model_name, input_size, warmup_images=None,
                       warmup=True, max_pixels=SERVING_MAX_PIXELS):
-    """Writes the TF Serving SavedModel to `version_dir` (…/<name>/<version>);
-    `max_pixels` caps the decoded size of one `serve_image_bytes` image.
-
-    Built under a dot-prefixed temporary name beside it (TF Serving only
-    loads numeric version directories) and renamed when whole; an existing
-    version directory is replaced. Returns `version_dir`.
-    """
+    """Writes the TF Serving SavedModel to `version_dir` (…/<name>/<version>),
+    built under a dot-prefixed name beside it (TF Serving only loads numeric
+    version directories) and renamed when whole, replacing an existing one.
+    `max_pixels` caps one `serve_image_bytes` image's decoded size."""
     with io_utils.atomic_dir(version_dir) as target:
         _build_archive(model, input_size, None, max_pixels).write_out(target, verbose=False)
         if warmup:

@@ -57,12 +57,9 @@ def _converter(saved_model_dir, variant, representative_images):
 
 
 def convert(saved_model_dir, variant, representative_images=None):
-    """Converts `saved_model_dir`'s serving_default to TFLite bytes.
-
-    Raises TFLiteConversionError naming the ops when a non-builtin op would
-    be needed, or when the result contains one anyway; ConfigError for an
-    unknown variant.
-    """
+    """`saved_model_dir`'s serving_default as TFLite bytes; TFLiteConversionError
+    naming the ops when a non-builtin op would be needed or is in the result,
+    ConfigError for an unknown variant."""
     converter = _converter(saved_model_dir, variant, representative_images)
     try:
         with warnings.catch_warnings():

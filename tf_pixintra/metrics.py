@@ -23,8 +23,7 @@ from tf_pixintra.data.labels import EVAL_SUBSETS, IGNORE_LABEL, NUM_CLASSES
 class ConfusionMatrix:
     """Ground truth x prediction pixel counts (int64): rows are ground-truth
     classes, columns predicted classes plus a last one for predictions out of
-    range ("miss": a false negative only).
-    """
+    range ("miss": a false negative only)."""
 
     def __init__(self, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL):
         self.num_classes = int(num_classes)
@@ -42,11 +41,9 @@ class ConfusionMatrix:
         return self.counts[:, self.num_classes]
 
     def update(self, pred, gt):
-        """Adds one prediction / ground-truth pair (integer arrays of one shape).
-
-        Ground-truth pixels equal to `ignore_label` are skipped; any other
-        ground-truth value outside [0, num_classes) raises ValueError.
-        """
+        """Adds one prediction / ground-truth pair (integer arrays of one shape);
+        ground truth equal to `ignore_label` is skipped, any other value
+        outside [0, num_classes) raises ValueError."""
         pred, gt = np.asarray(pred), np.asarray(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from "
