@@ -1,35 +1,26 @@
 r"""Entry: score prediction PNGs, or a model, with the official Cityscapes rules.
 
-Scoring existing predictions:
   python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
-      --predictions DIR [--prediction_format labelids|trainids] \
-      [--classes 19|16|13] --json OUT
-Predicting first (a .keras file, a stage directory or a run directory):
-  python -m tf_pixintra.evaluate --dataset cityscapes --root DIR --split val \
-      --model RUN_DIR [--size 512,1024] [--scales 0.9,1.0,1.2] [--flip] \
-      [--write_labelids DIR] [--write_trainids DIR] [--write_color DIR] --json OUT
+      [--classes 19|16|13] --json OUT \
+      (--predictions DIR [--prediction_format labelids|trainids]
+       | --model RUN_DIR_STAGE_DIR_OR_KERAS [--size 512,1024] [--scales 0.9,1.0,1.2]
+         [--flip] [--write_labelids DIR] [--write_trainids DIR] [--write_color DIR])
 
-Both write {"miou": %, "iou": {class name: % or null}, "num_images": N} and
-print the per-class table. Scoring follows tf_pixintra.metrics (the official
-evaluator's rules); predictions are compared at ground-truth resolution.
+Either way writes {"miou": %, "iou": {class name: % or null}, "num_images": N},
+prints the per-class table. Scoring follows tf_pixintra.metrics; predictions
+are compared at ground-truth resolution.
 
-Prediction file of an image, as the official Cityscapes evaluator
-(cityscapesscripts, evalPixelLevelSemanticLabeling.getPrediction) finds it:
-  any PNG at any depth under --predictions whose name is <stem>*.png, where
-  <stem> is the image file name without "_leftImg8bit.png" (Cityscapes:
-  <city>_<seq>_<frame>) or without its extension (GTA5, SYNTHIA). So
-  aachen/aachen_000000_000019.png, aachen_000000_000019_pred.png and
-  x/y/aachen_000000_000019_leftImg8bit.png all serve. A file whose name
-  starts with the stems of two images belongs to the longer one (GTA5 "1"
-  and "10"). No file, or two files, for one image is an error naming them.
-What --write_* writes: <dir>/<subdir>/<stem>.png, <subdir> being the image's
-  city directory for Cityscapes and empty for GTA5 and SYNTHIA. Two images
-  with the same <stem> (GTA5 list entries a/1.png and b/1.png) are refused
-  before anything is predicted: their files could not be told apart.
+The prediction file of an image, as the official evaluator finds it
+(cityscapesscripts, evalPixelLevelSemanticLabeling.getPrediction): the one
+PNG at any depth under --predictions named <stem>*.png, <stem> being the
+image file name without "_leftImg8bit.png" (Cityscapes) or without its
+extension (GTA5, SYNTHIA); a name starting with two images' stems belongs to
+the longer one (GTA5 "1" and "10"). --write_* writes <dir>/<city>/<stem>.png
+(no <city> for GTA5 and SYNTHIA). Two images sharing a <stem> are refused.
 
---prediction_format labelids (default) reads Cityscapes labelIds (the
-official format; ids of classes ignored in evaluation count as misses);
-trainids reads the 19 trainIds (255 or any other value: a miss).
+--prediction_format labelids (default) reads Cityscapes labelIds (ids of
+classes ignored in evaluation count as misses); trainids reads the 19
+trainIds (255 or any other value: a miss).
 """
 
 import math
@@ -51,22 +42,11 @@ from tf_pixintra.io_utils import atomic_path, read_json, write_json
 from tf_pixintra.metrics import ConfusionMatrix
 from tf_pixintra.run_layout import RUN_FILE
 
-DATASETS = choices.DATASETS
 PREDICTION_FORMATS = ("labelids", "trainids")
 DEFAULT_SIZE = (512, 1024)
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 # Keys of run.json (or of its "config" entry) that may hold the eval size.
 SIZE_KEYS = ("eval_size", "target_size", "size")
-
-
-def _inference():
-    """tf_pixintra.inference, imported on first use.
-
-    Scoring prediction PNGs needs no TensorFlow; importing it lazily keeps
-    that path free of TensorFlow's start-up time.
-    """
-    from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
-    return inference
 
 
 def prediction_stem(image_path):
@@ -77,17 +57,11 @@ def prediction_stem(image_path):
     return os.path.splitext(name)[0]
 
 
-def prediction_subdir(image_path, dataset):
-    """The city directory of a Cityscapes image; "" for other data sets."""
-    if dataset == "cityscapes":
-        return os.path.basename(os.path.dirname(os.path.abspath(image_path)))
-    return ""
-
-
 def prediction_path(directory, image_path, dataset):
-    """Where a prediction of `image_path` is written: <dir>/<subdir>/<stem>.png."""
-    return os.path.join(directory, prediction_subdir(image_path, dataset),
-                        prediction_stem(image_path) + ".png")
+    """Where a prediction of `image_path` is written: <dir>/<city>/<stem>.png."""
+    city = (os.path.basename(os.path.dirname(os.path.abspath(image_path)))
+            if dataset == "cityscapes" else "")
+    return os.path.join(directory, city, prediction_stem(image_path) + ".png")
 
 
 def check_unique_stems(examples, what):
@@ -96,20 +70,16 @@ def check_unique_stems(examples, what):
     for example in examples:
         stem = prediction_stem(example.image_path)
         if stem in seen:
-            raise DataError(f"images {seen[stem]} and {example.image_path} "
-                            f"share the prediction name {stem}: {what} could "
-                            "not tell their files apart; evaluate them in "
-                            "separate runs (--list_file)")
+            raise DataError(f"images {seen[stem]} and {example.image_path} share the "
+                            f"prediction name {stem}: {what} could not tell their files "
+                            "apart; evaluate them in separate runs (--list_file)")
         seen[stem] = example.image_path
     return seen
 
 
 def find_predictions(directory, examples, dataset):
-    """{image path: its prediction file} under `directory` (module docstring).
-
-    DataError for an image with no file or with two, or two images sharing
-    a stem.
-    """
+    """{image path: its prediction file} under `directory` (module docstring);
+    DataError for an image with no file or two, or two images sharing a stem."""
     stems = check_unique_stems(examples, "--predictions")
     found = {stem: [] for stem in stems}
     for folder, dirnames, filenames in io_utils.walk(directory):
@@ -127,13 +97,12 @@ def find_predictions(directory, examples, dataset):
         matches = found[stem]
         if not matches:
             example = prediction_path(directory, image_path, dataset)
-            raise DataError(f"no prediction for image {image_path}: expected "
-                            f"one PNG named {stem}*.png at any depth under "
-                            f"{directory} (e.g. {example})")
+            raise DataError(f"no prediction for image {image_path}: expected one PNG named "
+                            f"{stem}*.png at any depth under {directory} (e.g. {example})")
         if len(matches) > 1:
-            raise DataError(f"{len(matches)} predictions for image {image_path}"
-                            f": {', '.join(matches)}; expected exactly one PNG "
-                            f"named {stem}*.png under {directory}")
+            raise DataError(f"{len(matches)} predictions for image {image_path}: "
+                            f"{', '.join(matches)}; expected exactly one PNG named "
+                            f"{stem}*.png under {directory}")
         files[image_path] = matches[0]
     return files
 
@@ -146,14 +115,9 @@ def read_prediction(path, prediction_format):
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read prediction {path}: {e}") from e
     if ids.ndim != 2:
-        raise DataError(f"prediction {path} has shape {ids.shape}; expected a "
-                        f"single-channel PNG of {prediction_format}")
-    if prediction_format == "labelids":
-        return to_train_ids(ids, "cityscapes")
-    if prediction_format == "trainids":
-        return ids
-    raise ConfigError(f"unknown prediction format {prediction_format!r}; expected "
-                      f"one of {PREDICTION_FORMATS}")
+        raise DataError(f"prediction {path} has shape {ids.shape}; expected a single-channel "
+                        f"PNG of {prediction_format}")
+    return to_train_ids(ids, "cityscapes") if prediction_format == "labelids" else ids
 
 
 def _percent(value):
@@ -161,38 +125,31 @@ def _percent(value):
 
 
 def result_dict(confusion, classes, num_images):
-    """{"miou": %, "iou": {class name: % or None}, "num_images": N}.
-
-    "iou" lists the classes of the 19/16/13 protocol; "miou" is their mean
-    with absent classes (None) left out, None if every class is absent.
-    """
+    """{"miou": %, "iou": {class name: % or None}, "num_images": N}: "iou" of
+    the classes of the 19/16/13 protocol, "miou" their mean with absent
+    classes (None) left out, None if every class is absent."""
     class_ids = EVAL_SUBSETS[classes]
     ious = confusion.iou(class_ids)
-    return {
-        "miou": _percent(confusion.mean_iou(class_ids)),
-        "iou": {CLASS_NAMES[k]: _percent(ious[k]) for k in class_ids},
-        "num_images": int(num_images),
-    }
-
-
-def _check_sizes(pred, label, pred_name, label_path):
-    if pred.shape != label.shape:
-        raise DataError(f"prediction {pred_name} is {pred.shape[1]}x{pred.shape[0]} "
-                        f"but ground truth {label_path} is {label.shape[1]}x"
-                        f"{label.shape[0]} (WxH); expected equal sizes")
+    return {"miou": _percent(confusion.mean_iou(class_ids)),
+            "iou": {CLASS_NAMES[k]: _percent(ious[k]) for k in class_ids},
+            "num_images": int(num_images)}
 
 
 def score_predictions(examples, dataset, predictions_dir, prediction_format="labelids",
                       classes=19):
     """Scores prediction PNGs under `predictions_dir` against the examples' labels."""
-    _check_classes(classes)
+    choices.check("classes", classes, sorted(EVAL_SUBSETS))
+    choices.check("prediction_format", prediction_format, PREDICTION_FORMATS)
     files = find_predictions(predictions_dir, examples, dataset)
     confusion = ConfusionMatrix(NUM_CLASSES)
     for example in progress.track(examples, "scoring predictions"):
         path = files[example.image_path]
         pred = read_prediction(path, prediction_format)
         label = datasets.read_label(example.label_path, dataset)
-        _check_sizes(pred, label, path, example.label_path)
+        if pred.shape != label.shape:
+            raise DataError(f"prediction {path} is {pred.shape[1]}x{pred.shape[0]} "
+                            f"but ground truth {example.label_path} is {label.shape[1]}x"
+                            f"{label.shape[0]} (WxH); expected equal sizes")
         confusion.update(pred, label)
     return result_dict(confusion, classes, len(examples))
 
@@ -206,46 +163,34 @@ def write_png(path, array):
 def evaluate_model(model, examples, dataset, size=DEFAULT_SIZE, scales=(1.0,),
                    flip=False, classes=19, write_labelids=None, write_trainids=None,
                    write_color=None):
-    """Predicts every example with `model` and scores it; returns the result dict.
-
-    The image is resized to `size` (h, w) times each scale, the probabilities
-    averaged over scales (and flips) are upsampled to the label's size (the
-    image's size when an example has no label). Examples whose label_path is
-    None are only predicted (and written) and not counted in "num_images".
-    write_*: directories for Cityscapes label-id, trainId and colour PNGs
-    (paths as described in this module's docstring).
+    """Predicts every example with `model` (input `size` (h, w) times each scale,
+    with `flip` also mirrored; labels at the image's size) and scores it;
+    returns the result dict. Examples whose label_path is None are only
+    predicted (and written), not counted in "num_images". write_*:
+    directories for Cityscapes label-id, trainId and colour PNGs.
     """
-    _check_classes(classes)
-    if write_labelids or write_trainids or write_color:
+    choices.check("classes", classes, sorted(EVAL_SUBSETS))
+    writes = ((write_labelids, train_ids_to_label_ids), (write_trainids, np.asarray),
+              (write_color, colorize))
+    if any(directory for directory, _ in writes):
         check_unique_stems(examples, "--write_*")
-    inference = _inference()
+    # Lazy: scoring prediction PNGs (the other path) needs no TensorFlow.
+    from tf_pixintra import inference  # pylint: disable=import-outside-toplevel
     predict_fn = inference.make_predict_fn(model, size, scales, flip)
     confusion = ConfusionMatrix(NUM_CLASSES)
     num_scored = 0
     for example in progress.track(examples, "evaluation"):
         # read_example refuses a label whose size differs from its image's.
         image, label = datasets.read_example(example, dataset)
-        output_size = image.shape[:2]
-        pred = inference.predict_labels(model, image, output_size=output_size,
+        pred = inference.predict_labels(model, image, output_size=image.shape[:2],
                                         predict_fn=predict_fn)
-        if write_labelids:
-            write_png(prediction_path(write_labelids, example.image_path, dataset),
-                      train_ids_to_label_ids(pred))
-        if write_trainids:
-            write_png(prediction_path(write_trainids, example.image_path, dataset), pred)
-        if write_color:
-            write_png(prediction_path(write_color, example.image_path, dataset),
-                      colorize(pred))
+        for directory, to_png in writes:
+            if directory:
+                write_png(prediction_path(directory, example.image_path, dataset), to_png(pred))
         if label is not None:
             confusion.update(pred, label)
             num_scored += 1
     return result_dict(confusion, classes, num_scored)
-
-
-def _check_classes(classes):
-    if classes not in EVAL_SUBSETS:
-        raise ConfigError(f"classes {classes!r} not supported; expected one of "
-                          f"{sorted(EVAL_SUBSETS)}")
 
 
 def parse_size(text):
@@ -265,8 +210,8 @@ def parse_scales(text):
     try:
         scales = tuple(float(v) for v in str(text).split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"scales {text!r} is not a comma-separated list of "
-                          "numbers, e.g. 0.9,1.0,1.2") from None
+        raise ConfigError(f"scales {text!r} is not a comma-separated list of numbers, e.g. "
+                          "0.9,1.0,1.2") from None
     if not scales or min(scales) <= 0:
         raise ConfigError(f"scales {text!r}: expected one or more positive numbers")
     return scales
@@ -284,11 +229,9 @@ def _size_from(mapping):
 
 
 def default_size(model_path):
-    """Eval size (h, w) from the run.json of the model's run, else 512x1024.
-
-    run.json is looked for in the given directory, beside the model file and
-    one directory up (a stage directory's run); keys "eval_size",
-    "target_size" or "size" ([h, w] or "h,w"), at top level or under "config".
+    """Eval size (h, w) from the run.json of the model's run, else 512x1024:
+    run.json in the given directory, beside the model file or one directory
+    up; the first of SIZE_KEYS ([h, w] or "h,w"), at top level or in "config".
     """
     path = io_utils.absolute(model_path)
     base = path if io_utils.isdir(path) else io_utils.parent(path)
@@ -303,36 +246,29 @@ def default_size(model_path):
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines this entry's flags on `flag_values`."""
-    flags.DEFINE_enum("dataset", "cityscapes", DATASETS, "Data set layout of --root.",
+    flags.DEFINE_enum("dataset", "cityscapes", choices.DATASETS, "Data set layout of --root.",
                       flag_values=flag_values)
-    flags.DEFINE_string("root", None, "Data set root directory.", flag_values=flag_values)
-    flags.DEFINE_string("split", "val", "Split to evaluate.", flag_values=flag_values)
-    flags.DEFINE_string("list_file", None, "Optional file listing the images.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("predictions", None, "Directory of prediction PNGs to score.",
-                        flag_values=flag_values)
     flags.DEFINE_enum("prediction_format", "labelids", PREDICTION_FORMATS,
                       "Ids in the prediction PNGs.", flag_values=flag_values)
-    flags.DEFINE_enum("classes", "19", ("19", "16", "13"),
-                      "Classes averaged in mIoU (16/13: SYNTHIA protocols).",
-                      flag_values=flag_values)
-    flags.DEFINE_string("json", None, "Where to write the result JSON.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("model", None, "A .keras file, stage directory or run "
-                        "directory to predict with (instead of --predictions).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("size", None, "Model input H,W at scale 1 (default: "
-                        "run.json, else 512,1024).", flag_values=flag_values)
-    flags.DEFINE_string("scales", "1.0", "Comma-separated test scales, e.g. "
-                        "0.9,1.0,1.2.", flag_values=flag_values)
+    flags.DEFINE_enum("classes", "19", ("19", "16", "13"), "Classes averaged in mIoU (16/13: "
+                      "SYNTHIA protocols).", flag_values=flag_values)
     flags.DEFINE_bool("flip", False, "Average with the mirrored prediction.",
                       flag_values=flag_values)
-    flags.DEFINE_string("write_labelids", None, "Write Cityscapes label-id PNGs here.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("write_trainids", None, "Write trainId PNGs here.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("write_color", None, "Write colour PNGs here.",
-                        flag_values=flag_values)
+    for name, default, text in (
+            ("root", None, "Data set root directory."),
+            ("split", "val", "Split to evaluate."),
+            ("list_file", None, "Optional file listing the images."),
+            ("predictions", None, "Directory of prediction PNGs to score."),
+            ("json", None, "Where to write the result JSON."),
+            ("model", None, "A .keras file, stage directory or run directory to "
+             "predict with (instead of --predictions)."),
+            ("size", None, "Model input H,W at scale 1 (default: run.json, else "
+             "512,1024)."),
+            ("scales", "1.0", "Comma-separated test scales, e.g. 0.9,1.0,1.2."),
+            ("write_labelids", None, "Write Cityscapes label-id PNGs here."),
+            ("write_trainids", None, "Write trainId PNGs here."),
+            ("write_color", None, "Write colour PNGs here.")):
+        flags.DEFINE_string(name, default, text, flag_values=flag_values)
 
 
 def run(flag_values):
@@ -341,8 +277,8 @@ def run(flag_values):
     if not fv.root:
         raise ConfigError("--root is required: the data set root directory")
     if bool(fv.predictions) == bool(fv.model):
-        raise ConfigError("give exactly one of --predictions (a directory of PNGs) "
-                          "and --model (a .keras file or run directory)")
+        raise ConfigError("give exactly one of --predictions (a directory of PNGs) and --model "
+                          "(a .keras file or run directory)")
     writes = (fv.write_labelids, fv.write_trainids, fv.write_color)
     if fv.predictions and any(writes):
         raise ConfigError("--write_labelids/--write_trainids/--write_color need --model")
@@ -351,18 +287,17 @@ def run(flag_values):
         if not io_utils.isdir(fv.predictions):
             raise ConfigError(f"--predictions {fv.predictions} is not a directory")
         examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file)
-        result = score_predictions(examples, fv.dataset, fv.predictions,
-                                   fv.prediction_format, classes)
-        method = os.path.basename(os.path.normpath(fv.predictions))
+        result = score_predictions(examples, fv.dataset, fv.predictions, fv.prediction_format,
+                                   classes)
     else:
-        model = _inference().load_model(fv.model)
+        from tf_pixintra.inference import load_model  # lazy, as in evaluate_model
+        model = load_model(fv.model)
         size = parse_size(fv.size) if fv.size else default_size(fv.model)
         examples = datasets.list_examples(fv.dataset, fv.root, fv.split, fv.list_file,
                                           require_labels=not any(writes))
-        result = evaluate_model(model, examples, fv.dataset, size,
-                                parse_scales(fv.scales), fv.flip, classes,
-                                *writes)
-        method = os.path.basename(os.path.normpath(fv.model))
+        result = evaluate_model(model, examples, fv.dataset, size, parse_scales(fv.scales),
+                                fv.flip, classes, *writes)
+    method = os.path.basename(os.path.normpath(fv.predictions or fv.model))
     print(tables.per_class_table([(method, result["iou"])], classes))
     miou = result["miou"]
     print(f"mIoU ({classes} classes, {result['num_images']} images): "

@@ -1,10 +1,8 @@
 """What the exported models promise their clients: names and input limits.
 
-One definition shared by the pipeline (config.py, export.py,
-export_savedmodel.py) and checked against the deployment kit in export/ by
-tests/test_export_kit.py (the kit imports neither TensorFlow nor
-tf_pixintra, so it repeats these values; the test keeps them equal).
-Imports nothing heavy, so config.py can read it.
+Shared by config.py, export.py and export_savedmodel.py; the deployment kit
+in export/ (no TensorFlow, no tf_pixintra) repeats these values and
+tests/test_export_kit.py keeps them equal. Imports nothing heavy.
 """
 
 # TF Serving model name, SavedModel directory saved_model/<MODEL_NAME>/ and
@@ -17,12 +15,10 @@ SERVE_IMAGE_BYTES = "serve_image_bytes"
 IMAGES_KEY = "images"
 IMAGE_BYTES_KEY = "image_bytes"
 
-# Cap of `serve_image_bytes` on one encoded image's decoded size (width x
-# height, read from the PNG/JPEG/GIF/BMP header before decoding). The
-# signature resizes the logits back to the image's size, about 100 bytes of
-# memory per pixel (+900 MB reported for 3000 x 3000): 2**23 pixels (4096 x
-# 2048; Cityscapes' 2048 x 1024 and 4K UHD 3840 x 2160 fit) cost about 0.8 GB.
-# The REST client refuses larger images by default.
+# Cap of `serve_image_bytes` on one encoded image's decoded width x height
+# (from the header, before decoding). Resizing the logits back costs about
+# 100 bytes per pixel: 2**23 pixels (4096 x 2048; Cityscapes and 4K UHD fit)
+# about 0.8 GB. The REST client refuses larger images by default.
 SERVING_MAX_PIXELS = 4096 * 2048
 
 # Default limit on images read from files by the exporter

@@ -1,15 +1,11 @@
 """Prediction with a segmentation Keras model: resize, multi-scale, flip.
 
-Shared by evaluation, pseudo-labelling and export. The model takes float32
-[B,H,W,3] Caffe-preprocessed input (BGR minus mean) and returns its main
-logits at output stride 8, or a list [main, aux] of which only the main
-output is used here.
-
-One prediction: resize the RGB image to `size` times each scale, run the
-model, upsample the main logits bilinearly to `output_size` (default: the
-image's own size), softmax, and average the probabilities over scales and,
-with `flip`, over the left-right mirrored image (its prediction mirrored
-back).
+The model takes float32 [B,H,W,3] Caffe-preprocessed input (BGR minus mean)
+and returns its main logits at output stride 8, or [main, aux] (only main is
+used). One prediction: resize the RGB image to `size` times each scale, run
+the model, upsample the main logits bilinearly to `output_size` (default: the
+image's size), softmax, and average the probabilities over scales and, with
+`flip`, over the mirrored image (its prediction mirrored back).
 """
 
 import io
@@ -21,26 +17,20 @@ import numpy as np
 import tensorflow as tf
 
 from tf_pixintra import io_utils
-from tf_pixintra.errors import ConfigError
-from tf_pixintra.errors import DataError
-from tf_pixintra.io_utils import inside
-from tf_pixintra.io_utils import read_json
+from tf_pixintra.errors import ConfigError, DataError
+from tf_pixintra.io_utils import inside, read_json
 from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import caffe_preprocess
-from tf_pixintra.run_layout import MODEL_FILE
-from tf_pixintra.run_layout import RUN_FILE
+from tf_pixintra.run_layout import MODEL_FILE, RUN_FILE
 
 # Multi-scale test scales of CRST (with flip).
 CRST_SCALES = (0.9, 1.0, 1.2)
 
 
 def predict_logits(model, image_bgr, output_size=None):
-    """Main logits of `model` on preprocessed input, upsampled bilinearly.
-
-    image_bgr: float32 [B,H,W,3] Caffe-preprocessed (BGR minus mean).
-    output_size: (h, w) of the returned logits; default the input's (H, W).
-    Returns float32 [B, h, w, C].
-    """
+    """float32 [B, h, w, C] main logits of `model` on Caffe-preprocessed
+    float32 [B,H,W,3] `image_bgr`, upsampled bilinearly to `output_size`
+    (h, w) (default: the input's (H, W))."""
     image_bgr = tf.convert_to_tensor(image_bgr, tf.float32)
     if output_size is None:
         output_size = tf.shape(image_bgr)[1:3]
@@ -49,25 +39,19 @@ def predict_logits(model, image_bgr, output_size=None):
 
 
 def _scaled_size(size, scale):
-    """(round(h * scale), round(w * scale)), at least 1 x 1, as an int32 tensor.
-
-    In float64 and half to even: Python's round(h * scale), exactly.
-    """
+    """(round(h * scale), round(w * scale)), at least 1 x 1, as an int32
+    tensor; in float64 and half to even: Python's round(h * scale), exactly."""
     size = tf.cast(size, tf.float64) * scale
     return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
 
 
 def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
                         output_size=None):
-    """Averaged softmax probabilities for a batch of RGB images.
-
-    images_rgb: [B,H,W,3] RGB in [0, 255] (uint8 or float).
-    size: (h, w) the model input at scale 1.0; default the images' (H, W).
-    scales: the input is `size` times each scale.
-    flip: also predict the mirrored images (mirrored back) and average.
-    output_size: (h, w) of the result; default the images' (H, W).
-    Returns float32 [B, h_out, w_out, C]. Plain TensorFlow ops: call it
-    eagerly or inside a tf.function (see `make_predict_fn`).
+    """Averaged softmax probabilities, float32 [B, h_out, w_out, C], of RGB
+    `images_rgb` [B,H,W,3] in [0, 255] (uint8 or float): the model input is
+    `size` (h, w; default the images' (H, W)) times each scale, with `flip`
+    also mirrored; `output_size` (h_out, w_out) defaults to the images' (H, W).
+    Plain TensorFlow ops: eager or inside a tf.function (`make_predict_fn`).
     """
     images = tf.cast(images_rgb, tf.float32)
     image_size = tf.shape(images)[1:3]
@@ -77,8 +61,7 @@ def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
     total = None
     count = 0
     for scale in scales:
-        resized = tf.image.resize(images, _scaled_size(size, float(scale)),
-                                  method="bilinear")
+        resized = tf.image.resize(images, _scaled_size(size, float(scale)), method="bilinear")
         inputs = caffe_preprocess(resized)
         probs = tf.nn.softmax(predict_logits(model, inputs, output_size), axis=-1)
         total = probs if total is None else total + probs
@@ -93,11 +76,8 @@ def predict_probs_batch(model, images_rgb, size=None, scales=(1.0,), flip=False,
 
 
 def make_predict_fn(model, size=None, scales=(1.0,), flip=False):
-    """A tf.function(images_rgb[B,H,W,3], output_size[2] int32) -> probs.
-
-    Traced with reduce_retracing=True, so images of new sizes reuse a
-    shape-generic trace instead of retracing every time.
-    """
+    """A tf.function(images_rgb[B,H,W,3], output_size[2] int32) -> probs;
+    reduce_retracing: images of new sizes reuse a shape-generic trace."""
     scales = tuple(float(s) for s in scales)
     size = None if size is None else tuple(int(v) for v in size)
 
@@ -110,13 +90,10 @@ def make_predict_fn(model, size=None, scales=(1.0,), flip=False):
 
 def predict_probs(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
                   output_size=None, predict_fn=None):
-    """float32 [H_out, W_out, C] probabilities for one RGB image [H,W,3].
-
-    size: model input (h, w) at scale 1.0 (default: the image's size);
-    output_size default: the image's own (H, W). `predict_fn` (from
-    `make_predict_fn`) reuses one traced function across many images; its
-    size/scales/flip then take precedence over the arguments here.
-    """
+    """float32 [H_out, W_out, C] probabilities for one RGB image [H,W,3] (as
+    `predict_probs_batch`). `predict_fn` (from `make_predict_fn`) reuses one
+    traced function across many images; its size/scales/flip then take
+    precedence over the arguments here."""
     image = np.asarray(image_rgb_uint8)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image has shape {image.shape}; expected [H, W, 3] RGB")
@@ -133,64 +110,54 @@ def predict_probs(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
 def predict_labels(model, image_rgb_uint8, size=None, scales=(1.0,), flip=False,
                    output_size=None, predict_fn=None):
     """uint8 trainIds [H_out, W_out]: argmax of `predict_probs`."""
-    probs = predict_probs(model, image_rgb_uint8, size, scales, flip, output_size,
-                          predict_fn)
+    probs = predict_probs(model, image_rgb_uint8, size, scales, flip, output_size, predict_fn)
     return np.argmax(probs, axis=-1).astype(np.uint8)
 
 
 def resolve_model_path(path):
-    """The model.keras file named by `path`.
-
-    `path` is a `.keras` file, a stage directory holding model.keras, or a
-    run directory whose run.json names the model ("model": a path relative to
-    the run directory). Raises ConfigError naming the path otherwise.
-    """
+    """The model.keras file named by `path`: a `.keras` file, a stage
+    directory holding model.keras, or a run directory whose run.json names
+    the model ("model": relative to the run directory). ConfigError naming
+    the path otherwise."""
     path = os.fspath(path)
     if io_utils.isfile(path):
         if not path.endswith(".keras"):
-            raise ConfigError(f"model path {path} is not a .keras file; expected a "
-                              f".keras file, a stage directory with {MODEL_FILE} "
-                              f"or a run directory with {RUN_FILE}")
+            raise ConfigError(f"model path {path} is not a .keras file; expected a .keras file, "
+                              f"a stage directory with {MODEL_FILE} or a run directory with "
+                              f"{RUN_FILE}")
         return path
-    if io_utils.isdir(path):
-        candidate = io_utils.join(path, MODEL_FILE)
-        if io_utils.isfile(candidate):
-            return candidate
-        run_file = io_utils.join(path, RUN_FILE)
-        if io_utils.isfile(run_file):
-            run = read_json(run_file)
-            relative = run.get("model") if isinstance(run, dict) else None
-            if not relative:
-                raise ConfigError(f"{run_file} has no \"model\" entry; expected the "
-                                  f"relative path of the newest {MODEL_FILE}")
-            try:   # run.json must name a model inside its run directory
-                candidate = inside(path, relative, run_file)
-            except DataError as e:
-                raise ConfigError(str(e)) from None
-            if not io_utils.isfile(candidate):
-                raise ConfigError(f"{run_file} names model {relative!r} but "
-                                  f"{candidate} does not exist")
-            return candidate
-        raise ConfigError(f"no model found in directory {path}: expected "
-                          f"{MODEL_FILE} or {RUN_FILE} in it")
-    raise ConfigError(f"model path {path} does not exist; expected a .keras file, "
-                      f"a stage directory or a run directory")
+    if not io_utils.isdir(path):
+        raise ConfigError(f"model path {path} does not exist; expected a .keras file, a stage "
+                          "directory or a run directory")
+    candidate = io_utils.join(path, MODEL_FILE)
+    run_file = io_utils.join(path, RUN_FILE)
+    if io_utils.isfile(candidate):
+        return candidate
+    if not io_utils.isfile(run_file):
+        raise ConfigError(f"no model found in directory {path}: expected {MODEL_FILE} or "
+                          f"{RUN_FILE} in it")
+    run = read_json(run_file)
+    relative = run.get("model") if isinstance(run, dict) else None
+    if not relative:
+        raise ConfigError(f"{run_file} has no \"model\" entry; expected the relative path of "
+                          f"the newest {MODEL_FILE}")
+    try:   # run.json must name a model inside its run directory
+        candidate = inside(path, relative, run_file)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if not io_utils.isfile(candidate):
+        raise ConfigError(f"{run_file} names model {relative!r} but {candidate} does not exist")
+    return candidate
 
 
 def load_model(path):
-    """Loads the Keras model named by `path` (see `resolve_model_path`).
-
-    The model is loaded uncompiled (for inference).
-    """
+    """Loads the Keras model named by `path` (`resolve_model_path`), uncompiled."""
     return load_keras_file(resolve_model_path(path))
 
 
 def load_keras_file(model_file, advice=""):
-    """Loads a .keras file uncompiled; DataError naming it if it is damaged.
-
-    Keras reports a truncated file as "File not found" and a corrupt one as
-    BadZipFile; both become one line naming the file, plus `advice`.
-    """
+    """Loads a .keras file uncompiled; DataError naming it (plus `advice`) if
+    it is damaged (Keras says "File not found" for a truncated file)."""
     try:   # importing tf_pixintra.models (above) registered the custom layers
         return keras.saving.load_model(model_file, compile=False)
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -201,6 +168,5 @@ def load_keras_file(model_file, advice=""):
                   if not zipfile.is_zipfile(io.BytesIO(data))
                   else str(e).strip().splitlines()[0] if str(e).strip()
                   else type(e).__name__)
-        raise DataError(f"{model_file}: damaged model file ({reason}, "
-                        f"{len(data)} bytes)"
+        raise DataError(f"{model_file}: damaged model file ({reason}, {len(data)} bytes)"
                         + (f". {advice}" if advice else "")) from None

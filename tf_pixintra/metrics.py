@@ -1,27 +1,18 @@
-"""Confusion matrix and IoU with the rules of the official Cityscapes evaluator.
+"""Confusion matrix and IoU with the rules of the official Cityscapes evaluator
+(cityscapesscripts, evalPixelLevelSemanticLabeling), mapped to the 19 trainIds:
 
-The official evaluator (cityscapesscripts, evalPixelLevelSemanticLabeling)
-accumulates a confusion matrix over labelIds and scores every class that is
-not "ignoreInEval". Mapped to the 19 trainIds its rules are:
-
-- Ground-truth pixels of an ignored class (trainId 255) are left out
-  entirely: they are neither true, false positive nor false negative.
-- A ground-truth pixel whose prediction is not one of the 19 evaluated
-  classes (an ignoreInEval labelId such as "unlabeled", i.e. trainId 255 after
-  mapping) is a false negative of its ground-truth class and a false positive
-  of nothing. This module counts predictions outside [0, num_classes) (255,
-  negative or too large values) the same way. (The official script would
-  crash on a labelId above 33; here such a value is simply a miss.)
-- IoU_k = TP / (TP + FP + FN). A class with only false positives
-  (TP + FN = 0, FP > 0) scores 0. A class absent from both the prediction and
-  the ground truth (TP + FP + FN = 0) is NaN and left out of the mean.
+- Ground-truth pixels of an ignored class (trainId 255) are left out entirely.
+- A prediction outside [0, num_classes) (an ignoreInEval labelId such as
+  "unlabeled", i.e. 255 after mapping; negative or too large values) is a
+  false negative of the ground-truth class and a false positive of nothing.
+  (The official script would crash on a labelId above 33.)
+- IoU_k = TP / (TP + FP + FN): 0 for a class with only false positives; NaN,
+  left out of the mean, for a class in neither map.
 
 The SYNTHIA -> Cityscapes protocols (16 and 13 classes, labels.EVAL_SUBSETS)
-follow the SYNTHIA papers: the full 19-class prediction is scored against the
-19-class ground truth, and the mean is taken over the subset's classes only.
-So a road pixel predicted as terrain (a class outside both subsets) is still a
-false negative of road, and a terrain ground-truth pixel predicted as road is
-still a false positive of road.
+score the full 19-class prediction against the 19-class ground truth and
+average over the subset only: a road pixel predicted as terrain (outside both
+subsets) is still a false negative of road.
 """
 
 import numpy as np
@@ -30,12 +21,9 @@ from tf_pixintra.data.labels import EVAL_SUBSETS, IGNORE_LABEL, NUM_CLASSES
 
 
 class ConfusionMatrix:
-    """Accumulates ground truth x prediction pixel counts (int64).
-
-    Rows are ground-truth classes 0..num_classes-1; columns are predicted
-    classes 0..num_classes-1 plus one last column for predictions outside
-    that range ("miss": counted as a false negative only).
-    """
+    """Ground truth x prediction pixel counts (int64): rows are ground-truth
+    classes, columns predicted classes plus a last one for predictions out of
+    range ("miss": a false negative only)."""
 
     def __init__(self, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL):
         self.num_classes = int(num_classes)
@@ -53,13 +41,10 @@ class ConfusionMatrix:
         return self.counts[:, self.num_classes]
 
     def update(self, pred, gt):
-        """Adds one prediction / ground-truth pair (integer arrays of one shape).
-
-        Ground-truth pixels equal to `ignore_label` are skipped; any other
-        ground-truth value outside [0, num_classes) raises ValueError.
-        """
-        pred = np.asarray(pred)
-        gt = np.asarray(gt)
+        """Adds one prediction / ground-truth pair (integer arrays of one shape);
+        ground truth equal to `ignore_label` is skipped, any other value
+        outside [0, num_classes) raises ValueError."""
+        pred, gt = np.asarray(pred), np.asarray(gt)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from "
                              f"ground-truth shape {gt.shape}; expected equal shapes")
@@ -67,8 +52,7 @@ class ConfusionMatrix:
         gt = gt.reshape(-1).astype(np.int64)
         pred = pred.reshape(-1).astype(np.int64)
         keep = gt != self.ignore_label
-        gt = gt[keep]
-        pred = pred[keep]
+        gt, pred = gt[keep], pred[keep]
         if gt.size and (gt.min() < 0 or gt.max() >= n):
             bad = gt[(gt < 0) | (gt >= n)][0]
             raise ValueError(f"ground truth holds value {int(bad)}; expected "
@@ -86,33 +70,20 @@ class ConfusionMatrix:
         self.counts += other.counts
         return self
 
-    def reset(self):
-        """Sets every count to zero."""
-        self.counts[...] = 0
-        return self
-
     def iou(self, class_ids=None):
-        """{class id: IoU in [0, 1], or NaN when the class is in neither map}."""
-        if class_ids is None:
-            class_ids = range(self.num_classes)
-        cm = self.confusion
-        tp = np.diag(cm)
-        fn = self.counts.sum(axis=1) - tp  # Row sum includes the miss column.
-        fp = cm.sum(axis=0) - tp  # Ignored ground truth never reaches a row.
-        result = {}
-        for k in class_ids:
-            k = int(k)
-            denom = tp[k] + fp[k] + fn[k]
-            result[k] = float(tp[k]) / float(denom) if denom else float("nan")
-        return result
+        """{class id: IoU in [0, 1], or NaN when the class is in neither map};
+        `class_ids` as in `resolve_classes`."""
+        tp = np.diag(self.confusion)
+        # TP + FP + FN: the row sum (with misses) plus the column sum minus TP;
+        # ignored ground truth never reaches a row.
+        denom = self.counts.sum(axis=1) + self.confusion.sum(axis=0) - tp
+        return {k: float(tp[k]) / float(denom[k]) if denom[k] else float("nan")
+                for k in resolve_classes(class_ids, self.num_classes)}
 
     def mean_iou(self, class_ids=None):
-        """Mean IoU over `class_ids` (default all), NaN classes left out.
-
-        `class_ids` may also be 19, 16 or 13 for labels.EVAL_SUBSETS. Returns
-        NaN when every class is NaN.
-        """
-        return mean_of_valid(self.iou(resolve_classes(class_ids, self.num_classes)).values())
+        """Mean IoU over `class_ids` (default all; 19, 16 or 13 for
+        labels.EVAL_SUBSETS), NaN classes left out; NaN if all are."""
+        return mean_of_valid(self.iou(class_ids).values())
 
 
 def resolve_classes(classes, num_classes=NUM_CLASSES):
