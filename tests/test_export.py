@@ -569,7 +569,7 @@ def test_cli_refuses_a_huge_representative_image(tmp_path, monkeypatch,
                  f"--out={tmp_path / 'out'}", "--input_size=32,64",
                  f"--representative_dir={images}"])
     assert flag_values.max_input_pixels == 40_000_000
-    monkeypatch.setattr(export_lib, "FLAGS", flag_values)
+    monkeypatch.setattr(flags, "FLAGS", flag_values)
     assert export_lib.main(["export"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -3,6 +3,7 @@
 import sys
 
 from absl import app
+from absl import flags
 
 
 class DataError(ValueError):
@@ -34,3 +35,8 @@ def cli_main(argv, run, flag_values, status, errors=(ConfigError, DataError)):
         sys.stderr.write(f"error: {err}\n")
         return status
     return 0
+
+
+def absl_main(run, status, errors=(ConfigError, DataError)):
+    """The absl `main(argv)` of a command-line tool: `cli_main` over absl's FLAGS."""
+    return lambda argv: cli_main(argv, run, flags.FLAGS, status, errors)

@@ -37,7 +37,7 @@ from tf_pixintra import tables
 from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import (CLASS_NAMES, EVAL_SUBSETS, NUM_CLASSES, colorize,
                                      to_train_ids, train_ids_to_label_ids)
-from tf_pixintra.errors import ConfigError, DataError, cli_main
+from tf_pixintra.errors import ConfigError, DataError, absl_main
 from tf_pixintra.io_utils import atomic_path, read_json, write_json
 from tf_pixintra.metrics import ConfusionMatrix
 from tf_pixintra.run_layout import RUN_FILE
@@ -315,9 +315,8 @@ def cli(argv):
     return run(fv)
 
 
-def main(argv):
-    """absl entry point; a bad file or setting is exit status 1."""
-    return cli_main(argv, run, flags.FLAGS, status=1)
+# absl entry point; a bad file or setting is exit status 1.
+main = absl_main(run, status=1)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from tf_pixintra import choices
 from tf_pixintra import io_utils
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as label_tables
-from tf_pixintra.errors import ConfigError, DataError, cli_main
+from tf_pixintra.errors import ConfigError, DataError, absl_main
 from tf_pixintra.evaluate import parse_size
 from tf_pixintra.export_contract import (MAX_INPUT_PIXELS, MODEL_NAME,
                                          SERVING_MAX_PIXELS)
@@ -291,10 +291,8 @@ def run(flag_values):
         print(f"fidelity: {path}")
 
 
-def main(argv):
-    """absl entry: a bad file or setting is one line on stderr, exit status 2."""
-    return cli_main(argv, run, FLAGS, status=2,
-                    errors=(ConfigError, DataError, TFLiteConversionError))
+# absl entry: a bad file or setting is one line on stderr, exit status 2.
+main = absl_main(run, status=2, errors=(ConfigError, DataError, TFLiteConversionError))
 
 
 if __name__ == "__main__":

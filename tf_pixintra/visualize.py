@@ -18,7 +18,7 @@ from tf_pixintra import config as config_lib
 from tf_pixintra import io_utils, previews, run_layout
 from tf_pixintra.data import datasets
 from tf_pixintra.data.labels import CLASS_NAMES, colorize
-from tf_pixintra.errors import ConfigError, DataError, cli_main
+from tf_pixintra.errors import ConfigError, DataError, absl_main
 from tf_pixintra.stages import sources
 
 STAGES = ("source_only", "inter", "intra_r1", "intra_r2")
@@ -169,9 +169,7 @@ def _run(fv):
     print(f"wrote {write_comparison(fv.run_dir, fv.out, fv.num_images)}")
 
 
-def main(argv):
-    return cli_main(argv, _run, FLAGS, status=2,
-                    errors=(ConfigError, DataError, FileNotFoundError))
+main = absl_main(_run, status=2, errors=(ConfigError, DataError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from tf_pixintra import io_utils
 from tf_pixintra import progress
 from tf_pixintra.data import datasets
 from tf_pixintra.data import labels as labels_lib
-from tf_pixintra.errors import cli_main
+from tf_pixintra.errors import absl_main
 
 flags.DEFINE_enum("dataset", None, list(choices.DATASETS), "Data set layout.")
 flags.DEFINE_string("root", None, "Data set root folder.")
@@ -72,9 +72,8 @@ def run(fv):
         print(f"wrote {fv.json}")
 
 
-def main(argv):
-    """absl entry point; a bad file or setting is exit status 1."""
-    return cli_main(argv, run, flags.FLAGS, status=1)
+# absl entry point; a bad file or setting is exit status 1.
+main = absl_main(run, status=1)
 
 
 if __name__ == "__main__":
