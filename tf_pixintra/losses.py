@@ -1,50 +1,31 @@
 """The paper's losses, one function per equation (TensorFlow ops).
 
-Every function accepts numpy arrays or tensors, works eagerly and inside
-``tf.function``, and returns a float32 scalar: the mean over the pixels of
-the batch it is given. There is no replica scaling inside: under a
-``tf.distribute`` strategy the caller divides by the number of replicas (or
-multiplies by local/global batch) itself.
+Each accepts numpy arrays or tensors, eagerly or in ``tf.function``, and
+returns a float32 scalar: the mean over the pixels it is given, with no
+replica scaling (the caller weights it, e.g. by ``replica_share``).
 
-Shapes: ``logits`` [B,H,W,C]; ``labels`` [B,H,W] (uint8 or int, 255 = none);
-discriminator logits ``d_logits`` [B,H,W,1] or [B,H,W]; hard mask ``M`` and
-continuous index ``Z`` [B,H,W] or [B,H,W,1]. A trailing axis of size 1 is
-dropped from d_logits and masks alike, so any pairing of the two layouts
-works; the remaining shapes must match (no silent broadcasting).
-Discriminators output logits; ``D = sigmoid(d_logits)``.
+Shapes: ``logits`` [B,H,W,C]; ``labels`` [B,H,W] (255 = none);
+discriminator logits ``d_logits`` (``D = sigmoid(d_logits)``), hard mask
+``M``, continuous index ``Z`` and ``valid`` [B,H,W] or [B,H,W,1]: a trailing
+axis of size 1 is dropped, the rest must match (no silent broadcasting).
+``valid`` (1 = real pixel, 0 = crop padding, see ``hard_mask_and_valid``)
+leaves padded pixels out of the value, the gradient and the mean.
 
-The four per-pixel adversarial losses take an optional ``valid`` map (1 =
-a real pixel, 0 = padding of a crop, see ``hard_mask_and_valid``): padded
-pixels are neither easy nor hard, so they give no value and no gradient and
-"mean" is over the valid pixels. Under a strategy the caller then weights
-the loss by ``replica_share`` of the valid pixels instead of 1/R.
-
-Per-pixel reading of Eq. 6 and Eq. 8
-------------------------------------
-Literally, Eq. 6 puts the sum over pixels *inside* the logarithm,
-``L_D = -log(sum_hw D o M) - log(sum_hw (1 - D) o (1 - M))`` and
-``L_G = -log(sum_hw (1 - D) o M)``, and Eq. 8 is a squared Frobenius norm,
-i.e. a *sum* of squares over the H x W pixels. We train with the per-pixel
-mean form of the AdaptSegNet family, whose adversarial losses are
-``BCEWithLogitsLoss`` averaged over the pixels (wasidennis/AdaptSegNet,
-train_gta2cityscapes_multi.py; valeoai/ADVENT, advent/utils/func.py,
-``bce_loss``):
-
-* PLA (Eq. 6): ``L_D = mean_hw BCE(D, M)``,
-  ``L_G = -(1/HW) sum_{hard} log(1 - D)``;
-* CTS (Eq. 8): ``L_D = mean_hw (D - Z)^2``, ``L_G = mean_hw (D o M)^2``.
-
-Why: (1) the value and gradients do not depend on the image size; the
-literal CTS loss is exactly HW times the per-pixel one (about 9e5 at
-1280x720), so beta would have to be re-tuned for every crop size;
-(2) the per-pixel gradients are bounded (|dL/dd| <= 1/HW per pixel for the
-BCE forms), whereas the literal log-of-sum is infinite when a subdomain is
-empty (no hard pixel in an image) and its gradient concentrates on a few
-pixels; (3) the AdaptSegNet family, whose beta = 1e-3 / 2e-4 the paper
-reuses, tuned those weights with per-pixel mean BCE losses. The literal
-forms, per image and averaged over the batch, are in tests/test_losses.py:
-literal CTS = HW x per-pixel CTS; literal PLA equals HW x per-pixel PLA when
-each subdomain holds exactly one pixel.
+Per-pixel reading of Eq. 6 and Eq. 8: literally, Eq. 6 puts the pixel sum
+inside the log (``L_D = -log(sum D o M) - log(sum (1 - D) o (1 - M))``,
+``L_G = -log(sum (1 - D) o M)``) and Eq. 8 is a squared Frobenius norm (a
+sum over H x W). We use the per-pixel mean form of the AdaptSegNet family,
+whose adversarial losses are ``BCEWithLogitsLoss`` averaged over pixels
+(wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py; valeoai/ADVENT,
+advent/utils/func.py, ``bce_loss``): PLA ``L_D = mean BCE(D, M)``,
+``L_G = -(1/HW) sum_{hard} log(1 - D)``; CTS ``L_D = mean (D - Z)^2``,
+``L_G = mean (D o M)^2``. Why: (1) value and gradients do not depend on the
+image size (literal CTS = HW x per-pixel, ~9e5 at 1280x720, so beta would
+need re-tuning per crop size); (2) per-pixel gradients are bounded, while
+the literal log-of-sum is infinite for an empty subdomain and concentrates
+its gradient on few pixels; (3) the beta = 1e-3 / 2e-4 the paper reuses was
+tuned with per-pixel mean BCE. tests/test_losses.py checks the literal forms
+against these.
 """
 
 import math
@@ -52,7 +33,7 @@ import math
 import tensorflow as tf
 
 IGNORE_LABEL = 255
-# Hard-mask value of padded pixels (no pixel: neither easy nor hard); see
+# Hard-mask value of padded pixels (neither easy nor hard); see
 # tf_pixintra.data.pipeline.PIXEL_KINDS.
 PAD_MASK = 255
 
@@ -60,9 +41,7 @@ PAD_MASK = 255
 _ENTROPY_EPS = 1e-30
 
 
-# ---------------------------------------------------------------- helpers
 def _as_float(x):
-    """Tensor of float32 from a numpy array or tensor of any dtype."""
     x = tf.convert_to_tensor(x)
     return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
@@ -86,48 +65,34 @@ def _pixel_pair(d_logits, mask):
     return d, m
 
 
-def _valid_weights(valid, like):
-    """float32 weights of the counted pixels (1 = counted), shaped as `like`.
-
-    None counts every pixel. A trailing axis of size 1 is dropped; the shape
-    must match `like` (no silent broadcasting).
-    """
-    if valid is None:
-        return None
-    v = _drop_unit_channel(_as_float(valid))
-    if not v.shape.is_compatible_with(like.shape):
-        raise ValueError(f"valid mask of shape {v.shape} does not match the "
-                         f"per-pixel maps of shape {like.shape}")
-    return v
-
-
 def _pixel_mean(values, valid):
     """Mean over every pixel (valid None), else over the valid pixels only."""
     if valid is None:
         return tf.reduce_mean(values)
-    return _masked_mean(values, valid)
+    v = _drop_unit_channel(_as_float(valid))
+    if not v.shape.is_compatible_with(values.shape):
+        raise ValueError(f"valid mask of shape {v.shape} does not match the "
+                         f"per-pixel maps of shape {values.shape}")
+    return _masked_mean(values, v)
+
+
+def _masked_mean(values, weights):
+    """sum(values * weights) / sum(weights); 0, with a 0 gradient, if no
+    weight."""
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights),
+                                 tf.reduce_sum(weights))
 
 
 def hard_mask_and_valid(hard_mask, pad_value=PAD_MASK):
-    """(M, valid) from a padded hard mask: both float32, same shape.
+    """(M, valid), float32, from a hard mask padded with ``pad_value``.
 
-    The input pipeline pads crops with ``pad_value`` in the hard mask
-    ("no pixel": neither easy nor hard). M is 1 on hard pixels and 0
-    elsewhere (padding included); valid is 1 on real pixels, 0 on padding.
+    M is 1 on hard pixels, 0 elsewhere (padding included); valid is 0 on
+    padding, 1 elsewhere.
     """
     m = _drop_unit_channel(tf.convert_to_tensor(hard_mask))
     m = tf.cast(m, tf.int32)
     valid = tf.not_equal(m, pad_value)
     return (tf.cast(tf.equal(m, 1), tf.float32), tf.cast(valid, tf.float32))
-
-
-def _masked_mean(values, weights):
-    """sum(values * weights) / sum(weights); exactly 0 if the weights sum to 0.
-
-    divide_no_nan also makes the gradient 0 (not NaN) in that case.
-    """
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights),
-                                 tf.reduce_sum(weights))
 
 
 def _labels_and_mask(labels, ignore_label):
@@ -139,19 +104,17 @@ def _labels_and_mask(labels, ignore_label):
     return safe, tf.cast(valid, tf.float32)
 
 
-# ------------------------------------------------------- segmentation (CE)
 def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
     """Source cross-entropy of Stage I (Eq. 1, first term of L_G_inter).
 
-    ``-sum_c y_c log softmax(logits)_c`` averaged over the pixels whose label
-    is not ``ignore_label``; exactly 0, with zero gradient, when no pixel is
-    labelled. Ignored pixels contribute neither value nor gradient. A label
-    outside [0, C) other than ``ignore_label`` is an error
-    (InvalidArgumentError, on every device).
+    Mean of ``-log softmax(logits)_y`` over the pixels labelled other than
+    ``ignore_label`` (the others give no value and no gradient); 0 with a 0
+    gradient when none is. A label outside [0, C) raises
+    InvalidArgumentError on every device.
 
     Args:
       logits: [B,H,W,C] class scores (before softmax).
-      labels: [B,H,W] integer class indices, ``ignore_label`` = no label.
+      labels: [B,H,W] integer class indices.
       ignore_label: label value that marks unlabelled pixels.
     """
     logits = _as_float(logits)
@@ -162,23 +125,20 @@ def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
         message="segmentation_cross_entropy: a label outside [0, number of "
                 "classes) that is not the ignore label")
     with tf.control_dependencies([check]):
-        # -log softmax(z)_y = logsumexp(z) - z_y. The same value as
-        # tf.nn.sparse_softmax_cross_entropy_with_logits (up to float
-        # rounding) without that kernel, 10% of a tiny supervised step's CPU
-        # time in a profile (benchmarks/BENCHMARKS.md, "TF vs PyTorch"); the
-        # gradient is softmax(z) - onehot(y) either way.
+        # -log softmax(z)_y = logsumexp(z) - z_y, without the slower
+        # sparse_softmax_cross_entropy_with_logits kernel
+        # (benchmarks/BENCHMARKS.md, "TF vs PyTorch"); same gradient.
         picked = tf.reduce_sum(tf.one_hot(safe, num_classes) * logits, -1)
         ce = tf.reduce_logsumexp(logits, -1) - picked
     return _masked_mean(ce, valid)
 
 
 def partial_cross_entropy(logits, labels):
-    """Partial segmentation loss on easy pixels only (Eq. 5).
+    """Partial segmentation loss on the easy pixels E_i (Eq. 5).
 
-    The pseudo label (Eq. 3) is 255 ("none") on hard pixels, so Eq. 5 is the
-    cross-entropy over the pseudo-labelled (easy) pixels E_i, averaged over
-    them (mean over all labelled pixels of the batch). 0 with zero gradient
-    when no pixel is labelled.
+    The pseudo label (Eq. 3) is 255 on hard pixels, so this is the
+    cross-entropy averaged over the pseudo-labelled pixels of the batch; 0
+    with a 0 gradient when there is none.
     """
     return segmentation_cross_entropy(logits, labels, IGNORE_LABEL)
 
@@ -187,8 +147,8 @@ def kld_regularizer(logits, labels):
     """CRST "MRKLD" confidence regulariser used in round two (T=1).
 
     KL(uniform || p) up to a constant: mean over pseudo-labelled pixels
-    (label != 255) of ``sum_c(-log p_c) / C``; 0 with zero gradient when no
-    pixel is labelled. The caller multiplies by lambda (0.1).
+    (label != 255) of ``sum_c(-log p_c) / C``; 0 with a 0 gradient when
+    there is none. The caller multiplies by lambda (0.1).
     """
     logits = _as_float(logits)
     _, valid = _labels_and_mask(labels, IGNORE_LABEL)
@@ -197,19 +157,13 @@ def kld_regularizer(logits, labels):
     return _masked_mean(neg_mean_log_p, valid)
 
 
-# --------------------------------------------- Stage I adversarial (Eq. 1)
 def inter_discriminator_loss(d_logits_source, d_logits_target):
     """Stage I discriminator loss (Eq. 1, L_D_inter); D says source = 1.
 
-    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``.
-
-    Eq. 1 sums the two terms; AdaptSegNet and ADVENT halve each one. We
-    average (halve) like them because (a) their discriminator learning rate
-    (Adam 1e-4), which the paper reuses, was tuned with it, and (b) the
-    average of the two means is the per-pixel mean BCE over all pixels of
-    both maps (for equal sizes), the same per-pixel reading as the PLA loss.
-    With Adam the factor 2 changes little besides the epsilon's weight.
-    The two maps may differ in size; each is averaged over its own pixels.
+    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``, each
+    map averaged over its own pixels. Eq. 1 sums the two terms; we halve
+    them as AdaptSegNet and ADVENT do, whose D learning rate (Adam 1e-4)
+    the paper reuses (with Adam the factor 2 matters little anyway).
     """
     ds = _as_float(d_logits_source)
     dt = _as_float(d_logits_target)
@@ -221,8 +175,8 @@ def inter_discriminator_loss(d_logits_source, d_logits_target):
 def inter_generator_loss(d_logits_target):
     """Stage I adversarial term of G (Eq. 1): ``-log D(G(x_t))``.
 
-    Mean over pixels of BCE(D(G(x_t)), 1): G makes target maps look
-    "source". The caller weights it by lambda_adv.
+    Mean BCE(D(G(x_t)), 1): G makes target maps look "source". The caller
+    weights it by lambda_adv.
     """
     dt = _as_float(d_logits_target)
     return tf.reduce_mean(tf.nn.softplus(-dt))
@@ -231,10 +185,9 @@ def inter_generator_loss(d_logits_target):
 def weighted_self_information(probs):
     """ADVENT weighted self-information map (Stage I AdvEnt, IntraDA).
 
-    Per channel ``-p_c * log(p_c) / log(C)`` (equal to
-    ``-p log2 p / log2 C``), with ADVENT's 1e-30 inside the log so p = 0
-    gives 0 and a finite gradient. Summing over channels gives the
-    normalised entropy in [0, 1]. Returns float32 [B,H,W,C] (not a scalar).
+    ``-p_c * log(p_c + 1e-30) / log(C)`` per channel (ADVENT's epsilon: p = 0
+    gives 0 and a finite gradient); its channel sum is the normalised
+    entropy in [0, 1]. Returns float32 [B,H,W,C].
     """
     p = _as_float(probs)
     num_classes = p.shape[-1]
@@ -247,51 +200,41 @@ def weighted_self_information(probs):
     return -p * tf.math.log(p + _ENTROPY_EPS) / log_c
 
 
-# ---------------------------------------------- PLA, per pixel (Eq. 6)
-# `valid` (optional, [B,H,W] of 0/1, e.g. from `hard_mask_and_valid`) marks
-# the pixels that exist: padded pixels of a crop are neither easy nor hard,
-# so they give neither value nor gradient and the means run over the valid
-# pixels only. valid=None (or all ones) is the plain mean over every pixel.
 def pla_discriminator_loss(d_logits, hard_mask, valid=None):
     """Pixel-level adversarial loss of D (Eq. 6), per-pixel reading.
 
-    ``mean_hw BCE(D, M)``: D is taught hard = 1, easy = 0 on every (valid)
-    pixel.
+    ``mean_hw BCE(D, M)``: D learns hard = 1, easy = 0 on every valid pixel.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
     bce = m * tf.nn.softplus(-d) + (1.0 - m) * tf.nn.softplus(d)
-    return _pixel_mean(bce, _valid_weights(valid, d))
+    return _pixel_mean(bce, valid)
 
 
 def pla_generator_loss(d_logits, hard_mask, valid=None):
     """Pixel-level adversarial loss of G (Eq. 6), per-pixel reading.
 
-    ``-(1/HW) sum_{M=1} log(1 - D)``, averaged over the batch: G makes hard
-    pixels look easy. Easy pixels give neither value nor gradient. Computed
-    as ``mean(M * softplus(d))`` since ``-log(1 - sigmoid(d)) = softplus(d)``;
-    with `valid`, HW counts the valid pixels only.
+    ``-(1/HW) sum_{M=1} log(1 - D)`` = ``mean(M * softplus(d))``, HW counting
+    the valid pixels: G makes hard pixels look easy; easy pixels give no
+    value and no gradient.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
-    return _pixel_mean(m * tf.nn.softplus(d), _valid_weights(valid, d))
+    return _pixel_mean(m * tf.nn.softplus(d), valid)
 
 
-# ---------------------------------------------- CTS, per pixel (Eq. 8)
 def cts_discriminator_loss(d_logits, z, valid=None):
     """Continuously indexed adversarial loss of D (Eq. 8), per pixel.
 
-    ``mean_hw (D - Z)^2``: D regresses the continuous index Z (Eq. 7) on
-    every (valid) pixel.
+    ``mean_hw (D - Z)^2``: D regresses the continuous index Z (Eq. 7).
     """
     d, zz = _pixel_pair(d_logits, z)
-    return _pixel_mean(tf.square(tf.sigmoid(d) - zz), _valid_weights(valid, d))
+    return _pixel_mean(tf.square(tf.sigmoid(d) - zz), valid)
 
 
 def cts_generator_loss(d_logits, hard_mask, valid=None):
     """Continuously indexed adversarial loss of G (Eq. 8), per pixel.
 
-    ``mean_hw (D o M)^2``: G pushes D towards 0 (easy) on hard pixels only;
-    easy pixels give no gradient. With `valid`, the mean runs over the valid
-    pixels only.
+    ``mean_hw (D o M)^2``: G pushes D towards 0 (easy) on hard pixels; easy
+    pixels give no gradient.
     """
     d, m = _pixel_pair(d_logits, hard_mask)
-    return _pixel_mean(tf.square(tf.sigmoid(d) * m), _valid_weights(valid, d))
+    return _pixel_mean(tf.square(tf.sigmoid(d) * m), valid)

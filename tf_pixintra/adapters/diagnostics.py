@@ -1,26 +1,21 @@
 """Streaming diagnostics of the discriminators, logged by the adapters.
 
-Three quantities tell whether an adversarial term does anything:
-- `auc`: ROC AUC of D's output against the subdomain it should detect (hard
-  pixels for PLA/CTS, hard images for the IntraDA baseline, the target
-  domain in Stage I). 0.5 = D separates nothing, 1 = perfect ranking, below
-  0.5 = reversed. It is measured on D's output computed before D's update
-  of that step, so on pixels D has not been trained on yet (a held-out
-  measure), exactly from ranks within each batch (`PairwiseAUC`).
+- `auc`: ROC AUC of D's output against what D should detect (hard pixels for
+  PLA/CTS, hard images for IntraDA, the target domain in Stage I); 0.5 = no
+  separation, below 0.5 = reversed. Measured on D's output before D's update
+  of the step, so on pixels D has not been trained on yet.
 - `zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
-- `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||, the share of
-  G's gradient that comes from the adversarial term (see
-  `AdversarialAdapter.generator_update`).
+- `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||.
 
-All three are keras.metrics.Metric objects, so they live in the adapter's
-trackers, stream over the steps of a logging interval (they are reset with
-the loss trackers), and sum correctly over replicas when read.
+Each is a keras.metrics.Metric among the adapter's trackers: it streams over
+a logging interval and sums correctly over replicas when read.
 """
 
 import keras
 import tensorflow as tf
 
 PREFIX = "diag_"
+GRAD_SHARE = PREFIX + "adv_grad_share"
 
 
 def auc_name(suffix=""):
@@ -31,23 +26,16 @@ def zcorr_name(suffix=""):
     return f"{PREFIX}zcorr_d{suffix}"
 
 
-GRAD_SHARE = PREFIX + "adv_grad_share"
-
-
 class PairwiseAUC(keras.metrics.Metric):
     """Exact ROC AUC within each update (batch), pooled over the updates.
 
-    ROC AUC = P(score of a random positive > score of a random negative),
-    ties counting 1/2 (the Mann-Whitney U statistic over n_pos * n_neg).
-    Each update computes U exactly from the ranks of its pixels (a sort,
-    midranks for ties); `result` is sum(U) / sum(n_pos * n_neg) over the
-    updates, i.e. the AUC over the positive/negative pairs of the same batch.
-
-    Why not keras.metrics.AUC: it buckets scores at fixed thresholds in
-    [0, 1], so a discriminator whose outputs all lie within one bucket (a D
-    that has barely learnt sits near the base rate, +-1e-4) reads exactly
-    0.5 whatever its ranking. Ranks need no thresholds, and AUC only needs
-    the ranking. 0.5 when no update had both classes.
+    `update_state(positive, score, sample_weight)`: positive = 1 for the
+    class D should detect, score higher = more likely positive, weight 0
+    leaves a pixel out. Each update adds the Mann-Whitney U from the ranks
+    of its pixels (midranks for ties); `result` is sum(U) / sum(n_pos *
+    n_neg), 0.5 when no update had both classes. Not keras.metrics.AUC: its
+    fixed thresholds in [0, 1] read 0.5 for a D whose outputs all fall in
+    one bucket (near the base rate, +-1e-4) whatever their ranking.
     """
 
     def __init__(self, name="pairwise_auc", dtype=None):
@@ -66,10 +54,9 @@ class PairwiseAUC(keras.metrics.Metric):
             score = tf.boolean_mask(score, keep)
         order = tf.argsort(score, stable=True)
         ordered = tf.gather(score, order)
-        # Midranks: equal scores (consecutive once sorted) share their mean
-        # rank. A group starts wherever the sorted score changes; the running
-        # count of starts numbers the groups in order, sorted as
-        # segment_mean requires (a linear pass, where tf.unique hashes).
+        # Midranks: a group of equal scores starts where the sorted score
+        # changes; the running count of starts numbers the groups in the
+        # sorted order segment_mean requires (linear, where tf.unique hashes).
         starts = tf.concat([tf.zeros_like(ordered[:1], tf.int32),  # [] if empty
                             tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
         group = tf.cumsum(starts)
@@ -95,27 +82,13 @@ class PairwiseAUC(keras.metrics.Metric):
         self.pairs.assign(tf.zeros_like(self.pairs))
 
 
-def make_auc(name):
-    """The AUC diagnostic metric (see PairwiseAUC)."""
-    return PairwiseAUC(name=name)
-
-
-def update_auc(metric, positive, score, weight=None):
-    """Adds one batch: `positive` (1 = the class D should detect), `score`
-    (higher = more likely positive; any monotone map of D's output), and
-    `weight` (0 = leave the pixel out)."""
-    metric.update_state(positive, score, weight)
-
-
 class StreamingPearson(keras.metrics.Metric):
     """Pearson correlation of x and y over every (weighted) element seen.
 
-    Keeps the weighted sums n, sum x, sum y, sum x^2, sum y^2, sum xy in
-    float64 (so the covariance of millions of pixels does not cancel in
-    float32) and combines them only in `result`. Unlike
-    keras.metrics.PearsonCorrelation, which averages one correlation per
-    sample, this is the correlation of all pixels pooled. 0 when either
-    variable is constant.
+    The weighted sums n, x, y, x^2, y^2, xy are kept in float64 (float32
+    would cancel over millions of pixels). Unlike
+    keras.metrics.PearsonCorrelation (a mean of per-sample correlations),
+    all pixels are pooled. 0 when either variable is constant.
     """
 
     _KEYS = ("n", "sx", "sy", "sxx", "syy", "sxy")
@@ -148,12 +121,10 @@ class StreamingPearson(keras.metrics.Metric):
 
 
 class LastValue(keras.metrics.Metric):
-    """The last value given with a non-zero weight (a diagnostic measured
-    every N steps); the mean over replicas when read across replicas.
+    """The last value given with a non-zero weight (measured every N steps);
+    the mean over replicas when read across replicas; 0 before any.
 
-    Unlike the loss trackers it is NOT cleared by `reset_state` (which the
-    logging interval calls): it reports the last measurement until the next
-    one. A new adapter starts at 0 (nothing measured yet).
+    `reset_state` (end of a logging interval) keeps it until the next one.
     """
 
     def __init__(self, name="last_value", dtype=None):
