@@ -1,8 +1,7 @@
 """Subdomain separation at pixel level (Sec. 4.1), IntraDA and IAS baselines.
 
-Pure numpy. ``probs`` are softmax maps [H,W,C] or [B,H,W,C]; outputs follow
-the project's conventions: hard mask M uint8 (1 = hard), pseudo label uint8
-(255 = none), Z float32.
+Pure numpy. ``probs``: softmax maps [H,W,C] or [B,H,W,C]. Hard mask M uint8
+(1 = hard), pseudo label uint8 (255 = none), Z float32.
 """
 
 import math
@@ -68,10 +67,8 @@ def _argmax_and_max(probs):
 
 
 def _scaled_thresholds(thresholds, probs, alpha):
-    """alpha * t_k in float32 (Eq. 2/3 compare in float32), broadcastable.
-
-    thresholds: [C] for every image, or [B,C] (probs [B,H,W,C]) per image.
-    """
+    """alpha * t_k in float32 (Eq. 2/3 compare in float32), broadcastable;
+    thresholds [C] for every image, or [B,C] (probs [B,H,W,C]) per image."""
     t = np.asarray(thresholds, dtype=np.float32)
     c = probs.shape[-1]
     if probs.ndim == 4 and t.shape == (probs.shape[0], c):
@@ -207,18 +204,15 @@ def separate_pixels(probs, thresholds, alpha):
 def separate_pixels_with_thresholds(probs, thresholds):
     """Eq. 2, 3, 7 with IAS thresholds (paper Table 6) as alpha * t_k.
 
-    IAST's own labelling keeps the argmax class if its probability is >= its
-    threshold: it differs only on ties and on pixels whose argmax is below
-    its threshold while another class is above its own.
+    IAST keeps the argmax class if it is >= its threshold: that differs only
+    on ties and where the argmax is below its threshold, another class above.
     """
     return separate_pixels(probs, thresholds, 1.0)
 
 
 def easy_pixel_proportion(hard_masks):
-    """Prop. (Eq. 4): fraction of easy pixels (M = 0) over all pixels.
-
-    hard_masks: one array or an iterable of arrays; 0.0 if there is no pixel.
-    """
+    """Prop. (Eq. 4): fraction of easy pixels (M = 0) in one hard mask or an
+    iterable of them; 0.0 if there is no pixel."""
     if isinstance(hard_masks, np.ndarray):
         hard_masks = [hard_masks]
     counter = PropCounter(0)
@@ -228,11 +222,8 @@ def easy_pixel_proportion(hard_masks):
 
 
 class PropCounter:
-    """Streaming, mergeable Prop. (Eq. 4) with per-class easy counts.
-
-    With ``alphas``, ``update_sweep`` also counts easy pixels for each alpha
-    (:func:`alpha_sweep_counts`): one pass reports Prop. for many alphas.
-    """
+    """Streaming, mergeable Prop. (Eq. 4) with per-class easy counts; with
+    ``alphas``, ``update_sweep`` counts Prop. for each alpha in one pass."""
 
     def __init__(self, num_classes, alphas=()):
         self.num_classes = int(num_classes)
@@ -347,20 +338,15 @@ def normalized_entropy(probs):
 
 
 def image_entropy_scores(probs):
-    """IntraDA image score, float64 [B] (or scalar): mean normalised entropy.
-
-    IntraDA averages the per-channel map (this / C, the same ranking); its
-    optional rare-class "normalizor" is not applied.
-    """
+    """IntraDA image score, float64 [B] (or scalar): mean normalised entropy
+    (IntraDA's is this / C, the same ranking; no rare-class "normalizor")."""
     return normalized_entropy(probs).astype(np.float64).mean(axis=(-2, -1))
 
 
 def rank_images_by_entropy(scores, lam):
-    """IntraDA split: (easy_indices, hard_indices), int64, in rank order.
-
-    The first ``floor(lam * N)`` of a stable ascending sort are easy
-    (IntraDA's ``int(len * lambda1)``; 1e-9 makes 0.29 * 100 give 29).
-    """
+    """IntraDA split (easy_indices, hard_indices), int64, in rank order: the
+    first ``floor(lam * N)`` of a stable ascending sort are easy (IntraDA's
+    ``int(len * lambda1)``; 1e-9 makes 0.29 * 100 give 29)."""
     lam = _check_alpha(lam, "lam")
     scores = np.asarray(scores, np.float64).ravel()
     order = np.argsort(scores, kind="stable").astype(np.int64)

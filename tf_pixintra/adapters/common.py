@@ -1,9 +1,8 @@
 """What both adapters share: a generator G, two discriminators, three optimizers.
 
-`AdversarialAdapter` (a keras.Model) owns G (a multi-level DeepLab-v2),
-D_main, D_aux and their optimizers; subclasses write `train_step` with
-`generator_update` and `discriminator_update`, which hold the replica
-scaling, loss scaling, L2 and head learning-rate rules.
+Subclasses of `AdversarialAdapter` write `train_step` with `generator_update`
+and `discriminator_update`, which hold the replica and loss scaling, the L2
+and the head learning-rate rules.
 """
 
 import keras
@@ -28,12 +27,9 @@ def replicas():
 
 
 def replica_share(labels=None, ignore_label=255):
-    """This replica's weight in a global mean, so summed gradients are exact.
-
-    1/R for a loss averaged over all pixels; n_local / n_global for one
-    averaged over the pixels whose label != ignore_label, however those
-    pixels fall on the replicas.
-    """
+    """This replica's weight in a global mean, so summed gradients are exact:
+    1/R for a mean over all pixels, n_local / n_global for a mean over the
+    pixels whose label != ignore_label."""
     if labels is None:
         return 1.0 / replicas()
     local = tf.reduce_sum(tf.cast(
@@ -46,8 +42,8 @@ def replica_share(labels=None, ignore_label=255):
 class AdversarialAdapter(compat.PrebuiltModel):
     """Base of the Stage I and Stage II adapters (custom `train_step`).
 
-    diag_every: every that many G steps, measure the adversarial share of
-    G's gradient (one extra backward pass); 0 = never.
+    diag_every: G steps between measures of the adversarial share of G's
+    gradient (one extra backward pass); 0 = never.
     """
 
     def __init__(self, generator, d_main, d_aux, *, lambda_seg_aux=0.1,
@@ -66,13 +62,12 @@ class AdversarialAdapter(compat.PrebuiltModel):
 
     def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None,
                 jit_compile=False):
-        """Stores the three optimizers and builds them (call in strategy scope)."""
+        """Stores and builds the three optimizers (call in strategy scope)."""
         super().compile(optimizer=g_optimizer, jit_compile=jit_compile)
         self.g_optimizer = g_optimizer
         self.d_main_optimizer = d_main_optimizer if self.d_main else None
         self.d_aux_optimizer = d_aux_optimizer if self.d_aux else None
-        # An unbuilt optimizer has no slots to save: checkpoint restore would
-        # silently skip its state.
+        # Checkpoint restore silently skips an unbuilt optimizer's state.
         g_optimizer.build(self.generator.trainable_variables)
         for disc, opt in ((self.d_main, self.d_main_optimizer),
                           (self.d_aux, self.d_aux_optimizer)):
@@ -81,45 +76,37 @@ class AdversarialAdapter(compat.PrebuiltModel):
                     raise ValueError(f"{disc.name} needs an optimizer")
                 opt.build(disc.trainable_variables)
 
-    def tracker(self, name):
-        """A keras.metrics.Mean per reported quantity, created on first use."""
+    def tracker(self, name, make=None):
+        """The metric of a logged quantity, created on first use: a
+        keras.metrics.Mean, or `make(name)` for a diagnostic (reset with the
+        trackers, its result logged every step)."""
         if name not in self._trackers:
-            self._trackers[name] = keras.metrics.Mean(name=name)
+            self._trackers[name] = (make or keras.metrics.Mean)(name)
+            if make:
+                self._diagnostics.append(name)
         return self._trackers[name]
 
     def declare_trackers(self, names, d_diagnostics=()):
-        """The trackers of `names`; if adversarial also those of the
-        adversarial and D losses, of each D's AUC and `d_diagnostics`
-        [(name of a D's suffix, make)], and of the gradient share."""
+        """Creates the trackers of `names` and, if adversarial, of the D and
+        adversarial losses, each D's AUC and `d_diagnostics` [(name pattern,
+        make)], and the gradient share."""
         if self.adversarial:
             names = [*names, "loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         for name in names:
             self.tracker(name)
         for suffix, disc in (("", self.d_main), ("_aux", self.d_aux)):
             if self.adversarial and disc is not None:
-                for name_of, make in ((diagnostics.auc_name, diagnostics.PairwiseAUC),
-                                      *d_diagnostics):
-                    self.diagnostic(name_of(suffix), make)
+                for name, make in ((diagnostics.AUC, diagnostics.PairwiseAUC),
+                                   *d_diagnostics):
+                    self.tracker(name.format(suffix), make)
         if self.measures_gradient_share:
-            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
-
-    def diagnostic(self, name, make):
-        """A diagnostic metric, created on first use: reset with the trackers,
-        its result is logged every step."""
-        if name not in self._trackers:
-            self._trackers[name] = make(name)
-            self._diagnostics.append(name)
-        return self._trackers[name]
+            self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue)
 
     @staticmethod
     def discriminate(disc, maps):
-        """disc(maps), and a tape that recorded only that pass.
-
-        D's update re-enters the tape to add the rest of its loss
-        (`discriminator_update`): its weights and the maps are those of G's
-        adversarial term, so this output serves both (AdvEnt's train_UDA.py
-        computes it twice).
-        """
+        """disc(maps), and a tape that recorded only that pass: D's update
+        re-enters it, as the output of G's adversarial term serves D's loss
+        too (same maps, same weights; AdvEnt's train_UDA.py runs D twice)."""
         tape = tf.GradientTape()
         with tape:
             logits = disc(maps, training=True)
@@ -158,12 +145,9 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return objects
 
     def segmentation_pass(self, images, labels, loss):
-        """G on `images` (inside G's tape).
-
-        Returns its (main, aux) logits at the input size, `loss` of each head
-        (the logged values), their sum (main + lambda_seg_aux x aux) weighted
-        by `replica_share(labels)`, and that share.
-        """
+        """G on `images` (in G's tape) -> its (main, aux) logits at the input
+        size, `loss` of each (the logged values), their sum (main +
+        lambda_seg_aux x aux) weighted by `replica_share(labels)`, the share."""
         size = tf.shape(images)[1:3]
         main, aux = split_outputs(self.generator(images, training=True))
         main, aux = upsample(main, size), upsample(aux, size)
@@ -186,9 +170,9 @@ class AdversarialAdapter(compat.PrebuiltModel):
     def generator_update(self, tape, loss, adversarial=None):
         """Applies d(loss + L2)/dG; `loss` is weighted by `replica_share`.
 
-        `adversarial`: the beta * L_adv part of `loss`. Every `diag_every`
-        steps (with `generator_tape()`) logs ||grad(adversarial)|| /
-        ||grad(loss + L2)||, both with the heads' multiplier as applied.
+        `adversarial` (the beta * L_adv part of `loss`): every `diag_every`
+        steps logs ||grad(adversarial)|| / ||grad(loss + L2)||, with the heads'
+        multiplier as applied (needs `generator_tape()`).
         """
         with tape:  # re-entered: the L2 term and the scaling are recorded too
             total = _scale(self.g_optimizer,
@@ -218,8 +202,8 @@ class AdversarialAdapter(compat.PrebuiltModel):
             return diagnostics.gradient_norm_share(adv_grads, grads)
 
         value = tf.cond(due, share, lambda: tf.constant(0.0))
-        self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue
-                        ).update_state(value, tf.cast(due, tf.float32))
+        self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue
+                     ).update_state(value, tf.cast(due, tf.float32))
 
     def discriminator_update(self, tape, loss, discriminator, optimizer,
                              share=None):

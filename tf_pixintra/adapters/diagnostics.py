@@ -1,41 +1,30 @@
 """Streaming diagnostics of the discriminators, logged by the adapters.
 
-- `auc`: ROC AUC of D's output against what D should detect (hard pixels for
-  PLA/CTS, hard images for IntraDA, the target domain in Stage I); 0.5 = no
-  separation, below 0.5 = reversed. Measured on D's output before D's update
-  of the step, so on pixels D has not been trained on yet.
-- `zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
-- `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||.
-
-Each is a keras.metrics.Metric among the adapter's trackers: it streams over
-a logging interval and sums correctly over replicas when read.
+`auc`: ROC AUC of D's output, before D's update of the step, against what D
+should detect (hard pixels, hard images, the target domain); 0.5 = none.
+`zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
+`adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||.
+Each is a keras.metrics.Metric: streams over a logging interval, sums over
+replicas.
 """
 
 import keras
 import tensorflow as tf
 
-PREFIX = "diag_"
-GRAD_SHARE = PREFIX + "adv_grad_share"
-
-
-def auc_name(suffix=""):
-    return f"{PREFIX}auc_d{suffix}"
-
-
-def zcorr_name(suffix=""):
-    return f"{PREFIX}zcorr_d{suffix}"
+# Logged names; AUC and ZCORR take the suffix of a D ("" or "_aux").
+AUC = "diag_auc_d{}"
+ZCORR = "diag_zcorr_d{}"
+GRAD_SHARE = "diag_adv_grad_share"
 
 
 class PairwiseAUC(keras.metrics.Metric):
     """Exact ROC AUC within each update (batch), pooled over the updates.
 
-    `update_state(positive, score, sample_weight)`: positive = 1 for the
-    class D should detect, score higher = more likely positive, weight 0
-    leaves a pixel out. Each update adds the Mann-Whitney U from the ranks
-    of its pixels (midranks for ties); `result` is sum(U) / sum(n_pos *
-    n_neg), 0.5 when no update had both classes. Not keras.metrics.AUC: its
-    fixed thresholds in [0, 1] read 0.5 for a D whose outputs all fall in
-    one bucket (near the base rate, +-1e-4) whatever their ranking.
+    `update_state(positive, score, sample_weight)`: positive = 1 for what D
+    should detect, higher score = more likely positive, weight 0 = left out.
+    `result`: sum(U) / sum(n_pos * n_neg), U the Mann-Whitney statistic from
+    midranks; 0.5 if no update had both classes. keras.metrics.AUC's fixed
+    thresholds read 0.5 for a D whose outputs all sit near the base rate.
     """
 
     def __init__(self, name="pairwise_auc", dtype=None):
@@ -54,9 +43,9 @@ class PairwiseAUC(keras.metrics.Metric):
             score = tf.boolean_mask(score, keep)
         order = tf.argsort(score, stable=True)
         ordered = tf.gather(score, order)
-        # Midranks: a group of equal scores starts where the sorted score
-        # changes; the running count of starts numbers the groups in the
-        # sorted order segment_mean requires (linear, where tf.unique hashes).
+        # Midranks: the running count of the places where the sorted score
+        # changes numbers the groups of equal scores in the sorted order
+        # segment_mean requires (linear, where tf.unique hashes).
         starts = tf.concat([tf.zeros_like(ordered[:1], tf.int32),  # [] if empty
                             tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
         group = tf.cumsum(starts)
@@ -83,21 +72,15 @@ class PairwiseAUC(keras.metrics.Metric):
 
 
 class StreamingPearson(keras.metrics.Metric):
-    """Pearson correlation of x and y over every (weighted) element seen.
-
-    The weighted sums n, x, y, x^2, y^2, xy are kept in float64 (float32
-    would cancel over millions of pixels). Unlike
-    keras.metrics.PearsonCorrelation (a mean of per-sample correlations),
-    all pixels are pooled. 0 when either variable is constant.
-    """
-
-    _KEYS = ("n", "sx", "sy", "sxx", "syy", "sxy")
+    """Pearson correlation of x and y over every (weighted) element seen,
+    pooled (keras.metrics.PearsonCorrelation averages per-sample ones); 0
+    when either is constant. Sums in float64: float32 would cancel."""
 
     def __init__(self, name="pearson", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self._sums = [self.add_variable(shape=(), initializer="zeros",
                                         dtype="float64", name=key)
-                      for key in self._KEYS]
+                      for key in ("n", "sx", "sy", "sxx", "syy", "sxy")]
 
     def update_state(self, x, y, sample_weight=None):
         x = tf.reshape(tf.cast(tf.stop_gradient(x), tf.float64), [-1])
@@ -121,11 +104,8 @@ class StreamingPearson(keras.metrics.Metric):
 
 
 class LastValue(keras.metrics.Metric):
-    """The last value given with a non-zero weight (measured every N steps);
-    the mean over replicas when read across replicas; 0 before any.
-
-    `reset_state` (end of a logging interval) keeps it until the next one.
-    """
+    """The last value given with a non-zero weight (the mean over replicas);
+    0 before any. Kept by `reset_state` until the next measurement."""
 
     def __init__(self, name="last_value", dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -145,7 +125,7 @@ class LastValue(keras.metrics.Metric):
                                      tf.convert_to_tensor(self.count))
 
     def reset_state(self):
-        """Kept on purpose: the last measurement stays until the next one."""
+        """The last measurement stays until the next one."""
 
 
 def gradient_norm_share(part_grads, total_grads):

@@ -1,15 +1,11 @@
 """Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1).
 
 Multi-level output-space adversarial training (AdaptSegNet): G learns the
-source cross-entropy (main + 0.1 x aux) and to fool one discriminator per
-head on target maps; each D then learns source (1) vs target (0) on the
-detached maps of the same step. Variants: `source_only` (no adversarial
-term), `adaptsegnet` (softmax maps into D), `advent` (weighted
-self-information maps). It also trains the image-level IntraDA baseline of
-Stage II: easy target images as the source, hard ones as the target.
-
-Diagnostics: each D's AUC of "target" against "source" over the pixels of
-both maps (batches may carry `source_valid` / `target_valid`, 0 = padding).
+source cross-entropy (main + 0.1 x aux) and to fool one D per head on target
+maps; each D then learns source (1) vs target (0) on the detached maps of
+the same step. Variants: `source_only`, `adaptsegnet` (softmax maps into D),
+`advent` (weighted self-information maps). Also trains the IntraDA baseline
+of Stage II (easy target images as source, hard ones as target).
 """
 
 import keras
@@ -29,7 +25,9 @@ class InterDomainAdapter(AdversarialAdapter):
     """keras.Model whose `fit` runs Stage I.
 
     Each batch is a dict with `source_image` (float32, Caffe-preprocessed),
-    `source_label` (uint8 trainIds, 255 = ignore) and `target_image`.
+    `source_label` (uint8 trainIds, 255 = ignore) and `target_image`, and
+    may hold `source_valid` / `target_valid` (0 = padding, left out of the
+    AUC of each D).
     """
 
     def __init__(self, generator, d_main=None, d_aux=None, *,
@@ -84,11 +82,9 @@ class InterDomainAdapter(AdversarialAdapter):
         return self.report(values)
 
     def _discriminator_step(self, heads, maps_s, d_t, valid_s, valid_t):
-        """D learns source = 1, target = 0 on the detached maps of this step.
-
-        `d_t`: (D's output on the target maps, its tape) per D, from G's
-        adversarial term (`discriminate`); that output also feeds the AUC.
-        """
+        """D learns source = 1, target = 0 on the detached maps of this step;
+        `d_t`: (D's output on the target maps, its tape) per D from G's
+        adversarial term, before D's update (it also feeds the AUC)."""
         values = {}
         for (_, disc, opt, _, suffix), m_s, (d_t_logits, tape) in zip(
                 heads, maps_s, d_t):
@@ -101,11 +97,8 @@ class InterDomainAdapter(AdversarialAdapter):
         return values
 
     def _update_auc(self, suffix, d_s, d_t, valid_s, valid_t):
-        """One AUC update over the pixels of both maps of this step.
-
-        Positive = the side G adapts (target / hard images), scored by the
-        logit of "target": -logit, as 1 - D = sigmoid(-logit).
-        """
+        """AUC over the pixels of both maps: positive = the side G adapts
+        (target / hard images), scored by -logit (1 - D = sigmoid(-logit))."""
         scores, sides, weights = [], [], []
         for side, d_logits, valid in ((0.0, d_s, valid_s), (1.0, d_t, valid_t)):
             score = tf.reshape(-tf.cast(d_logits, tf.float32), [-1])
@@ -113,7 +106,7 @@ class InterDomainAdapter(AdversarialAdapter):
             sides.append(tf.fill(tf.shape(score), side))
             weights.append(tf.ones_like(score) if valid is None else
                            tf.reshape(tf.cast(valid, tf.float32), [-1]))
-        self._trackers[diagnostics.auc_name(suffix)].update_state(
+        self._trackers[diagnostics.AUC.format(suffix)].update_state(
             tf.concat(sides, 0), tf.concat(scores, 0), tf.concat(weights, 0))
 
     def get_config(self):

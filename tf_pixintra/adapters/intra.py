@@ -2,20 +2,13 @@
 
 G trains on target images only: partial cross-entropy on the easy pixels'
 pseudo labels (Eq. 5, main + 0.1 x aux) plus an adversarial term on hard
-pixels from one pixel-level discriminator per head (logits upsampled to the
-input size, Sec 5.1):
-- PLA (Eq. 6): D classifies each pixel hard (M = 1) vs easy; G makes hard
-  pixels look easy.
-- CTS (Eq. 8): D regresses the continuous index Z (Eq. 7); G pushes D's
-  output on hard pixels to 0.
-Eq. 9: L_G = L_seg + beta * L_adv (beta 1e-3 main, 2e-4 aux); from round two
-(T = 1) plus `kld_lambda` x the CRST KLD regulariser.
-
+pixels from one pixel-level D per head (logits upsampled, Sec 5.1): PLA
+(Eq. 6), D classifies pixels hard (M = 1) vs easy; CTS (Eq. 8), D regresses
+the continuous index Z (Eq. 7). Eq. 9: L_G = L_seg + beta * L_adv (beta
+1e-3 main, 2e-4 aux), from round two (T = 1) plus `kld_lambda` x CRST's KLD.
 Padded pixels (hard mask `losses.PAD_MASK`) are neither easy nor hard: the
 adversarial and D losses average over the real pixels, weighted across
 replicas by their `replica_share`.
-
-Diagnostics: each D's AUC against M and, for CTS, its correlation with Z.
 """
 
 import keras
@@ -53,7 +46,7 @@ class PixelIntraAdapter(AdversarialAdapter):
         self.kld_lambda = float(kld_lambda)
         names = ["loss_seg", "loss_seg_aux"] + (
             ["loss_kld"] if self.kld_lambda else [])
-        zcorr = [(diagnostics.zcorr_name, diagnostics.StreamingPearson)]
+        zcorr = [(diagnostics.ZCORR, diagnostics.StreamingPearson)]
         self.declare_trackers(names, zcorr if method == "cts" else ())
 
     @property
@@ -91,12 +84,9 @@ class PixelIntraAdapter(AdversarialAdapter):
         return self.report(values)
 
     def _discriminator_step(self, heads, d_outs, data, mask, valid, share):
-        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step.
-
-        `d_outs`: (D's output, its tape) per D from G's adversarial term
-        (`discriminate`); that output, from before D's update, also scores
-        the diagnostics.
-        """
+        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step;
+        `d_outs`: (D's output, its tape) per D from G's adversarial term,
+        before D's update (it also scores the diagnostics)."""
         target = mask if self.method == "pla" else data["z"]
         values = {}
         for (_, disc, opt, _, suffix), (d_logits, tape) in zip(heads, d_outs):
@@ -108,17 +98,14 @@ class PixelIntraAdapter(AdversarialAdapter):
         return values
 
     def _update_diagnostics(self, suffix, d_logits, mask, z, valid):
-        """AUC of D against M; for CTS the correlation of D's output with Z.
-
-        D = sigmoid(logit) is PLA's P(hard) and CTS's estimate of Z: higher
-        means "harder" either way. The AUC ranks the logits (same ranking,
-        without sigmoid's float32 ties at large |logit|).
-        """
+        """AUC of D against M (higher = harder for PLA and CTS alike); for
+        CTS the correlation of D with Z. The AUC ranks the logits: sigmoid's
+        ranking without its float32 ties at large |logit|."""
         logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
-        self._trackers[diagnostics.auc_name(suffix)].update_state(
+        self._trackers[diagnostics.AUC.format(suffix)].update_state(
             mask, logits, valid)
         if self.method == "cts":
-            self._trackers[diagnostics.zcorr_name(suffix)].update_state(
+            self._trackers[diagnostics.ZCORR.format(suffix)].update_state(
                 tf.sigmoid(logits), z, valid)
 
     def get_config(self):
