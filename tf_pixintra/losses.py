@@ -1,22 +1,18 @@
 """The paper's losses, one function per equation (TensorFlow ops).
 
-Each takes numpy arrays or tensors, eager or in ``tf.function``, and returns
-a float32 scalar: the mean over the pixels given, without replica scaling.
-Shapes: logits [B,H,W,C]; labels [B,H,W] (255 = none); discriminator logits
-``d_logits`` (D = sigmoid), hard mask M, continuous index Z and ``valid``
-(1 = real pixel, 0 = crop padding: no value, no gradient, not counted)
+Each takes arrays or tensors and returns a float32 scalar, the mean over the
+pixels given (no replica scaling). logits [B,H,W,C]; labels [B,H,W] (255 =
+none); d_logits (D = sigmoid), M, Z and valid (0 = crop padding, left out)
 [B,H,W] or [B,H,W,1], otherwise matching (no silent broadcasting).
 
-Eq. 6 puts the pixel sum inside the log and Eq. 8 is a sum of squares over
-H x W; we use instead the per-pixel mean form of the AdaptSegNet family,
-BCEWithLogitsLoss averaged over pixels (wasidennis/AdaptSegNet,
-train_gta2cityscapes_multi.py; valeoai/ADVENT, advent/utils/func.py,
-``bce_loss``), because (1) it does not depend on the image size (literal
-CTS = HW x per-pixel, ~9e5 at 1280x720: beta would need re-tuning per crop
-size); (2) its gradients are bounded, while the literal log-of-sum is
-infinite for an empty subdomain; (3) the paper's beta (1e-3 / 2e-4, from
-AdaptSegNet) was tuned with per-pixel mean BCE. tests/test_losses.py checks
-the literal forms against these.
+Eq. 6 (pixel sum inside the log) and Eq. 8 (a sum of squares) are used in
+the per-pixel mean form of the AdaptSegNet family, BCEWithLogitsLoss averaged
+over pixels (wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py;
+valeoai/ADVENT, advent/utils/func.py, ``bce_loss``): (1) it does not depend
+on the image size (literal CTS = HW x per-pixel, ~9e5 at 1280x720); (2) its
+gradients are bounded, where the literal log-of-sum is infinite for an empty
+subdomain; (3) the paper's beta (1e-3 / 2e-4) was tuned with it.
+tests/test_losses.py checks the literal forms.
 """
 
 import math
@@ -90,12 +86,9 @@ def _labels_and_mask(labels, ignore_label):
 
 
 def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
-    """Source cross-entropy of Stage I (Eq. 1, first term of L_G_inter).
-
-    Mean of ``-log softmax(logits)_y`` over the pixels whose label is not
-    ``ignore_label``; 0 (0 gradient) if there is none. Another label outside
-    [0, C) raises InvalidArgumentError on every device.
-    """
+    """Source cross-entropy of Stage I (Eq. 1, first term of L_G_inter): mean
+    ``-log softmax(logits)_y`` over the labelled pixels (0 if none); another
+    label outside [0, C) raises InvalidArgumentError on every device."""
     logits = _as_float(logits)
     safe, valid = _labels_and_mask(labels, ignore_label)
     num_classes = tf.shape(logits)[-1]
@@ -119,11 +112,9 @@ def partial_cross_entropy(logits, labels):
 
 
 def kld_regularizer(logits, labels):
-    """CRST "MRKLD" confidence regulariser used in round two (T=1).
-
-    KL(uniform || p) up to a constant: mean of ``sum_c(-log p_c) / C`` over
-    the pseudo-labelled pixels (0 if none). The caller weights it (0.1).
-    """
+    """CRST "MRKLD" confidence regulariser of round two (T=1): KL(uniform ||
+    p) up to a constant, mean ``sum_c(-log p_c) / C`` over labelled pixels
+    (0 if none)."""
     logits = _as_float(logits)
     _, valid = _labels_and_mask(labels, IGNORE_LABEL)
     neg_mean_log_p = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1),
@@ -134,10 +125,9 @@ def kld_regularizer(logits, labels):
 def inter_discriminator_loss(d_logits_source, d_logits_target):
     """Stage I discriminator loss (Eq. 1, L_D_inter); D says source = 1.
 
-    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``, each
-    map averaged over its own pixels. Eq. 1 sums the two terms; we halve
-    them as AdaptSegNet and ADVENT do, whose D learning rate (Adam 1e-4)
-    the paper reuses (with Adam the factor 2 matters little anyway).
+    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``: Eq. 1
+    sums the terms; AdaptSegNet and ADVENT, whose D learning rate the paper
+    reuses, halve them.
     """
     ds = _as_float(d_logits_source)
     dt = _as_float(d_logits_target)
@@ -154,11 +144,8 @@ def inter_generator_loss(d_logits_target):
 
 
 def weighted_self_information(probs):
-    """ADVENT weighted self-information, float32 [B,H,W,C] (Stage I AdvEnt).
-
-    ``-p_c * log(p_c + 1e-30) / log(C)``; its channel sum is the normalised
-    entropy in [0, 1].
-    """
+    """ADVENT weighted self-information ``-p_c * log(p_c + 1e-30) / log(C)``,
+    float32 [B,H,W,C] (Stage I AdvEnt); its channel sum is in [0, 1]."""
     p = _as_float(probs)
     num_classes = p.shape[-1]
     if num_classes is None:

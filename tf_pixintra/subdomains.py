@@ -84,13 +84,11 @@ def _scaled_thresholds(thresholds, probs, alpha):
 
 
 class ClassThresholds:
-    """Streaming class thresholds t_k (Sec. 4.1, BDL rule).
-
-    ``t_k = min(cap, median of max_c y_c over the target pixels whose argmax
-    is k)``, ``cap`` if k is never predicted. One integer histogram per class
-    (``bins`` over [0, 1]): constant memory, exact ``merge``, within one bin
-    (1e-4) of ``np.median``, a bin's n values taken at the centres of its n
-    equal sub-intervals.
+    """Streaming class thresholds t_k (Sec. 4.1, BDL rule): ``t_k = min(cap,
+    median of max_c y_c over the target pixels whose argmax is k)``, cap if
+    none. One integer histogram per class (``bins`` over [0, 1]): constant
+    memory, exact ``merge``, within one bin (1e-4) of ``np.median`` (a bin's
+    n values taken at the centres of its n equal sub-intervals).
     """
 
     def __init__(self, num_classes, bins=DEFAULT_BINS):
@@ -304,9 +302,8 @@ def alpha_sweep_counts(probs, thresholds, alphas):
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = probs / t                # y/0 -> inf (y > 0) or NaN (y = 0)
     ratio = np.fmax.reduce(ratio, axis=-1)   # ignores NaN unless all NaN
-    ratio = np.nan_to_num(ratio, nan=0.0, posinf=np.inf)
+    flat_ratio = np.nan_to_num(ratio, nan=0.0, posinf=np.inf).ravel()
     flat_probs = probs.reshape(-1, c)
-    flat_ratio = ratio.ravel()
     per_pixel_t = None
     counts = np.zeros(len(alphas), np.int64)
     for i, a in enumerate(alphas):
@@ -332,8 +329,7 @@ def normalized_entropy(probs):
     c = probs.shape[-1]
     if c < 2:
         raise ValueError(f"need at least 2 classes, got {c}")
-    tiny = np.finfo(np.float32).tiny
-    plogp = probs * np.log(np.maximum(probs, tiny))
+    plogp = probs * np.log(np.maximum(probs, np.finfo(np.float32).tiny))
     return (-plogp.sum(axis=-1) / np.float32(math.log(c))).astype(np.float32)
 
 
@@ -356,8 +352,7 @@ def rank_images_by_entropy(scores, lam):
 
 def intrada_pseudo_labels(probs):
     """IntraDA pseudo labels for easy images: full argmax, uint8 [..,H,W]."""
-    probs = _check_probs(probs, labels=True)
-    return np.argmax(probs, axis=-1).astype(np.uint8)
+    return np.argmax(_check_probs(probs, labels=True), axis=-1).astype(np.uint8)
 
 
 class InstanceAdaptiveSelector:
@@ -366,13 +361,11 @@ class InstanceAdaptiveSelector:
     Class thresholds theta start at ``init`` each pass (as IAST); per image:
     1. with the OLD theta, class k's image threshold is the percentile
        ``100 * (1 - alpha * theta_k ** gamma)`` (np.percentile, linear) of
-       {theta_k} + {max-probability of the pixels whose argmax is k} (as
-       IAST: an absent class keeps theta_k);
+       {theta_k} + {max-probability of the pixels whose argmax is k};
     2. theta <- min(beta * theta + (1 - beta) * image_threshold, cap)
        (IAST only resets values >= 1 to 0.999);
     3. the UPDATED theta labels this image (as IAST): `thresholds_for`.
-    Order-dependent, so not mergeable. IAST's defaults: alpha 0.2 (0.25, 0.3
-    in later rounds), gamma 8, beta 0.9.
+    Order-dependent, not mergeable. IAST's alpha: 0.2, later 0.25 and 0.3.
     """
 
     def __init__(self, num_classes, alpha=0.2, gamma=8.0, beta=0.9,

@@ -1,8 +1,7 @@
 """What both adapters share: a generator G, two discriminators, three optimizers.
 
-Subclasses of `AdversarialAdapter` write `train_step` with `generator_update`
-and `discriminator_update`, which hold the replica and loss scaling, the L2
-and the head learning-rate rules.
+`generator_update` and `discriminator_update` hold the replica and loss
+scaling, L2 and head learning-rate rules of the subclasses' `train_step`.
 """
 
 import keras
@@ -12,6 +11,8 @@ from tf_pixintra import compat
 from tf_pixintra.adapters import diagnostics
 from tf_pixintra.models import head_variables
 from tf_pixintra.models import split_outputs
+
+_MODELS = ("generator", "d_main", "d_aux")  # serialised in get_config
 
 
 def upsample(logits, size):
@@ -45,6 +46,9 @@ class AdversarialAdapter(compat.PrebuiltModel):
     diag_every: G steps between measures of the adversarial share of G's
     gradient (one extra backward pass); 0 = never.
     """
+
+    # get_config's plain values (subclasses add theirs).
+    CONFIG_KEYS = ("lambda_seg_aux", "weight_decay", "head_lr_mult", "diag_every")
 
     def __init__(self, generator, d_main, d_aux, *, lambda_seg_aux=0.1,
                  weight_decay=5e-4, head_lr_mult=10.0, diag_every=0, **kwargs):
@@ -169,11 +173,9 @@ class AdversarialAdapter(compat.PrebuiltModel):
 
     def generator_update(self, tape, loss, adversarial=None):
         """Applies d(loss + L2)/dG; `loss` is weighted by `replica_share`.
-
-        `adversarial` (the beta * L_adv part of `loss`): every `diag_every`
-        steps logs ||grad(adversarial)|| / ||grad(loss + L2)||, with the heads'
-        multiplier as applied (needs `generator_tape()`).
-        """
+        Every `diag_every` steps (with `generator_tape()`) logs
+        ||grad(adversarial)|| / ||grad(loss + L2)||, `adversarial` being the
+        beta * L_adv part of `loss`, with the heads' multiplier as applied."""
         with tape:  # re-entered: the L2 term and the scaling are recorded too
             total = _scale(self.g_optimizer,
                            loss + self.l2_penalty() / replicas())
@@ -231,20 +233,15 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return compat.reducible_logs(logs)
 
     def get_config(self):
-        return {
-            "generator": keras.saving.serialize_keras_object(self.generator),
-            "d_main": keras.saving.serialize_keras_object(self.d_main),
-            "d_aux": keras.saving.serialize_keras_object(self.d_aux),
-            "lambda_seg_aux": self.lambda_seg_aux,
-            "weight_decay": self.weight_decay,
-            "head_lr_mult": self.head_lr_mult,
-            "diag_every": self.diag_every,
-        }
+        config = {key: keras.saving.serialize_keras_object(getattr(self, key))
+                  for key in _MODELS}
+        config.update((key, getattr(self, key)) for key in self.CONFIG_KEYS)
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("generator", "d_main", "d_aux"):
+        for key in _MODELS:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 

@@ -1,11 +1,9 @@
-"""Streaming diagnostics of the discriminators, logged by the adapters.
+"""Streaming diagnostics of the discriminators (keras.metrics.Metric).
 
 `auc`: ROC AUC of D's output, before D's update of the step, against what D
 should detect (hard pixels, hard images, the target domain); 0.5 = none.
 `zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
 `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||.
-Each is a keras.metrics.Metric: streams over a logging interval, sums over
-replicas.
 """
 
 import keras
@@ -18,13 +16,13 @@ GRAD_SHARE = "diag_adv_grad_share"
 
 
 class PairwiseAUC(keras.metrics.Metric):
-    """Exact ROC AUC within each update (batch), pooled over the updates.
+    """Exact ROC AUC within each update (batch), pooled over the updates:
+    sum(U) / sum(n_pos * n_neg), U the Mann-Whitney statistic from midranks;
+    0.5 if no update had both classes. (keras.metrics.AUC's fixed thresholds
+    read 0.5 for a D whose outputs all sit near the base rate.)
 
-    `update_state(positive, score, sample_weight)`: positive = 1 for what D
-    should detect, higher score = more likely positive, weight 0 = left out.
-    `result`: sum(U) / sum(n_pos * n_neg), U the Mann-Whitney statistic from
-    midranks; 0.5 if no update had both classes. keras.metrics.AUC's fixed
-    thresholds read 0.5 for a D whose outputs all sit near the base rate.
+    update_state: positive (1 = what D should detect), score (higher = more
+    likely positive), sample_weight (0 = left out).
     """
 
     def __init__(self, name="pairwise_auc", dtype=None):

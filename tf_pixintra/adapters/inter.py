@@ -1,11 +1,9 @@
-"""Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1).
+"""Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1), and IntraDA.
 
 Multi-level output-space adversarial training (AdaptSegNet): G learns the
-source cross-entropy (main + 0.1 x aux) and to fool one D per head on target
-maps; each D then learns source (1) vs target (0) on the detached maps of
-the same step. Variants: `source_only`, `adaptsegnet` (softmax maps into D),
-`advent` (weighted self-information maps). Also trains the IntraDA baseline
-of Stage II (easy target images as source, hard ones as target).
+source cross-entropy and to fool one D per head on target maps; each D then
+learns source (1) vs target (0) on the detached maps of the same step. The
+IntraDA baseline of Stage II takes easy images as source, hard as target.
 """
 
 import keras
@@ -22,13 +20,17 @@ from tf_pixintra.models import split_outputs
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class InterDomainAdapter(AdversarialAdapter):
-    """keras.Model whose `fit` runs Stage I.
+    """keras.Model whose `fit` runs Stage I; variant: `source_only`,
+    `adaptsegnet` (softmax maps into D) or `advent` (self-information maps).
 
     Each batch is a dict with `source_image` (float32, Caffe-preprocessed),
-    `source_label` (uint8 trainIds, 255 = ignore) and `target_image`, and
-    may hold `source_valid` / `target_valid` (0 = padding, left out of the
+    `source_label` (uint8 trainIds, 255 = ignore), `target_image` and
+    optionally `source_valid` / `target_valid` (0 = padding, left out of the
     AUC of each D).
     """
+
+    CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
+        "variant", "lambda_adv_main", "lambda_adv_aux")
 
     def __init__(self, generator, d_main=None, d_aux=None, *,
                  variant="adaptsegnet", lambda_adv_main=1e-3,
@@ -108,9 +110,3 @@ class InterDomainAdapter(AdversarialAdapter):
                            tf.reshape(tf.cast(valid, tf.float32), [-1]))
         self._trackers[diagnostics.AUC.format(suffix)].update_state(
             tf.concat(sides, 0), tf.concat(scores, 0), tf.concat(weights, 0))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(variant=self.variant, lambda_adv_main=self.lambda_adv_main,
-                      lambda_adv_aux=self.lambda_adv_aux)
-        return config

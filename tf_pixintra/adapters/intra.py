@@ -1,14 +1,10 @@
 """Stage II: pixel-level intra-domain adaptation (paper Sec 4.2, Eq. 5-9).
 
-G trains on target images only: partial cross-entropy on the easy pixels'
-pseudo labels (Eq. 5, main + 0.1 x aux) plus an adversarial term on hard
-pixels from one pixel-level D per head (logits upsampled, Sec 5.1): PLA
-(Eq. 6), D classifies pixels hard (M = 1) vs easy; CTS (Eq. 8), D regresses
-the continuous index Z (Eq. 7). Eq. 9: L_G = L_seg + beta * L_adv (beta
-1e-3 main, 2e-4 aux), from round two (T = 1) plus `kld_lambda` x CRST's KLD.
-Padded pixels (hard mask `losses.PAD_MASK`) are neither easy nor hard: the
-adversarial and D losses average over the real pixels, weighted across
-replicas by their `replica_share`.
+On target images, Eq. 9: L_G = L_seg (Eq. 5, easy pixels) + beta * L_adv
+(hard pixels, one pixel-level D per head, Sec 5.1), from round two (T = 1)
+plus `kld_lambda` x CRST's KLD. PLA (Eq. 6): D classifies pixels hard vs
+easy; CTS (Eq. 8): D regresses Z (Eq. 7). Padded pixels (hard mask
+`losses.PAD_MASK`) are left out, weighted across replicas by `replica_share`.
 """
 
 import keras
@@ -33,6 +29,9 @@ class PixelIntraAdapter(AdversarialAdapter):
     `pseudo_label` (uint8, 255 = none), `hard_mask` (uint8, 1 = hard) and
     `z` (float32), all with the same crop.
     """
+
+    CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
+        "method", "beta_main", "beta_aux", "kld_lambda")
 
     def __init__(self, generator, d_main=None, d_aux=None, *, method="cts",
                  beta_main=1e-3, beta_aux=2e-4, kld_lambda=0.0, **kwargs):
@@ -94,22 +93,12 @@ class PixelIntraAdapter(AdversarialAdapter):
                 loss_d = _D_LOSS[self.method](d_logits, target, valid)
             self.discriminator_update(tape, loss_d, disc, opt, share)
             values["loss_d" + suffix] = loss_d
-            self._update_diagnostics(suffix, d_logits, mask, data["z"], valid)
+            # AUC against M of the logits (higher = harder for PLA and CTS):
+            # sigmoid's ranking without its float32 ties at large |logit|.
+            logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
+            self._trackers[diagnostics.AUC.format(suffix)].update_state(
+                mask, logits, valid)
+            if self.method == "cts":
+                self._trackers[diagnostics.ZCORR.format(suffix)].update_state(
+                    tf.sigmoid(logits), data["z"], valid)
         return values
-
-    def _update_diagnostics(self, suffix, d_logits, mask, z, valid):
-        """AUC of D against M (higher = harder for PLA and CTS alike); for
-        CTS the correlation of D with Z. The AUC ranks the logits: sigmoid's
-        ranking without its float32 ties at large |logit|."""
-        logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
-        self._trackers[diagnostics.AUC.format(suffix)].update_state(
-            mask, logits, valid)
-        if self.method == "cts":
-            self._trackers[diagnostics.ZCORR.format(suffix)].update_state(
-                tf.sigmoid(logits), z, valid)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(method=self.method, beta_main=self.beta_main,
-                      beta_aux=self.beta_aux, kld_lambda=self.kld_lambda)
-        return config

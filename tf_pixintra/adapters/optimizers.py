@@ -1,12 +1,8 @@
 """Optimizers of the AdaptSegNet family: SGD for G, Adam for each D, poly decay.
 
-As in the PyTorch references:
-- Weight decay is coupled L2 (PyTorch SGD adds wd * w to the gradient before
-  momentum; Keras' `weight_decay` is decoupled and unused): the adapters add
-  0.5 * wd * sum(w^2) to G's loss, correct under loss and replica scaling.
-- "Heads at 10x LR" multiplies the head gradients (L2 included) by 10: for
-  SGD with momentum, a 10x learning rate with one optimizer and one set of
-  slots.
+As in PyTorch, weight decay is coupled L2 (Keras' `weight_decay` is
+decoupled): the adapters add 0.5 * wd * sum(w^2) to G's loss. The heads'
+10x LR is a 10x gradient (L2 included), the same for SGD with momentum.
 Keras SGD keeps momentum in units of lr * g, PyTorch in g: under poly decay
 they differ by a relative 1e-5 per step (250k steps).
 """
