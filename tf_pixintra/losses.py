@@ -5,14 +5,12 @@ pixels given (no replica scaling). logits [B,H,W,C]; labels [B,H,W] (255 =
 none); d_logits (D = sigmoid), M, Z and valid (0 = crop padding, left out)
 [B,H,W] or [B,H,W,1], otherwise matching (no silent broadcasting).
 
-Eq. 6 (pixel sum inside the log) and Eq. 8 (a sum of squares) are used in
-the per-pixel mean form of the AdaptSegNet family, BCEWithLogitsLoss averaged
-over pixels (wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py;
-valeoai/ADVENT, advent/utils/func.py, ``bce_loss``): (1) it does not depend
-on the image size (literal CTS = HW x per-pixel, ~9e5 at 1280x720); (2) its
-gradients are bounded, where the literal log-of-sum is infinite for an empty
-subdomain; (3) the paper's beta (1e-3 / 2e-4) was tuned with it.
-tests/test_losses.py checks the literal forms.
+Eq. 6 (pixel sum inside the log) and Eq. 8 (a sum of squares) are used in the per-pixel mean form
+of the AdaptSegNet family, BCEWithLogitsLoss averaged over pixels (wasidennis/AdaptSegNet,
+train_gta2cityscapes_multi.py; valeoai/ADVENT, advent/utils/func.py, ``bce_loss``): (1) it does not
+depend on the image size (literal CTS = HW x per-pixel, ~9e5 at 1280x720); (2) its gradients are
+bounded, where the literal log-of-sum is infinite for an empty subdomain; (3) the paper's beta
+(1e-3 / 2e-4) was tuned with it. tests/test_losses.py checks the literal forms.
 """
 
 import math
@@ -44,10 +42,9 @@ def _pixel_pair(d_logits, mask):
     d = _drop_unit_channel(_as_float(d_logits))
     m = _drop_unit_channel(_as_float(mask))
     if not d.shape.is_compatible_with(m.shape):
-        raise ValueError(
-            f"discriminator logits of shape {d.shape} do not match the "
-            f"per-pixel map of shape {m.shape}; expected the same [B,H,W] "
-            "(a trailing axis of size 1 is allowed on either)")
+        raise ValueError(f"discriminator logits of shape {d.shape} do not match the per-pixel map "
+                         f"of shape {m.shape}; expected the same [B,H,W] (a trailing axis of "
+                         "size 1 is allowed on either)")
     return d, m
 
 
@@ -64,8 +61,7 @@ def _pixel_mean(values, valid):
 
 def _masked_mean(values, weights):
     """sum(values * weights) / sum(weights); 0 (0 gradient) if no weight."""
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights),
-                                 tf.reduce_sum(weights))
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
 
 
 def hard_mask_and_valid(hard_mask, pad_value=PAD_MASK):
@@ -78,8 +74,7 @@ def hard_mask_and_valid(hard_mask, pad_value=PAD_MASK):
 
 def _labels_and_mask(labels, ignore_label):
     """int32 labels with ignored pixels replaced by 0, and a float32 mask."""
-    labels = tf.cast(_drop_unit_channel(tf.convert_to_tensor(labels)),
-                     tf.int32)
+    labels = tf.cast(_drop_unit_channel(tf.convert_to_tensor(labels)), tf.int32)
     valid = tf.not_equal(labels, ignore_label)
     safe = tf.where(valid, labels, tf.zeros_like(labels))
     return safe, tf.cast(valid, tf.float32)
@@ -94,12 +89,12 @@ def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
     num_classes = tf.shape(logits)[-1]
     check = tf.debugging.assert_less(  # unsigned: a negative label is huge
         tf.cast(safe, tf.uint32), tf.cast(num_classes, tf.uint32),
-        message="segmentation_cross_entropy: a label outside [0, number of "
-                "classes) that is not the ignore label")
+        message="segmentation_cross_entropy: a label outside [0, number of classes) that is "
+                "not the ignore label")
     with tf.control_dependencies([check]):
-        # -log softmax(z)_y = logsumexp(z) - z_y: the value (up to rounding)
-        # and gradient of sparse_softmax_cross_entropy_with_logits without
-        # its slow kernel (benchmarks/BENCHMARKS.md, "TF vs PyTorch").
+        # -log softmax(z)_y = logsumexp(z) - z_y: the value (up to rounding) and gradient of
+        # sparse_softmax_cross_entropy_with_logits without its slow kernel
+        # (benchmarks/BENCHMARKS.md, "TF vs PyTorch").
         picked = tf.reduce_sum(tf.one_hot(safe, num_classes) * logits, -1)
         ce = tf.reduce_logsumexp(logits, -1) - picked
     return _masked_mean(ce, valid)
@@ -112,28 +107,24 @@ def partial_cross_entropy(logits, labels):
 
 
 def kld_regularizer(logits, labels):
-    """CRST "MRKLD" confidence regulariser of round two (T=1): KL(uniform ||
-    p) up to a constant, mean ``sum_c(-log p_c) / C`` over labelled pixels
-    (0 if none)."""
+    """CRST "MRKLD" confidence regulariser of round two (T=1): KL(uniform || p) up to a constant,
+    mean ``sum_c(-log p_c) / C`` over labelled pixels (0 if none)."""
     logits = _as_float(logits)
     _, valid = _labels_and_mask(labels, IGNORE_LABEL)
-    neg_mean_log_p = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1),
-                                     axis=-1)
+    neg_mean_log_p = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1), axis=-1)
     return _masked_mean(neg_mean_log_p, valid)
 
 
 def inter_discriminator_loss(d_logits_source, d_logits_target):
     """Stage I discriminator loss (Eq. 1, L_D_inter); D says source = 1.
 
-    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``: Eq. 1
-    sums the terms; AdaptSegNet and ADVENT, whose D learning rate the paper
-    reuses, halve them.
+    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``: Eq. 1 sums the terms;
+    AdaptSegNet and ADVENT, whose D learning rate the paper reuses, halve them.
     """
     ds = _as_float(d_logits_source)
     dt = _as_float(d_logits_target)
     # BCE(x, 1) = softplus(-x); BCE(x, 0) = softplus(x).
-    return 0.5 * (tf.reduce_mean(tf.nn.softplus(-ds))
-                  + tf.reduce_mean(tf.nn.softplus(dt)))
+    return 0.5 * (tf.reduce_mean(tf.nn.softplus(-ds)) + tf.reduce_mean(tf.nn.softplus(dt)))
 
 
 def inter_generator_loss(d_logits_target):

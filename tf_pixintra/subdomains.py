@@ -22,14 +22,12 @@ def _check_probs(probs, num_classes=None, labels=False):
     the classes must fit uint8 pseudo labels."""
     probs = np.asarray(probs)
     if probs.ndim not in (3, 4):
-        raise ValueError(f"probs must be [H,W,C] or [B,H,W,C], got shape "
-                         f"{probs.shape}")
+        raise ValueError(f"probs must be [H,W,C] or [B,H,W,C], got shape {probs.shape}")
     if num_classes is not None and probs.shape[-1] != num_classes:
         raise ValueError(f"probs has {probs.shape[-1]} classes on its last "
                          f"axis, expected {num_classes}")
     if not np.issubdtype(probs.dtype, np.floating):
-        raise ValueError(f"probs must hold floating-point probabilities, got "
-                         f"dtype {probs.dtype}")
+        raise ValueError(f"probs must hold floating-point probabilities, got dtype {probs.dtype}")
     if labels and probs.shape[-1] > IGNORE_LABEL:
         raise ValueError(f"at most {IGNORE_LABEL} classes fit uint8 pseudo "
                          f"labels, got {probs.shape[-1]}")
@@ -48,8 +46,7 @@ def _check_mergeable(into, other, fields):
     if any(getattr(other, f) != getattr(into, f) for f in fields):
         theirs, mine = (", ".join(f"{f}={getattr(obj, f)}" for f in fields)
                         for obj in (other, into))
-        raise ValueError(f"cannot merge {type(into).__name__}({theirs}) "
-                         f"into ({mine})")
+        raise ValueError(f"cannot merge {type(into).__name__}({theirs}) into ({mine})")
 
 
 def _check_alpha(alpha, name="alpha"):
@@ -74,9 +71,8 @@ def _scaled_thresholds(thresholds, probs, alpha):
     if probs.ndim == 4 and t.shape == (probs.shape[0], c):
         t = t[:, None, None, :]
     elif t.shape != (c,):
-        raise ValueError(f"thresholds of shape {t.shape} do not fit probs of "
-                         f"shape {probs.shape}; expected ({c},) or "
-                         f"(batch, {c})")
+        raise ValueError(f"thresholds of shape {t.shape} do not fit probs of shape {probs.shape}; "
+                         f"expected ({c},) or (batch, {c})")
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"thresholds must be finite and >= 0, got "
                          f"{np.asarray(thresholds).tolist()}")
@@ -84,11 +80,10 @@ def _scaled_thresholds(thresholds, probs, alpha):
 
 
 class ClassThresholds:
-    """Streaming class thresholds t_k (Sec. 4.1, BDL rule): ``t_k = min(cap,
-    median of max_c y_c over the target pixels whose argmax is k)``, cap if
-    none. One integer histogram per class (``bins`` over [0, 1]): constant
-    memory, exact ``merge``, within one bin (1e-4) of ``np.median`` (a bin's
-    n values taken at the centres of its n equal sub-intervals).
+    """Streaming class thresholds t_k (Sec. 4.1, BDL rule): ``t_k = min(cap, median of max_c y_c
+    over the target pixels whose argmax is k)``, cap if none. One integer histogram per class
+    (``bins`` over [0, 1]): constant memory, exact ``merge``, within one bin (1e-4) of
+    ``np.median`` (a bin's n values taken at the centres of its n equal sub-intervals).
     """
 
     def __init__(self, num_classes, bins=DEFAULT_BINS):
@@ -108,9 +103,8 @@ class ClassThresholds:
         bin_idx = np.floor(maxp.astype(np.float64) * self.bins)
         bin_idx = np.clip(bin_idx, 0, self.bins - 1).astype(np.int64)
         flat_idx = label.astype(np.int64) * self.bins + bin_idx
-        self._hist += np.bincount(
-            flat_idx, minlength=self.num_classes * self.bins
-        ).reshape(self.num_classes, self.bins)
+        self._hist += np.bincount(flat_idx, minlength=self.num_classes * self.bins).reshape(
+            self.num_classes, self.bins)
         return self
 
     def merge(self, other):
@@ -148,16 +142,14 @@ class ClassThresholds:
     def result(self, cap=DEFAULT_CAP):
         """float32[C] thresholds t_k = min(cap, median); cap if never seen."""
         med = self.medians()
-        return np.where(np.isnan(med), cap,
-                        np.minimum(med, cap)).astype(np.float32)
+        return np.where(np.isnan(med), cap, np.minimum(med, cap)).astype(np.float32)
 
     def to_dict(self):
         """JSON-serialisable state (sparse histogram), for merging workers."""
         flat = self._hist.ravel()
         nz = np.flatnonzero(flat)
-        return {"format": _DICT_FORMAT_THRESHOLDS,
-                "num_classes": self.num_classes, "bins": self.bins,
-                "index": nz.tolist(), "count": flat[nz].tolist()}
+        return {"format": _DICT_FORMAT_THRESHOLDS, "num_classes": self.num_classes,
+                "bins": self.bins, "index": nz.tolist(), "count": flat[nz].tolist()}
 
     @classmethod
     def from_dict(cls, state):
@@ -167,8 +159,7 @@ class ClassThresholds:
         index = np.asarray(state["index"], np.int64)
         count = np.asarray(state["count"], np.int64)
         if index.shape != count.shape or (
-                index.size and (index.min() < 0
-                                or index.max() >= obj._hist.size)):
+                index.size and (index.min() < 0 or index.max() >= obj._hist.size)):
             raise ValueError("ClassThresholds state has bad index/count lists")
         obj._hist.ravel()[index] = count
         return obj
@@ -177,12 +168,12 @@ class ClassThresholds:
 def separate_pixels(probs, thresholds, alpha):
     """Splits pixels into easy and hard subdomains (Eq. 2, 3, 7).
 
-    probs [..,H,W,C] (y), thresholds t_k [C] or [B,C] (per image), alpha in
-    [0, 1] -> (hard_mask, pseudo_label, z) [..,H,W]:
+    probs [..,H,W,C] (y), thresholds t_k [C] or [B,C] (per image), alpha in [0, 1] ->
+    (hard_mask, pseudo_label, z) [..,H,W]:
       hard_mask uint8, 1 = hard: every y_k <= alpha * t_k (Eq. 2);
-      pseudo_label uint8: on easy pixels the class of the largest PROBABILITY
-        among those with y_k > alpha * t_k (Eq. 3; not the largest y_k / t_k),
-        ties to the lowest index; 255 on hard pixels;
+      pseudo_label uint8: on easy pixels the class of the largest PROBABILITY among those with
+        y_k > alpha * t_k (Eq. 3; not the largest y_k / t_k), ties to the lowest index; 255 on
+        hard pixels;
       z float32: 0 on easy pixels, 1 - max_k y_k on hard ones (Eq. 7).
     Compares in float32 (alpha * t_k rounded to float32).
     """
@@ -194,8 +185,7 @@ def separate_pixels(probs, thresholds, alpha):
     candidates = np.where(above, probs, np.float32(-1.0))
     label = np.argmax(candidates, axis=-1).astype(np.uint8)
     label[hard] = IGNORE_LABEL
-    z = np.where(hard, np.float32(1.0) - probs.max(axis=-1),
-                 np.float32(0.0)).astype(np.float32)
+    z = np.where(hard, np.float32(1.0) - probs.max(axis=-1), np.float32(0.0)).astype(np.float32)
     return hard.astype(np.uint8), label, z
 
 
@@ -270,10 +260,8 @@ class PropCounter:
     def to_dict(self):
         """JSON-serialisable state."""
         return {"format": _DICT_FORMAT_PROP, "num_classes": self.num_classes,
-                "alphas": list(self.alphas), "easy": int(self.easy),
-                "total": int(self.total),
-                "class_easy": self.class_easy.tolist(),
-                "sweep_easy": self.sweep_easy.tolist(),
+                "alphas": list(self.alphas), "easy": int(self.easy), "total": int(self.total),
+                "class_easy": self.class_easy.tolist(), "sweep_easy": self.sweep_easy.tolist(),
                 "sweep_total": int(self.sweep_total)}
 
     @classmethod
@@ -315,8 +303,7 @@ def alpha_sweep_counts(probs, thresholds, alphas):
                 per_pixel_t = np.broadcast_to(t, probs.shape).reshape(-1, c)
             scaled = np.float32(a) * per_pixel_t[near]
             exact = np.any(flat_probs[near] > scaled, axis=-1)
-            n += int(np.count_nonzero(exact)) - int(
-                np.count_nonzero(approx[near]))
+            n += int(np.count_nonzero(exact)) - int(np.count_nonzero(approx[near]))
         counts[i] = n
     return counts
 
@@ -340,9 +327,9 @@ def image_entropy_scores(probs):
 
 
 def rank_images_by_entropy(scores, lam):
-    """IntraDA split (easy_indices, hard_indices), int64, in rank order: the
-    first ``floor(lam * N)`` of a stable ascending sort are easy (IntraDA's
-    ``int(len * lambda1)``; 1e-9 makes 0.29 * 100 give 29)."""
+    """IntraDA split (easy_indices, hard_indices), int64, in rank order: the first
+    ``floor(lam * N)`` of a stable ascending sort are easy (IntraDA's ``int(len * lambda1)``;
+    1e-9 makes 0.29 * 100 give 29)."""
     lam = _check_alpha(lam, "lam")
     scores = np.asarray(scores, np.float64).ravel()
     order = np.argsort(scores, kind="stable").astype(np.int64)
@@ -368,8 +355,7 @@ class InstanceAdaptiveSelector:
     Order-dependent, not mergeable. IAST's alpha: 0.2, later 0.25 and 0.3.
     """
 
-    def __init__(self, num_classes, alpha=0.2, gamma=8.0, beta=0.9,
-                 cap=0.999, init=0.9):
+    def __init__(self, num_classes, alpha=0.2, gamma=8.0, beta=0.9, cap=0.999, init=0.9):
         self.num_classes = int(num_classes)
         self.alpha = _check_alpha(alpha)
         self.gamma = float(gamma)
@@ -391,8 +377,7 @@ class InstanceAdaptiveSelector:
         for k in np.unique(label):
             values = np.concatenate(([old[k]], maxp[label == k]))
             image_thr[k] = np.percentile(values, q[k])
-        self.theta = np.minimum(
-            self.beta * old + (1.0 - self.beta) * image_thr, self.cap)
+        self.theta = np.minimum(self.beta * old + (1.0 - self.beta) * image_thr, self.cap)
         return self.theta.astype(np.float32)
 
     def to_dict(self):

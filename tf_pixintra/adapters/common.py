@@ -28,9 +28,8 @@ def replicas():
 
 
 def replica_share(labels=None, ignore_label=255):
-    """This replica's weight in a global mean, so summed gradients are exact:
-    1/R for a mean over all pixels, n_local / n_global for a mean over the
-    pixels whose label != ignore_label."""
+    """This replica's weight in a global mean, so summed gradients are exact: 1/R for a mean over
+    all pixels, n_local / n_global for a mean over the pixels whose label != ignore_label."""
     if labels is None:
         return 1.0 / replicas()
     local = tf.reduce_sum(tf.cast(
@@ -64,8 +63,7 @@ class AdversarialAdapter(compat.PrebuiltModel):
         self._trackers = {}
         self._diagnostics = []
 
-    def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None,
-                jit_compile=False):
+    def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None, jit_compile=False):
         """Stores and builds the three optimizers (call in strategy scope)."""
         super().compile(optimizer=g_optimizer, jit_compile=jit_compile)
         self.g_optimizer = g_optimizer
@@ -81,9 +79,8 @@ class AdversarialAdapter(compat.PrebuiltModel):
                 opt.build(disc.trainable_variables)
 
     def tracker(self, name, make=None):
-        """The metric of a logged quantity, created on first use: a
-        keras.metrics.Mean, or `make(name)` for a diagnostic (reset with the
-        trackers, its result logged every step)."""
+        """The metric of a logged quantity, created on first use: a keras.metrics.Mean, or
+        `make(name)` for a diagnostic (reset with the trackers, its result logged every step)."""
         if name not in self._trackers:
             self._trackers[name] = (make or keras.metrics.Mean)(name)
             if make:
@@ -91,17 +88,15 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return self._trackers[name]
 
     def declare_trackers(self, names, d_diagnostics=()):
-        """Creates the trackers of `names` and, if adversarial, of the D and
-        adversarial losses, each D's AUC and `d_diagnostics` [(name pattern,
-        make)], and the gradient share."""
+        """Creates the trackers of `names` and, if adversarial, of the D and adversarial losses,
+        each D's AUC and `d_diagnostics` [(name pattern, make)], and the gradient share."""
         if self.adversarial:
             names = [*names, "loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         for name in names:
             self.tracker(name)
         for suffix, disc in (("", self.d_main), ("_aux", self.d_aux)):
             if self.adversarial and disc is not None:
-                for name, make in ((diagnostics.AUC, diagnostics.PairwiseAUC),
-                                   *d_diagnostics):
+                for name, make in ((diagnostics.AUC, diagnostics.PairwiseAUC), *d_diagnostics):
                     self.tracker(name.format(suffix), make)
         if self.measures_gradient_share:
             self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue)
@@ -167,18 +162,15 @@ class AdversarialAdapter(compat.PrebuiltModel):
         """0.5 * wd * sum(w^2) over G's trainable variables (coupled L2)."""
         if not self.weight_decay:
             return tf.constant(0.0)
-        return 0.5 * self.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-             for v in self.generator.trainable_variables])
+        return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                                                   for v in self.generator.trainable_variables])
 
     def generator_update(self, tape, loss, adversarial=None):
-        """Applies d(loss + L2)/dG; `loss` is weighted by `replica_share`.
-        Every `diag_every` steps (with `generator_tape()`) logs
-        ||grad(adversarial)|| / ||grad(loss + L2)||, `adversarial` being the
-        beta * L_adv part of `loss`, with the heads' multiplier as applied."""
+        """Applies d(loss + L2)/dG; `loss` is weighted by `replica_share`. Every `diag_every` steps
+        (with `generator_tape()`) logs ||grad(adversarial)|| / ||grad(loss + L2)||, `adversarial`
+        being the beta * L_adv part of `loss`, with the heads' multiplier as applied."""
         with tape:  # re-entered: the L2 term and the scaling are recorded too
-            total = _scale(self.g_optimizer,
-                           loss + self.l2_penalty() / replicas())
+            total = _scale(self.g_optimizer, loss + self.l2_penalty() / replicas())
             measure = self.measures_gradient_share and adversarial is not None
             if measure:
                 adversarial = _scale(self.g_optimizer, adversarial)
@@ -199,16 +191,14 @@ class AdversarialAdapter(compat.PrebuiltModel):
         due = tf.equal(step % self.diag_every, 0)
 
         def share():
-            adv_grads = self._with_head_mult(
-                tape.gradient(adversarial, variables), variables)
+            adv_grads = self._with_head_mult(tape.gradient(adversarial, variables), variables)
             return diagnostics.gradient_norm_share(adv_grads, grads)
 
         value = tf.cond(due, share, lambda: tf.constant(0.0))
         self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue
                      ).update_state(value, tf.cast(due, tf.float32))
 
-    def discriminator_update(self, tape, loss, discriminator, optimizer,
-                             share=None):
+    def discriminator_update(self, tape, loss, discriminator, optimizer, share=None):
         """Applies d(loss)/dD; `loss` is a mean over all pixels (weighted
         1/R) or over some pixels, `share` being their replica_share."""
         variables = discriminator.trainable_variables
@@ -233,8 +223,7 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return compat.reducible_logs(logs)
 
     def get_config(self):
-        config = {key: keras.saving.serialize_keras_object(getattr(self, key))
-                  for key in _MODELS}
+        config = {key: keras.saving.serialize_keras_object(getattr(self, key)) for key in _MODELS}
         config.update((key, getattr(self, key)) for key in self.CONFIG_KEYS)
         return config
 

@@ -27,8 +27,7 @@ class PairwiseAUC(keras.metrics.Metric):
 
     def __init__(self, name="pairwise_auc", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.u = self.add_variable(shape=(), initializer="zeros",
-                                   dtype="float64", name="u")
+        self.u = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="u")
         self.pairs = self.add_variable(shape=(), initializer="zeros",
                                        dtype="float64", name="pairs")
 
@@ -48,20 +47,17 @@ class PairwiseAUC(keras.metrics.Metric):
                             tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
         group = tf.cumsum(starts)
         ranks = tf.range(1, tf.size(ordered) + 1, dtype=tf.int32)
-        midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64),
-                                                  group), group)
+        midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64), group), group)
         is_pos = tf.gather(positive, order)
         n = tf.cast(tf.size(ordered), tf.float64)
         n_pos = tf.reduce_sum(tf.cast(is_pos, tf.float64))
-        rank_sum = tf.reduce_sum(tf.where(is_pos, midranks,
-                                          tf.zeros_like(midranks)))
+        rank_sum = tf.reduce_sum(tf.where(is_pos, midranks, tf.zeros_like(midranks)))
         self.u.assign_add(rank_sum - n_pos * (n_pos + 1.0) / 2.0)
         self.pairs.assign_add(n_pos * (n - n_pos))
 
     def result(self):
         u, pairs = tf.convert_to_tensor(self.u), tf.convert_to_tensor(self.pairs)
-        auc = tf.where(pairs > 0, u / tf.maximum(pairs, 1.0),
-                       tf.constant(0.5, tf.float64))
+        auc = tf.where(pairs > 0, u / tf.maximum(pairs, 1.0), tf.constant(0.5, tf.float64))
         return tf.cast(auc, tf.float32)
 
     def reset_state(self):
@@ -76,8 +72,7 @@ class StreamingPearson(keras.metrics.Metric):
 
     def __init__(self, name="pearson", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self._sums = [self.add_variable(shape=(), initializer="zeros",
-                                        dtype="float64", name=key)
+        self._sums = [self.add_variable(shape=(), initializer="zeros", dtype="float64", name=key)
                       for key in ("n", "sx", "sy", "sxx", "syy", "sxy")]
 
     def update_state(self, x, y, sample_weight=None):
@@ -107,10 +102,8 @@ class LastValue(keras.metrics.Metric):
 
     def __init__(self, name="last_value", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.total = self.add_variable(shape=(), initializer="zeros",
-                                       name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros",
-                                       name="count")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, value, sample_weight=1.0):
         take = tf.cast(sample_weight, tf.float32) > 0
@@ -132,6 +125,5 @@ def gradient_norm_share(part_grads, total_grads):
     total = [g for g in total_grads if g is not None]
     if not part or not total:
         return tf.constant(0.0)
-    return tf.math.divide_no_nan(
-        tf.cast(tf.linalg.global_norm(part), tf.float32),
-        tf.cast(tf.linalg.global_norm(total), tf.float32))
+    return tf.math.divide_no_nan(tf.cast(tf.linalg.global_norm(part), tf.float32),
+                                 tf.cast(tf.linalg.global_norm(total), tf.float32))

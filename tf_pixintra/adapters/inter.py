@@ -23,20 +23,17 @@ class InterDomainAdapter(AdversarialAdapter):
     """keras.Model whose `fit` runs Stage I; variant: `source_only`,
     `adaptsegnet` (softmax maps into D) or `advent` (self-information maps).
 
-    Each batch is a dict with `source_image` (float32, Caffe-preprocessed),
-    `source_label` (uint8 trainIds, 255 = ignore), `target_image` and
-    optionally `source_valid` / `target_valid` (0 = padding, left out of the
-    AUC of each D).
+    Each batch is a dict with `source_image` (float32, Caffe-preprocessed), `source_label` (uint8
+    trainIds, 255 = ignore), `target_image` and optionally `source_valid` / `target_valid` (0 =
+    padding, left out of the AUC of each D).
     """
 
     CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
         "variant", "lambda_adv_main", "lambda_adv_aux")
 
-    def __init__(self, generator, d_main=None, d_aux=None, *,
-                 variant="adaptsegnet", lambda_adv_main=1e-3,
-                 lambda_adv_aux=2e-4, **kwargs):
-        choices.check("variant", variant,
-                      ("source_only",) + choices.INTER_VARIANTS)
+    def __init__(self, generator, d_main=None, d_aux=None, *, variant="adaptsegnet",
+                 lambda_adv_main=1e-3, lambda_adv_aux=2e-4, **kwargs):
+        choices.check("variant", variant, ("source_only",) + choices.INTER_VARIANTS)
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.variant = variant
         self.lambda_adv_main = float(lambda_adv_main)
@@ -75,12 +72,10 @@ class InterDomainAdapter(AdversarialAdapter):
                     values["loss_adv" + suffix] = loss_adv
                     adversarial += share * weight * loss_adv
                 total += adversarial
-        self.generator_update(tape, total,
-                              adversarial if self.adversarial else None)
+        self.generator_update(tape, total, adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(
-                heads, maps_s, d_t, data.get("source_valid"),
-                data.get("target_valid")))
+            values.update(self._discriminator_step(heads, maps_s, d_t, data.get("source_valid"),
+                                                   data.get("target_valid")))
         return self.report(values)
 
     def _discriminator_step(self, heads, maps_s, d_t, valid_s, valid_t):
@@ -88,8 +83,7 @@ class InterDomainAdapter(AdversarialAdapter):
         `d_t`: (D's output on the target maps, its tape) per D from G's
         adversarial term, before D's update (it also feeds the AUC)."""
         values = {}
-        for (_, disc, opt, _, suffix), m_s, (d_t_logits, tape) in zip(
-                heads, maps_s, d_t):
+        for (_, disc, opt, _, suffix), m_s, (d_t_logits, tape) in zip(heads, maps_s, d_t):
             with tape:
                 d_s = disc(tf.stop_gradient(m_s), training=True)
                 loss_d = losses.inter_discriminator_loss(d_s, d_t_logits)

@@ -1,10 +1,9 @@
 """Stage II: pixel-level intra-domain adaptation (paper Sec 4.2, Eq. 5-9).
 
-On target images, Eq. 9: L_G = L_seg (Eq. 5, easy pixels) + beta * L_adv
-(hard pixels, one pixel-level D per head, Sec 5.1), from round two (T = 1)
-plus `kld_lambda` x CRST's KLD. PLA (Eq. 6): D classifies pixels hard vs
-easy; CTS (Eq. 8): D regresses Z (Eq. 7). Padded pixels (hard mask
-`losses.PAD_MASK`) are left out, weighted across replicas by `replica_share`.
+On target images, Eq. 9: L_G = L_seg (Eq. 5, easy pixels) + beta * L_adv (hard pixels, one
+pixel-level D per head, Sec 5.1), from round two (T = 1) plus `kld_lambda` x CRST's KLD. PLA
+(Eq. 6): D classifies pixels hard vs easy; CTS (Eq. 8): D regresses Z (Eq. 7). Padded pixels (hard
+mask `losses.PAD_MASK`) are left out, weighted across replicas by `replica_share`.
 """
 
 import keras
@@ -16,8 +15,7 @@ from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
 
-_D_LOSS = {"pla": losses.pla_discriminator_loss,
-           "cts": losses.cts_discriminator_loss}
+_D_LOSS = {"pla": losses.pla_discriminator_loss, "cts": losses.cts_discriminator_loss}
 _G_LOSS = {"pla": losses.pla_generator_loss, "cts": losses.cts_generator_loss}
 
 
@@ -25,9 +23,8 @@ _G_LOSS = {"pla": losses.pla_generator_loss, "cts": losses.cts_generator_loss}
 class PixelIntraAdapter(AdversarialAdapter):
     """keras.Model whose `fit` runs Stage II.
 
-    Each batch is a dict with `image` (float32, Caffe-preprocessed),
-    `pseudo_label` (uint8, 255 = none), `hard_mask` (uint8, 1 = hard) and
-    `z` (float32), all with the same crop.
+    Each batch is a dict with `image` (float32, Caffe-preprocessed), `pseudo_label` (uint8, 255 =
+    none), `hard_mask` (uint8, 1 = hard) and `z` (float32), all with the same crop.
     """
 
     CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
@@ -36,15 +33,13 @@ class PixelIntraAdapter(AdversarialAdapter):
     def __init__(self, generator, d_main=None, d_aux=None, *, method="cts",
                  beta_main=1e-3, beta_aux=2e-4, kld_lambda=0.0, **kwargs):
         # The image-level "intrada" baseline trains with InterDomainAdapter.
-        choices.check("method", method,
-                      tuple(m for m in choices.INTRA_METHODS if m != "intrada"))
+        choices.check("method", method, tuple(m for m in choices.INTRA_METHODS if m != "intrada"))
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.method = method
         self.beta_main = float(beta_main)
         self.beta_aux = float(beta_aux)
         self.kld_lambda = float(kld_lambda)
-        names = ["loss_seg", "loss_seg_aux"] + (
-            ["loss_kld"] if self.kld_lambda else [])
+        names = ["loss_seg", "loss_seg_aux"] + (["loss_kld"] if self.kld_lambda else [])
         zcorr = [(diagnostics.ZCORR, diagnostics.StreamingPearson)]
         self.declare_trackers(names, zcorr if method == "cts" else ())
 
@@ -59,8 +54,7 @@ class PixelIntraAdapter(AdversarialAdapter):
         with self.generator_tape() as tape:
             (main, aux), values, total, share_labelled = self.segmentation_pass(
                 data["image"], labels, losses.partial_cross_entropy)
-            heads = self.adversarial_heads(main, aux, self.beta_main,
-                                           self.beta_aux)
+            heads = self.adversarial_heads(main, aux, self.beta_main, self.beta_aux)
             if self.kld_lambda:
                 loss_kld = losses.kld_regularizer(main, labels)
                 values["loss_kld"] = loss_kld
@@ -75,11 +69,9 @@ class PixelIntraAdapter(AdversarialAdapter):
                     values["loss_adv" + suffix] = loss_adv
                     adversarial += share_valid * beta * loss_adv
                 total += adversarial
-        self.generator_update(tape, total,
-                              adversarial if self.adversarial else None)
+        self.generator_update(tape, total, adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(
-                heads, d_outs, data, mask, valid, share_valid))
+            values.update(self._discriminator_step(heads, d_outs, data, mask, valid, share_valid))
         return self.report(values)
 
     def _discriminator_step(self, heads, d_outs, data, mask, valid, share):
@@ -96,8 +88,7 @@ class PixelIntraAdapter(AdversarialAdapter):
             # AUC against M of the logits (higher = harder for PLA and CTS):
             # sigmoid's ranking without its float32 ties at large |logit|.
             logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
-            self._trackers[diagnostics.AUC.format(suffix)].update_state(
-                mask, logits, valid)
+            self._trackers[diagnostics.AUC.format(suffix)].update_state(mask, logits, valid)
             if self.method == "cts":
                 self._trackers[diagnostics.ZCORR.format(suffix)].update_state(
                     tf.sigmoid(logits), data["z"], valid)
