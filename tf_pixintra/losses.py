@@ -65,8 +65,7 @@ def _masked_mean(values, weights):
 
 
 def hard_mask_and_valid(hard_mask, pad_value=PAD_MASK):
-    """(M, valid), float32, from a hard mask padded with ``pad_value``: M is
-    1 on hard pixels only, valid 0 on padding only."""
+    """(M, valid), float32, from a hard mask padded with ``pad_value`` (1 = hard, 0 = padding)."""
     m = tf.cast(_drop_unit_channel(tf.convert_to_tensor(hard_mask)), tf.int32)
     valid = tf.not_equal(m, pad_value)
     return (tf.cast(tf.equal(m, 1), tf.float32), tf.cast(valid, tf.float32))
@@ -101,8 +100,8 @@ def segmentation_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
 
 
 def partial_cross_entropy(logits, labels):
-    """Partial segmentation loss on the easy pixels E_i (Eq. 5): the pseudo
-    label (Eq. 3) is 255 on hard pixels."""
+    """Partial segmentation loss on the easy pixels (Eq. 5): pseudo labels (Eq. 3) are 255 on
+    hard pixels."""
     return segmentation_cross_entropy(logits, labels, IGNORE_LABEL)
 
 
@@ -116,11 +115,9 @@ def kld_regularizer(logits, labels):
 
 
 def inter_discriminator_loss(d_logits_source, d_logits_target):
-    """Stage I discriminator loss (Eq. 1, L_D_inter); D says source = 1.
-
-    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``: Eq. 1 sums the terms;
-    AdaptSegNet and ADVENT, whose D learning rate the paper reuses, halve them.
-    """
+    """Stage I discriminator loss (Eq. 1, L_D_inter):
+    ``0.5 * mean BCE(D(G(x_s)), 1) + 0.5 * mean BCE(D(G(x_t)), 0)``. Eq. 1 sums the terms;
+    AdaptSegNet and ADVENT, whose D learning rate the paper reuses, halve them."""
     ds = _as_float(d_logits_source)
     dt = _as_float(d_logits_target)
     # BCE(x, 1) = softplus(-x); BCE(x, 0) = softplus(x).
@@ -149,8 +146,7 @@ def weighted_self_information(probs):
 
 
 def pla_discriminator_loss(d_logits, hard_mask, valid=None):
-    """Pixel-level adversarial loss of D (Eq. 6), per-pixel reading:
-    ``mean_hw BCE(D, M)``, D learns hard = 1, easy = 0."""
+    """Pixel-level adversarial loss of D (Eq. 6), per pixel: ``mean_hw BCE(D, M)`` (hard = 1)."""
     d, m = _pixel_pair(d_logits, hard_mask)
     bce = m * tf.nn.softplus(-d) + (1.0 - m) * tf.nn.softplus(d)
     return _pixel_mean(bce, valid)

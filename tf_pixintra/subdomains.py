@@ -18,8 +18,7 @@ _DICT_FORMAT_IAS = "tf_pixintra.InstanceAdaptiveSelector/1"
 
 
 def _check_probs(probs, num_classes=None, labels=False):
-    """probs as float32 [H,W,C] or [B,H,W,C] (no copy if float32); labels:
-    the classes must fit uint8 pseudo labels."""
+    """probs as float32 [H,W,C] or [B,H,W,C]; labels: C must fit uint8 pseudo labels."""
     probs = np.asarray(probs)
     if probs.ndim not in (3, 4):
         raise ValueError(f"probs must be [H,W,C] or [B,H,W,C], got shape {probs.shape}")
@@ -83,8 +82,7 @@ class ClassThresholds:
     """Streaming class thresholds t_k (Sec. 4.1, BDL rule): ``t_k = min(cap, median of max_c y_c
     over the target pixels whose argmax is k)``, cap if none. One integer histogram per class
     (``bins`` over [0, 1]): constant memory, exact ``merge``, within one bin (1e-4) of
-    ``np.median`` (a bin's n values taken at the centres of its n equal sub-intervals).
-    """
+    ``np.median`` (a bin's n values taken at the centres of its n equal sub-intervals)."""
 
     def __init__(self, num_classes, bins=DEFAULT_BINS):
         if int(num_classes) < 1:
@@ -172,8 +170,7 @@ def separate_pixels(probs, thresholds, alpha):
     (hard_mask, pseudo_label, z) [..,H,W]:
       hard_mask uint8, 1 = hard: every y_k <= alpha * t_k (Eq. 2);
       pseudo_label uint8: on easy pixels the class of the largest PROBABILITY among those with
-        y_k > alpha * t_k (Eq. 3; not the largest y_k / t_k), ties to the lowest index; 255 on
-        hard pixels;
+        y_k > alpha * t_k (Eq. 3; not the largest y_k / t_k), lowest index on ties; 255 on hard;
       z float32: 0 on easy pixels, 1 - max_k y_k on hard ones (Eq. 7).
     Compares in float32 (alpha * t_k rounded to float32).
     """
@@ -190,17 +187,15 @@ def separate_pixels(probs, thresholds, alpha):
 
 
 def separate_pixels_with_thresholds(probs, thresholds):
-    """Eq. 2, 3, 7 with IAS thresholds (paper Table 6) as alpha * t_k.
-
-    IAST keeps the argmax class if it is >= its threshold: that differs only
-    on ties and where the argmax is below its threshold, another class above.
-    """
+    """Eq. 2, 3, 7 with IAS thresholds (paper Table 6) as alpha * t_k. (IAST keeps the argmax
+    class if >= its threshold: that differs only on ties and where the argmax is below its
+    threshold, another class above.)"""
     return separate_pixels(probs, thresholds, 1.0)
 
 
 def easy_pixel_proportion(hard_masks):
-    """Prop. (Eq. 4): fraction of easy pixels (M = 0) in one hard mask or an
-    iterable of them; 0.0 if there is no pixel."""
+    """Prop. (Eq. 4): fraction of easy pixels (M = 0) in a hard mask or an iterable of them; 0.0
+    if there is no pixel."""
     if isinstance(hard_masks, np.ndarray):
         hard_masks = [hard_masks]
     counter = PropCounter(0)
@@ -278,11 +273,8 @@ class PropCounter:
 
 
 def alpha_sweep_counts(probs, thresholds, alphas):
-    """int64[len(alphas)]: easy pixels (Eq. 2) of probs for each alpha.
-
-    As separate_pixels, in one pass: easy iff max_k y_k / t_k > alpha, a
-    ratio within rounding of alpha re-checked with its float32 comparison.
-    """
+    """int64[len(alphas)]: easy pixels (Eq. 2) of probs for each alpha, as separate_pixels in one
+    pass: easy iff max_k y_k / t_k > alpha, re-checked in float32 within rounding of alpha."""
     alphas = [_check_alpha(a, "alphas entry") for a in alphas]
     probs = _check_probs(probs)
     c = probs.shape[-1]
@@ -364,8 +356,7 @@ class InstanceAdaptiveSelector:
         self.theta = np.full(self.num_classes, float(init), np.float64)
 
     def thresholds_for(self, probs):
-        """Updates theta with an image [H,W,C] -> float32[C]; [B,H,W,C] is
-        taken image by image -> [B,C]."""
+        """Updates theta with an image [H,W,C] -> float32[C] ([B,H,W,C]: each in turn -> [B,C])."""
         probs = _check_probs(probs, self.num_classes)
         if probs.ndim == 4:
             return np.stack([self.thresholds_for(p) for p in probs])

@@ -40,11 +40,8 @@ def replica_share(labels=None, ignore_label=255):
 
 
 class AdversarialAdapter(compat.PrebuiltModel):
-    """Base of the Stage I and Stage II adapters (custom `train_step`).
-
-    diag_every: G steps between measures of the adversarial share of G's
-    gradient (one extra backward pass); 0 = never.
-    """
+    """Base of the Stage I and Stage II adapters (custom `train_step`). diag_every: G steps between
+    measures of the adversarial share of G's gradient (one extra backward pass); 0 = never."""
 
     # get_config's plain values (subclasses add theirs).
     CONFIG_KEYS = ("lambda_seg_aux", "weight_decay", "head_lr_mult", "diag_every")
@@ -112,8 +109,7 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return logits, tape
 
     def adversarial_heads(self, main, aux, weight_main, weight_aux):
-        """[(logits, D, D's optimizer, weight, suffix)]: the main head, and the
-        aux head when there is one (aux not None) and a D_aux."""
+        """[(logits, D, D's optimizer, weight, suffix)] of the main head and, if any, the aux."""
         heads = [(main, self.d_main, self.d_main_optimizer, weight_main, "")]
         if aux is not None and self.d_aux is not None:
             heads.append((aux, self.d_aux, self.d_aux_optimizer, weight_aux, "_aux"))
@@ -185,8 +181,7 @@ class AdversarialAdapter(compat.PrebuiltModel):
                 else g for g, v in zip(grads, variables)]
 
     def _measure_gradient_share(self, tape, adversarial, grads, variables):
-        """Extra backward pass on diagnostic steps; each replica measures its
-        own sub-batch, the logged value is their mean."""
+        """Extra backward pass on diagnostic steps; logs the mean over the replicas' batches."""
         step = tf.cast(self.g_optimizer.iterations, tf.int64)
         due = tf.equal(step % self.diag_every, 0)
 
@@ -199,8 +194,8 @@ class AdversarialAdapter(compat.PrebuiltModel):
                      ).update_state(value, tf.cast(due, tf.float32))
 
     def discriminator_update(self, tape, loss, discriminator, optimizer, share=None):
-        """Applies d(loss)/dD; `loss` is a mean over all pixels (weighted
-        1/R) or over some pixels, `share` being their replica_share."""
+        """Applies d(loss)/dD; `loss`: a mean over all pixels (weighted 1/R) or over the pixels
+        `share` (their replica_share) counts."""
         variables = discriminator.trainable_variables
         with tape:
             weighted = loss / replicas() if share is None else loss * share

@@ -16,14 +16,11 @@ GRAD_SHARE = "diag_adv_grad_share"
 
 
 class PairwiseAUC(keras.metrics.Metric):
-    """Exact ROC AUC within each update (batch), pooled over the updates:
-    sum(U) / sum(n_pos * n_neg), U the Mann-Whitney statistic from midranks;
-    0.5 if no update had both classes. (keras.metrics.AUC's fixed thresholds
-    read 0.5 for a D whose outputs all sit near the base rate.)
-
-    update_state: positive (1 = what D should detect), score (higher = more
-    likely positive), sample_weight (0 = left out).
-    """
+    """Exact ROC AUC within each update (batch), pooled over the updates: sum(U) / sum(n_pos *
+    n_neg), U the Mann-Whitney statistic from midranks; 0.5 if no update had both classes.
+    (keras.metrics.AUC's fixed thresholds read 0.5 for a D whose outputs all sit near the base
+    rate.) update_state: positive (1 = what D should detect), score (higher = more likely
+    positive), sample_weight (0 = left out)."""
 
     def __init__(self, name="pairwise_auc", dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -66,9 +63,9 @@ class PairwiseAUC(keras.metrics.Metric):
 
 
 class StreamingPearson(keras.metrics.Metric):
-    """Pearson correlation of x and y over every (weighted) element seen,
-    pooled (keras.metrics.PearsonCorrelation averages per-sample ones); 0
-    when either is constant. Sums in float64: float32 would cancel."""
+    """Pearson correlation of x and y over every (weighted) element seen, pooled
+    (keras.metrics.PearsonCorrelation averages per-sample ones); 0 when either is constant. Sums
+    in float64: float32 would cancel."""
 
     def __init__(self, name="pearson", dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -97,8 +94,8 @@ class StreamingPearson(keras.metrics.Metric):
 
 
 class LastValue(keras.metrics.Metric):
-    """The last value given with a non-zero weight (the mean over replicas);
-    0 before any. Kept by `reset_state` until the next measurement."""
+    """The last value given with a non-zero weight (mean over replicas), 0 before any; kept by
+    `reset_state` until the next measurement."""
 
     def __init__(self, name="last_value", dtype=None):
         super().__init__(name=name, dtype=dtype)

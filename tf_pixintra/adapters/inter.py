@@ -20,13 +20,10 @@ from tf_pixintra.models import split_outputs
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class InterDomainAdapter(AdversarialAdapter):
-    """keras.Model whose `fit` runs Stage I; variant: `source_only`,
-    `adaptsegnet` (softmax maps into D) or `advent` (self-information maps).
-
-    Each batch is a dict with `source_image` (float32, Caffe-preprocessed), `source_label` (uint8
-    trainIds, 255 = ignore), `target_image` and optionally `source_valid` / `target_valid` (0 =
-    padding, left out of the AUC of each D).
-    """
+    """keras.Model whose `fit` runs Stage I; variant: `source_only`, `adaptsegnet` (softmax maps
+    into D) or `advent` (self-information maps). Each batch is a dict with `source_image` (float32,
+    Caffe-preprocessed), `source_label` (uint8 trainIds, 255 = ignore), `target_image` and
+    optionally `source_valid` / `target_valid` (0 = padding, left out of each D's AUC)."""
 
     CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
         "variant", "lambda_adv_main", "lambda_adv_aux")
@@ -79,9 +76,8 @@ class InterDomainAdapter(AdversarialAdapter):
         return self.report(values)
 
     def _discriminator_step(self, heads, maps_s, d_t, valid_s, valid_t):
-        """D learns source = 1, target = 0 on the detached maps of this step;
-        `d_t`: (D's output on the target maps, its tape) per D from G's
-        adversarial term, before D's update (it also feeds the AUC)."""
+        """D learns source = 1, target = 0 on the detached maps of this step; `d_t`: (D's output on
+        the target maps, its tape) per D from G's adversarial term (it also feeds the AUC)."""
         values = {}
         for (_, disc, opt, _, suffix), m_s, (d_t_logits, tape) in zip(heads, maps_s, d_t):
             with tape:
@@ -93,8 +89,7 @@ class InterDomainAdapter(AdversarialAdapter):
         return values
 
     def _update_auc(self, suffix, d_s, d_t, valid_s, valid_t):
-        """AUC over the pixels of both maps: positive = the side G adapts
-        (target / hard images), scored by -logit (1 - D = sigmoid(-logit))."""
+        """AUC over both maps' pixels: positive = the side G adapts, scored by -logit (1 - D)."""
         scores, sides, weights = [], [], []
         for side, d_logits, valid in ((0.0, d_s, valid_s), (1.0, d_t, valid_t)):
             score = tf.reshape(-tf.cast(d_logits, tf.float32), [-1])

@@ -21,11 +21,9 @@ _G_LOSS = {"pla": losses.pla_generator_loss, "cts": losses.cts_generator_loss}
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class PixelIntraAdapter(AdversarialAdapter):
-    """keras.Model whose `fit` runs Stage II.
-
-    Each batch is a dict with `image` (float32, Caffe-preprocessed), `pseudo_label` (uint8, 255 =
-    none), `hard_mask` (uint8, 1 = hard) and `z` (float32), all with the same crop.
-    """
+    """keras.Model whose `fit` runs Stage II. Each batch is a dict with `image` (float32,
+    Caffe-preprocessed), `pseudo_label` (uint8, 255 = none), `hard_mask` (uint8, 1 = hard) and `z`
+    (float32), all with the same crop."""
 
     CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
         "method", "beta_main", "beta_aux", "kld_lambda")
@@ -75,9 +73,8 @@ class PixelIntraAdapter(AdversarialAdapter):
         return self.report(values)
 
     def _discriminator_step(self, heads, d_outs, data, mask, valid, share):
-        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step;
-        `d_outs`: (D's output, its tape) per D from G's adversarial term,
-        before D's update (it also scores the diagnostics)."""
+        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step; `d_outs`: (D's output,
+        its tape) per D from G's adversarial term (it also scores the diagnostics)."""
         target = mask if self.method == "pla" else data["z"]
         values = {}
         for (_, disc, opt, _, suffix), (d_logits, tape) in zip(heads, d_outs):
