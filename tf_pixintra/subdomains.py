@@ -1,19 +1,7 @@
 """Subdomain separation at pixel level (Sec. 4.1), IntraDA and IAS baselines.
 
-Pure numpy. Probability maps are softmax outputs ``probs`` of shape [H,W,C]
-or [B,H,W,C]; outputs follow the project's conventions: hard mask M uint8
+Pure numpy. ``probs``: softmax maps [H,W,C] or [B,H,W,C]. Hard mask M uint8
 (1 = hard), pseudo label uint8 (255 = none), Z float32.
-
-* :class:`ClassThresholds`: the class thresholds t_k of Sec. 4.1 (BDL rule),
-  a streaming, mergeable median estimate.
-* :func:`separate_pixels`: Eq. 2 (M), Eq. 3 (pseudo label), Eq. 7 (Z).
-* :func:`easy_pixel_proportion`, :class:`PropCounter`,
-  :func:`alpha_sweep_counts`: Eq. 4 (Prop.).
-* IntraDA (Pan et al. 2020) image-level ranking: :func:`normalized_entropy`,
-  :func:`image_entropy_scores`, :func:`rank_images_by_entropy`,
-  :func:`intrada_pseudo_labels`.
-* IAS (IAST, Mei et al. 2020): :class:`InstanceAdaptiveSelector` and
-  :func:`separate_pixels_with_thresholds` (paper Table 6).
 """
 
 import math
@@ -29,19 +17,19 @@ _DICT_FORMAT_PROP = "tf_pixintra.PropCounter/1"
 _DICT_FORMAT_IAS = "tf_pixintra.InstanceAdaptiveSelector/1"
 
 
-# ---------------------------------------------------------------- helpers
-def _check_probs(probs, num_classes=None, name="probs"):
-    """probs as a float32 array [H,W,C] or [B,H,W,C] (no copy if float32)."""
+def _check_probs(probs, num_classes=None, labels=False):
+    """probs as float32 [H,W,C] or [B,H,W,C]; labels: C must fit uint8 pseudo labels."""
     probs = np.asarray(probs)
     if probs.ndim not in (3, 4):
-        raise ValueError(f"{name} must be [H,W,C] or [B,H,W,C], got shape "
-                         f"{probs.shape}")
+        raise ValueError(f"probs must be [H,W,C] or [B,H,W,C], got shape {probs.shape}")
     if num_classes is not None and probs.shape[-1] != num_classes:
-        raise ValueError(f"{name} has {probs.shape[-1]} classes on its last "
+        raise ValueError(f"probs has {probs.shape[-1]} classes on its last "
                          f"axis, expected {num_classes}")
     if not np.issubdtype(probs.dtype, np.floating):
-        raise ValueError(f"{name} must hold floating-point probabilities, got "
-                         f"dtype {probs.dtype}")
+        raise ValueError(f"probs must hold floating-point probabilities, got dtype {probs.dtype}")
+    if labels and probs.shape[-1] > IGNORE_LABEL:
+        raise ValueError(f"at most {IGNORE_LABEL} classes fit uint8 pseudo "
+                         f"labels, got {probs.shape[-1]}")
     return probs.astype(np.float32, copy=False)
 
 
@@ -52,6 +40,14 @@ def _check_format(state, expected, what):
                          f"expected {expected!r}")
 
 
+def _check_mergeable(into, other, fields):
+    """Refuses to merge counts gathered with other settings."""
+    if any(getattr(other, f) != getattr(into, f) for f in fields):
+        theirs, mine = (", ".join(f"{f}={getattr(obj, f)}" for f in fields)
+                        for obj in (other, into))
+        raise ValueError(f"cannot merge {type(into).__name__}({theirs}) into ({mine})")
+
+
 def _check_alpha(alpha, name="alpha"):
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:          # also rejects NaN
@@ -59,48 +55,34 @@ def _check_alpha(alpha, name="alpha"):
     return alpha
 
 
-def _broadcast_thresholds(thresholds, probs):
-    """float32 thresholds broadcastable against probs.
-
-    [C] applies to every image; [B,C] (with probs [B,H,W,C]) gives one set
-    per image (e.g. IAS).
-    """
-    t = np.asarray(thresholds, dtype=np.float32)
-    c = probs.shape[-1]
-    if t.shape == (c,):
-        return t
-    if probs.ndim == 4 and t.shape == (probs.shape[0], c):
-        return t[:, None, None, :]
-    raise ValueError(f"thresholds of shape {t.shape} do not fit probs of "
-                     f"shape {probs.shape}; expected ({c},) or "
-                     f"(batch, {c})")
+def _argmax_and_max(probs):
+    """Per pixel of probs [..,C]: the argmax class and its probability, flat."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    label = np.argmax(flat, axis=-1)
+    return label, flat[np.arange(flat.shape[0]), label]
 
 
 def _scaled_thresholds(thresholds, probs, alpha):
-    """alpha * t_k in float32 (the comparisons of Eq. 2/3 are float32)."""
-    t = _broadcast_thresholds(thresholds, probs)
+    """alpha * t_k in float32 (Eq. 2/3 compare in float32), broadcastable;
+    thresholds [C] for every image, or [B,C] (probs [B,H,W,C]) per image."""
+    t = np.asarray(thresholds, dtype=np.float32)
+    c = probs.shape[-1]
+    if probs.ndim == 4 and t.shape == (probs.shape[0], c):
+        t = t[:, None, None, :]
+    elif t.shape != (c,):
+        raise ValueError(f"thresholds of shape {t.shape} do not fit probs of shape {probs.shape}; "
+                         f"expected ({c},) or (batch, {c})")
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"thresholds must be finite and >= 0, got "
                          f"{np.asarray(thresholds).tolist()}")
     return np.float32(alpha) * t
 
 
-# ------------------------------------------------ class thresholds t_k
 class ClassThresholds:
-    """Streaming class thresholds t_k (Sec. 4.1, BDL rule).
-
-    ``t_k = min(cap, median of max_c y_c over all target pixels whose argmax
-    is k)``. Keeps one integer histogram of the max-probability per class
-    (``bins`` bins over [0, 1]), so memory does not grow with the number of
-    images, ``merge`` is exact (integer addition) and the estimate is within
-    one bin width (1e-4 by default) of ``np.median`` over the same pixels.
-
-    The median follows np.median: the middle value of an odd count, the mean
-    of the two middle values of an even count. The value of rank r is read
-    from its bin assuming that bin's n values sit at the centres of n equal
-    sub-intervals, so it stays inside the bin. A class never predicted gets
-    ``cap``.
-    """
+    """Streaming class thresholds t_k (Sec. 4.1, BDL rule): ``t_k = min(cap, median of max_c y_c
+    over the target pixels whose argmax is k)``, cap if none. One integer histogram per class
+    (``bins`` over [0, 1]): constant memory, exact ``merge``, within one bin (1e-4) of
+    ``np.median`` (a bin's n values taken at the centres of its n equal sub-intervals)."""
 
     def __init__(self, num_classes, bins=DEFAULT_BINS):
         if int(num_classes) < 1:
@@ -111,34 +93,24 @@ class ClassThresholds:
         self.bins = int(bins)
         self._hist = np.zeros((self.num_classes, self.bins), np.int64)
 
-    # -- accumulation
     def update(self, probs):
         """Adds the pixels of probs ([H,W,C] or [B,H,W,C], float)."""
-        probs = _check_probs(probs, self.num_classes)
-        flat = probs.reshape(-1, self.num_classes)
-        label = np.argmax(flat, axis=-1)
-        maxp = flat[np.arange(flat.shape[0]), label]
+        label, maxp = _argmax_and_max(_check_probs(probs, self.num_classes))
         if not np.all(np.isfinite(maxp)):
             raise ValueError("probs contain NaN or infinite values")
         bin_idx = np.floor(maxp.astype(np.float64) * self.bins)
         bin_idx = np.clip(bin_idx, 0, self.bins - 1).astype(np.int64)
         flat_idx = label.astype(np.int64) * self.bins + bin_idx
-        self._hist += np.bincount(
-            flat_idx, minlength=self.num_classes * self.bins
-        ).reshape(self.num_classes, self.bins)
+        self._hist += np.bincount(flat_idx, minlength=self.num_classes * self.bins).reshape(
+            self.num_classes, self.bins)
         return self
 
     def merge(self, other):
         """Adds another estimator's pixels (exact); returns self."""
-        if (other.num_classes, other.bins) != (self.num_classes, self.bins):
-            raise ValueError(
-                f"cannot merge ClassThresholds(num_classes={other.num_classes}"
-                f", bins={other.bins}) into (num_classes={self.num_classes}, "
-                f"bins={self.bins})")
+        _check_mergeable(self, other, ("num_classes", "bins"))
         self._hist += other._hist
         return self
 
-    # -- read-out
     @property
     def counts(self):
         """int64[C]: number of pixels whose argmax is each class."""
@@ -168,17 +140,14 @@ class ClassThresholds:
     def result(self, cap=DEFAULT_CAP):
         """float32[C] thresholds t_k = min(cap, median); cap if never seen."""
         med = self.medians()
-        return np.where(np.isnan(med), cap,
-                        np.minimum(med, cap)).astype(np.float32)
+        return np.where(np.isnan(med), cap, np.minimum(med, cap)).astype(np.float32)
 
-    # -- serialisation (worker results are written as JSON and merged)
     def to_dict(self):
-        """JSON-serialisable state (sparse histogram)."""
+        """JSON-serialisable state (sparse histogram), for merging workers."""
         flat = self._hist.ravel()
         nz = np.flatnonzero(flat)
-        return {"format": _DICT_FORMAT_THRESHOLDS,
-                "num_classes": self.num_classes, "bins": self.bins,
-                "index": nz.tolist(), "count": flat[nz].tolist()}
+        return {"format": _DICT_FORMAT_THRESHOLDS, "num_classes": self.num_classes,
+                "bins": self.bins, "index": nz.tolist(), "count": flat[nz].tolist()}
 
     @classmethod
     def from_dict(cls, state):
@@ -188,92 +157,56 @@ class ClassThresholds:
         index = np.asarray(state["index"], np.int64)
         count = np.asarray(state["count"], np.int64)
         if index.shape != count.shape or (
-                index.size and (index.min() < 0
-                                or index.max() >= obj._hist.size)):
+                index.size and (index.min() < 0 or index.max() >= obj._hist.size)):
             raise ValueError("ClassThresholds state has bad index/count lists")
         obj._hist.ravel()[index] = count
         return obj
 
 
-# ---------------------------------------------- Eq. 2, 3, 7: separation
 def separate_pixels(probs, thresholds, alpha):
     """Splits pixels into easy and hard subdomains (Eq. 2, 3, 7).
 
-    Args:
-      probs: [H,W,C] or [B,H,W,C] softmax probabilities y.
-      thresholds: t_k, float[C], or float[B,C] for one set per image.
-      alpha: scaling parameter in [0, 1].
-
-    Returns:
-      hard_mask: uint8 [..,H,W], 1 = hard: every y_k <= alpha * t_k (Eq. 2).
-      pseudo_label: uint8 [..,H,W]: on easy pixels the class of the largest
-        PROBABILITY y_k among the classes with y_k > alpha * t_k (Eq. 3; not
-        the largest y_k / t_k); ties go to the lowest class index; 255 on
-        hard pixels.
-      z: float32 [..,H,W]: 0 on easy pixels, 1 - max_k y_k on hard ones
-        (Eq. 7).
-
-    The comparisons are done in float32 with alpha * t_k rounded to float32.
-    alpha = 0 makes every pixel with some y_k > 0 easy (label = argmax).
+    probs [..,H,W,C] (y), thresholds t_k [C] or [B,C] (per image), alpha in [0, 1] ->
+    (hard_mask, pseudo_label, z) [..,H,W]:
+      hard_mask uint8, 1 = hard: every y_k <= alpha * t_k (Eq. 2);
+      pseudo_label uint8: on easy pixels the class of the largest PROBABILITY among those with
+        y_k > alpha * t_k (Eq. 3; not the largest y_k / t_k), lowest index on ties; 255 on hard;
+      z float32: 0 on easy pixels, 1 - max_k y_k on hard ones (Eq. 7).
+    Compares in float32 (alpha * t_k rounded to float32).
     """
     alpha = _check_alpha(alpha)
-    probs = _check_probs(probs)
-    if probs.shape[-1] > IGNORE_LABEL:
-        raise ValueError(f"at most {IGNORE_LABEL} classes fit uint8 pseudo "
-                         f"labels, got {probs.shape[-1]}")
-    scaled = _scaled_thresholds(thresholds, probs, alpha)
-    above = probs > scaled
+    probs = _check_probs(probs, labels=True)
+    above = probs > _scaled_thresholds(thresholds, probs, alpha)
     hard = ~np.any(above, axis=-1)
     # Probabilities are >= 0, so -1 never wins over a class above threshold.
     candidates = np.where(above, probs, np.float32(-1.0))
     label = np.argmax(candidates, axis=-1).astype(np.uint8)
     label[hard] = IGNORE_LABEL
-    z = np.where(hard, np.float32(1.0) - probs.max(axis=-1),
-                 np.float32(0.0)).astype(np.float32)
+    z = np.where(hard, np.float32(1.0) - probs.max(axis=-1), np.float32(0.0)).astype(np.float32)
     return hard.astype(np.uint8), label, z
 
 
 def separate_pixels_with_thresholds(probs, thresholds):
-    """Eq. 2, 3, 7 with ready-made thresholds in place of alpha * t_k.
-
-    For IAS (paper Table 6): pass the per-class thresholds of an
-    :class:`InstanceAdaptiveSelector` ([C] for one image, or [B,C] stacked
-    per image); they are used as they are (alpha = 1). Note the rules stay
-    the paper's: hard iff every y_k <= threshold_k, label = largest y_k
-    among classes above threshold. IAST's own labelling instead keeps the
-    argmax class if its probability is >= its threshold and ignores the
-    pixel otherwise; the two differ only on ties and on pixels whose argmax
-    is below its threshold while another class is above its own.
-    """
+    """Eq. 2, 3, 7 with IAS thresholds (paper Table 6) as alpha * t_k. (IAST keeps the argmax
+    class if >= its threshold: that differs only on ties and where the argmax is below its
+    threshold, another class above.)"""
     return separate_pixels(probs, thresholds, 1.0)
 
 
-# ---------------------------------------------------------- Eq. 4: Prop.
 def easy_pixel_proportion(hard_masks):
-    """Prop. (Eq. 4): fraction of easy pixels (M = 0) over all pixels.
-
-    hard_masks: one array (any shape, e.g. [N,H,W]) or an iterable of
-    arrays (images may differ in size). 0.0 when there is no pixel.
-    """
+    """Prop. (Eq. 4): fraction of easy pixels (M = 0) in a hard mask or an iterable of them; 0.0
+    if there is no pixel."""
     if isinstance(hard_masks, np.ndarray):
         hard_masks = [hard_masks]
-    easy = total = 0
+    counter = PropCounter(0)
     for m in hard_masks:
-        m = np.asarray(m)
-        total += m.size
-        easy += m.size - int(np.count_nonzero(m))
-    return easy / total if total else 0.0
+        counter.update(m)
+    return counter.proportion
 
 
 class PropCounter:
-    """Streaming, mergeable Prop. (Eq. 4) with per-class easy counts.
-
-    ``update(hard_mask, pseudo_label)`` counts easy / total pixels and easy
-    pixels per pseudo-label class. With ``alphas`` given,
-    ``update_sweep(probs, thresholds)`` also counts easy pixels for each
-    alpha (via :func:`alpha_sweep_counts`), so one pass reports Prop. for
-    many alphas.
-    """
+    """Streaming, mergeable Prop. (Eq. 4) with per-class easy counts; with
+    ``alphas``, ``update_sweep`` counts Prop. for each alpha in one pass."""
 
     def __init__(self, num_classes, alphas=()):
         self.num_classes = int(num_classes)
@@ -314,26 +247,16 @@ class PropCounter:
 
     def merge(self, other):
         """Adds another counter's counts (exact); returns self."""
-        if (other.num_classes, other.alphas) != (self.num_classes,
-                                                 self.alphas):
-            raise ValueError(
-                f"cannot merge PropCounter(num_classes={other.num_classes}, "
-                f"alphas={other.alphas}) into (num_classes="
-                f"{self.num_classes}, alphas={self.alphas})")
-        self.easy += other.easy
-        self.total += other.total
-        self.class_easy += other.class_easy
-        self.sweep_easy += other.sweep_easy
-        self.sweep_total += other.sweep_total
+        _check_mergeable(self, other, ("num_classes", "alphas"))
+        for key in ("easy", "total", "class_easy", "sweep_easy", "sweep_total"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
         return self
 
     def to_dict(self):
         """JSON-serialisable state."""
         return {"format": _DICT_FORMAT_PROP, "num_classes": self.num_classes,
-                "alphas": list(self.alphas), "easy": int(self.easy),
-                "total": int(self.total),
-                "class_easy": self.class_easy.tolist(),
-                "sweep_easy": self.sweep_easy.tolist(),
+                "alphas": list(self.alphas), "easy": int(self.easy), "total": int(self.total),
+                "class_easy": self.class_easy.tolist(), "sweep_easy": self.sweep_easy.tolist(),
                 "sweep_total": int(self.sweep_total)}
 
     @classmethod
@@ -350,14 +273,8 @@ class PropCounter:
 
 
 def alpha_sweep_counts(probs, thresholds, alphas):
-    """Number of easy pixels (Eq. 2, M = 0) in probs for each alpha.
-
-    Returns int64[len(alphas)], identical to counting the zeros of
-    ``separate_pixels(probs, thresholds, a)[0]`` for each a, in one pass:
-    a pixel is easy at alpha iff max_k y_k / t_k > alpha, and pixels whose
-    ratio lies within float rounding of an alpha are re-checked with the
-    exact float32 comparison of separate_pixels.
-    """
+    """int64[len(alphas)]: easy pixels (Eq. 2) of probs for each alpha, as separate_pixels in one
+    pass: easy iff max_k y_k / t_k > alpha, re-checked in float32 within rounding of alpha."""
     alphas = [_check_alpha(a, "alphas entry") for a in alphas]
     probs = _check_probs(probs)
     c = probs.shape[-1]
@@ -365,9 +282,8 @@ def alpha_sweep_counts(probs, thresholds, alphas):
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = probs / t                # y/0 -> inf (y > 0) or NaN (y = 0)
     ratio = np.fmax.reduce(ratio, axis=-1)   # ignores NaN unless all NaN
-    ratio = np.nan_to_num(ratio, nan=0.0, posinf=np.inf)
+    flat_ratio = np.nan_to_num(ratio, nan=0.0, posinf=np.inf).ravel()
     flat_probs = probs.reshape(-1, c)
-    flat_ratio = ratio.ravel()
     per_pixel_t = None
     counts = np.zeros(len(alphas), np.int64)
     for i, a in enumerate(alphas):
@@ -379,46 +295,33 @@ def alpha_sweep_counts(probs, thresholds, alphas):
                 per_pixel_t = np.broadcast_to(t, probs.shape).reshape(-1, c)
             scaled = np.float32(a) * per_pixel_t[near]
             exact = np.any(flat_probs[near] > scaled, axis=-1)
-            n += int(np.count_nonzero(exact)) - int(
-                np.count_nonzero(approx[near]))
+            n += int(np.count_nonzero(exact)) - int(np.count_nonzero(approx[near]))
         counts[i] = n
     return counts
 
 
-# ------------------------------------------------------ IntraDA baseline
+# IntraDA baseline (Pan et al. 2020): image-level entropy ranking.
 def normalized_entropy(probs):
-    """Normalised entropy map ``-sum_c p_c log p_c / log C`` in [0, 1].
-
-    The channel sum of ADVENT's weighted self-information. [..,H,W,C] ->
-    float32 [..,H,W]; p = 0 contributes 0.
-    """
+    """Normalised entropy ``-sum_c p_c log p_c / log C`` in [0, 1], float32
+    [..,H,W] (ADVENT's weighted self-information summed over channels)."""
     probs = _check_probs(probs)
     c = probs.shape[-1]
     if c < 2:
         raise ValueError(f"need at least 2 classes, got {c}")
-    tiny = np.finfo(np.float32).tiny
-    plogp = probs * np.log(np.maximum(probs, tiny))
+    plogp = probs * np.log(np.maximum(probs, np.finfo(np.float32).tiny))
     return (-plogp.sum(axis=-1) / np.float32(math.log(c))).astype(np.float32)
 
 
 def image_entropy_scores(probs):
-    """IntraDA image score: mean normalised entropy per image.
-
-    [B,H,W,C] -> float64 [B]; [H,W,C] -> float64 scalar. (IntraDA averages
-    the per-channel map, i.e. this score / C: the ranking is the same. Its
-    optional rare-class "normalizor" is not applied.)
-    """
+    """IntraDA image score, float64 [B] (or scalar): mean normalised entropy
+    (IntraDA's is this / C, the same ranking; no rare-class "normalizor")."""
     return normalized_entropy(probs).astype(np.float64).mean(axis=(-2, -1))
 
 
 def rank_images_by_entropy(scores, lam):
-    """IntraDA split: (easy_indices, hard_indices) as int64 arrays.
-
-    Images are sorted by ascending score (stable: equal scores keep their
-    input order); the first ``floor(lam * N)`` are easy, the rest hard.
-    Truncation as in IntraDA (``int(len * lambda1)``), with a 1e-9 guard so
-    that e.g. 0.29 * 100 gives 29, not 28. Both lists are in rank order.
-    """
+    """IntraDA split (easy_indices, hard_indices), int64, in rank order: the first
+    ``floor(lam * N)`` of a stable ascending sort are easy (IntraDA's ``int(len * lambda1)``;
+    1e-9 makes 0.29 * 100 give 29)."""
     lam = _check_alpha(lam, "lam")
     scores = np.asarray(scores, np.float64).ravel()
     order = np.argsort(scores, kind="stable").astype(np.int64)
@@ -428,38 +331,23 @@ def rank_images_by_entropy(scores, lam):
 
 def intrada_pseudo_labels(probs):
     """IntraDA pseudo labels for easy images: full argmax, uint8 [..,H,W]."""
-    probs = _check_probs(probs)
-    if probs.shape[-1] > IGNORE_LABEL:
-        raise ValueError(f"at most {IGNORE_LABEL} classes fit uint8 pseudo "
-                         f"labels, got {probs.shape[-1]}")
-    return np.argmax(probs, axis=-1).astype(np.uint8)
+    return np.argmax(_check_probs(probs, labels=True), axis=-1).astype(np.uint8)
 
 
-# ------------------------------------------------------------- IAS (IAST)
 class InstanceAdaptiveSelector:
     """Instance adaptive selector of IAST (Mei et al. 2020), paper Table 6.
 
-    Keeps historical class thresholds theta (all ``init`` = 0.9 at the start
-    of a pseudo-labelling pass, as IAST does) and, for each image in turn:
-
-    1. with the OLD theta, the image threshold of class k is the percentile
+    Class thresholds theta start at ``init`` each pass (as IAST); per image:
+    1. with the OLD theta, class k's image threshold is the percentile
        ``100 * (1 - alpha * theta_k ** gamma)`` (np.percentile, linear) of
-       the values {theta_k} + {max-probability of the image's pixels whose
-       argmax is k}. IAST puts theta_k itself in that list, so a class
-       absent from the image keeps theta_k;
-    2. theta <- beta * theta + (1 - beta) * image_threshold (EMA), then
-       theta <- min(theta, cap) (IAST only resets values >= 1 to 0.999);
-    3. the UPDATED theta is the set of thresholds applied to this image
-       (IAST labels each image after updating) and is what
-       :meth:`thresholds_for` returns.
-
-    The result depends on image order, so it is not mergeable across
-    workers. IAST's defaults: alpha 0.2 (0.25, 0.3 in later rounds),
-    gamma 8, beta 0.9.
+       {theta_k} + {max-probability of the pixels whose argmax is k};
+    2. theta <- min(beta * theta + (1 - beta) * image_threshold, cap)
+       (IAST only resets values >= 1 to 0.999);
+    3. the UPDATED theta labels this image (as IAST): `thresholds_for`.
+    Order-dependent, not mergeable. IAST's alpha: 0.2, later 0.25 and 0.3.
     """
 
-    def __init__(self, num_classes, alpha=0.2, gamma=8.0, beta=0.9,
-                 cap=0.999, init=0.9):
+    def __init__(self, num_classes, alpha=0.2, gamma=8.0, beta=0.9, cap=0.999, init=0.9):
         self.num_classes = int(num_classes)
         self.alpha = _check_alpha(alpha)
         self.gamma = float(gamma)
@@ -468,24 +356,19 @@ class InstanceAdaptiveSelector:
         self.theta = np.full(self.num_classes, float(init), np.float64)
 
     def thresholds_for(self, probs):
-        """Updates theta with one image [H,W,C]; returns float32[C].
-
-        A batch [B,H,W,C] is processed image by image and gives [B,C].
-        """
+        """Updates theta with an image [H,W,C] -> float32[C] ([B,H,W,C]: each in turn -> [B,C])."""
         probs = _check_probs(probs, self.num_classes)
         if probs.ndim == 4:
             return np.stack([self.thresholds_for(p) for p in probs])
-        flat = probs.reshape(-1, self.num_classes)
-        label = np.argmax(flat, axis=-1)
-        maxp = flat[np.arange(flat.shape[0]), label].astype(np.float64)
+        label, maxp = _argmax_and_max(probs)
+        maxp = maxp.astype(np.float64)
         old = self.theta
         q = 100.0 * (1.0 - self.alpha * old ** self.gamma)
         image_thr = old.copy()
         for k in np.unique(label):
             values = np.concatenate(([old[k]], maxp[label == k]))
             image_thr[k] = np.percentile(values, q[k])
-        self.theta = np.minimum(
-            self.beta * old + (1.0 - self.beta) * image_thr, self.cap)
+        self.theta = np.minimum(self.beta * old + (1.0 - self.beta) * image_thr, self.cap)
         return self.theta.astype(np.float32)
 
     def to_dict(self):

@@ -9,17 +9,17 @@ from tf_pixintra.adapters import diagnostics
 
 def test_auc_is_half_for_no_separation_one_for_perfect_and_skips_weight_zero():
     positive = np.array([[0, 0, 1, 1]], np.float32)
-    perfect = diagnostics.make_auc("a")
-    diagnostics.update_auc(perfect, positive, np.array([[0.1, 0.2, 0.8, 0.9]]))
+    perfect = diagnostics.PairwiseAUC("a")
+    perfect.update_state(positive, np.array([[0.1, 0.2, 0.8, 0.9]]))
     assert float(perfect.result()) == pytest.approx(1.0, abs=1e-6)
-    constant = diagnostics.make_auc("b")
-    diagnostics.update_auc(constant, positive, np.full((1, 4), 0.3))
+    constant = diagnostics.PairwiseAUC("b")
+    constant.update_state(positive, np.full((1, 4), 0.3))
     assert float(constant.result()) == pytest.approx(0.5, abs=1e-6)
     # Weight 0 leaves out the two pixels that would reverse the ranking.
-    masked = diagnostics.make_auc("c")
-    diagnostics.update_auc(masked, np.array([0, 1, 0, 1], np.float32),
-                           np.array([0.1, 0.9, 0.95, 0.05]),
-                           np.array([1, 1, 0, 0], np.float32))
+    masked = diagnostics.PairwiseAUC("c")
+    masked.update_state(np.array([0, 1, 0, 1], np.float32),
+                        np.array([0.1, 0.9, 0.95, 0.05]),
+                        np.array([1, 1, 0, 0], np.float32))
     assert float(masked.result()) == pytest.approx(1.0, abs=1e-6)
 
 
@@ -37,31 +37,31 @@ def test_auc_is_exact_with_ties_and_pools_batches_by_pairs():
     # fixed levels in [0, 1] would read 0.5 here.
     score = np.round(0.3 + 1e-4 * (positive + rng.normal(0, 1, 600)), 5)
     assert len(np.unique(score)) < 600                       # there are ties
-    whole = diagnostics.make_auc("w")
-    diagnostics.update_auc(whole, positive, score)
+    whole = diagnostics.PairwiseAUC("w")
+    whole.update_state(positive, score)
     exact = _mann_whitney(positive, score)
     assert exact > 0.7
     # float64 rank sums of 600 values: exact up to the float32 result.
     assert float(whole.result()) == pytest.approx(exact, abs=1e-6)
     # Two batches: U's and pair counts add up (pairs across batches left out).
-    parts = diagnostics.make_auc("p")
+    parts = diagnostics.PairwiseAUC("p")
     a, b = slice(0, 200), slice(200, 600)
     for s in (a, b):
-        diagnostics.update_auc(parts, positive[s], score[s])
+        parts.update_state(positive[s], score[s])
     pairs = [np.sum(positive[s] == 1) * np.sum(positive[s] == 0) for s in (a, b)]
     pooled = (sum(p * _mann_whitney(positive[s], score[s])
                   for p, s in zip(pairs, (a, b))) / sum(pairs))
     assert float(parts.result()) == pytest.approx(pooled, abs=1e-6)
     parts.reset_state()
-    diagnostics.update_auc(parts, np.ones(4), np.arange(4.0))  # one class only
+    parts.update_state(np.ones(4), np.arange(4.0))  # one class only
     assert float(parts.result()) == 0.5
 
 
 def test_auc_update_of_a_fully_masked_batch_adds_nothing_in_a_graph():
     # A crop whose pixels are all padding: nothing to rank, and no error
     # from an empty sort inside the compiled train step.
-    auc = diagnostics.make_auc("m")
-    update = tf.function(lambda p, s, w: diagnostics.update_auc(auc, p, s, w))
+    auc = diagnostics.PairwiseAUC("m")
+    update = tf.function(auc.update_state)
     update(tf.constant([1.0, 0.0]), tf.constant([0.9, 0.1]),
            tf.constant([0.0, 0.0]))
     assert float(auc.result()) == 0.5

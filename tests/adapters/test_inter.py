@@ -164,9 +164,9 @@ def test_intrada_discriminator_auc_and_gradient_share_are_logged(one_device):
         d_out = adapter.d_main(adapter.discriminator_input(
             upsample(main, (32, 48))), training=True)
         scores.append(-d_out[..., 0])   # logit of "target" (1 - D)
-    expected = diagnostics.make_auc("expected")
-    diagnostics.update_auc(
-        expected, np.concatenate([np.zeros((2, 32, 48)), np.ones((2, 32, 48))]),
+    expected = diagnostics.PairwiseAUC("expected")
+    expected.update_state(
+        np.concatenate([np.zeros((2, 32, 48)), np.ones((2, 32, 48))]),
         tf.concat(scores, 0), np.concatenate([valid_s, data["target_valid"]]))
     logs = adapter.fit(tf.data.Dataset.from_tensor_slices(data).batch(2),
                        epochs=1, verbose=0).history

@@ -123,8 +123,8 @@ def test_padded_pixels_are_left_out_of_the_adversarial_losses(one_device,
         old_g = losses.cts_generator_loss(d_out, mask)
     old_d = (losses.pla_discriminator_loss if method == "pla" else
              losses.cts_discriminator_loss)(*d_args)
-    auc = diagnostics.make_auc("expected")
-    diagnostics.update_auc(auc, mask, d_out[..., 0], valid)
+    auc = diagnostics.PairwiseAUC("expected")
+    auc.update_state(mask, d_out[..., 0], valid)
     logs = adapter.fit(tf.data.Dataset.from_tensor_slices(data).batch(2),
                        epochs=1, verbose=0).history
     # Same float32 ops on 2x32x48 pixels in both graphs: rounding ~1e-6.

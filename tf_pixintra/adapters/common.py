@@ -1,9 +1,7 @@
 """What both adapters share: a generator G, two discriminators, three optimizers.
 
-`AdversarialAdapter` is a keras.Model subclass that owns G (a multi-level
-DeepLab-v2), D_main and D_aux and their optimizers. Subclasses write
-`train_step` in terms of `generator_update` and `discriminator_update`, so the
-replica scaling, loss scaling, L2 and head learning-rate rules live here once.
+`generator_update` and `discriminator_update` hold the replica and loss
+scaling, L2 and head learning-rate rules of the subclasses' `train_step`.
 """
 
 import keras
@@ -13,6 +11,8 @@ from tf_pixintra import compat
 from tf_pixintra.adapters import diagnostics
 from tf_pixintra.models import head_variables
 from tf_pixintra.models import split_outputs
+
+_MODELS = ("generator", "d_main", "d_aux")  # serialised in get_config
 
 
 def upsample(logits, size):
@@ -28,14 +28,8 @@ def replicas():
 
 
 def replica_share(labels=None, ignore_label=255):
-    """This replica's weight in a global mean, so summed gradients are exact.
-
-    A loss averaged over all pixels gets 1/R (every replica has as many
-    pixels). A loss averaged over the LABELLED pixels only (label !=
-    ignore_label) gets n_local / n_global: the summed gradients are then
-    those of the mean over every labelled pixel of the global batch, however
-    the labelled pixels fall on the replicas.
-    """
+    """This replica's weight in a global mean, so summed gradients are exact: 1/R for a mean over
+    all pixels, n_local / n_global for a mean over the pixels whose label != ignore_label."""
     if labels is None:
         return 1.0 / replicas()
     local = tf.reduce_sum(tf.cast(
@@ -46,14 +40,16 @@ def replica_share(labels=None, ignore_label=255):
 
 
 class AdversarialAdapter(compat.PrebuiltModel):
-    """Base of the Stage I and Stage II adapters (custom `train_step`)."""
+    """Base of the Stage I and Stage II adapters (custom `train_step`). diag_every: G steps between
+    measures of the adversarial share of G's gradient (one extra backward pass); 0 = never."""
+
+    # get_config's plain values (subclasses add theirs).
+    CONFIG_KEYS = ("lambda_seg_aux", "weight_decay", "head_lr_mult", "diag_every")
 
     def __init__(self, generator, d_main, d_aux, *, lambda_seg_aux=0.1,
                  weight_decay=5e-4, head_lr_mult=10.0, diag_every=0, **kwargs):
         super().__init__(**kwargs)
         self.lambda_seg_aux = float(lambda_seg_aux)
-        # Every `diag_every` G steps, measure the adversarial share of G's
-        # gradient (one extra backward pass); 0 = never.
         self.diag_every = int(diag_every)
         self.generator = generator
         self.d_main = d_main
@@ -64,16 +60,13 @@ class AdversarialAdapter(compat.PrebuiltModel):
         self._trackers = {}
         self._diagnostics = []
 
-    # -- set-up -------------------------------------------------------------
-    def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None,
-                jit_compile=False):
-        """Stores the three optimizers and builds them (call in strategy scope)."""
+    def compile(self, g_optimizer, d_main_optimizer=None, d_aux_optimizer=None, jit_compile=False):
+        """Stores and builds the three optimizers (call in strategy scope)."""
         super().compile(optimizer=g_optimizer, jit_compile=jit_compile)
         self.g_optimizer = g_optimizer
         self.d_main_optimizer = d_main_optimizer if self.d_main else None
         self.d_aux_optimizer = d_aux_optimizer if self.d_aux else None
-        # Build every optimizer now: an unbuilt optimizer has no slots to save,
-        # and checkpoint restore would silently skip its state.
+        # Checkpoint restore silently skips an unbuilt optimizer's state.
         g_optimizer.build(self.generator.trainable_variables)
         for disc, opt in ((self.d_main, self.d_main_optimizer),
                           (self.d_aux, self.d_aux_optimizer)):
@@ -82,58 +75,48 @@ class AdversarialAdapter(compat.PrebuiltModel):
                     raise ValueError(f"{disc.name} needs an optimizer")
                 opt.build(disc.trainable_variables)
 
-    def tracker(self, name):
-        """A keras.metrics.Mean per reported quantity, created on first use."""
+    def tracker(self, name, make=None):
+        """The metric of a logged quantity, created on first use: a keras.metrics.Mean, or
+        `make(name)` for a diagnostic (reset with the trackers, its result logged every step)."""
         if name not in self._trackers:
-            self._trackers[name] = keras.metrics.Mean(name=name)
+            self._trackers[name] = (make or keras.metrics.Mean)(name)
+            if make:
+                self._diagnostics.append(name)
         return self._trackers[name]
 
     def declare_trackers(self, names, d_diagnostics=()):
-        """The trackers of `names`; for an adversarial adapter also those of
-        the adversarial and D losses, of each D's AUC and `d_diagnostics`
-        [(name of a D's suffix, make)], and of the gradient share."""
+        """Creates the trackers of `names` and, if adversarial, of the D and adversarial losses,
+        each D's AUC and `d_diagnostics` [(name pattern, make)], and the gradient share."""
         if self.adversarial:
             names = [*names, "loss_adv", "loss_adv_aux", "loss_d", "loss_d_aux"]
         for name in names:
             self.tracker(name)
         for suffix, disc in (("", self.d_main), ("_aux", self.d_aux)):
             if self.adversarial and disc is not None:
-                for name_of, make in ((diagnostics.auc_name, diagnostics.make_auc),
-                                      *d_diagnostics):
-                    self.diagnostic(name_of(suffix), make)
+                for name, make in ((diagnostics.AUC, diagnostics.PairwiseAUC), *d_diagnostics):
+                    self.tracker(name.format(suffix), make)
         if self.measures_gradient_share:
-            self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue)
-
-    def diagnostic(self, name, make):
-        """A diagnostic metric (adapters.diagnostics), created on first use.
-
-        It joins the trackers (reset with them every logging interval) and
-        `report` logs its result every step.
-        """
-        if name not in self._trackers:
-            self._trackers[name] = make(name)
-            self._diagnostics.append(name)
-        return self._trackers[name]
+            self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue)
 
     @staticmethod
     def discriminate(disc, maps):
-        """disc(maps) and a tape that recorded it for disc's own update.
-
-        The D update of a step reuses D's forward pass of G's adversarial
-        term: D's weights are those before its update and the maps are the
-        same, so the output is the same and computing it twice (as
-        AdvEnt's train_UDA.py does) costs a forward pass of D per step. The
-        returned tape has recorded only D's pass and can be re-entered to
-        add the rest of D's loss (`discriminator_update`).
-        """
-        tape = tf.GradientTape()  # only D's variables are read inside it
+        """disc(maps), and a tape that recorded only that pass: D's update
+        re-enters it, as the output of G's adversarial term serves D's loss
+        too (same maps, same weights; AdvEnt's train_UDA.py runs D twice)."""
+        tape = tf.GradientTape()
         with tape:
             logits = disc(maps, training=True)
         return logits, tape
 
+    def adversarial_heads(self, main, aux, weight_main, weight_aux):
+        """[(logits, D, D's optimizer, weight, suffix)] of the main head and, if any, the aux."""
+        heads = [(main, self.d_main, self.d_main_optimizer, weight_main, "")]
+        if aux is not None and self.d_aux is not None:
+            heads.append((aux, self.d_aux, self.d_aux_optimizer, weight_aux, "_aux"))
+        return heads
+
     @property
     def measures_gradient_share(self):
-        """Whether `generator_update` measures the adversarial share."""
         return self.diag_every > 0 and getattr(self, "adversarial", False)
 
     def generator_tape(self):
@@ -150,20 +133,16 @@ class AdversarialAdapter(compat.PrebuiltModel):
     def checkpoint_objects(self):
         """Everything a resume needs, for tf.train.Checkpoint."""
         objects = {"generator": self.generator, "g_optimizer": self.g_optimizer}
-        if self.d_main is not None:
-            objects["d_main"] = self.d_main
-            objects["d_main_optimizer"] = self.d_main_optimizer
-        if self.d_aux is not None:
-            objects["d_aux"] = self.d_aux
-            objects["d_aux_optimizer"] = self.d_aux_optimizer
+        for key in ("d_main", "d_aux"):
+            if getattr(self, key) is not None:
+                objects[key] = getattr(self, key)
+                objects[key + "_optimizer"] = getattr(self, key + "_optimizer")
         return objects
 
-    # -- updates ------------------------------------------------------------
     def segmentation_pass(self, images, labels, loss):
-        """G on `images` (inside G's tape): its main and aux logits at the
-        input size, `loss` of each head (the logged values), their sum (main
-        + lambda_seg_aux x aux) weighted by `replica_share(labels)`, the share.
-        """
+        """G on `images` (in G's tape) -> its (main, aux) logits at the input
+        size, `loss` of each (the logged values), their sum (main +
+        lambda_seg_aux x aux) weighted by `replica_share(labels)`, the share."""
         size = tf.shape(images)[1:3]
         main, aux = split_outputs(self.generator(images, training=True))
         main, aux = upsample(main, size), upsample(aux, size)
@@ -179,28 +158,20 @@ class AdversarialAdapter(compat.PrebuiltModel):
         """0.5 * wd * sum(w^2) over G's trainable variables (coupled L2)."""
         if not self.weight_decay:
             return tf.constant(0.0)
-        return 0.5 * self.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-             for v in self.generator.trainable_variables])
+        return 0.5 * self.weight_decay * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                                                   for v in self.generator.trainable_variables])
 
     def generator_update(self, tape, loss, adversarial=None):
-        """Applies d(loss)/dG; `loss` is already weighted by `replica_share`.
-
-        The L2 term is added here (once over all replicas). `adversarial` is
-        the part of `loss` that is beta * L_adv (same weighting): every
-        `diag_every` steps (needs `generator_tape()`) the share
-        ||grad(adversarial)|| / ||grad(loss + L2)|| is measured, both with
-        the heads' 10x multiplier, i.e. on the update G applies.
-        """
+        """Applies d(loss + L2)/dG; `loss` is weighted by `replica_share`. Every `diag_every` steps
+        (with `generator_tape()`) logs ||grad(adversarial)|| / ||grad(loss + L2)||, `adversarial`
+        being the beta * L_adv part of `loss`, with the heads' multiplier as applied."""
         with tape:  # re-entered: the L2 term and the scaling are recorded too
-            total = _scale(self.g_optimizer,
-                           loss + self.l2_penalty() / replicas())
+            total = _scale(self.g_optimizer, loss + self.l2_penalty() / replicas())
             measure = self.measures_gradient_share and adversarial is not None
             if measure:
                 adversarial = _scale(self.g_optimizer, adversarial)
         variables = self.generator.trainable_variables
-        grads = tape.gradient(total, variables)
-        grads = self._with_head_mult(grads, variables)
+        grads = self._with_head_mult(tape.gradient(total, variables), variables)
         if measure:
             self._measure_gradient_share(tape, adversarial, grads, variables)
         self.g_optimizer.apply(grads, variables)
@@ -210,36 +181,26 @@ class AdversarialAdapter(compat.PrebuiltModel):
                 else g for g, v in zip(grads, variables)]
 
     def _measure_gradient_share(self, tape, adversarial, grads, variables):
-        """Extra backward pass of the adversarial term on diagnostic steps.
-
-        With several replicas each measures its own sub-batch; the logged
-        value is their mean.
-        """
+        """Extra backward pass on diagnostic steps; logs the mean over the replicas' batches."""
         step = tf.cast(self.g_optimizer.iterations, tf.int64)
         due = tf.equal(step % self.diag_every, 0)
 
         def share():
-            adv_grads = self._with_head_mult(
-                tape.gradient(adversarial, variables), variables)
+            adv_grads = self._with_head_mult(tape.gradient(adversarial, variables), variables)
             return diagnostics.gradient_norm_share(adv_grads, grads)
 
         value = tf.cond(due, share, lambda: tf.constant(0.0))
-        self.diagnostic(diagnostics.GRAD_SHARE, diagnostics.LastValue
-                        ).update_state(value, tf.cast(due, tf.float32))
+        self.tracker(diagnostics.GRAD_SHARE, diagnostics.LastValue
+                     ).update_state(value, tf.cast(due, tf.float32))
 
-    def discriminator_update(self, tape, loss, discriminator, optimizer,
-                             share=None):
-        """Applies d(loss)/dD for one discriminator.
-
-        `loss` is a mean over all pixels (weighted 1/R), or over some pixels
-        with `share` = replica_share of those pixels.
-        """
+    def discriminator_update(self, tape, loss, discriminator, optimizer, share=None):
+        """Applies d(loss)/dD; `loss`: a mean over all pixels (weighted 1/R) or over the pixels
+        `share` (their replica_share) counts."""
         variables = discriminator.trainable_variables
         with tape:
             weighted = loss / replicas() if share is None else loss * share
             total = _scale(optimizer, weighted)
-        grads = tape.gradient(total, variables)
-        optimizer.apply(grads, variables)
+        optimizer.apply(tape.gradient(total, variables), variables)
 
     def report(self, values):
         """Updates the trackers and returns the logs dict of a train step."""
@@ -257,20 +218,14 @@ class AdversarialAdapter(compat.PrebuiltModel):
         return compat.reducible_logs(logs)
 
     def get_config(self):
-        return {
-            "generator": keras.saving.serialize_keras_object(self.generator),
-            "d_main": keras.saving.serialize_keras_object(self.d_main),
-            "d_aux": keras.saving.serialize_keras_object(self.d_aux),
-            "lambda_seg_aux": self.lambda_seg_aux,
-            "weight_decay": self.weight_decay,
-            "head_lr_mult": self.head_lr_mult,
-            "diag_every": self.diag_every,
-        }
+        config = {key: keras.saving.serialize_keras_object(getattr(self, key)) for key in _MODELS}
+        config.update((key, getattr(self, key)) for key in self.CONFIG_KEYS)
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("generator", "d_main", "d_aux"):
+        for key in _MODELS:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 

@@ -1,59 +1,30 @@
-"""Streaming diagnostics of the discriminators, logged by the adapters.
+"""Streaming diagnostics of the discriminators (keras.metrics.Metric).
 
-Three quantities tell whether an adversarial term does anything:
-- `auc`: ROC AUC of D's output against the subdomain it should detect (hard
-  pixels for PLA/CTS, hard images for the IntraDA baseline, the target
-  domain in Stage I). 0.5 = D separates nothing, 1 = perfect ranking, below
-  0.5 = reversed. It is measured on D's output computed before D's update
-  of that step, so on pixels D has not been trained on yet (a held-out
-  measure), exactly from ranks within each batch (`PairwiseAUC`).
-- `zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
-- `adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||, the share of
-  G's gradient that comes from the adversarial term (see
-  `AdversarialAdapter.generator_update`).
-
-All three are keras.metrics.Metric objects, so they live in the adapter's
-trackers, stream over the steps of a logging interval (they are reset with
-the loss trackers), and sum correctly over replicas when read.
+`auc`: ROC AUC of D's output, before D's update of the step, against what D
+should detect (hard pixels, hard images, the target domain); 0.5 = none.
+`zcorr` (CTS): Pearson correlation of D's output with Z (Eq. 7).
+`adv_grad_share`: ||grad_G(beta * L_adv)|| / ||grad_G(L_G)||.
 """
 
 import keras
 import tensorflow as tf
 
-PREFIX = "diag_"
-
-
-def auc_name(suffix=""):
-    return f"{PREFIX}auc_d{suffix}"
-
-
-def zcorr_name(suffix=""):
-    return f"{PREFIX}zcorr_d{suffix}"
-
-
-GRAD_SHARE = PREFIX + "adv_grad_share"
+# Logged names; AUC and ZCORR take the suffix of a D ("" or "_aux").
+AUC = "diag_auc_d{}"
+ZCORR = "diag_zcorr_d{}"
+GRAD_SHARE = "diag_adv_grad_share"
 
 
 class PairwiseAUC(keras.metrics.Metric):
-    """Exact ROC AUC within each update (batch), pooled over the updates.
-
-    ROC AUC = P(score of a random positive > score of a random negative),
-    ties counting 1/2 (the Mann-Whitney U statistic over n_pos * n_neg).
-    Each update computes U exactly from the ranks of its pixels (a sort,
-    midranks for ties); `result` is sum(U) / sum(n_pos * n_neg) over the
-    updates, i.e. the AUC over the positive/negative pairs of the same batch.
-
-    Why not keras.metrics.AUC: it buckets scores at fixed thresholds in
-    [0, 1], so a discriminator whose outputs all lie within one bucket (a D
-    that has barely learnt sits near the base rate, +-1e-4) reads exactly
-    0.5 whatever its ranking. Ranks need no thresholds, and AUC only needs
-    the ranking. 0.5 when no update had both classes.
-    """
+    """Exact ROC AUC within each update (batch), pooled over the updates: sum(U) / sum(n_pos *
+    n_neg), U the Mann-Whitney statistic from midranks; 0.5 if no update had both classes.
+    (keras.metrics.AUC's fixed thresholds read 0.5 for a D whose outputs all sit near the base
+    rate.) update_state: positive (1 = what D should detect), score (higher = more likely
+    positive), sample_weight (0 = left out)."""
 
     def __init__(self, name="pairwise_auc", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.u = self.add_variable(shape=(), initializer="zeros",
-                                   dtype="float64", name="u")
+        self.u = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="u")
         self.pairs = self.add_variable(shape=(), initializer="zeros",
                                        dtype="float64", name="pairs")
 
@@ -66,28 +37,24 @@ class PairwiseAUC(keras.metrics.Metric):
             score = tf.boolean_mask(score, keep)
         order = tf.argsort(score, stable=True)
         ordered = tf.gather(score, order)
-        # Midranks: equal scores (consecutive once sorted) share their mean
-        # rank. A group starts wherever the sorted score changes; the running
-        # count of starts numbers the groups in order, sorted as
-        # segment_mean requires (a linear pass, where tf.unique hashes).
+        # Midranks: the running count of the places where the sorted score
+        # changes numbers the groups of equal scores in the sorted order
+        # segment_mean requires (linear, where tf.unique hashes).
         starts = tf.concat([tf.zeros_like(ordered[:1], tf.int32),  # [] if empty
                             tf.cast(ordered[1:] != ordered[:-1], tf.int32)], 0)
         group = tf.cumsum(starts)
         ranks = tf.range(1, tf.size(ordered) + 1, dtype=tf.int32)
-        midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64),
-                                                  group), group)
+        midranks = tf.gather(tf.math.segment_mean(tf.cast(ranks, tf.float64), group), group)
         is_pos = tf.gather(positive, order)
         n = tf.cast(tf.size(ordered), tf.float64)
         n_pos = tf.reduce_sum(tf.cast(is_pos, tf.float64))
-        rank_sum = tf.reduce_sum(tf.where(is_pos, midranks,
-                                          tf.zeros_like(midranks)))
+        rank_sum = tf.reduce_sum(tf.where(is_pos, midranks, tf.zeros_like(midranks)))
         self.u.assign_add(rank_sum - n_pos * (n_pos + 1.0) / 2.0)
         self.pairs.assign_add(n_pos * (n - n_pos))
 
     def result(self):
         u, pairs = tf.convert_to_tensor(self.u), tf.convert_to_tensor(self.pairs)
-        auc = tf.where(pairs > 0, u / tf.maximum(pairs, 1.0),
-                       tf.constant(0.5, tf.float64))
+        auc = tf.where(pairs > 0, u / tf.maximum(pairs, 1.0), tf.constant(0.5, tf.float64))
         return tf.cast(auc, tf.float32)
 
     def reset_state(self):
@@ -95,36 +62,15 @@ class PairwiseAUC(keras.metrics.Metric):
         self.pairs.assign(tf.zeros_like(self.pairs))
 
 
-def make_auc(name):
-    """The AUC diagnostic metric (see PairwiseAUC)."""
-    return PairwiseAUC(name=name)
-
-
-def update_auc(metric, positive, score, weight=None):
-    """Adds one batch: `positive` (1 = the class D should detect), `score`
-    (higher = more likely positive; any monotone map of D's output), and
-    `weight` (0 = leave the pixel out)."""
-    metric.update_state(positive, score, weight)
-
-
 class StreamingPearson(keras.metrics.Metric):
-    """Pearson correlation of x and y over every (weighted) element seen.
-
-    Keeps the weighted sums n, sum x, sum y, sum x^2, sum y^2, sum xy in
-    float64 (so the covariance of millions of pixels does not cancel in
-    float32) and combines them only in `result`. Unlike
-    keras.metrics.PearsonCorrelation, which averages one correlation per
-    sample, this is the correlation of all pixels pooled. 0 when either
-    variable is constant.
-    """
-
-    _KEYS = ("n", "sx", "sy", "sxx", "syy", "sxy")
+    """Pearson correlation of x and y over every (weighted) element seen, pooled
+    (keras.metrics.PearsonCorrelation averages per-sample ones); 0 when either is constant. Sums
+    in float64: float32 would cancel."""
 
     def __init__(self, name="pearson", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self._sums = [self.add_variable(shape=(), initializer="zeros",
-                                        dtype="float64", name=key)
-                      for key in self._KEYS]
+        self._sums = [self.add_variable(shape=(), initializer="zeros", dtype="float64", name=key)
+                      for key in ("n", "sx", "sy", "sxx", "syy", "sxy")]
 
     def update_state(self, x, y, sample_weight=None):
         x = tf.reshape(tf.cast(tf.stop_gradient(x), tf.float64), [-1])
@@ -148,20 +94,13 @@ class StreamingPearson(keras.metrics.Metric):
 
 
 class LastValue(keras.metrics.Metric):
-    """The last value given with a non-zero weight (a diagnostic measured
-    every N steps); the mean over replicas when read across replicas.
-
-    Unlike the loss trackers it is NOT cleared by `reset_state` (which the
-    logging interval calls): it reports the last measurement until the next
-    one. A new adapter starts at 0 (nothing measured yet).
-    """
+    """The last value given with a non-zero weight (mean over replicas), 0 before any; kept by
+    `reset_state` until the next measurement."""
 
     def __init__(self, name="last_value", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.total = self.add_variable(shape=(), initializer="zeros",
-                                       name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros",
-                                       name="count")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, value, sample_weight=1.0):
         take = tf.cast(sample_weight, tf.float32) > 0
@@ -174,7 +113,7 @@ class LastValue(keras.metrics.Metric):
                                      tf.convert_to_tensor(self.count))
 
     def reset_state(self):
-        """Kept on purpose: the last measurement stays until the next one."""
+        """The last measurement stays until the next one."""
 
 
 def gradient_norm_share(part_grads, total_grads):
@@ -183,6 +122,5 @@ def gradient_norm_share(part_grads, total_grads):
     total = [g for g in total_grads if g is not None]
     if not part or not total:
         return tf.constant(0.0)
-    return tf.math.divide_no_nan(
-        tf.cast(tf.linalg.global_norm(part), tf.float32),
-        tf.cast(tf.linalg.global_norm(total), tf.float32))
+    return tf.math.divide_no_nan(tf.cast(tf.linalg.global_norm(part), tf.float32),
+                                 tf.cast(tf.linalg.global_norm(total), tf.float32))

@@ -1,24 +1,9 @@
-"""Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1).
+"""Stage I: inter-domain adaptation (paper Sec 3.1, Eq. 1), and IntraDA.
 
-Output-space adversarial training, multi-level (AdaptSegNet): G is trained on
-source cross-entropy (main + 0.1 x aux) and to fool one discriminator per
-head on target maps; then each discriminator learns source (1) vs target (0)
-on the DETACHED maps of the same step, so G runs forward once per domain and
-each D once per domain (its output on the target maps serves both).
-
-Variants:
-- `source_only`: no adversarial terms (the lower baseline).
-- `adaptsegnet`: softmax maps into D.
-- `advent`: weighted self-information maps (-p log p / log C) into D.
-The same adapter trains the image-level IntraDA baseline of Stage II, with
-easy target images as the labelled side and hard ones as the unlabelled side.
-
-Diagnostics (adapters.diagnostics): each D's ROC AUC of "target" (hard
-images for IntraDA) against "source" (easy images), over the pixels of both
-maps, from D's output before its update of the step (`diag_auc_d`,
-`diag_auc_d_aux`); batches may carry `source_valid` / `target_valid` masks
-(0 = padded pixel, left out). Every `diag_every` steps: the adversarial
-share of G's gradient.
+Multi-level output-space adversarial training (AdaptSegNet): G learns the
+source cross-entropy and to fool one D per head on target maps; each D then
+learns source (1) vs target (0) on the detached maps of the same step. The
+IntraDA baseline of Stage II takes easy images as source, hard as target.
 """
 
 import keras
@@ -32,19 +17,20 @@ from tf_pixintra.adapters.common import replica_share
 from tf_pixintra.adapters.common import upsample
 from tf_pixintra.models import split_outputs
 
+
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class InterDomainAdapter(AdversarialAdapter):
-    """keras.Model whose `fit` runs Stage I.
+    """keras.Model whose `fit` runs Stage I; variant: `source_only`, `adaptsegnet` (softmax maps
+    into D) or `advent` (self-information maps). Each batch is a dict with `source_image` (float32,
+    Caffe-preprocessed), `source_label` (uint8 trainIds, 255 = ignore), `target_image` and
+    optionally `source_valid` / `target_valid` (0 = padding, left out of each D's AUC)."""
 
-    Each batch is a dict with `source_image` (float32, Caffe-preprocessed),
-    `source_label` (uint8 trainIds, 255 = ignore) and `target_image`.
-    """
+    CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
+        "variant", "lambda_adv_main", "lambda_adv_aux")
 
-    def __init__(self, generator, d_main=None, d_aux=None, *,
-                 variant="adaptsegnet", lambda_adv_main=1e-3,
-                 lambda_adv_aux=2e-4, **kwargs):
-        choices.check("variant", variant,
-                      ("source_only",) + choices.INTER_VARIANTS)
+    def __init__(self, generator, d_main=None, d_aux=None, *, variant="adaptsegnet",
+                 lambda_adv_main=1e-3, lambda_adv_aux=2e-4, **kwargs):
+        choices.check("variant", variant, ("source_only",) + choices.INTER_VARIANTS)
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.variant = variant
         self.lambda_adv_main = float(lambda_adv_main)
@@ -71,66 +57,45 @@ class InterDomainAdapter(AdversarialAdapter):
                 xs, ys, losses.segmentation_cross_entropy)
             if self.adversarial:
                 main_t, aux_t = split_outputs(self.generator(xt, training=True))
-                maps_s = [self.discriminator_input(main_s)]
-                d_t = [self.discriminate(self.d_main, self.discriminator_input(
-                    upsample(main_t, size_t)))]
-                loss_adv = losses.inter_generator_loss(d_t[0][0])
-                values["loss_adv"] = loss_adv
-                adversarial += share * self.lambda_adv_main * loss_adv
-                if aux_t is not None and self.d_aux is not None:
-                    maps_s.append(self.discriminator_input(aux_s))
-                    d_t.append(self.discriminate(self.d_aux, self.discriminator_input(
-                        upsample(aux_t, size_t))))
-                    loss_adv_aux = losses.inter_generator_loss(d_t[1][0])
-                    values["loss_adv_aux"] = loss_adv_aux
-                    adversarial += share * self.lambda_adv_aux * loss_adv_aux
+                heads = self.adversarial_heads(
+                    (main_s, main_t), None if aux_t is None else (aux_s, aux_t),
+                    self.lambda_adv_main, self.lambda_adv_aux)
+                maps_s, d_t = [], []
+                for (logits_s, logits_t), disc, _, weight, suffix in heads:
+                    maps_s.append(self.discriminator_input(logits_s))
+                    d_t.append(self.discriminate(disc, self.discriminator_input(
+                        upsample(logits_t, size_t))))
+                    loss_adv = losses.inter_generator_loss(d_t[-1][0])
+                    values["loss_adv" + suffix] = loss_adv
+                    adversarial += share * weight * loss_adv
                 total += adversarial
-        self.generator_update(tape, total,
-                              adversarial if self.adversarial else None)
+        self.generator_update(tape, total, adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(
-                maps_s, d_t, data.get("source_valid"),
-                data.get("target_valid")))
+            values.update(self._discriminator_step(heads, maps_s, d_t, data.get("source_valid"),
+                                                   data.get("target_valid")))
         return self.report(values)
 
-    def _discriminator_step(self, maps_s, d_t, valid_s=None, valid_t=None):
-        """D learns source = 1, target = 0 on the detached maps of this step.
-
-        `d_t` holds (D's output on the target maps, its tape) per D, from G's
-        adversarial term (`discriminate`). D's outputs, before its update,
-        also feed the AUC.
-        """
+    def _discriminator_step(self, heads, maps_s, d_t, valid_s, valid_t):
+        """D learns source = 1, target = 0 on the detached maps of this step; `d_t`: (D's output on
+        the target maps, its tape) per D from G's adversarial term (it also feeds the AUC)."""
         values = {}
-        pairs = [(self.d_main, self.d_main_optimizer, "loss_d")]
-        if len(maps_s) > 1:
-            pairs.append((self.d_aux, self.d_aux_optimizer, "loss_d_aux"))
-        for (disc, opt, name), m_s, (d_t_logits, tape) in zip(pairs, maps_s, d_t):
+        for (_, disc, opt, _, suffix), m_s, (d_t_logits, tape) in zip(heads, maps_s, d_t):
             with tape:
                 d_s = disc(tf.stop_gradient(m_s), training=True)
                 loss_d = losses.inter_discriminator_loss(d_s, d_t_logits)
             self.discriminator_update(tape, loss_d, disc, opt)
-            values[name] = loss_d
-            # Positive = the side G adapts (target / hard images); its score
-            # is 1 - D = sigmoid(-logit), D saying "target".
-            self._update_auc(name[len("loss_d"):], d_s, d_t_logits, valid_s,
-                             valid_t)
+            values["loss_d" + suffix] = loss_d
+            self._update_auc(suffix, d_s, d_t_logits, valid_s, valid_t)
         return values
 
     def _update_auc(self, suffix, d_s, d_t, valid_s, valid_t):
-        """One AUC update over the pixels of both maps of this step."""
+        """AUC over both maps' pixels: positive = the side G adapts, scored by -logit (1 - D)."""
         scores, sides, weights = [], [], []
         for side, d_logits, valid in ((0.0, d_s, valid_s), (1.0, d_t, valid_t)):
-            score = tf.reshape(-tf.cast(d_logits, tf.float32), [-1])  # logit of "target"
+            score = tf.reshape(-tf.cast(d_logits, tf.float32), [-1])
             scores.append(score)
             sides.append(tf.fill(tf.shape(score), side))
             weights.append(tf.ones_like(score) if valid is None else
                            tf.reshape(tf.cast(valid, tf.float32), [-1]))
-        diagnostics.update_auc(
-            self._trackers[diagnostics.auc_name(suffix)], tf.concat(sides, 0),
-            tf.concat(scores, 0), tf.concat(weights, 0))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(variant=self.variant, lambda_adv_main=self.lambda_adv_main,
-                      lambda_adv_aux=self.lambda_adv_aux)
-        return config
+        self._trackers[diagnostics.AUC.format(suffix)].update_state(
+            tf.concat(sides, 0), tf.concat(scores, 0), tf.concat(weights, 0))

@@ -1,24 +1,9 @@
 """Stage II: pixel-level intra-domain adaptation (paper Sec 4.2, Eq. 5-9).
 
-G trains on target images only: partial cross-entropy on the easy pixels'
-pseudo labels (Eq. 5, main + 0.1 x aux), plus an adversarial term on hard
-pixels from one pixel-level discriminator per head, whose logits are
-upsampled to the input size (Sec 5.1):
-- PLA (Eq. 6): D classifies each pixel hard (M = 1) vs easy; G makes hard
-  pixels look easy.
-- CTS (Eq. 8): D regresses the continuous index Z (Eq. 7); G pushes D's
-  output on hard pixels to 0.
-Eq. 9: L_G = L_seg + beta * L_adv (beta 1e-3 main, 2e-4 aux). From round two
-on (T = 1) the CRST KLD regulariser is added with weight `kld_lambda`.
-
-Padded pixels of a crop (hard mask 255, `losses.PAD_MASK`) are neither easy
-nor hard: both D losses and G's adversarial term average over the real
-pixels only, weighted across replicas by `replica_share` of those pixels.
-
-Diagnostics (adapters.diagnostics), logged every step: each D's ROC AUC
-against M (`diag_auc_d`, `diag_auc_d_aux`), for CTS its correlation with Z
-(`diag_zcorr_d*`), both from D's output before its update of the step; and
-every `diag_every` steps the adversarial share of G's gradient.
+On target images, Eq. 9: L_G = L_seg (Eq. 5, easy pixels) + beta * L_adv (hard pixels, one
+pixel-level D per head, Sec 5.1), from round two (T = 1) plus `kld_lambda` x CRST's KLD. PLA
+(Eq. 6): D classifies pixels hard vs easy; CTS (Eq. 8): D regresses Z (Eq. 7). Padded pixels (hard
+mask `losses.PAD_MASK`) are left out, weighted across replicas by `replica_share`.
 """
 
 import keras
@@ -30,33 +15,30 @@ from tf_pixintra.adapters import diagnostics
 from tf_pixintra.adapters.common import AdversarialAdapter
 from tf_pixintra.adapters.common import replica_share
 
-_D_LOSS = {"pla": (losses.pla_discriminator_loss, "hard_mask"),
-           "cts": (losses.cts_discriminator_loss, "z")}
+_D_LOSS = {"pla": losses.pla_discriminator_loss, "cts": losses.cts_discriminator_loss}
 _G_LOSS = {"pla": losses.pla_generator_loss, "cts": losses.cts_generator_loss}
 
 
 @keras.saving.register_keras_serializable(package="tf_pixintra")
 class PixelIntraAdapter(AdversarialAdapter):
-    """keras.Model whose `fit` runs Stage II.
+    """keras.Model whose `fit` runs Stage II. Each batch is a dict with `image` (float32,
+    Caffe-preprocessed), `pseudo_label` (uint8, 255 = none), `hard_mask` (uint8, 1 = hard) and `z`
+    (float32), all with the same crop."""
 
-    Each batch is a dict with `image` (float32, Caffe-preprocessed),
-    `pseudo_label` (uint8, 255 = none), `hard_mask` (uint8, 1 = hard) and
-    `z` (float32), all with the same crop.
-    """
+    CONFIG_KEYS = AdversarialAdapter.CONFIG_KEYS + (
+        "method", "beta_main", "beta_aux", "kld_lambda")
 
     def __init__(self, generator, d_main=None, d_aux=None, *, method="cts",
                  beta_main=1e-3, beta_aux=2e-4, kld_lambda=0.0, **kwargs):
         # The image-level "intrada" baseline trains with InterDomainAdapter.
-        choices.check("method", method,
-                      tuple(m for m in choices.INTRA_METHODS if m != "intrada"))
+        choices.check("method", method, tuple(m for m in choices.INTRA_METHODS if m != "intrada"))
         super().__init__(generator, d_main, d_aux, **kwargs)
         self.method = method
         self.beta_main = float(beta_main)
         self.beta_aux = float(beta_aux)
         self.kld_lambda = float(kld_lambda)
-        names = ["loss_seg", "loss_seg_aux"] + (
-            ["loss_kld"] if self.kld_lambda else [])
-        zcorr = [(diagnostics.zcorr_name, diagnostics.StreamingPearson)]
+        names = ["loss_seg", "loss_seg_aux"] + (["loss_kld"] if self.kld_lambda else [])
+        zcorr = [(diagnostics.ZCORR, diagnostics.StreamingPearson)]
         self.declare_trackers(names, zcorr if method == "cts" else ())
 
     @property
@@ -65,15 +47,12 @@ class PixelIntraAdapter(AdversarialAdapter):
 
     def train_step(self, data):
         labels = data["pseudo_label"]
-        # M in {0, 1} and the real (not padded) pixels.
         mask, valid = losses.hard_mask_and_valid(data["hard_mask"])
         adversarial = 0.0
         with self.generator_tape() as tape:
             (main, aux), values, total, share_labelled = self.segmentation_pass(
                 data["image"], labels, losses.partial_cross_entropy)
-            heads = [(main, self.d_main, self.beta_main, "")]
-            if aux is not None and self.d_aux is not None:
-                heads.append((aux, self.d_aux, self.beta_aux, "_aux"))
+            heads = self.adversarial_heads(main, aux, self.beta_main, self.beta_aux)
             if self.kld_lambda:
                 loss_kld = losses.kld_regularizer(main, labels)
                 values["loss_kld"] = loss_kld
@@ -81,58 +60,33 @@ class PixelIntraAdapter(AdversarialAdapter):
             d_outs = []
             if self.adversarial:
                 share_valid = replica_share(data["hard_mask"], losses.PAD_MASK)
-                for logits, disc, beta, suffix in heads:
+                for logits, disc, _, beta, suffix in heads:
                     d_out = self.discriminate(disc, tf.nn.softmax(logits, axis=-1))
                     d_outs.append(d_out)
                     loss_adv = _G_LOSS[self.method](d_out[0], mask, valid)
                     values["loss_adv" + suffix] = loss_adv
                     adversarial += share_valid * beta * loss_adv
                 total += adversarial
-        self.generator_update(tape, total,
-                              adversarial if self.adversarial else None)
+        self.generator_update(tape, total, adversarial if self.adversarial else None)
         if self.adversarial:
-            values.update(self._discriminator_step(
-                heads, d_outs, data, mask, valid, share_valid))
+            values.update(self._discriminator_step(heads, d_outs, data, mask, valid, share_valid))
         return self.report(values)
 
     def _discriminator_step(self, heads, d_outs, data, mask, valid, share):
-        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step.
-
-        `d_outs` holds (D's output, its tape) per D from G's adversarial term
-        (`discriminate`): the same maps and D's weights before its update.
-        That output also scores the diagnostics, on pixels D has not been
-        trained on yet.
-        """
-        d_loss, target_key = _D_LOSS[self.method]
-        target = mask if target_key == "hard_mask" else data[target_key]
-        optimizers = [self.d_main_optimizer, self.d_aux_optimizer]
+        """Each D fits M (PLA) or Z (CTS) on the detached maps of this step; `d_outs`: (D's output,
+        its tape) per D from G's adversarial term (it also scores the diagnostics)."""
+        target = mask if self.method == "pla" else data["z"]
         values = {}
-        for (_, disc, _, suffix), (d_logits, tape), opt in zip(heads, d_outs,
-                                                                optimizers):
+        for (_, disc, opt, _, suffix), (d_logits, tape) in zip(heads, d_outs):
             with tape:
-                loss_d = d_loss(d_logits, target, valid)
+                loss_d = _D_LOSS[self.method](d_logits, target, valid)
             self.discriminator_update(tape, loss_d, disc, opt, share)
             values["loss_d" + suffix] = loss_d
-            self._update_diagnostics(suffix, d_logits, mask, data["z"], valid)
+            # AUC against M of the logits (higher = harder for PLA and CTS):
+            # sigmoid's ranking without its float32 ties at large |logit|.
+            logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
+            self._trackers[diagnostics.AUC.format(suffix)].update_state(mask, logits, valid)
+            if self.method == "cts":
+                self._trackers[diagnostics.ZCORR.format(suffix)].update_state(
+                    tf.sigmoid(logits), data["z"], valid)
         return values
-
-    def _update_diagnostics(self, suffix, d_logits, mask, z, valid):
-        """AUC of D against M; for CTS the correlation of D's output with Z.
-
-        D = sigmoid(logit) is PLA's P(hard) and CTS's estimate of Z; either
-        way higher means "harder". The AUC ranks the logits (the same
-        ranking, without sigmoid's float32 ties at large |logit|).
-        """
-        logits = tf.squeeze(tf.cast(d_logits, tf.float32), -1)
-        diagnostics.update_auc(self._trackers[diagnostics.auc_name(suffix)],
-                               mask, logits, valid)
-        if self.method == "cts":
-            self._trackers[diagnostics.zcorr_name(suffix)].update_state(
-                tf.sigmoid(logits), z, valid)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(method=self.method, beta_main=self.beta_main,
-                      beta_aux=self.beta_aux,
-                      kld_lambda=self.kld_lambda)
-        return config

@@ -1,16 +1,9 @@
 """Optimizers of the AdaptSegNet family: SGD for G, Adam for each D, poly decay.
 
-Two details follow the PyTorch references exactly:
-- Weight decay is coupled L2 (PyTorch SGD adds wd * w to the gradient, before
-  momentum); Keras' own `weight_decay` is decoupled, so it is not used. The
-  adapters add 0.5 * wd * sum(w^2) to the generator loss instead, which also
-  keeps it correct under loss scaling and replica scaling.
-- "Heads at 10x LR" is done by multiplying the head gradients by 10 (after L2
-  is included). For SGD with momentum that is identical to a 10x learning rate
-  for those variables, with one optimizer and one set of slots.
-Keras SGD keeps its momentum buffer in units of lr * g while PyTorch keeps g;
-under a decaying LR the two differ by the LR change over the momentum horizon
-(a relative 1e-5 per step with poly decay over 250k steps).
+As in PyTorch, weight decay is coupled L2 (Keras' `weight_decay` is decoupled): the adapters add
+0.5 * wd * sum(w^2) to G's loss. The heads' 10x LR is a 10x gradient (L2 included), the same for
+SGD with momentum. Keras SGD keeps momentum in units of lr * g, PyTorch in g: under poly decay they
+differ by a relative 1e-5 per step (250k steps).
 """
 
 import keras
@@ -19,8 +12,8 @@ import keras
 def poly_schedule(base_lr, decay_steps, power=0.9):
     """lr(step) = base_lr * (1 - step / decay_steps) ** power (then 0)."""
     return keras.optimizers.schedules.PolynomialDecay(
-        initial_learning_rate=base_lr, decay_steps=max(1, int(decay_steps)),
-        end_learning_rate=0.0, power=power)
+        initial_learning_rate=base_lr, decay_steps=max(1, int(decay_steps)), end_learning_rate=0.0,
+        power=power)
 
 
 def generator_optimizer(base_lr, decay_steps, optim_cfg, mixed_precision):
@@ -34,10 +27,8 @@ def generator_optimizer(base_lr, decay_steps, optim_cfg, mixed_precision):
 def discriminator_optimizer(lr_d, decay_steps, optim_cfg, mixed_precision, name):
     """Adam(lr_d, betas (0.9, 0.99), eps 1e-8 as PyTorch) with poly decay."""
     opt = keras.optimizers.Adam(
-        learning_rate=poly_schedule(lr_d, decay_steps,
-                                    optim_cfg.poly_power),
-        beta_1=optim_cfg.adam_beta1, beta_2=optim_cfg.adam_beta2,
-        epsilon=1e-8, name=name)
+        learning_rate=poly_schedule(lr_d, decay_steps, optim_cfg.poly_power),
+        beta_1=optim_cfg.adam_beta1, beta_2=optim_cfg.adam_beta2, epsilon=1e-8, name=name)
     return _maybe_loss_scale(opt, mixed_precision)
 
 
@@ -45,4 +36,3 @@ def _maybe_loss_scale(opt, mixed_precision):
     if mixed_precision == "mixed_float16":
         return keras.optimizers.LossScaleOptimizer(opt, name=opt.name + "_ls")
     return opt
-
