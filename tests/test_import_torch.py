@@ -76,9 +76,9 @@ def test_cli_writes_a_model_the_pipeline_loads(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--arch", "both"], "--arch='both': expected multi or single"),
+    (["--arch", "both"], "--arch='both': expected one of multi, single"),
     (["--out", "x.h5"], "--out='x.h5': expected a path ending in .keras"),
-    (["--head_branches", "3"], "--head_branches=3: expected 4 or 2"),
+    (["--head_branches", "3"], "--head_branches=3: expected one of 4, 2"),
 ])
 def test_cli_bad_flags_exit_2(tmp_path, capsys, args, pattern):
     base = {"--checkpoint": "a.pth", "--arch": "multi", "--out": "m.keras"}

@@ -95,7 +95,7 @@ def test_synthia_subsets_average_over_the_full_19_class_matrix():
 def test_resolve_classes_and_mean_of_valid():
     assert resolve_classes(None, 3) == (0, 1, 2)
     assert len(resolve_classes(16)) == 16
-    with pytest.raises(ValueError, match="subset 12"):
+    with pytest.raises(ValueError, match="classes=12: expected one of 13, 16, 19"):
         resolve_classes(12)
     assert mean_of_valid([1.0, float("nan"), None, 3.0]) == 2.0
     assert math.isnan(mean_of_valid([None]))

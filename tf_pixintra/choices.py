@@ -17,6 +17,12 @@ RESNET_LAYOUTS = {
     101: ("bottleneck", (3, 4, 23, 3)),
 }
 DEPTHS = tuple(RESNET_LAYOUTS)
+# PyTorch DeepLab-v2 checkpoints (tf_pixintra.import_torch): which heads the
+# file has (the CLI imports whole models, multi or single), its ASPP branches,
+# and the backbones they come with.
+TORCH_ARCHS = ("multi", "single", "backbone")
+HEAD_BRANCHES = (4, 2)
+BOTTLENECK_DEPTHS = tuple(d for d, (kind, _) in RESNET_LAYOUTS.items() if kind == "bottleneck")
 # Output strides of the FC discriminator (32: the paper's five stride-2 convs).
 D_OUTPUT_STRIDES = (2, 4, 8, 16, 32)
 

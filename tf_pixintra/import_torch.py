@@ -16,12 +16,11 @@ import sys
 from absl import app
 from absl import flags
 
+from tf_pixintra import choices
 from tf_pixintra import io_utils
 from tf_pixintra import torch_reader
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.errors import cli_main
-
-ARCH_CHOICES = ("multi", "single")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -46,17 +45,13 @@ def define_flags(flag_values=flags.FLAGS):
 def _check_flags(fv):
     if not fv.checkpoint:
         raise ConfigError("--checkpoint is required: a PyTorch .pth file")
-    if fv.arch not in ARCH_CHOICES:
-        raise ConfigError(f"--arch={fv.arch!r}: expected multi or single")
+    choices.check("--arch", fv.arch, choices.TORCH_ARCHS[:2])
     if not fv.out or not fv.out.endswith(".keras"):
         raise ConfigError(f"--out={fv.out!r}: expected a path ending in .keras")
     if fv.num_classes < 1:
         raise ConfigError(f"--num_classes={fv.num_classes}: expected >= 1")
-    if fv.head_branches not in (2, 4):
-        raise ConfigError(f"--head_branches={fv.head_branches}: expected 4 or 2")
-    if fv.depth not in (50, 101):
-        raise ConfigError(f"--depth={fv.depth}: PyTorch DeepLab-v2 checkpoints "
-                          "use bottleneck ResNets, depth 50 or 101")
+    choices.check("--head_branches", fv.head_branches, choices.HEAD_BRANCHES)
+    choices.check("--depth", fv.depth, choices.BOTTLENECK_DEPTHS)
     if not fv.width > 0:
         raise ConfigError(f"--width={fv.width}: expected > 0")
 

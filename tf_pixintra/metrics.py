@@ -17,6 +17,7 @@ subsets) is still a false negative of road.
 
 import numpy as np
 
+from tf_pixintra import choices
 from tf_pixintra.data.labels import EVAL_SUBSETS, IGNORE_LABEL, NUM_CLASSES
 
 
@@ -91,9 +92,7 @@ def resolve_classes(classes, num_classes=NUM_CLASSES):
     if classes is None:
         return tuple(range(num_classes))
     if isinstance(classes, (int, np.integer)):
-        if int(classes) not in EVAL_SUBSETS:
-            raise ValueError(f"unknown class subset {classes}; expected one of "
-                             f"{sorted(EVAL_SUBSETS)}")
+        choices.check("classes", int(classes), sorted(EVAL_SUBSETS))
         return EVAL_SUBSETS[int(classes)]
     return tuple(int(k) for k in classes)
 

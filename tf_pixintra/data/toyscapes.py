@@ -36,6 +36,8 @@ import time
 import types
 
 import numpy as np
+from absl import app
+from absl import flags
 from PIL import Image
 
 from tf_pixintra import choices, io_utils, progress
@@ -62,7 +64,6 @@ FRAME = 19  # Cityscapes' labelled frame number
 _CHUNK = 25  # images per parallel task
 # Split codes mixed into the per-image seeds.
 _SPLIT_CODES = {"source": 0, "train": 1, "val": 2}
-VARIANTS = choices.TOYSCAPES_VARIANTS
 
 
 def target_name(split, index):
@@ -105,7 +106,7 @@ def _generators(seed, split, index):
 def variant_dir(data_dir, variant):
     """Where `ensure_toyscapes` keeps a variant: data_dir itself for the
     standard one, `<data_dir>_<variant>` beside it for the others."""
-    choices.check("variant", variant, VARIANTS)
+    choices.check("variant", variant, choices.TOYSCAPES_VARIANTS)
     if variant == "standard":
         return data_dir
     return os.fspath(data_dir).rstrip("/\\") + "_" + variant
@@ -121,7 +122,7 @@ def draw_source(seed, index, height, width):
 def draw_target(seed, split, index, height, width, variant="standard"):
     """Target image `index` of `split`: (RGB, trainIds, look conditions), the
     conditions of `render.draw_target_conditions` (and `draw_shadows`)."""
-    choices.check("variant", variant, VARIANTS)
+    choices.check("variant", variant, choices.TOYSCAPES_VARIANTS)
     scene_rng, look_rng, shadow_rng = _generators(seed, split, index)
     label, depth, rgb, orient = render.render_scene(
             scene_rng, height, width, render.TARGET_PALETTE)
@@ -257,7 +258,7 @@ def generate(out_dir, seed, num_source, num_target, num_val, height, width,
     written to out_dir/toyscapes.json, last).
     """
     _check_args(seed, num_source, num_target, num_val, height, width)
-    choices.check("variant", variant, VARIANTS)
+    choices.check("variant", variant, choices.TOYSCAPES_VARIANTS)
     workers = default_workers() if workers is None else int(workers)
     root = os.path.abspath(os.fspath(out_dir))
     _prepare_directory(root)
@@ -336,7 +337,6 @@ def ensure_toyscapes(data_dir, seed=DEFAULTS["seed"], num_source=DEFAULTS["num_s
 
 def _define_flags():
     """Defines the CLI flags (only when run as a program, never on import)."""
-    from absl import flags  # pylint: disable=import-outside-toplevel
     flags.DEFINE_string("out", None, "Benchmark root directory to write.")
     flags.DEFINE_integer("seed", DEFAULTS["seed"], "Random seed (>= 0).")
     flags.DEFINE_integer("num_source", DEFAULTS["num_source"], "Source images (GTA5 layout).")
@@ -348,9 +348,10 @@ def _define_flags():
     flags.DEFINE_integer("width", DEFAULTS["width"], "Image width.")
     flags.DEFINE_integer("workers", None, "Drawing processes (default: one per CPU, at "
                          "most 8); the output does not depend on it.")
-    flags.DEFINE_enum("variant", "standard", list(VARIANTS), "standard, or shadows: the "
-                      "positive control, with soft cast shadows over parts of every target "
-                      "image (same scenes and labels as standard at the same seed).")
+    flags.DEFINE_enum("variant", "standard", list(choices.TOYSCAPES_VARIANTS),
+                      "standard, or shadows: the positive control, with soft cast shadows "
+                      "over parts of every target image (same scenes and labels as "
+                      "standard at the same seed).")
     flags.mark_flag_as_required("out")
     return flags.FLAGS
 
@@ -358,7 +359,6 @@ def _define_flags():
 def main(argv):
     """CLI entry: generate a benchmark and print where it is."""
     del argv
-    from absl import flags  # pylint: disable=import-outside-toplevel
     # Call through the importable module so worker processes can unpickle
     # its functions (this file runs as __main__ here).
     # pylint: disable-next=import-outside-toplevel,import-self
@@ -383,6 +383,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app  # pylint: disable=import-outside-toplevel
     _define_flags()
     app.run(main)

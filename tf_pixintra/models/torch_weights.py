@@ -31,11 +31,11 @@ and 3 are loaded as zeros.
 
 import numpy as np
 
+from tf_pixintra import choices
 from tf_pixintra.errors import DataError
 from tf_pixintra.models.deeplab_v2 import ASPP_DILATIONS
 from tf_pixintra.models.resnet import bottleneck_prefixes
 
-ARCHS = ("multi", "single", "backbone")
 PREFIXES = ("module.", "Scale.")
 HEAD_KEYS = ("layer5", "layer6")
 _SKIPPED_IN_BACKBONE = ("layer5.", "layer6.", "fc.")
@@ -68,8 +68,7 @@ def normalize_state(state, source):
 
 def head_map(arch, keys, multi_level, source):
     """{torch head name: our head prefix} for `arch` and the checkpoint keys."""
-    if arch not in ARCHS:
-        raise DataError(f"arch={arch!r}; expected one of {ARCHS}")
+    choices.check("arch", arch, choices.TORCH_ARCHS)
     if arch == "backbone":
         return {}
     if arch == "multi":
@@ -191,8 +190,7 @@ def load_torch_state(model, state, arch="multi", head_branches=4,
     Returns {"tensors": n copied, "skipped": [keys not used (backbone heads)],
     "heads": {torch head: our head}}.
     """
-    if head_branches not in (2, 4):
-        raise DataError(f"head_branches={head_branches!r}; expected 4 or 2")
+    choices.check("head_branches", head_branches, choices.HEAD_BRANCHES)
     state = normalize_state(state, source)
     entries = torch_layout(model, arch, tuple(state), head_branches, source)
     check_state(entries, state, arch, source)
