@@ -116,8 +116,8 @@ def test_resumed_fit_continues_the_step_count_and_writes_images(tmp_path):
 def test_without_tensorboard_no_callback(monkeypatch, tmp_path):
     monkeypatch.setattr(summaries, "tensorboard_available", lambda: False)
     from tf_pixintra.config import RunConfig  # pylint: disable=import-outside-toplevel
-    assert summaries.summary_callbacks(str(tmp_path), None, [], (8, 8),
-                                       RunConfig(), 10) == []
+    assert summaries.summary_board(str(tmp_path), None, [], (8, 8),
+                                   RunConfig(), 10) is None
 
 
 class KnownLosses(AdversarialAdapter):

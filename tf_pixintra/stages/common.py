@@ -193,13 +193,10 @@ def train_evaluate_finish(ctx, name, make_adapter, make_dataset, steps, metrics)
         return done
     adapter = make_adapter()
     config, generator = ctx.config, adapter.generator
-    callbacks = []
-    if ctx.is_chief:   # [TrainingSummaries] if tensorboard is installed
-        callbacks = summaries.summary_callbacks(
-            io_utils.join(stage_dir, "tb"), generator,
-            ctx.sources.target_val or ctx.sources.target_train,
-            config.data.eval_size, config.run, steps)
-    board = callbacks[0] if callbacks else None
+    board = summaries.summary_board(
+        io_utils.join(stage_dir, "tb"), generator,
+        ctx.sources.target_val or ctx.sources.target_train,
+        config.data.eval_size, config.run, steps) if ctx.is_chief else None
 
     def periodic_eval(step):
         result = evaluate_target(ctx, generator)
@@ -212,7 +209,7 @@ def train_evaluate_finish(ctx, name, make_adapter, make_dataset, steps, metrics)
         eval_fn=periodic_eval if ctx.sources.target_val else None,
         eval_every=config.run.eval_every, verbose=config.run.verbose,
         # Last: resets the loss trackers after the others read the logs.
-        callbacks=[*callbacks,
+        callbacks=[*([board] if board is not None else []),
                    summaries.IntervalMeans(config.run.log_every, steps)],
         stop_grace_s=config.run.stop_grace_secs)
     # Every multi-worker task holds the same weights: only the chief writes.

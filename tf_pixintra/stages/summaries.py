@@ -139,11 +139,11 @@ class IntervalMeans(keras.callbacks.Callback):
                 metric.reset_state()
 
 
-def summary_callbacks(log_dir, generator, examples, size, run_cfg, total_steps):
-    """[TrainingSummaries] when tensorboard is installed, else []."""
+def summary_board(log_dir, generator, examples, size, run_cfg, total_steps):
+    """The TrainingSummaries callback when tensorboard is installed, else None."""
     if not tensorboard_available():
         logging.info("tensorboard is not installed: no TensorBoard logs in %s", log_dir)
-        return []
-    return [TrainingSummaries(
+        return None
+    return TrainingSummaries(
         log_dir, generator, list(examples)[:run_cfg.num_summary_images], size,
-        log_every=run_cfg.log_every, image_every=run_cfg.image_every, total_steps=total_steps)]
+        log_every=run_cfg.log_every, image_every=run_cfg.image_every, total_steps=total_steps)
