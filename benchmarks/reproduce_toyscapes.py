@@ -43,11 +43,10 @@ from tf_pixintra.io_utils import write_text  # noqa: E402
 from tf_pixintra.tables import per_class_table  # noqa: E402
 
 INTRADA_BETA = ["--intra_beta_main=0.001", "--intra_beta_aux=0.0002"]
-# PLA's beta as chosen with the configs' D (their comment; the rule and the
-# run are in RESULTS_TOYSCAPES.md, "Discriminator settings"): the configs'
-# own beta is CTS's, 10x larger. A --d_settings choice, given, comes after
-# these flags and wins.
-PLA_BETA = ["--intra_beta_main=1", "--intra_beta_aux=0.2"]
+# The per-method beta chosen with the configs' D (their comment; the rule
+# and the run are in RESULTS_TOYSCAPES.md, "Discriminator settings"), used
+# without --d_settings: the configs' own beta is CTS's, 10x PLA's.
+CHOSEN_BETA = {"pla": ["--intra_beta_main=1", "--intra_beta_aux=0.2"]}
 NO_D = "easy pixels without D"
 RERUN = "PLA again"
 # arm: (pipeline, extra flags, stage directories borrowed from another arm)
@@ -58,7 +57,7 @@ ARMS = {
     "IntraDA": ("inter,pseudo,intra", ["--selector=intrada",
                                        "--intra_method=intrada", *INTRADA_BETA],
                 {"inter": "INTER"}),
-    "PLA": ("inter,pseudo,intra", ["--intra_method=pla", *PLA_BETA], {"inter": "INTER"}),
+    "PLA": ("inter,pseudo,intra", ["--intra_method=pla"], {"inter": "INTER"}),
     # The same pseudo labels as PLA (same model, alpha and selector).
     "PLA + CTS": ("inter,pseudo,intra", ["--intra_method=cts"],
                   {"inter": "INTER", "pseudo_r1": "PLA"}),
@@ -77,7 +76,7 @@ ARMS = {
     # PLA's Stage II again, same seed and flags, in its own run directory:
     # the run-to-run noise of Stage II (TF's CPU kernels are not
     # deterministic without --deterministic).
-    RERUN: ("inter,pseudo,intra", ["--intra_method=pla", *PLA_BETA],
+    RERUN: ("inter,pseudo,intra", ["--intra_method=pla"],
             {"inter": "INTER", "pseudo_r1": "PLA"}),
 }
 # The positive control (configs/toyscapes_control.cfg): the arms that say
@@ -92,6 +91,14 @@ MAIN_ALPHA = 0.85
 EVAL_SIZE = (64, 128)   # the ToyScapes configs' --eval_size
 ORDERING = ("INTER", "IntraDA", "PLA", "PLA + CTS")
 SWEEP_METHODS = ("IntraDA", "PLA", "PLA + CTS")
+
+
+def method_flags(d_settings):
+    """{method: beta flags} added to the arms of that --intra_method: the
+    --d_settings choice if given, else CHOSEN_BETA."""
+    if d_settings is None:
+        return CHOSEN_BETA
+    return {m: choose_d_settings.beta_flags(d_settings[1], m) for m in d_settings[1]["beta"]}
 
 
 def slug(name):
@@ -507,10 +514,9 @@ def main():
     if not args.report_only:
         os.makedirs(args.work_dir, exist_ok=True)
     d_settings = choose_d_settings.load(args.d_settings) if args.d_settings else None
-    method_flags = ({m: choose_d_settings.beta_flags(d_settings[1], m)
-                     for m in d_settings[1]["beta"]} if d_settings else {})
+    betas = method_flags(d_settings)
     runner = Runner(args.config, args.work_dir, extra, runner_log(args),
-                    report_only=args.report_only, method_flags=method_flags)
+                    report_only=args.report_only, method_flags=betas)
     start = time.time()
     if args.arms is None:
         args.arms = ",".join(a for a in ARMS if not (args.quick and a == NO_D))
@@ -534,7 +540,7 @@ def main():
                          "add them to --control_arms")
     control_runner = Runner(args.control_config, os.path.join(args.work_dir, "control"),
                             extra, runner.log, report_only=args.report_only,
-                            method_flags=method_flags)
+                            method_flags=betas)
     control_rows = {arm: [] for arm in control}
     rows = {arm: [] for arm in arms}
     sweep_rows, props_per_seed, main_alpha = {}, [], None

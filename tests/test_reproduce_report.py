@@ -176,9 +176,7 @@ def test_runner_adds_the_chosen_beta_to_arms_of_that_method_only(repro, tmp_path
         with pytest.raises(SystemExit, match="summary.json: missing"):
             runner.run(seed, arm, pipeline, flags, borrow)
     pla, no_d, intrada = runner.commands
-    # The chosen beta comes after the arm's own flags: absl keeps the last.
-    assert pla.endswith("--intra_method=pla --intra_beta_main=1 --intra_beta_aux=0.2 "
-                        "--intra_beta_main=1")
+    assert pla.endswith("--intra_method=pla --intra_beta_main=1")
     assert "--intra_beta_main" not in no_d
     # IntraDA keeps its paper weights whatever the configs' beta.
     assert "--intra_beta_main=0.001 --intra_beta_aux=0.0002" in intrada
@@ -189,7 +187,7 @@ def test_pla_arms_run_at_plas_beta_without_a_d_settings_file(repro, tmp_path):
     """The configs' beta is CTS's (10 / 2); without --d_settings the PLA
     arms must still run at PLA's own (1 / 0.2), not silently at CTS's."""
     runner = repro.Runner("configs/toyscapes.cfg", str(tmp_path), [], str(tmp_path / "log"),
-                          report_only=True)
+                          report_only=True, method_flags=repro.method_flags(None))
     for arm in ("PLA", repro.RERUN, "PLA + CTS"):
         pipeline, flags, borrow = repro.ARMS[arm]
         with pytest.raises(SystemExit, match="summary.json: missing"):
