@@ -32,6 +32,7 @@ from adapter_fixtures import (compile_tiny, make_dataset_fn,  # noqa: E402
                               tiny_generator, weights_of)
 from tf_pixintra import runtime  # noqa: E402
 from tf_pixintra.adapters.inter import InterDomainAdapter  # noqa: E402
+from tf_pixintra.errors import PeerLost  # noqa: E402
 from tf_pixintra.stages import training  # noqa: E402
 
 # Shared with the test, which builds the same run in one process.
@@ -74,16 +75,16 @@ class _SeeCheckpointDirs(keras.callbacks.Callback):
             self.seen[rel] = sorted(files)
 
 
-class _SigtermAt(keras.callbacks.Callback):
-    """Sends this process SIGTERM at the start of step `step` (1-based)."""
+class _SignalAt(keras.callbacks.Callback):
+    """Sends this process `signum` at the start of step `step` (1-based)."""
 
-    def __init__(self, step):
+    def __init__(self, step, signum):
         super().__init__()
-        self.step = step
+        self.step, self.signum = step, signum
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch + 1 == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 def main():
@@ -94,6 +95,8 @@ def main():
     parser.add_argument("--checkpoint_every", type=int, default=1)
     parser.add_argument("--sigterm_at", type=int, default=0,
                         help="worker 1 sends itself SIGTERM during this step")
+    parser.add_argument("--crash_at", type=int, default=0,
+                        help="worker 1 kills itself (SIGKILL) at the start of this step")
     args = parser.parse_args()
 
     times = {"imported": time.monotonic() - T0}
@@ -103,8 +106,9 @@ def main():
     times["built"] = time.monotonic() - T0
     seen = _SeeCheckpointDirs(args.checkpoint_dir)
     callbacks = [seen]
-    if args.sigterm_at and task_id == 1:
-        callbacks.append(_SigtermAt(args.sigterm_at))
+    for step, signum in ((args.sigterm_at, signal.SIGTERM), (args.crash_at, signal.SIGKILL)):
+        if step and task_id == 1:
+            callbacks.append(_SignalAt(step, signum))
     try:
         logs, _ = training.fit(adapter, make_dataset(), args.steps,
                                args.checkpoint_dir,
@@ -118,6 +122,10 @@ def main():
                        "seen_at_train_end": seen.seen}, f)
         sys.stdout.flush()
         sys.exit(130)
+    except PeerLost as e:   # worker 1 is gone (--crash_at)
+        with open(args.out + ".json", "w", encoding="utf-8") as f:
+            json.dump({"peer_lost": str(e), "seconds": time.monotonic() - T0}, f)
+        sys.exit(3)
     times["trained"] = time.monotonic() - T0
     np.savez(args.out + ".npz",
              *weights_of(adapter.generator, adapter.d_main, adapter.d_aux))

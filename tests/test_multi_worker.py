@@ -10,15 +10,17 @@ run with the same global batch split over two replicas (MirroredStrategy on
 two logical CPUs) gives the very same bits. One device against two
 replicas (another summation order, no useful a-priori bound for the deep
 tiny G) is tests/adapters/test_inter.py's business, not repeated here.
-Only the chief writes the real checkpoints. A crashed worker leaves its peer
-blocked in a collective forever, so every process has a deadline and both
-are killed when anything goes wrong.
+Only the chief writes the real checkpoints. A worker that dies mid-training
+ends its peer's collective within seconds (PeerLost); a stuck one would
+leave it waiting, so every process has a deadline and both are killed when
+anything goes wrong.
 """
 
 import filecmp
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -261,6 +263,30 @@ def test_sigterm_on_one_worker_stops_both_after_the_same_step(tmp_path):
         restored.d_aux_optimizer)] == [2, 2, 2]
 
 
+def test_a_worker_killed_mid_training_ends_its_peer_with_peer_lost(tmp_path):
+    """Worker 1 is SIGKILLed at the start of step 3 of 1000: the chief's
+    collective is aborted (the peer's socket closes) and `training.fit`
+    raises PeerLost naming the checkpoints kept, well before the deadline
+    (the step rate would need about 1000 steps); the chief's periodic
+    checkpoint of step 2 is there to resume from."""
+    checkpoint_dir = str(tmp_path / "checkpoints")
+    workers = launch_workers(tmp_path, checkpoint_dir, steps=1000,
+                             extra=("--crash_at", "3", "--checkpoint_every", "2"))
+    (chief, chief_out, chief_log), (other, _, _) = workers
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while chief.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert other.poll() == -signal.SIGKILL, _tail(chief_log)
+        assert chief.poll() == 3, _tail(chief_log)
+    finally:
+        kill_all(workers)
+    with open(chief_out + ".json", encoding="utf-8") as f:
+        message = json.load(f)["peer_lost"]
+    assert "stopped answering" in message and checkpoint_dir in message, message
+    assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-2")
+
+
 # The smoke config, smaller: 2 Stage I steps, 8 target images, 2 val images.
 PIPELINE_FLAGS = (
     "--flagfile", os.path.join(ROOT, "configs", "toyscapes_smoke.cfg"),
@@ -298,6 +324,12 @@ def test_two_workers_share_pseudo_labels_and_the_chief_evaluates(tmp_path):
         "target_miou"]
     for log in (chief_log, other_log):
         assert f"eval         {eval_miou:11.2f}" in log
+    # Each worker scores its own Stage I model: the same figure, as the smoke
+    # config's trained BN is synchronized (moving statistics included).
+    inter_miou = json.loads((run_dir / "inter" / "metrics.json").read_text())[
+        "target_miou"]
+    for log in (chief_log, other_log):
+        assert f"inter        {inter_miou:11.2f}" in log
 
     # One process (this one), the same model and shards: the same files,
     # byte for byte.

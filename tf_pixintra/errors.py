@@ -22,6 +22,10 @@ class PeerTimeout(RuntimeError):
     """A multi-worker peer's files did not appear in time (names the worker and the files)."""
 
 
+class PeerLost(RuntimeError):
+    """A multi-worker peer went away during training (names the checkpoint kept)."""
+
+
 def cli_main(argv, run, flag_values, status, errors=(ConfigError, DataError)):
     """The body of a CLI's absl `main`: runs `run(flag_values)`; returns the exit status.
 

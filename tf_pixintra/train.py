@@ -16,7 +16,8 @@ from tf_pixintra import io_utils
 from tf_pixintra import run_layout
 from tf_pixintra import run_lock
 from tf_pixintra import visualize
-from tf_pixintra.errors import ConfigError, DataError, PeerTimeout, TrainingDiverged, cli_main
+from tf_pixintra.errors import (ConfigError, DataError, PeerLost, PeerTimeout,
+                                TrainingDiverged, cli_main)
 from tf_pixintra.stages import peers
 from tf_pixintra.stages import sources
 
@@ -167,7 +168,7 @@ def _train(flag_values):
 def main(argv):
     try:
         return cli_main(argv, _train, FLAGS, status=2, errors=(
-            ConfigError, DataError, FileNotFoundError, TrainingDiverged, PeerTimeout))
+            ConfigError, DataError, FileNotFoundError, TrainingDiverged, PeerTimeout, PeerLost))
     except KeyboardInterrupt:
         print("interrupted: the checkpoint is saved; run the same command to "
               "resume", file=sys.stderr)

@@ -24,6 +24,7 @@ from tf_pixintra import compat
 from tf_pixintra import io_utils
 from tf_pixintra import runtime
 from tf_pixintra.errors import DataError
+from tf_pixintra.errors import PeerLost
 from tf_pixintra.errors import TrainingDiverged
 from tf_pixintra.stages.stop_signal import StopSignal
 
@@ -153,7 +154,8 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
     `eval_every` steps. SIGTERM or Ctrl-C saves a checkpoint at the end of
     the step and raises KeyboardInterrupt (the process ends if that takes
     over `stop_grace_s`). A NaN or infinite loss raises TrainingDiverged
-    before its step is saved. Returns (final logs, evaluation history).
+    before its step is saved; a multi-worker peer that went away, PeerLost.
+    Returns (final logs, evaluation history).
     """
     _, task_id, is_chief = runtime.worker_info(adapter.distribute_strategy)
     chief = is_chief if chief is None else chief
@@ -164,6 +166,15 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
                     callbacks, stop_grace_s)
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{io_utils.parent(checkpoint_dir)}: {e}") from None
+    except tf.errors.UnavailableError as e:   # a collective aborted: a peer is gone
+        if not compat.in_multi_worker_mode(adapter.distribute_strategy):
+            raise
+        reason = next((line for line in e.message.splitlines() if "aborted by" in line),
+                      e.message.splitlines()[0])
+        raise PeerLost(
+            f"{io_utils.parent(checkpoint_dir)}: a worker of the job stopped answering during "
+            f"training ({reason.strip()}); the checkpoints in {checkpoint_dir} are kept: "
+            "start every worker again with the same command to resume") from None
     finally:
         if write_dir != checkpoint_dir:
             io_utils.rmtree(write_dir)
