@@ -4,11 +4,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from absl import flags
 
 from tf_pixintra import config as config_lib
+from tf_pixintra import io_utils
 from tf_pixintra.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,6 +106,13 @@ def test_multi_worker_refuses_shard_flags_that_contradict_tf_config(args,
 def test_missing_data_root_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="--source_root=.*no such directory"):
         parse(f"--source_root={tmp_path / 'nope'}", f"--target_root={tmp_path}")
+    # Roots and lists may be tf.io.gfile URLs (TF's in-memory ram:// here).
+    url = f"ram://roots-{uuid.uuid4().hex[:8]}"
+    io_utils.write_text(f"{url}/gta5/list.txt", "00001.png\n")
+    parse(f"--source_root={url}/gta5", f"--source_list={url}/gta5/list.txt",
+          f"--target_root={tmp_path}")
+    with pytest.raises(ConfigError, match="--target_root=.*no such directory"):
+        parse(f"--source_root={url}/gta5", f"--target_root={url}/cityscapes")
 
 
 def test_cli_stops_before_any_work(tmp_path):

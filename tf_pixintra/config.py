@@ -445,11 +445,11 @@ def _check_roots(d, stages):
         if any(getattr(run_layout.STAGES[s], reads) for s in stages):
             path = getattr(d, name)
             _check(bool(path), f"--{name} is empty (or use --toyscapes)")
-            _check(os.path.isdir(path), f"--{name}={path!r}: no such directory")
+            _check(io_utils.isdir(path), f"--{name}={path!r}: no such directory")
     for name in ("source_list", "target_list", "target_val_list"):
         path = getattr(d, name)
         if path:
-            _check(os.path.isfile(path), f"--{name}={path!r}: no such file")
+            _check(io_utils.isfile(path), f"--{name}={path!r}: no such file")
 
 
 def shard_over_workers(config, task_index, num_workers):

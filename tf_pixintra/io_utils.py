@@ -135,6 +135,15 @@ def getsize(path):
         raise FileNotFoundError(f"{path}: no such file") from None
 
 
+def size_and_mtime(path):
+    """(size in bytes, modification time in ns) of a file."""
+    if not is_url(path):
+        stat = os.stat(path)
+        return stat.st_size, stat.st_mtime_ns
+    stat = _gfile().stat(path)
+    return stat.length, stat.mtime_nsec
+
+
 def listdir(path):
     """Names in a directory (sorted, without the trailing "/" some object
     stores add); FileNotFoundError if it is missing."""

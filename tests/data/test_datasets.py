@@ -322,3 +322,62 @@ def test_unknown_dataset(tmp_path):
     with pytest.raises(ConfigError,
                        match="dataset='kitti': expected one of gta5, synthia, cityscapes"):
         datasets.list_examples("kitti", tmp_path, "train")
+
+
+def test_data_sets_on_a_gfile_url_read_as_local_ones(tmp_path, fake_datasets, monkeypatch):
+    """GTA5 and Cityscapes copied to TF's in-memory ram:// file system (a
+    stand-in for gs:// and the other tf.io.gfile URLs): the same examples, a
+    list file there, the same arrays from the readers and the training
+    stream, the up-front check and its fingerprint; a missing root or label
+    is the same DataError."""
+    import uuid
+
+    from tf_pixintra import io_utils
+    from tf_pixintra.data import checks
+    from tf_pixintra.data import pipeline
+
+    for name in ("00001", "00002"):
+        fake_datasets.write_example("gta5", tmp_path / "gta5", name, CS_IDS)
+    for name, split in (("aachen_000000_000019", "train"), ("zurich_000001_000019", "val")):
+        fake_datasets.write_example("cityscapes", tmp_path / "cs", name, CS_IDS, split=split)
+    url = f"ram://data-{uuid.uuid4().hex[:8]}"
+    io_utils.copy_tree(str(tmp_path), url)
+    io_utils.write_text(f"{url}/gta5_list.txt", "00002.png\n")
+
+    for dataset, root, split in (("gta5", "gta5", "all"), ("cityscapes", "cs", "train"),
+                                 ("cityscapes", "cs", "val")):
+        local = datasets.list_examples(dataset, tmp_path / root, split)
+        remote = datasets.list_examples(dataset, f"{url}/{root}", split)
+        assert [e.name for e in remote] == [e.name for e in local]
+        assert remote[0].image_path.startswith(f"{url}/{root}/")
+        for a, b in zip(local, remote):
+            for x, y in zip(datasets.read_example(a, dataset), datasets.read_example(b, dataset)):
+                np.testing.assert_array_equal(x, y)
+        def check(examples, record=None):
+            return checks.check_lists(
+                [checks.ListToCheck(split, dataset, tuple(examples), True)], record)
+        record = f"{url}/check-{root}-{split}.json"
+        local_warnings, remote_warnings = check(local), check(remote, record)
+        assert [w.replace(url, str(tmp_path)) for w in remote_warnings] == local_warnings
+        with monkeypatch.context() as m:   # unchanged files: the record, no decoding
+            m.setattr(checks, "check_list", None)
+            assert check(remote, record) == remote_warnings
+    listed = datasets.list_examples("gta5", f"{url}/gta5", "all",
+                                    list_file=f"{url}/gta5_list.txt")
+    assert [e.name for e in listed] == ["00002"]
+
+    def first_batch(examples):
+        stream = pipeline.source_dataset([e.image_path for e in examples],
+                                         [e.label_path for e in examples], "gta5", (3, 4),
+                                         batch_size=2, shuffle=False, repeat=False)
+        return next(iter(stream))
+    local, remote = (first_batch(datasets.list_examples("gta5", root, "all"))
+                     for root in (tmp_path / "gta5", f"{url}/gta5"))
+    for key in ("image", "label"):
+        np.testing.assert_array_equal(local[key].numpy(), remote[key].numpy())
+
+    with pytest.raises(DataError, match="data set root does not exist"):
+        datasets.list_examples("gta5", f"{url}/nothing", "all")
+    io_utils.remove(f"{url}/gta5/labels/00001.png")
+    with pytest.raises(DataError, match="00001.png: label file missing"):
+        datasets.list_examples("gta5", f"{url}/gta5", "all")

@@ -61,8 +61,8 @@ def _fingerprint(entry):
         paths = ((example.image_path, example.label_path) if entry.labelled
                  else (example.image_path,))
         for path in paths:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            size, mtime = io_utils.size_and_mtime(path)
+            digest.update(f"{path}\0{size}\0{mtime}\0".encode())
     return digest.hexdigest()
 
 

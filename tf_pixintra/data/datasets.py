@@ -13,6 +13,7 @@ decode, so that listing and the 8-bit label reader skip its start-up cost.
 """
 
 import dataclasses
+import io
 import os
 import struct
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tf_pixintra import choices
+from tf_pixintra import io_utils
 from tf_pixintra.data import labels as labels_lib
 from tf_pixintra.errors import DataError
 
@@ -88,44 +90,43 @@ def _relative_image_names(layout, image_dir):
     # Hidden files and folders (temporaries, "._" resource forks) are skipped.
     folders = [""]
     if layout.city_folders:
-        folders = [d for d in os.listdir(image_dir) if not d.startswith(".")
-                   and os.path.isdir(os.path.join(image_dir, d))]
+        folders = [d for d in io_utils.listdir(image_dir) if not d.startswith(".")
+                   and io_utils.isdir(io_utils.join(image_dir, d))]
     names = []
     for folder in folders:
-        path = os.path.join(image_dir, folder)
-        names.extend(os.path.join(folder, f) for f in os.listdir(path)
+        path = io_utils.join(image_dir, folder)
+        names.extend(os.path.join(folder, f) for f in io_utils.listdir(path)
                      if f.endswith(layout.image_suffix) and not f.startswith(".")
-                     and os.path.isfile(os.path.join(path, f)))
+                     and io_utils.isfile(io_utils.join(path, f)))
     return sorted(names)
 
 
 def _listed_image_names(layout, image_dir, list_file):
     """Relative image paths named in `list_file` (blank lines skipped), checked, sorted."""
-    if not os.path.isfile(list_file):
+    if not io_utils.isfile(list_file):
         raise DataError(f"{list_file}: list file does not exist; expected a "
                         "text file with one image name per line")
     names = set()
-    with open(list_file, "r", encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            entry = line.strip()
-            if not entry:
-                continue
-            where = f"{list_file}: line {line_number}: {entry!r}"
-            if os.path.isabs(entry):
-                raise DataError(f"{where}: expected a path relative to "
-                                f"{image_dir}, got an absolute path")
-            if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
-                raise DataError(f"{where}: leaves the image folder {image_dir}; "
-                                "expected a path inside it (no leading '..')")
-            if not entry.endswith(layout.image_suffix):
-                suffixes = " or ".join(map(repr, layout.image_suffix))
-                raise DataError(f"{where}: expected an image name ending in "
-                                f"{suffixes} ({layout.description})")
-            path = os.path.join(image_dir, entry)
-            if not os.path.isfile(path):
-                raise DataError(f"{where}: image {path} does not exist; "
-                                f"expected names relative to {image_dir}")
-            names.add(os.path.normpath(entry))
+    for line_number, line in enumerate(io_utils.read_text(list_file).splitlines(), 1):
+        entry = line.strip()
+        if not entry:
+            continue
+        where = f"{list_file}: line {line_number}: {entry!r}"
+        if os.path.isabs(entry):
+            raise DataError(f"{where}: expected a path relative to "
+                            f"{image_dir}, got an absolute path")
+        if os.path.normpath(entry).split(os.sep)[0] == os.pardir:
+            raise DataError(f"{where}: leaves the image folder {image_dir}; "
+                            "expected a path inside it (no leading '..')")
+        if not entry.endswith(layout.image_suffix):
+            suffixes = " or ".join(map(repr, layout.image_suffix))
+            raise DataError(f"{where}: expected an image name ending in "
+                            f"{suffixes} ({layout.description})")
+        path = io_utils.join(image_dir, entry)
+        if not io_utils.isfile(path):
+            raise DataError(f"{where}: image {path} does not exist; "
+                            f"expected names relative to {image_dir}")
+        names.add(os.path.normpath(entry))
     return sorted(names)
 
 
@@ -146,27 +147,27 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     """
     layout = _layout(dataset)
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        problem = "is not a directory" if os.path.exists(root) else "does not exist"
+    if not io_utils.isdir(root):
+        problem = "is not a directory" if io_utils.exists(root) else "does not exist"
         raise DataError(f"{root}: data set root {problem}; expected a directory "
                         f"in the {layout.description}")
     if not layout.has_splits and split not in ALL_SPLITS and list_file is None:
         raise DataError(f"{root}: {layout.title} has no split folders; expected "
                         f"split {' or '.join(map(repr, ALL_SPLITS))} (every "
                         f"image) or a list_file, got split {split!r}")
-    image_dir = os.path.join(root, layout.image_dir.format(split=split))
-    label_dir = os.path.join(root, layout.label_dir.format(split=split))
-    if not os.path.isdir(image_dir):
-        parent = os.path.dirname(image_dir)
-        if layout.has_splits and os.path.isdir(parent):
-            found = sorted(d for d in os.listdir(parent)
-                           if os.path.isdir(os.path.join(parent, d)))
+    image_dir = io_utils.join(root, layout.image_dir.format(split=split))
+    label_dir = io_utils.join(root, layout.label_dir.format(split=split))
+    if not io_utils.isdir(image_dir):
+        parent = io_utils.parent(image_dir)
+        if layout.has_splits and io_utils.isdir(parent):
+            found = sorted(d for d in io_utils.listdir(parent)
+                           if io_utils.isdir(io_utils.join(parent, d)))
             raise DataError(f"{image_dir}: no split {split!r} in {parent} "
                             f"(found: {', '.join(found) or 'nothing'}); "
                             f"expected the {layout.description}")
         raise DataError(f"{root}: missing folder {image_dir}; expected the "
                         f"{layout.description}")
-    if require_labels and not os.path.isdir(label_dir):
+    if require_labels and not io_utils.isdir(label_dir):
         raise DataError(f"{root}: missing label folder {label_dir}; expected "
                         f"the {layout.description}")
     if list_file is not None:
@@ -182,10 +183,10 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
     for relative in names:
         name = os.path.basename(relative)
         stem = name[:-len(next(s for s in layout.image_suffix if name.endswith(s)))]
-        image_path = os.path.join(image_dir, relative)
-        label_path = os.path.join(label_dir, os.path.dirname(relative),
-                                  stem + layout.label_suffix)
-        if not os.path.isfile(label_path):
+        image_path = io_utils.join(image_dir, relative)
+        label_path = io_utils.join(label_dir, os.path.dirname(relative),
+                                   stem + layout.label_suffix)
+        if not io_utils.isfile(label_path):
             missing.append((image_path, label_path))
             label_path = None
         examples.append(Example(image_path=image_path, label_path=label_path,
@@ -201,8 +202,7 @@ def list_examples(dataset, root, split, list_file=None, require_labels=True):
 def _read_bytes(path, what):
     """The bytes of file `path`; DataError naming it when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return io_utils.read_bytes(path)
     except FileNotFoundError as e:
         raise DataError(f"{path}: {what} file does not exist") from e
     except OSError as e:
@@ -262,11 +262,10 @@ def read_label_ids(path, dataset):
     path = os.fspath(path)
     _layout(dataset)
     if dataset != "synthia":
+        data = _read_bytes(path, "label")
         try:
-            image = Image.open(path)
+            image = Image.open(io.BytesIO(data))
             image.load()  # decodes fully: catches truncation
-        except FileNotFoundError as e:
-            raise DataError(f"{path}: label file does not exist") from e
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"{path}: cannot decode label ({e}); expected a "
                             "complete, readable image file") from e

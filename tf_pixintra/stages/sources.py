@@ -1,7 +1,6 @@
 """Resolves the data config into example lists (and ToyScapes on first use)."""
 
 import dataclasses
-import os
 
 from tf_pixintra import io_utils
 from tf_pixintra.data import checks
@@ -43,8 +42,8 @@ def resolve(data_cfg, need_source=True):
         "cityscapes", target_root, "train",
         list_file=data_cfg.target_list or None, require_labels=False))
     target_val = ()
-    val_dir = os.path.join(target_root, "gtFine", data_cfg.target_val_split)
-    if os.path.isdir(val_dir):
+    val_dir = io_utils.join(target_root, "gtFine", data_cfg.target_val_split)
+    if io_utils.isdir(val_dir):
         target_val = tuple(datasets.list_examples(
             "cityscapes", target_root, data_cfg.target_val_split,
             list_file=data_cfg.target_val_list or None))
