@@ -324,8 +324,8 @@ def test_two_workers_share_pseudo_labels_and_the_chief_evaluates(tmp_path):
         "target_miou"]
     for log in (chief_log, other_log):
         assert f"eval         {eval_miou:11.2f}" in log
-    # Each worker scores its own Stage I model: the same figure, as the smoke
-    # config's trained BN is synchronized (moving statistics included).
+    # Each worker scores its own Stage I model: the same figure, as the moving
+    # statistics of the smoke config's trained BN are averaged over the workers.
     inter_miou = json.loads((run_dir / "inter" / "metrics.json").read_text())[
         "target_miou"]
     for log in (chief_log, other_log):

@@ -47,8 +47,8 @@ HELP = {
     "width": "Channel multiplier of backbone and heads (> 0; 1 = the paper's, 0.25 = ToyScapes' "
              "tiny net).",
     "bn_mode": "frozen: BatchNorm in inference mode, affine frozen (Caffe DeepLab, use with "
-               "pretrained weights); train: ordinary BN, synchronized over replicas (global batch "
-               "statistics).",
+               "pretrained weights); train: ordinary BN (moving statistics averaged over "
+               "replicas).",
     "multi_level": "Two output heads (main on layer4, aux on layer3; AdaptSegNet's multi-level "
                    "training); false = main only.",
     "backbone_weights": "Backbone initialisation (the heads start fresh): a keras.applications "

@@ -18,12 +18,12 @@ from tf_pixintra.adapters.intra import PixelIntraAdapter
 
 
 def build(strategy, method="cts", kld_lambda=0.0, lr=0.01, seed=5,
-          diag_every=0, standin=False):
+          diag_every=0, standin=False, bn_mode="frozen"):
     """The adapter on the tiny DeepLab-v2 and discriminators, or (standin)
     on the linear stand-ins of linear_standin."""
     with strategy.scope():
         g, ds = ((S.linear_generator(seed), S.linear_discriminators(seed))
-                 if standin else (tiny_generator(seed=seed),
+                 if standin else (tiny_generator(seed=seed, bn_mode=bn_mode),
                                   tiny_discriminators(seed, pixel_level=True)))
         adapter = PixelIntraAdapter(
             g, *ds,
@@ -206,3 +206,18 @@ def test_get_config_round_trip():
         "pla", 2e-3, 2e-4, 0.1)
     p = tf.nn.softmax(tf.zeros((1, H, W, 19)))
     assert clone.d_main(p).shape == (1, H, W, 1)
+
+
+def test_trained_bn_under_two_replicas_with_the_gradient_diagnostic(mirrored):
+    """bn_mode=train on two replicas, the gradient-share diagnostic on every
+    step (its extra backward pass runs inside a tf.cond, where TF refuses a
+    collective): the steps run, and both replicas end with the same BN moving
+    statistics."""
+    adapter = build(mirrored, diag_every=1, bn_mode="train")
+    adapter.fit(make_dataset_fn(stage2_batches(8), batch_size=4)(0), steps_per_epoch=2,
+                epochs=1, verbose=0)
+    moving = [v for v in adapter.generator.weights if "moving_" in v.path]
+    assert moving
+    for v in moving:
+        first, second = (t.numpy() for t in mirrored.experimental_local_results(v.value))
+        np.testing.assert_array_equal(first, second)

@@ -11,8 +11,8 @@ with `trainable=False`: in Keras 3 inference mode, statistics never updated
 (Caffe DeepLab-v2's `use_global_stats`; the PyTorch references normalise
 with batch statistics). Caution: `model.trainable = True` later unfreezes
 every BN layer. "train": ordinary BN (momentum 0.9 = PyTorch's 0.1), for
-tiny models from scratch; built under several replicas, synchronized (the
-statistics of the global batch, as on one device). BN epsilon is 1e-5
+tiny models from scratch; built under several replicas, its moving statistics
+are averaged over them (`layers.ReplicaMeanBatchNorm`). BN epsilon is 1e-5
 (PyTorch / Caffe).
 
 `width` scales every channel count (rounded, at least 1) for tiny CPU
@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.models.layers import DilatedConv2D
+from tf_pixintra.models.layers import DilatedConv2D, ReplicaMeanBatchNorm
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -66,14 +66,10 @@ def _conv(x, filters, kernel_size, name, seed, strides=1, dilation=1,
 
 
 def _bn(x, name, bn_mode):
-    # Unsynchronized, Keras' BN normalises each replica's share of the batch
-    # and keeps per-replica moving statistics (aggregation "none"), of which
-    # a saved model holds replica 0's.
     train = bn_mode == "train"
-    return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, trainable=train,
-        synchronized=train and tf.distribute.get_strategy().num_replicas_in_sync > 1,
-        name=name)(x)
+    replicated = train and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    layer = ReplicaMeanBatchNorm if replicated else keras.layers.BatchNormalization
+    return layer(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, trainable=train, name=name)(x)
 
 
 def _block_conv(x, filters, kernel_size, name, seed, strides, dilation):
