@@ -117,3 +117,26 @@ def test_onednn_enabled_reads_tensorflows_runtime_switch():
     (tests/models/test_layers.py, the SavedModel served without oneDNN)."""
     assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     assert compat.onednn_enabled()
+
+
+def test_keras_batch_norm_keeps_each_replicas_own_moving_statistics():
+    """Why ReplicaMeanBatchNorm exists: under two CPU replicas that see
+    different halves of a batch, Keras' BatchNormalization ends with other
+    moving statistics on each replica; ReplicaMeanBatchNorm with their mean on
+    both (one reduced value, copied: bit for bit)."""
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    halves = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.fill((2, 3), 10.0 * tf.cast(ctx.replica_id_in_sync_group, tf.float32)))
+    results = {}
+    for layer_class in (keras.layers.BatchNormalization, compat.ReplicaMeanBatchNorm):
+        with mirrored.scope():
+            layer = layer_class(momentum=0.5)
+            layer.build((None, 3))
+        mirrored.run(tf.function(lambda x, layer=layer: layer(x, training=True)),
+                     args=(halves,))
+        results[layer_class] = [t.numpy() for t in
+                                mirrored.experimental_local_results(layer.moving_mean.value)]
+    keras_first, keras_second = results[keras.layers.BatchNormalization]
+    assert (keras_first == 0).all() and (keras_second == 5).all()   # 0.5 * 0 + 0.5 * 10
+    ours_first, ours_second = results[compat.ReplicaMeanBatchNorm]
+    assert (ours_first == 2.5).all() and (ours_second == 2.5).all()

@@ -95,22 +95,3 @@ class DilatedConv2D(keras.layers.Conv2D):
         return tf.nn.conv2d(inputs, kernel, strides=1,
                             padding=self.padding.upper(),
                             dilations=list(self.dilation_rate))
-
-
-@keras.saving.register_keras_serializable(package="tf_pixintra")
-class ReplicaMeanBatchNorm(keras.layers.BatchNormalization):
-    """BatchNormalization whose moving statistics are averaged over the replicas
-    at every update, so every replica (and worker) holds the same ones.
-
-    Keras 3 creates them with aggregation "none": each replica then keeps the
-    statistics of its own share of the batch, and a saved model holds replica
-    0's. Batch statistics stay per replica, as in TF Keras 2's BN. (Keras'
-    `synchronized=True` all-reduces them instead, but its gradient is a
-    collective, which TF refuses inside the tf.cond of the Stage II gradient
-    diagnostic.)
-    """
-
-    def add_weight(self, *args, trainable=True, **kwargs):
-        if not trainable:   # moving_mean, moving_variance
-            kwargs["aggregation"] = "mean"
-        return super().add_weight(*args, trainable=trainable, **kwargs)

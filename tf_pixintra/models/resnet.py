@@ -12,7 +12,7 @@ with `trainable=False`: in Keras 3 inference mode, statistics never updated
 with batch statistics). Caution: `model.trainable = True` later unfreezes
 every BN layer. "train": ordinary BN (momentum 0.9 = PyTorch's 0.1), for
 tiny models from scratch; built under several replicas, its moving statistics
-are averaged over them (`layers.ReplicaMeanBatchNorm`). BN epsilon is 1e-5
+are averaged over them (`compat.ReplicaMeanBatchNorm`). BN epsilon is 1e-5
 (PyTorch / Caffe).
 
 `width` scales every channel count (rounded, at least 1) for tiny CPU
@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from tf_pixintra import choices
 from tf_pixintra.errors import ConfigError
-from tf_pixintra.models.layers import DilatedConv2D, ReplicaMeanBatchNorm
+from tf_pixintra.compat import ReplicaMeanBatchNorm
+from tf_pixintra.models.layers import DilatedConv2D
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
