@@ -14,6 +14,9 @@ from tf_pixintra import inference
 from tf_pixintra.errors import ConfigError
 from tf_pixintra.models.preprocessing import CAFFE_MEAN_BGR
 
+# Multi-scale test scales of CRST (yzou2/CRST, with flip).
+CRST_SCALES = (0.9, 1.0, 1.2)
+
 # |RGB - Caffe mean| <= 255 - 104.007 for RGB in [0, 255].
 MAX_INPUT = 152.0
 
@@ -103,7 +106,7 @@ def test_caffe_preprocessing_reaches_the_model():
 def test_main_output_is_used_and_labels_are_uint8():
     model = constant_model(main_class=3, aux_class=5)
     labels = inference.predict_labels(model, random_image(24, 40), size=(16, 32),
-                                      scales=inference.CRST_SCALES, flip=True)
+                                      scales=CRST_SCALES, flip=True)
     assert labels.dtype == np.uint8 and labels.shape == (24, 40)
     assert np.all(labels == 3)
 
@@ -112,14 +115,13 @@ def test_multi_scale_flip_shapes():
     model = strided_model()
     image = random_image(20, 30)
     probs = inference.predict_probs(model, image, size=(16, 24),
-                                    scales=inference.CRST_SCALES, flip=True)
+                                    scales=CRST_SCALES, flip=True)
     assert probs.dtype == np.float32 and probs.shape == (20, 30, 19)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=0,
                                atol=T.probs_sum_bound(19, variants=6))
     small = inference.predict_probs(model, image, size=(16, 24), scales=(0.5, 1.0),
                                     output_size=(10, 15))
     assert small.shape == (10, 15, 19)
-    assert inference.CRST_SCALES == (0.9, 1.0, 1.2)
 
 
 def test_scales_average_and_size_times_scale():

@@ -23,9 +23,6 @@ from tf_pixintra.models.deeplab_v2 import main_output
 from tf_pixintra.models.preprocessing import caffe_preprocess
 from tf_pixintra.run_layout import MODEL_FILE, RUN_FILE
 
-# Multi-scale test scales of CRST (with flip).
-CRST_SCALES = (0.9, 1.0, 1.2)
-
 
 def predict_logits(model, image_bgr, output_size=None):
     """float32 [B, h, w, C] main logits of `model` on Caffe-preprocessed
