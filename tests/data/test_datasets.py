@@ -1,12 +1,16 @@
 """Tests for tf_pixintra.data.datasets: layouts, label decoding, bad input."""
 
 import os
+import uuid
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tf_pixintra import io_utils
+from tf_pixintra.data import checks
 from tf_pixintra.data import datasets
+from tf_pixintra.data import pipeline
 from tf_pixintra.errors import ConfigError, DataError
 
 # Cityscapes / GTA5 labelIds and their trainIds, mapped by hand from the
@@ -330,12 +334,6 @@ def test_data_sets_on_a_gfile_url_read_as_local_ones(tmp_path, fake_datasets, mo
     list file there, the same arrays from the readers and the training
     stream, the up-front check and its fingerprint; a missing root or label
     is the same DataError."""
-    import uuid
-
-    from tf_pixintra import io_utils
-    from tf_pixintra.data import checks
-    from tf_pixintra.data import pipeline
-
     for name in ("00001", "00002"):
         fake_datasets.write_example("gta5", tmp_path / "gta5", name, CS_IDS)
     for name, split in (("aachen_000000_000019", "train"), ("zurich_000001_000019", "val")):

@@ -25,8 +25,8 @@ import keras
 import tensorflow as tf
 
 from tf_pixintra import choices
-from tf_pixintra.errors import ConfigError
 from tf_pixintra.compat import ReplicaMeanBatchNorm
+from tf_pixintra.errors import ConfigError
 from tf_pixintra.models.layers import DilatedConv2D
 
 BN_EPSILON = 1e-5

@@ -169,8 +169,8 @@ def fit(adapter, make_dataset, total_steps, checkpoint_dir, *,
     except tf.errors.UnavailableError as e:   # a collective aborted: a peer is gone
         if not compat.in_multi_worker_mode(adapter.distribute_strategy):
             raise
-        reason = next((line for line in e.message.splitlines() if "aborted by" in line),
-                      e.message.splitlines()[0])
+        lines = e.message.splitlines() or [type(e).__name__]
+        reason = next((line for line in lines if "aborted by" in line), lines[0])
         raise PeerLost(
             f"{io_utils.parent(checkpoint_dir)}: a worker of the job stopped answering during "
             f"training ({reason.strip()}); the checkpoints in {checkpoint_dir} are kept: "
