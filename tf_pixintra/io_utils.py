@@ -120,9 +120,12 @@ def isdir(path):
 
 
 def isfile(path):
-    if is_url(path):
-        return _gfile().exists(path) and not _gfile().isdir(path)
-    return os.path.isfile(path)
+    if not is_url(path):
+        return os.path.isfile(path)
+    try:   # one request: a data set root lists and checks every file
+        return not _gfile().stat(path).is_directory
+    except _tf().errors.NotFoundError:
+        return False
 
 
 def getsize(path):
